@@ -1,0 +1,35 @@
+"""xling: cross-lingual transfer of language models.
+
+The Python API that the ``xling`` command line wraps:
+
+>>> import xling
+>>> result = xling.align()                      # built-in model and corpus
+>>> result.summary()                            # per-language MEXA, best layer, ...
+
+Layers: ``xling.data`` (corpora, language codes), ``xling.models`` (loading,
+layer access), ``xling.engine`` (batched hidden states), ``xling.methods``
+(metrics: pure tensor functions in a registry), ``xling.runs`` (recipes,
+results store, reports), ``xling.cli`` (the command line).
+"""
+
+from xling.errors import XlingError
+
+__version__ = "0.1.0"
+
+__all__ = ["XlingError", "align", "load_model", "load_corpus", "__version__"]
+
+
+def __getattr__(name):  # lazy: importing xling stays cheap (no torch until needed)
+    if name == "align":
+        from xling.runs.align import align
+
+        return align
+    if name == "load_model":
+        from xling.models.loading import load_model
+
+        return load_model
+    if name == "load_corpus":
+        from xling.data.readers import load_corpus
+
+        return load_corpus
+    raise AttributeError(name)

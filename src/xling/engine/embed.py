@@ -1,0 +1,229 @@
+"""The engine: batched hidden states of every requested layer, pooled per sentence.
+
+One forward pass per batch returns all hidden states (``output_hidden_states``);
+each requested layer is pooled at once, so the token states of a batch are the
+only per-token tensors ever alive (never tokens x layers x languages). Batches
+are length-sorted (least padding), results go back to the input order, and the
+output is the same, to float tolerance, whatever the batch size and padding
+side: left padding gets explicit position ids where the model does not derive
+them from the input ids itself.
+
+Pooled embeddings are cached on disk per language, keyed by the model's
+fingerprint, the pooling, the layers, the truncation length, the prefix and the
+sentences themselves, so a second run (or an interrupted one) skips the model
+for every language already done.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+from xling.engine.pooling import default_pooling, get_pooling
+from xling.errors import XlingError
+from xling.io import atomic_path, cache_dir
+from xling.models.layers import parse_layers
+from xling.models.loading import LoadedModel
+
+
+@dataclass(frozen=True)
+class EmbedConfig:
+    """How sentences become vectors. ``layers`` are hidden-state indices (0 = embeddings)."""
+
+    pooling: str = "auto"
+    layers: tuple[int, ...] | None = None
+    batch_size: int = 32
+    max_length: int = 512
+    padding_side: str = "right"
+    prefix: str = ""
+
+    def __post_init__(self):
+        if self.batch_size < 1:
+            raise XlingError(f"batch size must be >= 1, got {self.batch_size}")
+        if self.max_length < 2:
+            raise XlingError(f"max length must be >= 2, got {self.max_length}")
+        if self.padding_side not in ("left", "right"):
+            raise XlingError(f"padding side must be left or right, got {self.padding_side}")
+        if self.pooling != "auto":
+            get_pooling(self.pooling)
+
+    def resolved(self, lm: LoadedModel) -> "EmbedConfig":
+        """Fill ``auto`` pooling, default layers and the model's own length limit."""
+        pooling = default_pooling(lm.is_decoder) if self.pooling == "auto" else self.pooling
+        layers = tuple(parse_layers(list(self.layers) if self.layers is not None else None, lm.num_hidden_states))
+        limit = getattr(lm.model.config, "max_position_embeddings", None) or self.max_length
+        if getattr(lm.model.config, "model_type", "") in ("xlm-roberta", "roberta", "camembert"):
+            limit -= 2  # positions start after the padding index
+        return EmbedConfig(pooling, layers, self.batch_size, min(self.max_length, limit), self.padding_side, self.prefix)
+
+
+def _pad_id(tokenizer) -> int:
+    for attr in ("pad_token_id", "eos_token_id", "unk_token_id"):
+        v = getattr(tokenizer, attr, None)
+        if v is not None:
+            return int(v)
+    return 0
+
+
+def _needs_position_ids(model: torch.nn.Module) -> bool:
+    """Whether left padding needs explicit positions: the model takes ``position_ids``
+    and does not derive them from the input ids (RoBERTa-style embeddings do, via
+    their ``padding_idx``)."""
+    if "position_ids" not in inspect.signature(model.forward).parameters:
+        return False
+    emb = getattr(model, "embeddings", None)
+    return getattr(emb, "padding_idx", None) is None
+
+
+def tokenize(lm: LoadedModel, sentences: Sequence[str], cfg: EmbedConfig, need_special: bool = False):
+    texts = [cfg.prefix + s for s in sentences] if cfg.prefix else list(sentences)
+    enc = lm.tokenizer(
+        texts,
+        add_special_tokens=True,
+        truncation=True,
+        max_length=cfg.max_length,
+        return_special_tokens_mask=need_special,
+        return_attention_mask=False,
+    )
+    ids = enc["input_ids"]
+    for i, row in enumerate(ids):
+        if len(row) == 0:
+            raise XlingError(f"sentence {i + 1} tokenizes to nothing: {sentences[i]!r}")
+    special = enc.get("special_tokens_mask") if need_special else None
+    return ids, special
+
+
+@torch.inference_mode()
+def embed_sentences(
+    lm: LoadedModel,
+    sentences: Sequence[str],
+    cfg: EmbedConfig = EmbedConfig(),
+    progress: Callable[[int], None] | None = None,
+) -> torch.Tensor:
+    """Pooled embeddings ``(len(layers), n, dim)`` in float32, in input order."""
+    cfg = cfg.resolved(lm)
+    if len(sentences) == 0:
+        raise XlingError("no sentences to embed")
+    pool = get_pooling(cfg.pooling)
+    need_special = cfg.pooling == "mean-nospecial"
+    ids, special = tokenize(lm, sentences, cfg, need_special)
+    lengths = torch.tensor([len(r) for r in ids])
+    order = torch.argsort(lengths, descending=True, stable=True)
+    pad = _pad_id(lm.tokenizer)
+    left = cfg.padding_side == "left"
+    pos_ids = left and _needs_position_ids(lm.model)
+    layers = list(cfg.layers)
+    out: torch.Tensor | None = None
+    dev = lm.device
+    for start in range(0, len(ids), cfg.batch_size):
+        idx = order[start : start + cfg.batch_size]
+        T = int(lengths[idx].max())
+        B = len(idx)
+        input_ids = torch.full((B, T), pad, dtype=torch.long)
+        mask = torch.zeros((B, T), dtype=torch.long)
+        smask = torch.zeros((B, T), dtype=torch.long) if need_special else None
+        for b, i in enumerate(idx.tolist()):
+            row = ids[i]
+            sl = slice(T - len(row), T) if left else slice(0, len(row))
+            input_ids[b, sl] = torch.tensor(row)
+            mask[b, sl] = 1
+            if smask is not None:
+                smask[b, sl] = torch.tensor(special[i])
+        kwargs = {"input_ids": input_ids.to(dev), "attention_mask": mask.to(dev)}
+        if pos_ids:
+            kwargs["position_ids"] = (torch.cumsum(mask, 1) - 1).clamp_min(0).to(dev)
+        hs = lm.model(**kwargs, output_hidden_states=True, return_dict=True).hidden_states
+        if out is None:
+            out = torch.empty((len(layers), len(ids), hs[0].shape[-1]), dtype=torch.float32)
+        mask_d = mask.to(dev)
+        smask_d = smask.to(dev) if smask is not None else None
+        for li, layer in enumerate(layers):
+            pooled = pool(hs[layer][None], mask_d, special_mask=smask_d)[0]
+            out[li, idx] = pooled.float().cpu()
+        del hs
+        if progress is not None:
+            progress(B)
+    return out
+
+
+# ----------------------------------------------------------------------------- cache
+
+
+def _sentences_hash(sentences: Sequence[str]) -> str:
+    h = hashlib.sha256()
+    for s in sentences:
+        h.update(s.encode("utf-8"))
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+class EmbeddingCache:
+    """Pooled embeddings on disk, one safetensors file per (model, config, sentences)."""
+
+    VERSION = 1
+
+    def __init__(self, root: str | Path | None = None):
+        self.root = Path(root) if root is not None else cache_dir("embeddings")
+
+    def key(self, lm: LoadedModel, cfg: EmbedConfig, sentences: Sequence[str]) -> str:
+        cfg = cfg.resolved(lm)
+        spec = {
+            "v": self.VERSION,
+            "model": lm.fingerprint,
+            "dtype": str(lm.dtype),
+            "pooling": cfg.pooling,
+            "layers": list(cfg.layers),
+            "max_length": cfg.max_length,
+            "prefix": cfg.prefix,
+            "sentences": _sentences_hash(sentences),
+        }
+        return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:32]
+
+    def path(self, key: str) -> Path:
+        return self.root / key[:2] / f"{key}.safetensors"
+
+    def get(self, key: str) -> torch.Tensor | None:
+        p = self.path(key)
+        if not p.is_file():
+            return None
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(p)["embeddings"]
+        except Exception:
+            p.unlink(missing_ok=True)  # a damaged entry is recomputed
+            return None
+
+    def put(self, key: str, emb: torch.Tensor, meta: dict | None = None) -> None:
+        from safetensors.torch import save_file
+
+        p = self.path(key)
+        with atomic_path(p) as tmp:
+            save_file({"embeddings": emb.contiguous()}, str(tmp), metadata={k: str(v) for k, v in (meta or {}).items()})
+
+
+def embed_cached(
+    lm: LoadedModel,
+    sentences: Sequence[str],
+    cfg: EmbedConfig,
+    cache: EmbeddingCache | None,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[torch.Tensor, bool]:
+    """Embeddings of ``sentences``, from the cache when present. Returns (tensor, was_cached)."""
+    if cache is None:
+        return embed_sentences(lm, sentences, cfg, progress), False
+    key = cache.key(lm, cfg, sentences)
+    hit = cache.get(key)
+    if hit is not None:
+        if progress is not None:
+            progress(len(sentences))
+        return hit, True
+    emb = embed_sentences(lm, sentences, cfg, progress)
+    cache.put(key, emb, {"model": lm.name, **{k: v for k, v in asdict(cfg.resolved(lm)).items()}})
+    return emb, False

