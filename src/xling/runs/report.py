@@ -1,0 +1,150 @@
+"""Self-contained HTML reports: inline CSS and SVG, no scripts, no network.
+
+A report opens offline in any browser and can be mailed as one file. Alignment
+reports hold, per metric, a language x layer heatmap, the best layer of each
+language, and the run's configuration.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Iterable
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem auto;max-width:1200px;color:#222;padding:0 1rem}
+h1{font-size:1.5rem}h2{font-size:1.2rem;margin-top:2rem;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;font-size:.85rem;margin:.5rem 0}
+td,th{border:1px solid #ddd;padding:.2rem .5rem;text-align:right}th{background:#f4f4f4}
+td.l,th.l{text-align:left}.muted{color:#777;font-size:.85rem}
+.grid{display:flex;flex-wrap:wrap;gap:1.5rem}.card{flex:0 0 auto}
+svg text{font-family:system-ui,sans-serif}
+"""
+
+# Viridis, sampled at 9 points; values are interpolated linearly between them.
+_VIRIDIS = [(68, 1, 84), (71, 44, 122), (59, 81, 139), (44, 113, 142), (33, 144, 141),
+            (39, 173, 129), (92, 200, 99), (170, 220, 50), (253, 231, 37)]
+
+
+def color(t: float) -> str:
+    t = 0.0 if t != t else min(1.0, max(0.0, t))  # NaN -> 0
+    x = t * (len(_VIRIDIS) - 1)
+    i = min(int(x), len(_VIRIDIS) - 2)
+    f = x - i
+    a, b = _VIRIDIS[i], _VIRIDIS[i + 1]
+    return "#%02x%02x%02x" % tuple(round(a[k] + (b[k] - a[k]) * f) for k in range(3))
+
+
+def heatmap_svg(title: str, rows: list[str], cols: list[int], values: dict[str, dict[int, float]],
+                lo: float | None = None, hi: float | None = None, reverse: bool = False) -> str:
+    """A rows x cols heatmap; ``reverse`` when lower is better (errors)."""
+    flat = [values[r][c] for r in rows for c in cols if c in values.get(r, {})]
+    lo = min(flat) if lo is None else lo
+    hi = max(flat) if hi is None else hi
+    span = (hi - lo) or 1.0
+    cw, ch, left, top = max(18, min(34, 700 // max(1, len(cols)))), 16, 120, 34
+    width, height = left + cw * len(cols) + 70, top + ch * len(rows) + 30
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
+           f'aria-label="{html.escape(title)}">',
+           f'<text x="0" y="14" font-size="13" font-weight="600">{html.escape(title)}</text>']
+    for j, c in enumerate(cols):
+        out.append(f'<text x="{left + j * cw + cw / 2}" y="{top - 4}" font-size="9" text-anchor="middle">{c}</text>')
+    for i, r in enumerate(rows):
+        y = top + i * ch
+        out.append(f'<text x="{left - 4}" y="{y + ch - 4}" font-size="10" text-anchor="end">{html.escape(r)}</text>')
+        for j, c in enumerate(cols):
+            v = values.get(r, {}).get(c)
+            if v is None:
+                continue
+            t = (v - lo) / span
+            out.append(
+                f'<rect x="{left + j * cw}" y="{y}" width="{cw - 1}" height="{ch - 1}" fill="{color(1 - t if reverse else t)}">'
+                f'<title>{html.escape(r)} layer {c}: {v:.4f}</title></rect>'
+            )
+    # legend
+    lx = left + cw * len(cols) + 12
+    for k in range(10):
+        t = 1 - k / 9
+        out.append(f'<rect x="{lx}" y="{top + k * 12}" width="12" height="12" fill="{color(1 - t if reverse else t)}"/>')
+    out.append(f'<text x="{lx + 16}" y="{top + 10}" font-size="9">{hi:.2f}</text>')
+    out.append(f'<text x="{lx + 16}" y="{top + 118}" font-size="9">{lo:.2f}</text>')
+    out.append(f'<text x="{left + cw * len(cols) / 2}" y="{height - 6}" font-size="10" text-anchor="middle">layer</text>')
+    out.append("</svg>")
+    return "".join(out)
+
+
+def table_html(head: list[str], rows: Iterable[list], left_cols: int = 1) -> str:
+    cls = lambda i: ' class="l"' if i < left_cols else ""  # noqa: E731
+    parts = ["<table><tr>" + "".join(f"<th{cls(i)}>{html.escape(str(h))}</th>" for i, h in enumerate(head)) + "</tr>"]
+    for r in rows:
+        cells = []
+        for i, v in enumerate(r):
+            s = f"{v:.3f}" if isinstance(v, float) else str(v)
+            cells.append(f"<td{cls(i)}>{html.escape(s)}</td>")
+        parts.append("<tr>" + "".join(cells) + "</tr>")
+    parts.append("</table>")
+    return "".join(parts)
+
+
+def page(title: str, body: str) -> str:
+    return (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
+            f"<style>{CSS}</style></head><body>{body}</body></html>\n")
+
+
+_BOUNDED = ("mexa", "retrieval", "xsim_err", "bitext", "cka", "anc")
+
+
+def render_align_report(result) -> str:
+    """HTML for an :class:`~xling.runs.align.AlignResult`."""
+    from xling.data.langcodes import lang_name
+    from xling.runs.align import _lower_is_better
+
+    metrics = result.metrics()
+    summ = {(s["lang"], s["metric"]): s for s in result.summary()}
+    main = "mexa" if "mexa" in metrics else metrics[0]
+    langs = sorted(result.langs, key=lambda lang: -summ[(lang, main)]["mean"])
+    best_l, best_v = result.best_layer(main)
+    body = [f"<h1>Cross-lingual alignment: {html.escape(result.model)}</h1>",
+            f"<p>{len(result.langs)} languages against pivot <b>{html.escape(result.pivot)}</b> on "
+            f"<b>{html.escape(result.corpus)}</b>, {result.n_sentences} parallel sentences each; "
+            f"pooling <b>{html.escape(result.pooling)}</b>; hidden states {result.layers[0]}..{result.layers[-1]} "
+            f"(0 = embeddings). Best layer by mean {main}: <b>{best_l}</b> ({best_v:.3f}).</p>"]
+
+    body.append("<h2>Per language</h2>")
+    extra = [m for m in metrics if m != main]
+    head = ["lang", "name", f"{main} mean", f"{main} max", "best layer"] + [f"{m} @best" for m in extra]
+    rows = []
+    for lang in langs:
+        s = summ[(lang, main)]
+        row = [lang, lang_name(lang), s["mean"], s["best"], s["best_layer"]]
+        row += [result.values(m)[lang].get(s["best_layer"], float("nan")) for m in extra]
+        rows.append(row)
+    body.append(table_html(head, rows, left_cols=2))
+
+    body.append("<h2>Layer x language heatmaps</h2><div class=\"grid\">")
+    for m in metrics:
+        vals = result.values(m)
+        bounded = m.startswith(_BOUNDED)
+        body.append('<div class="card">' + heatmap_svg(
+            m, langs, result.layers, vals, lo=0.0 if bounded and m != "anc_signed" else None,
+            hi=1.0 if bounded and m != "anc_signed" else None, reverse=_lower_is_better(m)) + "</div>")
+    body.append("</div>")
+
+    body.append("<h2>Mean over languages, per layer</h2>")
+    per_layer = []
+    for layer in result.layers:
+        row = [layer]
+        for m in metrics:
+            v = [r["value"] for r in result.rows if r["metric"] == m and r["layer"] == layer]
+            row.append(sum(v) / len(v))
+        per_layer.append(row)
+    body.append(table_html(["layer", *metrics], per_layer))
+
+    body.append("<h2>Run</h2>")
+    info = [["run id", result.run_id], ["model", result.model], ["corpus", result.corpus],
+            ["metrics", ", ".join(result.config.metrics)], ["timings (s)", ", ".join(f"{k}={v}" for k, v in result.timings.items())]]
+    info += [[k, str(v)] for k, v in result.meta.items() if k not in ("corpus_meta",)]
+    body.append(table_html(["", ""], info, left_cols=2))
+    body.append('<p class="muted">Definitions: MEXA (Kargaran et al. 2024), strict both directions; retrieval '
+                'accuracy (XTREME); xSIM error with ratio margin, k=4 (Artetxe &amp; Schwenk 2019); bitext-mining F1 '
+                '(MTEB); linear CKA (Kornblith et al. 2019); ANC (Del &amp; Fishel). Generated by xling.</p>')
+    return page(f"xling align: {result.model}", "".join(body))
