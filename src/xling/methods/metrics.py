@@ -1,0 +1,695 @@
+"""Cross-lingual alignment metrics over pooled sentence embeddings, per layer.
+
+Every metric takes a :class:`PairEmbeddings` (pivot ``X`` and other language ``Y``,
+both ``(L, n, d)``: L layers, n parallel sentences, d dimensions; row i of X and row i
+of Y are translations of each other) and returns ``{output_name: tensor of shape (L,)}``,
+one number per layer. The formulas are those of ``shared/reference/methods.md``; each
+metric's docstring cites its paper and says where xling departs from it.
+
+Public API::
+
+    pair = PairEmbeddings(X, Y)                      # validates, casts to float32 (or float64)
+    pair.sim                                         # (L, n, n) cosine matrix, computed once
+    compute_metrics(pair, ["mexa", "retrieval"], {"retrieval": {"ks": (1, 10)}})
+    METRICS["mexa"].defaults, METRICS["xsim"].description
+    higher_is_better("xsim_err_p2l")                 # False
+
+Shared conventions
+------------------
+* **One similarity matrix.** ``S = pair.sim`` with ``S[l, i, j] = cos(x_i, y_j)`` is
+  computed once by a batched matmul of L2-normalised rows; pivot->other metrics read its
+  rows, other->pivot metrics read its transpose, so both directions see bit-identical
+  numbers and ties are the same ties. A zero row is normalised to the zero vector, i.e.
+  cosine 0 with everything.
+* **Ties are misses (strict, pessimistic).** Sentence i counts as retrieved at top-k iff
+  fewer than k competitors j != i are *not strictly below* it:
+  ``#{j != i : not (S_ii > S_ij)} < k``. A competitor tied with the gold is ranked above
+  it. This is exactly MEXA's strict inequality for k = 1, it is independent of the order
+  of the sentences, and it never rewards a collapsed space (all-equal embeddings score 0,
+  where "argmax takes the first index" would score sentence 0 as correct). Retrieval,
+  xSIM and bitext mining accept ``ties="first"`` for the argmax convention of
+  torch/numpy/faiss-style code instead: a tie with an earlier index ranks above the
+  gold, a tie with a later one below.
+* **Numerics.** Inputs in float16/bfloat16/float32 are computed in float32, float64
+  inputs in float64 (or pass ``dtype=``). Reductions that decide CKA (sums of squared
+  Gram entries) are accumulated in float64. Every output is a float64 tensor of shape
+  ``(L,)`` on the inputs' device.
+* **Memory.** The tie-aware rank tests build a few boolean ``(L, n, n)`` tensors; for
+  very large n pass ``layer_chunk=`` to :func:`compute_metrics` to process the layers a
+  few at a time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable, Iterable, Mapping
+
+import torch
+
+from xling.errors import XlingError
+
+__all__ = [
+    "METRICS",
+    "Metric",
+    "PairEmbeddings",
+    "compute_metrics",
+    "higher_is_better",
+    "register_metric",
+    "resolve_options",
+]
+
+TIE_RULES = ("strict", "first")
+
+
+# --------------------------------------------------------------------------------------
+# Shared input: the two sides' pooled embeddings and the quantities derived from them
+# --------------------------------------------------------------------------------------
+
+
+class PairEmbeddings:
+    """Pooled embeddings of n parallel sentences at L layers: pivot X (L, n, d), other Y (L, n, d).
+
+    ``X[l, i]`` and ``Y[l, i]`` are the layer-l embeddings of sentence i in the pivot and
+    in the other language. 2-D inputs ``(n, d)`` are taken as a single layer.
+
+    Args:
+        X, Y: tensors (or anything ``torch.as_tensor`` accepts) of identical shape
+            ``(L, n, d)`` with n >= 2, finite values.
+        dtype: computation dtype, ``torch.float32`` or ``torch.float64``. Default: float64
+            when either input is float64, else float32 (float16/bfloat16 are upcast).
+
+    Derived quantities are computed lazily, once, and shared by all metrics:
+    ``sim`` (cosine matrix), ``Xn``/``Yn`` (L2-normalised rows), ``Xc``/``Yc``
+    (column-centred), ``sim_diag``. Raises :class:`XlingError` on shape mismatch,
+    too few sentences or non-finite values.
+    """
+
+    def __init__(self, X: Any, Y: Any, *, dtype: torch.dtype | None = None):
+        X = torch.as_tensor(X)
+        Y = torch.as_tensor(Y)
+        if X.ndim == 2:
+            X = X.unsqueeze(0)
+        if Y.ndim == 2:
+            Y = Y.unsqueeze(0)
+        if X.ndim != 3 or Y.ndim != 3:
+            raise XlingError(
+                f"embeddings must have shape (layers, sentences, dim); "
+                f"got pivot {tuple(X.shape)} and other {tuple(Y.shape)}"
+            )
+        if X.shape != Y.shape:
+            raise XlingError(
+                f"pivot and other embeddings differ in shape: {tuple(X.shape)} vs {tuple(Y.shape)} "
+                f"(need the same layers, the same number of parallel sentences and the same dim)"
+            )
+        if X.device != Y.device:
+            raise XlingError(f"pivot and other embeddings are on different devices: {X.device} vs {Y.device}")
+        if X.shape[1] < 2:
+            raise XlingError(f"need at least 2 parallel sentences, got {X.shape[1]}")
+        if X.shape[2] < 1 or X.shape[0] < 1:
+            raise XlingError(f"empty embeddings of shape {tuple(X.shape)}")
+        for T in (X, Y):
+            if T.is_complex() or T.dtype == torch.bool:
+                raise XlingError(f"embeddings must be real numbers, got dtype {T.dtype}")
+        if dtype is None:
+            dtype = torch.float64 if torch.float64 in (X.dtype, Y.dtype) else torch.float32
+        if dtype not in (torch.float32, torch.float64):
+            raise XlingError(f"metrics compute in float32 or float64, not {dtype}")
+        self.dtype = dtype
+        self.X = X.to(dtype)
+        self.Y = Y.to(dtype)
+        for side, T in (("pivot", self.X), ("other", self.Y)):
+            if not bool(torch.isfinite(T).all()):
+                raise XlingError(f"{side} embeddings contain NaN or infinite values")
+
+    # shape -------------------------------------------------------------------------
+    @property
+    def L(self) -> int:
+        return self.X.shape[0]
+
+    @property
+    def n(self) -> int:
+        return self.X.shape[1]
+
+    @property
+    def d(self) -> int:
+        return self.X.shape[2]
+
+    @property
+    def device(self) -> torch.device:
+        return self.X.device
+
+    def __repr__(self) -> str:
+        return f"PairEmbeddings(L={self.L}, n={self.n}, d={self.d}, dtype={self.dtype})"
+
+    def select_layers(self, start: int, stop: int) -> "PairEmbeddings":
+        """A view on layers ``start:stop``; already computed derived tensors are sliced, not recomputed."""
+        sub = object.__new__(PairEmbeddings)
+        sub.dtype = self.dtype
+        sub.X = self.X[start:stop]
+        sub.Y = self.Y[start:stop]
+        for name in ("Xn", "Yn", "Xc", "Yc", "sim", "sim_diag"):
+            if name in self.__dict__:
+                sub.__dict__[name] = self.__dict__[name][start:stop]
+        return sub
+
+    # derived quantities --------------------------------------------------------------
+    @functools.cached_property
+    def Xn(self) -> torch.Tensor:
+        """Pivot rows scaled to unit L2 norm (zero rows stay zero)."""
+        return torch.nn.functional.normalize(self.X, p=2.0, dim=-1)
+
+    @functools.cached_property
+    def Yn(self) -> torch.Tensor:
+        """Other-language rows scaled to unit L2 norm (zero rows stay zero)."""
+        return torch.nn.functional.normalize(self.Y, p=2.0, dim=-1)
+
+    @functools.cached_property
+    def sim(self) -> torch.Tensor:
+        """(L, n, n) cosine matrix, ``sim[l, i, j] = cos(x_i, y_j)``; rows: pivot, columns: other."""
+        return torch.bmm(self.Xn, self.Yn.transpose(1, 2))
+
+    @functools.cached_property
+    def sim_diag(self) -> torch.Tensor:
+        """(L, n) gold similarities ``sim[l, i, i]``."""
+        return torch.diagonal(self.sim, dim1=-2, dim2=-1)
+
+    @functools.cached_property
+    def Xc(self) -> torch.Tensor:
+        """Pivot embeddings with every column (neuron) centred over the n sentences."""
+        return self.X - self.X.mean(dim=1, keepdim=True)
+
+    @functools.cached_property
+    def Yc(self) -> torch.Tensor:
+        """Other-language embeddings with every column centred over the n sentences."""
+        return self.Y - self.Y.mean(dim=1, keepdim=True)
+
+
+# --------------------------------------------------------------------------------------
+# Registry
+# --------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Metric:
+    """A registered metric.
+
+    ``higher_is_better`` maps each output name to its direction; an output family
+    parametrised by k (``retrieval_p2l@1``, ``retrieval_p2l@5``...) is keyed ``"...@k"``.
+    """
+
+    name: str
+    fn: Callable[..., dict[str, torch.Tensor]]
+    defaults: Mapping[str, Any]
+    description: str
+    higher_is_better: Mapping[str, bool]
+
+    def is_higher_better(self, output: str) -> bool:
+        if output in self.higher_is_better:
+            return self.higher_is_better[output]
+        if "@" in output:
+            key = output.split("@", 1)[0] + "@k"
+            if key in self.higher_is_better:
+                return self.higher_is_better[key]
+        raise KeyError(f"metric {self.name!r} has no output {output!r}")
+
+    def __call__(self, pair: PairEmbeddings, **opts: Any) -> dict[str, torch.Tensor]:
+        return self.fn(pair, **resolve_options(self.name, opts))
+
+
+METRICS: dict[str, Metric] = {}
+
+
+def register_metric(
+    name: str,
+    *,
+    defaults: Mapping[str, Any] | None = None,
+    higher_is_better: Mapping[str, bool] | None = None,
+    description: str | None = None,
+) -> Callable[[Callable[..., dict[str, torch.Tensor]]], Callable[..., dict[str, torch.Tensor]]]:
+    """Decorator: register ``fn(pair, **opts) -> {output: (L,) tensor}`` under ``name``.
+
+    ``defaults`` lists every option the metric accepts (anything else is rejected with an
+    :class:`XlingError`); ``higher_is_better`` maps output names (or ``"prefix@k"``) to
+    their direction (default: a single output ``name``, higher is better);
+    ``description`` defaults to the first line of the docstring.
+    """
+
+    def deco(fn):
+        if name in METRICS:
+            raise ValueError(f"metric {name!r} is already registered")
+        desc = description
+        if desc is None:
+            desc = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else name
+        METRICS[name] = Metric(
+            name=name,
+            fn=fn,
+            defaults=dict(defaults or {}),
+            description=desc,
+            higher_is_better=dict(higher_is_better or {name: True}),
+        )
+        return fn
+
+    return deco
+
+
+def _unknown_metric(name: str) -> XlingError:
+    return XlingError(f"unknown metric {name!r}; available: {', '.join(sorted(METRICS))}")
+
+
+def resolve_options(name: str, opts: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The metric's defaults overridden by ``opts``; unknown metric or option -> XlingError."""
+    if name not in METRICS:
+        raise _unknown_metric(name)
+    metric = METRICS[name]
+    opts = dict(opts or {})
+    unknown = sorted(set(opts) - set(metric.defaults))
+    if unknown:
+        known = ", ".join(sorted(metric.defaults)) or "none"
+        raise XlingError(f"metric {name!r}: unknown option {unknown[0]!r} (known options: {known})")
+    return {**metric.defaults, **opts}
+
+
+def higher_is_better(output: str) -> bool:
+    """Direction of an output name produced by any registered metric (e.g. ``xsim_err_p2l`` -> False)."""
+    for metric in METRICS.values():
+        try:
+            return metric.is_higher_better(output)
+        except KeyError:
+            continue
+    raise KeyError(f"no registered metric produces {output!r}")
+
+
+def compute_metrics(
+    pair: PairEmbeddings,
+    names: Iterable[str],
+    options: Mapping[str, Mapping[str, Any]] | None = None,
+    *,
+    layer_chunk: int | None = None,
+) -> dict[str, torch.Tensor]:
+    """Run the metrics ``names`` on ``pair``; return a flat ``{output_name: (L,) float64 tensor}``.
+
+    ``options`` maps a metric name to its option overrides. Metric and option names are
+    validated before anything is computed (option values when the metric runs). ``layer_chunk`` processes that many layers at a
+    time (bounds the ``(L, n, n)`` intermediates for large n); results are identical.
+    """
+    if isinstance(names, str):
+        names = [names]
+    names = list(dict.fromkeys(names))
+    options = dict(options or {})
+    for name in list(names) + list(options):
+        if name not in METRICS:
+            raise _unknown_metric(name)
+    for name, opts in options.items():  # options of unselected metrics are validated, then unused
+        resolve_options(name, opts)
+    resolved = {name: resolve_options(name, options.get(name)) for name in names}
+
+    if layer_chunk is not None and (not isinstance(layer_chunk, int) or layer_chunk < 1):
+        raise XlingError(f"layer_chunk must be a positive integer, got {layer_chunk!r}")
+    if layer_chunk is None or layer_chunk >= pair.L:
+        chunks = [pair]
+    else:
+        chunks = [pair.select_layers(s, min(s + layer_chunk, pair.L)) for s in range(0, pair.L, layer_chunk)]
+
+    pieces: dict[str, list[torch.Tensor]] = {}
+    for chunk in chunks:
+        produced: set[str] = set()
+        for name in names:
+            out = METRICS[name].fn(chunk, **resolved[name])
+            for key, value in out.items():
+                if key in produced:
+                    raise ValueError(f"two metrics produce the output {key!r}")
+                produced.add(key)
+                pieces.setdefault(key, []).append(value)
+    return {key: (vals[0] if len(vals) == 1 else torch.cat(vals)) for key, vals in pieces.items()}
+
+
+# --------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------
+
+
+def _check_choice(metric: str, option: str, value: Any, choices: Iterable[str]) -> None:
+    choices = tuple(choices)
+    if value not in choices:
+        raise XlingError(f"metric {metric!r}: option {option!r} must be one of {', '.join(choices)}, got {value!r}")
+
+
+def _check_pos_int(metric: str, option: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise XlingError(f"metric {metric!r}: option {option!r} must be a positive integer, got {value!r}")
+    return value
+
+
+def _mean(mask_or_values: torch.Tensor) -> torch.Tensor:
+    """Mean over the last (sentence) axis as float64."""
+    return mask_or_values.to(torch.float64).mean(dim=-1)
+
+
+def _eye(n: int, device: torch.device) -> torch.Tensor:
+    return torch.eye(n, dtype=torch.bool, device=device)
+
+
+def _n_above_gold(M: torch.Tensor, ties: str = "strict", candidates: torch.Tensor | None = None) -> torch.Tensor:
+    """For score matrices ``M`` (L, q, q) whose gold is the diagonal, the number of
+    competitors j != i ranked above the gold of query i (rows are queries).
+
+    ``strict``: every j with ``not (M_ii > M_ij)`` (ties and NaN rank above the gold).
+    ``first``: as argmax with first-index tie-breaking; a tie with j < i ranks above the
+    gold, a tie with j > i below. ``candidates`` (bool, same shape) restricts the
+    competitors to a candidate set.
+    """
+    n = M.shape[-1]
+    gold = torch.diagonal(M, dim1=-2, dim2=-1).unsqueeze(-1)
+    above = ~(gold > M)
+    if ties == "first":
+        later = torch.ones(n, n, dtype=torch.bool, device=M.device).triu(1)  # j > i
+        above &= ~((M == gold) & later)
+    above &= ~_eye(n, M.device)
+    if candidates is not None:
+        above &= candidates
+    return above.sum(dim=-1)
+
+
+# --------------------------------------------------------------------------------------
+# Metrics on the cosine matrix
+# --------------------------------------------------------------------------------------
+
+
+@register_metric(
+    "mexa",
+    defaults={"directional": False},
+    higher_is_better={"mexa": True, "mexa_p2l": True, "mexa_l2p": True},
+    description="MEXA alignment: share of sentences whose translation is the strict nearest neighbour both ways",
+)
+def mexa(pair: PairEmbeddings, *, directional: bool = False) -> dict[str, torch.Tensor]:
+    """MEXA alignment score (Kargaran et al. 2024, "MEXA: Multilingual Evaluation of
+    English-Centric LLMs via Cross-Lingual Alignment").
+
+    Per layer: ``(1/n) sum_i 1[S_ii > max_{j!=i} S_ij and S_ii > max_{j!=i} S_ji]`` with
+    strict inequalities, so ties are misses. Chance level is about 1/n. Outputs ``mexa``;
+    with ``directional=True`` also ``mexa_p2l`` (row condition only) and ``mexa_l2p``
+    (column condition only), which equal strict ``retrieval_*@1``. Layer aggregation
+    (mean for ARC-style tasks, max for Belebele-style) is left to the caller.
+    """
+    S = pair.sim
+    D = pair.sim_diag
+    off = S.masked_fill(_eye(pair.n, S.device), float("-inf"))
+    p2l = D > off.amax(dim=-1)  # gold beats every other candidate in its row
+    l2p = D > off.amax(dim=-2)  # ... and every other candidate in its column
+    out = {"mexa": _mean(p2l & l2p)}
+    if directional:
+        out["mexa_p2l"] = _mean(p2l)
+        out["mexa_l2p"] = _mean(l2p)
+    return out
+
+
+@register_metric(
+    "retrieval",
+    defaults={"ks": (1, 5), "ties": "strict"},
+    higher_is_better={"retrieval_p2l@k": True, "retrieval_l2p@k": True},
+    description="Top-k retrieval accuracy by cosine, pivot->other and other->pivot (XTREME Tatoeba)",
+)
+def retrieval(pair: PairEmbeddings, *, ks: Iterable[int] = (1, 5), ties: str = "strict") -> dict[str, torch.Tensor]:
+    """Top-k parallel sentence retrieval accuracy (XTREME, Hu et al. 2020, Tatoeba task;
+    Artetxe & Schwenk 2019).
+
+    ``acc(P->L)@k = (1/n) sum_i 1[gold i is among the k best candidates of row i of S]``
+    and the same on S^T for L->P. Outputs ``retrieval_p2l@k`` and ``retrieval_l2p@k`` for
+    each k in ``ks`` (default 1 and 5). Ties (``ties="strict"``, default): gold is in the
+    top k iff ``#{j != i : not (S_ii > S_ij)} < k``, i.e. tied competitors rank above
+    the gold, consistent with MEXA; ``ties="first"`` ranks as a stable argsort would.
+    XTREME used argmax (first index on ties) at a single middle layer; here every layer
+    is scored and the caller picks.
+    """
+    _check_choice("retrieval", "ties", ties, TIE_RULES)
+    if isinstance(ks, int):
+        ks = (ks,)
+    try:
+        ks = list(dict.fromkeys(ks))
+    except TypeError:
+        raise XlingError(f"metric 'retrieval': option 'ks' must be a list of positive integers, got {ks!r}") from None
+    if not ks:
+        raise XlingError("metric 'retrieval': option 'ks' must not be empty")
+    for k in ks:
+        _check_pos_int("retrieval", "ks", k)
+    S = pair.sim
+    above_p2l = _n_above_gold(S, ties)
+    above_l2p = _n_above_gold(S.transpose(-1, -2), ties)
+    out: dict[str, torch.Tensor] = {}
+    for k in ks:
+        out[f"retrieval_p2l@{k}"] = _mean(above_p2l < k)
+        out[f"retrieval_l2p@{k}"] = _mean(above_l2p < k)
+    return out
+
+
+@register_metric(
+    "xsim",
+    defaults={"margin": "ratio", "k": 4, "candidates": "all", "ties": "strict"},
+    higher_is_better={"xsim_err_p2l": False, "xsim_err_l2p": False},
+    description="xSIM error rate with margin scoring (LASER; Artetxe & Schwenk 2019), both directions",
+)
+def xsim(
+    pair: PairEmbeddings,
+    *,
+    margin: str = "ratio",
+    k: int = 4,
+    candidates: str = "all",
+    ties: str = "strict",
+) -> dict[str, torch.Tensor]:
+    """xSIM error rate with margin-based scoring (Artetxe & Schwenk 2019, "Margin-based
+    Parallel Corpus Mining with Multilingual Sentence Embeddings"; LASER ``source/xsim.py``).
+
+    ``margin(x, y) = cos(x, y) / ( sum_{z in NN_k(x)} cos(x, z)/(2k) + sum_{z in NN_k(y)} cos(y, z)/(2k) )``
+    with k = 4 and each neighbourhood taken in the other language, including the
+    candidate itself (plain top-k of the row / column of S; k is capped at n).
+    ``err = (1/n) sum_i 1[argmax_y margin(x_i, y) != i]``, reported as ``xsim_err_p2l``
+    (queries in the pivot) and ``xsim_err_l2p``; lower is better. One margin matrix is
+    built and read by rows and by columns, so both directions share bit-identical scores.
+
+    Options: ``margin="ratio"`` (default), ``"distance"`` (cos minus the same
+    denominator) or ``"absolute"`` (plain cosine; then xSIM error = 1 - retrieval@1).
+    ``candidates="all"`` (default, the methods.md formula: argmax over every y) or
+    ``"knn"`` (LASER's implementation: only the k cosine-nearest neighbours of the
+    query compete; a candidate tied with the k-th nearest is included, and the gold
+    is a candidate only if it is in the top k under the ``ties`` rule). Ties of the
+    margin are misses (``ties="strict"``) or broken by first index (``"first"``).
+    The ratio margin assumes positive neighbourhood similarities, as real sentence
+    embeddings have; with a zero denominator the scores are inf/NaN and count as misses.
+    """
+    _check_choice("xsim", "margin", margin, ("ratio", "distance", "absolute"))
+    _check_choice("xsim", "candidates", candidates, ("all", "knn"))
+    _check_choice("xsim", "ties", ties, TIE_RULES)
+    k = _check_pos_int("xsim", "k", k)
+    S = pair.sim
+    kk = min(k, pair.n)
+    if margin == "absolute":
+        M = S
+    else:
+        r_p = S.topk(kk, dim=-1).values.mean(dim=-1)  # (L, n): mean cos of pivot i to its kNN in other
+        r_o = S.topk(kk, dim=-2).values.mean(dim=-2)  # (L, n): mean cos of other j to its kNN in pivot
+        denom = (r_p.unsqueeze(-1) + r_o.unsqueeze(-2)) / 2
+        M = S / denom if margin == "ratio" else S - denom
+    out = {}
+    for key, Mq, Sq in (("xsim_err_p2l", M, S), ("xsim_err_l2p", M.transpose(-1, -2), S.transpose(-1, -2))):
+        if candidates == "all":
+            correct = _n_above_gold(Mq, ties) == 0
+        else:
+            kth = Sq.topk(kk, dim=-1).values[..., -1:]  # k-th largest cosine of each query (with multiplicity)
+            cand = Sq >= kth  # #{m: S_qm > S_qj} < k
+            gold_in = _n_above_gold(Sq, ties) < kk
+            correct = gold_in & (_n_above_gold(Mq, ties, candidates=cand) == 0)
+        out[key] = 1.0 - _mean(correct)
+    return out
+
+
+@register_metric(
+    "bitext_f1",
+    defaults={"ties": "strict", "precision_recall": False},
+    higher_is_better={"bitext_f1": True, "bitext_acc": True, "bitext_precision": True, "bitext_recall": True},
+    description="MTEB BitextMining: top-1 cosine search pivot->other, weighted F1 and accuracy",
+)
+def bitext_f1(pair: PairEmbeddings, *, ties: str = "strict", precision_recall: bool = False) -> dict[str, torch.Tensor]:
+    """Bitext mining F1 as in MTEB's BitextMining tasks (Muennighoff et al. 2023, "MTEB";
+    ``BitextMiningEvaluator``).
+
+    Each pivot sentence i (MTEB's ``sentence1``) predicts the other-language sentence
+    with the highest cosine; gold labels are ``range(n)``, and scores are
+    sklearn's ``f1_score(gold, pred, average="weighted", zero_division=0)`` and
+    ``accuracy_score``, computed here in closed form: every gold class has support 1, so
+    ``F1 = (1/n) sum_i 1[pred_i = i] * 2 / (1 + #{m: pred_m = i})`` (a hub target that
+    attracts many queries is penalised; F1 <= accuracy). Outputs ``bitext_f1`` and
+    ``bitext_acc``; ``precision_recall=True`` adds ``bitext_precision`` (weighted) and
+    ``bitext_recall`` (= accuracy).
+
+    Ties: ``"strict"`` (default) predicts i only if it strictly beats every other
+    candidate, otherwise the first-index best of the others (accuracy equals strict
+    ``retrieval_p2l@1``); ``"first"`` is plain argmax with the first index on ties,
+    which is what MTEB's ``torch.topk`` usually does (not guaranteed there).
+    """
+    _check_choice("bitext_f1", "ties", ties, TIE_RULES)
+    S = pair.sim
+    n = pair.n
+    idx = torch.arange(n, device=S.device)
+    if ties == "first":
+        pred = S.argmax(dim=-1)  # documented: index of the first maximal value
+        correct = pred == idx
+    else:
+        correct = _n_above_gold(S, "strict") == 0
+        other_best = S.masked_fill(_eye(n, S.device), float("-inf")).argmax(dim=-1)
+        pred = torch.where(correct, idx, other_best)
+    counts = torch.zeros(pair.L, n, dtype=torch.float64, device=S.device)
+    counts.scatter_add_(1, pred, torch.ones_like(pred, dtype=torch.float64))  # predictions per target
+    hit = correct.to(torch.float64)
+    out = {
+        "bitext_f1": (hit * 2.0 / (1.0 + counts)).mean(dim=-1),
+        "bitext_acc": hit.mean(dim=-1),
+    }
+    if precision_recall:
+        out["bitext_precision"] = (hit / counts.clamp(min=1.0)).mean(dim=-1)
+        out["bitext_recall"] = out["bitext_acc"].clone()
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# Representation similarity (feature space)
+# --------------------------------------------------------------------------------------
+
+
+@register_metric(
+    "cka",
+    defaults={"form": "auto"},
+    higher_is_better={"cka": True},
+    description="Linear CKA between the two sides' column-centred embeddings (Kornblith et al. 2019)",
+)
+def cka(pair: PairEmbeddings, *, form: str = "auto") -> dict[str, torch.Tensor]:
+    """Linear centred kernel alignment (Kornblith et al. 2019, "Similarity of Neural
+    Network Representations Revisited").
+
+    With X, Y column-centred (n x d): ``CKA = ||Y^T X||_F^2 / (||X^T X||_F ||Y^T Y||_F)``.
+    ``form="feature"`` uses these d x d products, ``form="gram"`` the identical n x n
+    form ``<XX^T, YY^T>_F / (||XX^T||_F ||YY^T||_F)``; ``"auto"`` (default) picks the
+    smaller. Products run in the pair's dtype, the squared-entry sums in float64.
+    Invariant to orthogonal transforms and isotropic scaling of either side. If either
+    side has no variance at all (every sentence identical), CKA is undefined (0/0) and
+    is reported as 0.
+    """
+    _check_choice("cka", "form", form, ("auto", "gram", "feature"))
+    Xc, Yc = pair.Xc, pair.Yc
+    if form == "gram" or (form == "auto" and pair.n <= pair.d):
+        Kx = torch.bmm(Xc, Xc.transpose(1, 2)).to(torch.float64)
+        Ky = torch.bmm(Yc, Yc.transpose(1, 2)).to(torch.float64)
+        num = (Kx * Ky).sum(dim=(1, 2))
+        nx = Kx.square().sum(dim=(1, 2)).sqrt()
+        ny = Ky.square().sum(dim=(1, 2)).sqrt()
+    else:
+        Xt = Xc.transpose(1, 2)
+        Yt = Yc.transpose(1, 2)
+        num = torch.bmm(Yt, Xc).to(torch.float64).square().sum(dim=(1, 2))
+        nx = torch.bmm(Xt, Xc).to(torch.float64).square().sum(dim=(1, 2)).sqrt()
+        ny = torch.bmm(Yt, Yc).to(torch.float64).square().sum(dim=(1, 2)).sqrt()
+    den = nx * ny
+    ok = den > 0
+    value = torch.where(ok, num / torch.where(ok, den, torch.ones_like(den)), torch.zeros_like(den))
+    return {"cka": value.clamp(0.0, 1.0)}
+
+
+@register_metric(
+    "anc",
+    defaults={},
+    higher_is_better={"anc": True, "anc_signed": True},
+    description="Average neuron-wise Pearson correlation across parallel sentences (Del & Fishel 2021)",
+)
+def anc(pair: PairEmbeddings) -> dict[str, torch.Tensor]:
+    """Average neuron-wise correlation (Del & Fishel 2021, "Establishing Interlingua in
+    Multilingual Language Models"; also "Cross-lingual similarity of multilingual
+    representations revisited", 2022).
+
+    ``ANC = (1/d) sum_j |pearson_n(X[:, j], Y[:, j])|``, the correlation of neuron j over
+    the n parallel sentences. Outputs ``anc`` (absolute, the default in methods.md) and
+    ``anc_signed`` (the signed average, which the public code also reports).
+
+    Constant neurons: a column whose n values are all exactly equal on either side
+    (zero variance) has no defined correlation; it is **excluded from the average**
+    (the mean runs over the remaining columns), so identical inputs still score 1 and no
+    NaN appears. A layer where every column is excluded scores 0.
+    """
+    X, Y, Xc, Yc = pair.X, pair.Y, pair.Xc, pair.Yc
+    const = (X.amax(dim=1) == X.amin(dim=1)) | (Y.amax(dim=1) == Y.amin(dim=1))  # (L, d)
+    num = (Xc * Yc).sum(dim=1)
+    den = torch.sqrt(Xc.square().sum(dim=1) * Yc.square().sum(dim=1))
+    valid = ~const & (den > 0)
+    r = torch.where(valid, num / torch.where(valid, den, torch.ones_like(den)), torch.zeros_like(den))
+    r = r.clamp(-1.0, 1.0).to(torch.float64)
+    count = valid.sum(dim=-1).to(torch.float64)
+    safe = count.clamp(min=1.0)
+    return {
+        "anc": r.abs().sum(dim=-1) / safe,
+        "anc_signed": r.sum(dim=-1) / safe,
+    }
+
+
+def _svd_basis(A: torch.Tensor, keep: float) -> torch.Tensor:
+    """Orthonormal basis (n x r, float64) of the top left singular directions of the
+    centred ``A`` (n x d) that explain a fraction ``keep`` of its variance (sum of
+    squared singular values). Uses the eigendecomposition of the smaller of the two
+    Gram matrices in float64; directions below numerical rank are always dropped."""
+    A = A.to(torch.float64)
+    n, d = A.shape
+    if n <= d:
+        evals, vecs = torch.linalg.eigh(A @ A.T)  # left singular vectors directly
+    else:
+        evals, vecs = torch.linalg.eigh(A.T @ A)  # right singular vectors
+    evals = evals.flip(0).clamp(min=0.0)
+    vecs = vecs.flip(1)
+    total = evals.sum()
+    if total <= 0:
+        return A.new_zeros(n, 0)
+    numeric_rank = int((evals > evals[0] * max(n, d) * torch.finfo(torch.float64).eps).sum())
+    cum = torch.cumsum(evals, 0) / total
+    r = int((cum < keep - 1e-12).sum()) + 1  # smallest r with cum[r-1] >= keep
+    r = max(1, min(r, numeric_rank))
+    if n <= d:
+        return vecs[:, :r]
+    # U = A V / s; orthonormal up to round-off of order eps * s_max / s_r (float64).
+    return (A @ vecs[:, :r]) / evals[:r].sqrt()
+
+
+@register_metric(
+    "svcca",
+    defaults={"keep": 0.99},
+    higher_is_better={"svcca": True},
+    description="SVCCA: SVD to 99% variance on each side, then mean CCA correlation (Raghu et al. 2017)",
+)
+def svcca(pair: PairEmbeddings, *, keep: float = 0.99) -> dict[str, torch.Tensor]:
+    """SVCCA (Raghu et al. 2017, "SVCCA: Singular Vector Canonical Correlation Analysis
+    for Deep Learning Dynamics and Interpretability").
+
+    Per layer and side, the column-centred n x d embeddings are SVD-reduced to the top
+    directions explaining a fraction ``keep`` (default 0.99) of the variance (squared
+    singular values; directions below numerical rank are always dropped). CCA between
+    the reduced sides: the canonical correlations are the singular values of
+    ``Ux^T Uy`` (orthonormal bases of the two reduced subspaces); the score is their mean
+    over ``min(rx, ry)`` correlations. Unregularised (the reference code adds a small
+    epsilon). Caution: with ``max(rx, ry)`` close to n the correlations approach 1
+    whatever the data, so use n well above the kept dimensions. A side with no variance
+    scores 0.
+    """
+    try:
+        keep = float(keep)
+    except (TypeError, ValueError):
+        raise XlingError(f"metric 'svcca': option 'keep' must be a number in (0, 1], got {keep!r}") from None
+    if not 0.0 < keep <= 1.0:
+        raise XlingError(f"metric 'svcca': option 'keep' must be in (0, 1], got {keep!r}")
+    values = []
+    for layer in range(pair.L):  # ranks differ per layer; L is small
+        Ux = _svd_basis(pair.Xc[layer], keep)
+        Uy = _svd_basis(pair.Yc[layer], keep)
+        if Ux.shape[1] == 0 or Uy.shape[1] == 0:
+            values.append(torch.zeros((), dtype=torch.float64, device=pair.device))
+            continue
+        M = Ux.transpose(0, 1) @ Uy  # (rx, ry); its singular values are the canonical correlations
+        G = M @ M.T if M.shape[0] <= M.shape[1] else M.T @ M
+        rho = torch.linalg.eigvalsh(G).clamp(0.0, 1.0).sqrt()  # min(rx, ry) correlations
+        values.append(rho.mean())
+    return {"svcca": torch.stack(values)}
