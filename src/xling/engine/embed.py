@@ -57,8 +57,8 @@ class EmbedConfig:
         """Fill ``auto`` pooling, default layers and the model's own length limit."""
         pooling = default_pooling(lm.is_decoder) if self.pooling == "auto" else self.pooling
         layers = tuple(parse_layers(list(self.layers) if self.layers is not None else None, lm.num_hidden_states))
-        limit = getattr(lm.model.config, "max_position_embeddings", None) or self.max_length
-        if getattr(lm.model.config, "model_type", "") in ("xlm-roberta", "roberta", "camembert"):
+        limit = getattr(lm.config, "max_position_embeddings", None) or self.max_length
+        if getattr(lm.config, "model_type", "") in ("xlm-roberta", "roberta", "camembert"):
             limit -= 2  # positions start after the padding index
         return EmbedConfig(pooling, layers, self.batch_size, min(self.max_length, limit), self.padding_side, self.prefix)
 

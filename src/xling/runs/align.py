@@ -197,7 +197,7 @@ def align(config: AlignConfig | None = None, *, lm=None, corpus=None, **kwargs) 
     t_data = time.perf_counter()
 
     if lm is None:
-        lm = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device)
+        lm = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device, quiet=not cfg.progress, lazy=cfg.cache)
     ecfg = EmbedConfig(
         pooling=cfg.pooling, layers=None, batch_size=cfg.batch_size, max_length=cfg.max_length, prefix=cfg.prefix
     )
@@ -242,7 +242,7 @@ def align(config: AlignConfig | None = None, *, lm=None, corpus=None, **kwargs) 
         timings={
             "data_s": round(t_data - t0, 3), "model_load_s": round(t_model - t_data, 3),
             "embed_and_metrics_s": round(t_done - t_model, 3), "total_s": round(t_done - t0, 3),
-            "languages_from_cache": cached_langs,
+            "languages_from_cache": cached_langs, "model_loaded": lm.loaded,
         },
         meta={
             "model_fingerprint": lm.fingerprint, "corpus_fingerprint": sub.fingerprint(),
