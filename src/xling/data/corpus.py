@@ -15,6 +15,10 @@ from dataclasses import dataclass, field
 from xling.errors import XlingError
 
 
+#: ``meta`` entries that are lists aligned with the rows; sliced with them.
+ROW_META = ("ids", "labels")
+
+
 @dataclass(frozen=True)
 class ParallelCorpus:
     """Aligned sentences: ``sentences[lang][i]`` translates ``sentences[other][i]``."""
@@ -58,15 +62,28 @@ class ParallelCorpus:
                 if match not in chosen:
                     chosen.append(match)
         n = len(self) if max_sentences is None else min(len(self), int(max_sentences))
-        return ParallelCorpus(self.name, {k: list(self.sentences[k][:n]) for k in chosen}, dict(self.meta))
+        meta = {k: (v[:n] if k in ROW_META and isinstance(v, list) else v) for k, v in self.meta.items()}
+        return ParallelCorpus(self.name, {k: list(self.sentences[k][:n]) for k in chosen}, meta)
 
     def resolve(self, norm: str) -> str | None:
-        """The corpus language matching a normalised code, allowing a missing/extra script."""
+        """The corpus language matching a normalised code.
+
+        Exact match first; then a unique language with the same base code (a
+        missing or different script); then a unique language that is the same
+        per :func:`~xling.data.langcodes.same_language` (``ara`` finds ``arb_Arab``).
+        """
+        from xling.data.langcodes import same_language
+
         if norm in self.sentences:
             return norm
         base = norm.split("_")[0]
         same = [k for k in self.sentences if k.split("_")[0] == base]
-        return same[0] if len(same) == 1 else None
+        if len(same) == 1:
+            return same[0]
+        if same:
+            return None
+        macro = [k for k in self.sentences if same_language(k, norm)]
+        return macro[0] if len(macro) == 1 else None
 
     def fingerprint(self) -> str:
         """A content hash: same sentences in the same languages, same fingerprint."""

@@ -1,0 +1,606 @@
+"""The built-in default corpus: Django's human translations.
+
+The ``django`` wheel (a dependency of xling) ships gettext catalogs
+``django/**/locale/<locale>/LC_MESSAGES/django.po`` and ``djangojs.po`` for
+about a hundred locales. Every message is an English source string (the
+``msgid``) with a human translation (the ``msgstr``), so the catalogs form a
+small, clean, many-way parallel corpus that needs no download.
+
+Building it:
+
+* every ``.po`` file is parsed by :func:`parse_po` (``msgctxt``, ``msgid``,
+  ``msgid_plural``, ``msgstr[n]``, multi-line strings, C escapes; the header
+  entry, ``#, fuzzy`` entries, obsolete ``#~`` entries and empty translations
+  are skipped);
+* a message is keyed by ``(msgctxt, msgid)`` across all catalogs of the wheel
+  (the first catalog in sorted path order wins when two disagree); English is
+  the ``msgid`` (``msgstr[0]`` for a plural entry);
+* placeholders and markup are removed by :func:`clean_message` (``%(name)s``,
+  ``%s``, ``%%``, ``{name}``, HTML tags and entities), whitespace is collapsed,
+  and a message whose English side is shorter than 10 characters or 2 words is
+  dropped, as is a translation identical to English (an untranslated copy);
+* locales that normalise to the same language are merged only when the plain
+  catalog is missing (``de`` is used, ``de_CH`` would only fill in for a
+  missing ``de``; ``pt_BR`` is not used since ``pt`` exists); scripts stay
+  apart (``zh_Hans``/``zh_Hant``, ``sr``/``sr_Latn``);
+* only messages translated in every selected language are kept, deduplicated
+  on the English side, in a fixed order;
+* without a language list, :func:`default_languages` picks 28 languages
+  greedily: many shared messages, new scripts and language families
+  favoured, at least 1.25 x ``min_sentences`` shared messages (Django 5.2:
+  28 languages, 11 scripts, 252 sentences).
+
+The parsed, cleaned catalogs are cached as JSON in ``cache_dir("corpora")``,
+keyed by the Django version and :data:`PARSER_VERSION`.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from xling.data.corpus import ParallelCorpus
+from xling.data.langcodes import normalize_lang
+from xling.data.readers import read_text
+from xling.errors import XlingError
+from xling.io import atomic_write_text, cache_dir
+
+#: Bump when parsing or cleaning changes: it is part of the cache key.
+PARSER_VERSION = 7
+
+PIVOT = "eng_Latn"
+
+#: Default number of languages (English included) for the automatic choice.
+DEFAULT_NUM_LANGS = 28
+
+_CTX_SEP = "\x04"
+
+
+# --------------------------------------------------------------------------
+# gettext .po parsing
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class PoEntry:
+    """One message of a .po catalog."""
+
+    msgid: str
+    msgstr: list[str]
+    msgctxt: str | None = None
+    msgid_plural: str | None = None
+    flags: set[str] = field(default_factory=set)
+    line: int = 0
+
+    @property
+    def fuzzy(self) -> bool:
+        return "fuzzy" in self.flags
+
+    @property
+    def translation(self) -> str:
+        """The singular translation (``msgstr`` or ``msgstr[0]``)."""
+        return self.msgstr[0] if self.msgstr else ""
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.msgctxt or "", self.msgid)
+
+
+_ESCAPES = {
+    "n": "\n",
+    "t": "\t",
+    "r": "\r",
+    '"': '"',
+    "\\": "\\",
+    "a": "\a",
+    "b": "\b",
+    "f": "\f",
+    "v": "\v",
+    "'": "'",
+    "?": "?",
+}
+_ESCAPE_RE = re.compile(r"\\(x[0-9A-Fa-f]{1,2}|[0-7]{1,3}|.)", re.S)
+_BARE_QUOTE = re.compile(r'(?<!\\)(?:\\\\)*"')
+_KEYWORD_RE = re.compile(r"^(msgctxt|msgid_plural|msgid|msgstr(?:\[(\d+)\])?)\s+(.*)$")
+
+
+def _unquote(text: str, where: str) -> str:
+    """Decode one C-style quoted string literal from a .po file."""
+    text = text.strip()
+    if len(text) < 2 or text[0] != '"' or text[-1] != '"':
+        raise XlingError(f"{where}: expected a quoted string, got {text[:40]!r}")
+    body = text[1:-1]
+    if "\\" not in body:  # fast path: nothing to decode
+        if '"' in body:
+            raise XlingError(f"{where}: unescaped quote in string")
+        return body
+    # An unescaped quote inside the literal means the line is malformed.
+    if _BARE_QUOTE.search(body):
+        raise XlingError(f"{where}: unescaped quote in string")
+    if (len(body) - len(body.rstrip("\\"))) % 2:
+        raise XlingError(f"{where}: string ends with a lone backslash")
+
+    def repl(m: re.Match) -> str:
+        esc = m.group(1)
+        if esc[0] == "x":
+            return chr(int(esc[1:], 16))
+        if esc[0] in "01234567":
+            return chr(int(esc, 8))
+        if esc in _ESCAPES:
+            return _ESCAPES[esc]
+        raise XlingError(f"{where}: unknown escape \\{esc}")
+
+    return _ESCAPE_RE.sub(repl, body)
+
+
+def parse_po_text(text: str, name: str = "<po>") -> list[PoEntry]:
+    """Parse the text of a gettext .po catalog into entries.
+
+    Returns every entry except the header (``msgid ""``) and obsolete ``#~``
+    entries, fuzzy ones included (see :attr:`PoEntry.fuzzy`). A malformed
+    catalog raises :class:`XlingError` naming ``name`` and the line.
+    """
+    entries: list[PoEntry] = []
+    cur: dict | None = None  # fields of the entry being read
+    flags: set[str] = set()
+    last: tuple[str, int | None] | None = None  # the field a continuation line extends
+    start_line = 0
+
+    def finish():
+        nonlocal cur, last
+        if cur is not None:
+            where = f"{name}:{cur['line']}"
+            if "msgid" not in cur:
+                raise XlingError(f"{where}: entry without msgid")
+            if not cur["msgstr"]:
+                raise XlingError(f"{where}: entry without msgstr")
+            if cur.get("msgid_plural") is not None:
+                n = max(cur["msgstr"]) + 1
+                if sorted(cur["msgstr"]) != list(range(n)):
+                    raise XlingError(f"{where}: plural entry has msgstr indices {sorted(cur['msgstr'])}")
+                strs = [cur["msgstr"][i] for i in range(n)]
+            else:
+                if set(cur["msgstr"]) != {None}:
+                    raise XlingError(f"{where}: msgstr[n] in an entry without msgid_plural")
+                strs = [cur["msgstr"][None]]
+            entry = PoEntry(
+                msgid=cur["msgid"],
+                msgstr=strs,
+                msgctxt=cur.get("msgctxt"),
+                msgid_plural=cur.get("msgid_plural"),
+                flags=cur["flags"],
+                line=cur["line"],
+            )
+            if entry.msgid != "" or entry.msgctxt is not None:
+                entries.append(entry)
+        cur = None
+        last = None
+
+    for lineno, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        where = f"{name}:{lineno}"
+        if not line:
+            continue
+        if line.startswith("#"):
+            if cur is not None and cur["msgstr"]:
+                finish()
+            if line.startswith("#~"):
+                continue  # obsolete entry: not part of the catalog
+            if line.startswith("#,"):
+                flags |= {f.strip() for f in line[2:].split(",") if f.strip()}
+            last = None
+            continue
+        if line.startswith('"'):
+            if cur is None or last is None:
+                raise XlingError(f"{where}: string continuation outside an entry")
+            value = _unquote(line, where)
+            kw, idx = last
+            if kw == "msgstr":
+                cur["msgstr"][idx] += value
+            else:
+                cur[kw] += value
+            continue
+        m = _KEYWORD_RE.match(line)
+        if not m:
+            raise XlingError(f"{where}: cannot parse line {line[:40]!r}")
+        kw, idx, rest = m.group(1), m.group(2), m.group(3)
+        value = _unquote(rest, where)
+        if kw.startswith("msgstr"):
+            if cur is None or "msgid" not in cur:
+                raise XlingError(f"{where}: msgstr without msgid")
+            index = int(idx) if idx is not None else None
+            if index in cur["msgstr"]:
+                raise XlingError(f"{where}: duplicate {kw}")
+            cur["msgstr"][index] = value
+            last = ("msgstr", index)
+            continue
+        # msgctxt / msgid / msgid_plural
+        if kw in ("msgctxt", "msgid") and cur is not None and (cur["msgstr"] or kw in cur):
+            finish()
+        if cur is None:
+            start_line = lineno
+            cur = {"msgstr": {}, "flags": flags, "line": start_line}
+            flags = set()
+        if kw in cur:
+            raise XlingError(f"{where}: duplicate {kw}")
+        if kw == "msgid_plural" and "msgid" not in cur:
+            raise XlingError(f"{where}: msgid_plural before msgid")
+        if kw == "msgctxt" and "msgid" in cur:
+            raise XlingError(f"{where}: msgctxt after msgid")
+        cur[kw] = value
+        last = (kw, None)
+    if cur is not None:
+        finish()
+    return entries
+
+
+def parse_po(path: str | os.PathLike) -> list[PoEntry]:
+    """Parse a .po file (UTF-8). See :func:`parse_po_text`."""
+    path = Path(path)
+    return parse_po_text(read_text(path), str(path))
+
+
+# --------------------------------------------------------------------------
+# cleaning
+# --------------------------------------------------------------------------
+
+# No space flag: "100% sure" is text, not the directive "% s".
+_PCT_FORMAT = re.compile(r"%(?:\([^)\s]*\))?[#0+\-]*(?:\*|\d+)?(?:\.(?:\*|\d+))?[hlL]?[diouxXeEfFgGcrsa%]")
+_PCT_BROKEN = re.compile(r"%\([^)\s]*\)")
+_BRACES = re.compile(r"\{[\w.\[\]:!-]*\}")
+_BLOCK_TAGS = re.compile(
+    r"</?(?:br|p|div|li|ul|ol|tr|td|th|table|h[1-6]|hr|pre|blockquote|dl|dt|dd)\b[^<>]*>", re.I
+)
+_TAG = re.compile(r"</?[A-Za-z][\w:-]*(?:\s+[^<>]*)?/?>")
+_ENTITY = re.compile(r"&(?:#\d+|#x[0-9A-Fa-f]+|[A-Za-z]\w*);")
+_EMPTY_PAIRS = re.compile(r"(\(\s*\)|\[\s*\]|“\s*”|„\s*“|‘\s*’|«\s*»|»\s*«|「\s*」|『\s*』|\"\s*\"|'\s*'|《\s*》|（\s*）)")
+_SPACE_BEFORE_PUNCT = re.compile(r"\s+([.,;:!?)\]）」』》])")
+_SPACE_AFTER_OPEN = re.compile(r"([(\[（「『《])\s+")
+
+
+def clean_message(text: str, extra_patterns: tuple[re.Pattern, ...] = ()) -> str:
+    """Remove placeholders and markup from a UI message; collapse whitespace.
+
+    Removes Python %-format directives (``%(name)s``, ``%s``, ``%d``,
+    ``%%``), ``{name}``/``{0}`` fields, HTML tags (block tags become a space)
+    and entities (decoded), brackets and quotes left empty by the removal, and
+    anything matched by ``extra_patterns``. May return an empty string.
+    """
+    s = text
+    for pat in extra_patterns:
+        s = pat.sub(" ", s)
+    s = _PCT_FORMAT.sub(" ", s)
+    s = _PCT_BROKEN.sub(" ", s)  # a translator's %(name) without its conversion
+    s = _BRACES.sub(" ", s)
+    s = _BLOCK_TAGS.sub(" ", s)
+    s = _TAG.sub("", s)
+    if "&" in s:
+        s = html.unescape(s)
+        s = _TAG.sub("", s)
+        s = _ENTITY.sub(" ", s)
+    s = s.replace("\u00a0", " ").replace("\u202f", " ")
+    s = " ".join(s.split())
+    prev = None
+    while prev != s:
+        prev = s
+        s = _EMPTY_PAIRS.sub(" ", s)
+        s = " ".join(s.split())
+    s = _SPACE_BEFORE_PUNCT.sub(r"\1", s)
+    s = _SPACE_AFTER_OPEN.sub(r"\1", s)
+    return s.strip(" -–—:,;")
+
+
+def english_ok(text: str, min_chars: int = 10, min_words: int = 2) -> bool:
+    """Whether a cleaned English message is long enough to be a useful sentence."""
+    return len(text) >= min_chars and len(text.split()) >= min_words and any(c.isalpha() for c in text)
+
+
+# --------------------------------------------------------------------------
+# the Django catalogs
+# --------------------------------------------------------------------------
+
+
+def django_root() -> Path:
+    """The installed django package folder."""
+    try:
+        import django
+    except ImportError as exc:
+        raise XlingError("the built-in corpus needs the 'django' package (pip install 'django>=5.2,<5.3')") from exc
+    return Path(django.__file__).resolve().parent
+
+
+def django_version() -> str:
+    import django
+
+    return django.get_version()
+
+
+def _catalogs(root: Path) -> list[tuple[str, Path]]:
+    """``(locale, path)`` of every catalog in the wheel, in a fixed order."""
+    found = []
+    for path in root.rglob("*.po"):
+        parts = path.relative_to(root).parts
+        if len(parts) >= 4 and parts[-2] == "LC_MESSAGES" and parts[-4] == "locale":
+            found.append((parts[-3], path))
+    found.sort(key=lambda lp: (lp[1].relative_to(root).as_posix()))
+    return found
+
+
+def _has_region(locale: str) -> bool:
+    import langcodes
+
+    try:
+        return langcodes.Language.get(locale.replace("_", "-")).territory is not None
+    except (ValueError, LookupError):
+        return False
+
+
+def _build(root: Path) -> dict:
+    """Parse and clean every catalog; the JSON-able cached form of the corpus."""
+    catalogs = _catalogs(root)
+    if not catalogs:
+        raise XlingError(f"no .po catalogs found under {root}")
+    keys: dict[str, str] = {}  # key -> cleaned English, in first-seen order
+    per_locale: dict[str, dict[str, str]] = {}
+    for locale, path in catalogs:
+        table = per_locale.setdefault(locale, {})
+        for entry in parse_po(path):
+            if entry.fuzzy or not entry.msgid:
+                continue
+            key = (entry.msgctxt or "") + _CTX_SEP + entry.msgid
+            if key not in keys:
+                english = clean_message(entry.msgid)
+                keys[key] = english if english_ok(english) else ""
+            if not keys[key] or key in table:
+                continue
+            trans = clean_message(entry.translation)
+            if trans and trans != keys[key]:
+                table[key] = trans
+
+    # Group locales by normalised language; prefer the plain (region-less) one.
+    groups: dict[str, list[str]] = {}
+    for locale in sorted(per_locale):
+        try:
+            lang = normalize_lang(locale)
+        except XlingError:
+            continue
+        if lang == PIVOT:
+            continue  # English comes from the msgids
+        groups.setdefault(lang, []).append(locale)
+    langs: dict[str, dict[str, str]] = {}
+    sources: dict[str, list[str]] = {}
+    for lang, locales in sorted(groups.items()):
+        plain = [loc for loc in locales if not _has_region(loc)]
+        if plain:
+            chosen = plain[:1]
+        else:  # only region variants: merge them, the most complete first
+            chosen = sorted(locales, key=lambda loc: (-len(per_locale[loc]), loc))
+        merged: dict[str, str] = {}
+        for loc in chosen:
+            for key, value in per_locale[loc].items():
+                merged.setdefault(key, value)
+        if merged:
+            langs[lang] = merged
+            sources[lang] = chosen
+    order = [k for k, v in keys.items() if v]
+    return {
+        "django": django_version(),
+        "parser": PARSER_VERSION,
+        "catalogs": len(catalogs),
+        "keys": order,
+        "english": {k: keys[k] for k in order},
+        "langs": langs,
+        "sources": sources,
+    }
+
+
+_MEMO: dict[str, dict] = {}
+
+
+def load_catalogs(refresh: bool = False) -> dict:
+    """The parsed and cleaned catalogs, from the JSON cache when possible."""
+    version = django_version()
+    cache = cache_dir("corpora") / f"django-{version}-p{PARSER_VERSION}.json"
+    key = str(cache)
+    if not refresh and key in _MEMO:
+        return _MEMO[key]
+    data = None
+    if not refresh and cache.exists():
+        try:
+            data = json.loads(cache.read_text(encoding="utf-8"))
+            if data.get("django") != version or data.get("parser") != PARSER_VERSION:
+                data = None
+        except (OSError, ValueError):
+            data = None
+    if data is None:
+        t0 = time.perf_counter()
+        data = _build(django_root())
+        data["build_seconds"] = round(time.perf_counter() - t0, 2)
+        atomic_write_text(cache, json.dumps(data, ensure_ascii=False))
+    _MEMO[key] = data
+    return data
+
+
+def available_languages(min_messages: int = 1) -> dict[str, int]:
+    """Languages of the built-in corpus with their number of usable translations."""
+    data = load_catalogs()
+    counts = {PIVOT: len(data["keys"])}
+    counts.update({lang: len(t) for lang, t in data["langs"].items()})
+    return {k: v for k, v in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if v >= min_messages}
+
+
+def _rows(data: dict, langs: list[str]) -> list[str]:
+    """Keys translated in every language of ``langs``, deduplicated on English."""
+    tables = [data["langs"][lang] for lang in langs if lang != PIVOT]
+    seen: set[str] = set()
+    rows = []
+    for key in data["keys"]:
+        if all(key in t for t in tables):
+            english = data["english"][key]
+            if english not in seen:
+                seen.add(english)
+                rows.append(key)
+    return rows
+
+
+# Coarse genealogical groups (Indo-European split by branch) of the languages
+# Django translates into: only used to favour diversity in the default choice.
+_FAMILIES = {
+    "Germanic": "eng deu nld afr dan swe nob nno isl fry ltz",
+    "Romance": "fra spa por ita cat glg ron ast",
+    "Slavic": "rus ukr bel bul mkd srp hrv bos slv ces slk pol dsb hsb",
+    "Baltic": "lit lav",
+    "Celtic": "gle gla cym bre",
+    "Iranian": "fas tgk ckb oss",
+    "Indic": "hin mar nep ben pan urd",
+    "Greek": "ell",
+    "Armenian": "hye",
+    "Albanian": "sqi",
+    "Uralic": "fin est hun udm",
+    "Turkic": "tur aze uig kir kaz tat uzb tuk",
+    "Semitic": "ara heb amh",
+    "Kartvelian": "kat",
+    "Dravidian": "mal kan tel tam",
+    "Sinitic": "zho",
+    "Burmese": "mya",
+    "Japonic": "jpn",
+    "Koreanic": "kor",
+    "Austronesian": "ind msa",
+    "Tai": "tha",
+    "Austroasiatic": "vie khm",
+    "Bantu": "swa",
+    "Igboid": "ibo",
+    "Mongolic": "mon",
+    "Basque": "eus",
+    "Berber": "kab",
+    "Constructed": "epo ido ina",
+}
+_FAMILY_OF = {code: fam for fam, codes in _FAMILIES.items() for code in codes.split()}
+
+#: Worth of a new script / a new language family, in shared messages.
+_SCRIPT_BONUS = 60
+_FAMILY_BONUS = 30
+
+
+def default_languages(
+    num_langs: int = DEFAULT_NUM_LANGS, min_sentences: int = 200, data: dict | None = None
+) -> list[str]:
+    """Choose the default languages: well translated, diverse, enough shared rows.
+
+    Greedy and deterministic. English first; then repeatedly add the language
+    that maximises ``shared + bonuses``, where ``shared`` is the number of
+    distinct English messages still translated in every chosen language, plus
+    a bonus for a script not chosen yet (worth 60 messages) and for a language
+    family not chosen yet (worth 30). A language is eligible only while
+    ``shared`` stays at or above ``1.25 * min_sentences`` (a margin above the
+    guarantee). Stops at ``num_langs`` languages or when none is eligible.
+    """
+    data = data or load_catalogs()
+    floor = int(round(min_sentences * 1.25))
+    counts = {lang: len(t) for lang, t in data["langs"].items()}
+    pool = sorted(counts, key=lambda k: (-counts[k], k))
+    chosen = [PIVOT]
+    shared = set(data["keys"])
+    scripts = {"Latn"}
+    families = {"Germanic"}
+    while len(chosen) < num_langs:
+        best = None
+        for lang in pool:
+            keep = shared & data["langs"][lang].keys()
+            n = len(_dedup(data, keep))
+            if n < floor:
+                continue
+            base, script = lang.split("_")
+            family = _FAMILY_OF.get(base, base)
+            score = n + (_SCRIPT_BONUS if script not in scripts else 0) + (_FAMILY_BONUS if family not in families else 0)
+            if best is None or score > best[0]:
+                best = (score, lang, keep)
+        if best is None:
+            break
+        _, lang, keep = best
+        chosen.append(lang)
+        pool.remove(lang)
+        shared = keep
+        base, script = lang.split("_")
+        scripts.add(script)
+        families.add(_FAMILY_OF.get(base, base))
+    return chosen
+
+
+def _dedup(data: dict, keys: set[str]) -> set[str]:
+    english = data["english"]
+    return {english[k] for k in keys}
+
+
+def django_corpus(
+    langs: list[str] | None = None, min_sentences: int = 200, max_sentences: int | None = None
+) -> ParallelCorpus:
+    """The built-in parallel corpus from Django's translations.
+
+    ``langs=None`` chooses the default languages (:func:`default_languages`:
+    about 28 languages, all with at least ``min_sentences`` shared messages);
+    otherwise every language in ``langs`` (any code :func:`normalize_lang`
+    accepts) must be in the catalogs, and the corpus keeps the messages
+    translated in all of them. English (``eng_Latn``) is always included.
+    Raises :class:`XlingError` for a language Django does not translate into
+    or when fewer than one shared message remains.
+    """
+    data = load_catalogs()
+    if langs is None:
+        chosen = default_languages(min_sentences=min_sentences, data=data)
+    else:
+        chosen = [PIVOT]
+        for code in langs:
+            norm = normalize_lang(code)
+            match = _resolve(data, norm)
+            if match is None:
+                have = ", ".join(sorted([PIVOT, *data["langs"]]))
+                raise XlingError(f"language {code} ({norm}) is not in the built-in django corpus; it has: {have}")
+            if match not in chosen:
+                chosen.append(match)
+    rows = _rows(data, chosen)
+    if max_sentences is not None:
+        rows = rows[: int(max_sentences)]
+    if not rows:
+        raise XlingError(f"the built-in django corpus has no message translated in all of: {', '.join(chosen)}")
+    sentences = {PIVOT: [data["english"][k] for k in rows]}
+    for lang in chosen:
+        if lang != PIVOT:
+            sentences[lang] = [data["langs"][lang][k] for k in rows]
+    ids = [k.replace(_CTX_SEP, "|") if not k.startswith(_CTX_SEP) else k[1:] for k in rows]
+    meta = {
+        "source": f"django {data['django']}",
+        "catalogs": data["catalogs"],
+        "locales": {lang: data["sources"].get(lang, ["en"]) for lang in sorted(chosen) if lang != PIVOT},
+        "ids": ids,
+        "dropped_empty": 0,
+    }
+    return ParallelCorpus("django", sentences, meta)
+
+
+def _resolve(data: dict, norm: str) -> str | None:
+    """The corpus language for a normalised code (script may differ if unambiguous)."""
+    if norm == PIVOT or norm in data["langs"]:
+        return norm
+    base = norm.split("_")[0]
+    same = [k for k in [PIVOT, *data["langs"]] if k.split("_")[0] == base]
+    return same[0] if len(same) == 1 else None
+
+
+__all__ = [
+    "PoEntry",
+    "parse_po",
+    "parse_po_text",
+    "clean_message",
+    "english_ok",
+    "load_catalogs",
+    "available_languages",
+    "default_languages",
+    "django_corpus",
+    "PARSER_VERSION",
+]
