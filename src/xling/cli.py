@@ -87,6 +87,18 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--langs", default=None)
     c.add_argument("--show", type=int, default=0, metavar="N", help="print the first N aligned rows")
     c.set_defaults(func=cmd_corpus)
+
+    from xling.runs.vocab import add_vocab_parser  # xling vocab trim|extend|compare
+
+    add_vocab_parser(sub)
+
+    from xling.runs.compose import add_compose_parsers  # xling compose, xling modules list|show
+
+    add_compose_parsers(sub)
+
+    from xling.runs.eval import add_eval_parsers  # xling train, eval, predict, task
+
+    add_eval_parsers(sub)
     return parser
 
 
@@ -124,9 +136,7 @@ def cmd_corpus(args) -> int:
     from xling.data.langcodes import lang_name
     from xling.data.readers import load_corpus
 
-    corpus = load_corpus(args.data)
-    if args.langs:
-        corpus = corpus.select(_csv_list(args.langs))
+    corpus = load_corpus(args.data, langs=_csv_list(args.langs))
     print(f"{corpus.name}: {len(corpus.langs)} languages x {len(corpus)} sentences")
     for lang in corpus.langs:
         print(f"  {lang:10s} {lang_name(lang)}")

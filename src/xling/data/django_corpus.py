@@ -37,6 +37,7 @@ keyed by the Django version and :data:`PARSER_VERSION`.
 from __future__ import annotations
 
 import html
+import hashlib
 import json
 import os
 import re
@@ -563,7 +564,10 @@ def django_corpus(
                 raise XlingError(f"language {code} ({norm}) is not in the built-in django corpus; it has: {have}")
             if match not in chosen:
                 chosen.append(match)
-    rows = _rows(data, chosen)
+    # Catalog order clusters similar messages (dozens of language names first, then
+    # form errors, ...), so "the first N sentences" would be an unrepresentative
+    # sample. A fixed hash order mixes them and stays deterministic.
+    rows = sorted(_rows(data, chosen), key=lambda k: hashlib.sha256(k.encode("utf-8")).hexdigest())
     if max_sentences is not None:
         rows = rows[: int(max_sentences)]
     if not rows:

@@ -185,7 +185,9 @@ def align(config: AlignConfig | None = None, *, lm=None, corpus=None, **kwargs) 
 
     # Data first: corpus errors are cheap to find and need no model.
     if corpus is None:
-        corpus = load_corpus(cfg.data)
+        # Providers (the built-in corpus among them) build the corpus for the requested
+        # languages: messages translated in all of them, not in a default set.
+        corpus = load_corpus(cfg.data, langs=[cfg.pivot, *cfg.langs] if cfg.langs else None)
     pivot = corpus.resolve(cfg.pivot)
     if pivot is None:
         raise XlingError(f"pivot language {cfg.pivot} is not in corpus {corpus.name}; it has: {', '.join(corpus.langs)}")
