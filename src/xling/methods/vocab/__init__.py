@@ -1,0 +1,20 @@
+"""Vocabulary specialisation: trim a model to the languages it serves, extend it with new tokens.
+
+* :mod:`~xling.methods.vocab.trim` -- vocabulary trimming (Ushio, Zhou and
+  Camacho-Collados 2023, "An Efficient Multilingual Language Model Compression
+  through Vocabulary Trimming", vocabtrimmer);
+* :mod:`~xling.methods.vocab.extend` -- adding tokens with mean, random, FOCUS
+  (Dobler and de Melo 2023, "FOCUS: Effective Embedding Initialization for
+  Monolingual Specialization of Multilingual Models", EMNLP 2023) or WECHSEL
+  (Minixhofer, Paischer and Rekabsaz 2022, "WECHSEL: Effective initialization of
+  subword embeddings for cross-lingual transfer of monolingual language models",
+  NAACL 2022) initialisation;
+* :mod:`~xling.methods.vocab.tokenizer` -- the tokenizer JSON surgery (Unigram,
+  byte-level BPE, SentencePiece BPE, WordPiece, WordLevel);
+* :mod:`~xling.methods.vocab.model` -- the embedding surgery (tied and untied,
+  output biases);
+* :mod:`~xling.methods.vocab.compare` -- comparing two trimmed copies.
+
+The recipes that read models and corpora and write folders are in
+:mod:`xling.runs.vocab`.
+"""
