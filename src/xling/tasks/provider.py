@@ -1,0 +1,76 @@
+"""Tasks as parallel corpora: ``xling align --data task:libreoffice-topic``.
+
+The test split of a task whose languages share example ids (a parallel test
+set, like ``libreoffice-topic``) becomes a :class:`~xling.data.corpus.ParallelCorpus`
+of the very paragraphs the task is evaluated on, so alignment (MEXA, Kargaran
+et al. 2024) and task scores are measured on the same text. Row metadata keeps
+the ids and the label names.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from xling.data.corpus import ParallelCorpus
+from xling.errors import XlingError
+
+
+def task_corpus(task, langs: Sequence[str] | None = None, max_sentences: int | None = None,
+                split: str = "test") -> ParallelCorpus:
+    """The ``split`` of ``task`` (a name, path or :class:`~xling.tasks.core.Task`) aligned by example id.
+
+    Rows present in every selected language are kept, in the source
+    language's order. ``langs`` restricts the languages (the source is always
+    kept as the pivot); ``max_sentences`` keeps the first rows.
+    """
+    from xling.tasks.registry import load_task
+
+    t = load_task(task)
+    if t.type == "token-classification":
+        raise XlingError(f"task {t.name}: token-classification data cannot serve as a parallel corpus")
+    table = t.data.get(split) or {}
+    if t.source_lang not in table:
+        raise XlingError(f"task {t.name}: no {split} data in the source language {t.source_lang}")
+    chosen = [t.source_lang]
+    for code in langs if langs is not None else sorted(table):
+        lang = t.resolve_lang(code, split)
+        if lang not in chosen:
+            chosen.append(lang)
+    by_id = {}
+    for lang in chosen:
+        exs = table[lang]
+        if any(e.id is None for e in exs):
+            raise XlingError(f"task {t.name}: {split} examples of {lang} have no ids; cannot align languages")
+        by_id[lang] = {e.id: e for e in exs}
+    ids = [e.id for e in table[t.source_lang] if all(e.id in by_id[lang] for lang in chosen)]
+    if not ids:
+        raise XlingError(f"task {t.name}: no {split} example shared by {', '.join(chosen)}")
+    if max_sentences is not None:
+        ids = ids[: int(max_sentences)]
+
+    def text(e):
+        return e.text if e.text_pair is None else f"{e.text} {e.text_pair}"
+
+    sentences = {lang: [text(by_id[lang][i]) for i in ids] for lang in chosen}
+    src = by_id[t.source_lang]
+    meta = {"ids": ids, "labels": [t.labels[src[i].label] if src[i].label is not None else "" for i in ids],
+            "source": f"task {t.name} ({split} split)", "dropped_empty": 0}
+    return ParallelCorpus(f"task:{t.name}", sentences, meta)
+
+
+def register_task_providers(names: Sequence[str]) -> None:
+    """Make ``task:<name>`` a ``--data`` provider for each registered task name."""
+    from xling.data.readers import PROVIDERS, register_provider
+
+    for name in names:
+        key = f"task:{name}"
+        if key in PROVIDERS:
+            continue
+
+        def provider(langs, max_sentences, _name=name):
+            return task_corpus(_name, langs, max_sentences)
+
+        register_provider(key)(provider)
+
+
+__all__ = ["task_corpus", "register_task_providers"]

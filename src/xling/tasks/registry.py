@@ -1,0 +1,107 @@
+"""Tasks by name: ``--task libreoffice-topic`` or ``--task path/to/spec.json``.
+
+Built-in tasks are registered lazily as ``"module:function"`` strings, so
+listing them imports nothing heavy. :func:`load_task` resolves, in order:
+
+1. a registered name (``libreoffice-topic``), with builder options as keywords;
+2. an xling task file (``{"format": "xling-task/1", ...}``, as written by
+   :meth:`~xling.tasks.core.Task.save`);
+3. a JSON task spec (:class:`~xling.tasks.spec.TaskSpec`);
+4. a single ``.jsonl``/``.csv``/``.tsv`` file or saved Hugging Face dataset folder,
+   read with the default spec (fields ``text``, ``label``, ``lang``, ``split``;
+   ``text_pair`` when present).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+from pathlib import Path
+from typing import Callable
+
+from xling.errors import XlingError
+from xling.tasks.core import Task
+
+#: ``name -> "module:function"`` (lazy) or a callable returning a :class:`Task`.
+TASKS: dict[str, str | Callable[..., Task]] = {
+    "libreoffice-topic": "xling.tasks.libreoffice:libreoffice_topic",
+}
+
+
+def register_task(name: str, factory: str | Callable[..., Task] | None = None):
+    """Register a task builder (``"module:function"`` or a callable); usable as a decorator."""
+
+    def deco(fn):
+        from xling.tasks.provider import register_task_providers
+
+        TASKS[name.lower()] = fn
+        register_task_providers([name.lower()])
+        return fn
+
+    return deco(factory) if factory is not None else deco
+
+
+def _factory(name: str) -> Callable[..., Task]:
+    target = TASKS[name]
+    if callable(target):
+        return target
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def task_names() -> list[str]:
+    return sorted(TASKS)
+
+
+def load_task(spec: str | os.PathLike | Task | dict, **options) -> Task:
+    """A :class:`Task` from a registered name, a task/spec file, a data file or a dict spec."""
+    from xling.tasks.spec import TaskSpec, load_task_spec
+
+    if isinstance(spec, Task):
+        return spec
+    if isinstance(spec, dict):
+        return load_task_spec(TaskSpec.from_dict(spec))
+    text = os.fspath(spec)
+    key = text.strip().lower()
+    if key in TASKS:
+        return _factory(key)(**options)
+    if options:
+        raise XlingError(f"task options ({', '.join(options)}) apply to built-in tasks only, not {text}")
+    path = Path(text).expanduser()
+    if not path.exists():
+        known = ", ".join(task_names())
+        raise XlingError(f"unknown task {text!r}: not a built-in task ({known}) and no such file")
+    if path.is_file() and path.suffix.lower() == ".json":
+        try:
+            obj = json.loads(path.read_text(encoding="utf-8-sig"))
+        except json.JSONDecodeError as exc:
+            raise XlingError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg})") from None
+        if isinstance(obj, dict) and obj.get("format") == "xling-task/1":
+            return Task.from_json(obj)
+        if isinstance(obj, dict):
+            obj.setdefault("name", path.stem)
+        return load_task_spec(TaskSpec.from_dict(obj, base=path.parent, where=str(path)))
+    # a bare data file or dataset folder, default field names
+    fields = _default_fields(path)
+    return load_task_spec(TaskSpec(name=path.stem, files=[{"path": str(path)}], **fields))
+
+
+def _default_fields(path: Path) -> dict:
+    """Guess the task type of a bare data file from its first record's field names."""
+    from xling.tasks.spec import _format_of, _rows
+
+    fmt = _format_of(path, None)
+    first = next((row for _, row, _ in _rows(path, fmt)), None)
+    if first is None:
+        raise XlingError(f"{path}: no examples")
+    if "tokens" in first and "tags" in first:
+        return {"type": "token-classification"}
+    if "choices" in first:
+        return {"type": "multiple-choice", "text": [k for k in ("text", "text_pair") if k in first] or []}
+    if "text_pair" in first:
+        return {"text": ["text", "text_pair"]}
+    return {}
+
+
+__all__ = ["TASKS", "register_task", "load_task", "task_names"]
