@@ -99,6 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     from xling.runs.eval import add_eval_parsers  # xling train, eval, predict, task
 
     add_eval_parsers(sub)
+
+    from xling.methods.modules_train import add_train_module_parser  # xling train-module
+
+    add_train_module_parser(sub)
     return parser
 
 

