@@ -627,16 +627,12 @@ class TrainedModel:
 
 
 def _folder_fingerprint(folder: Path, extra: str = "") -> str:
+    from xling.models.loading import hash_file_ends
+
     h = hashlib.sha256(extra.encode())
     for f in sorted(folder.iterdir()):
         if f.suffix in (".safetensors", ".json") and f.name != TRAIN_FILE and f.is_file():
-            size = f.stat().st_size
-            h.update(f.name.encode() + str(size).encode())
-            with open(f, "rb") as fh:
-                h.update(fh.read(1 << 20))
-                if size > 2 << 20:
-                    fh.seek(size - (1 << 20))
-                    h.update(fh.read())
+            hash_file_ends(h, f)
     return h.hexdigest()[:16]
 
 

@@ -124,14 +124,19 @@ def _fingerprint(folder: Path, config) -> str:
     """
     h = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True, default=str).encode())
     for f in sorted(folder.glob("*.safetensors")):
-        size = f.stat().st_size
-        h.update(f.name.encode() + str(size).encode())
-        with open(f, "rb") as fh:
-            h.update(fh.read(1 << 20))
-            if size > 2 << 20:
-                fh.seek(size - (1 << 20))
-                h.update(fh.read())
+        hash_file_ends(h, f)
     return h.hexdigest()[:16]
+
+
+def hash_file_ends(h, path: Path) -> None:
+    """Feed ``h`` a file's name, size and first and last MiB (a cheap content identity)."""
+    size = path.stat().st_size
+    h.update(path.name.encode() + str(size).encode())
+    with open(path, "rb") as fh:
+        h.update(fh.read(1 << 20))
+        if size > 2 << 20:
+            fh.seek(size - (1 << 20))
+            h.update(fh.read())
 
 
 def _local_folder(name: str, revision: str | None) -> Path:
