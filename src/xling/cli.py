@@ -22,6 +22,14 @@ def _csv_list(value: str | None) -> list[str] | None:
     return items or None
 
 
+def option_value(raw: str):
+    """A ``KEY=VALUE`` flag's value: JSON when it parses (numbers, booleans, lists), else the string."""
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return raw
+
+
 def _metric_options(pairs: list[str] | None) -> dict[str, dict]:
     """``--metric-option xsim.k=8`` -> ``{"xsim": {"k": 8}}`` (values parsed as JSON when possible)."""
     out: dict[str, dict] = {}
@@ -30,10 +38,7 @@ def _metric_options(pairs: list[str] | None) -> dict[str, dict]:
             raise XlingError(f"--metric-option expects METRIC.OPTION=VALUE, got '{pair}'")
         key, raw = pair.split("=", 1)
         metric, opt = key.split(".", 1)
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
+        value = option_value(raw)
         if isinstance(value, list):
             value = tuple(value)
         out.setdefault(metric, {})[opt] = value

@@ -177,6 +177,7 @@ def align(config: AlignConfig | None = None, *, lm=None, corpus=None, **kwargs) 
     from xling.data.readers import load_corpus
     from xling.engine.embed import EmbedConfig, EmbeddingCache, embed_cached
     from xling.methods.metrics import PairEmbeddings, compute_metrics
+    from xling.models.layers import parse_layers
     from xling.models.loading import load_model
 
     cfg = config if config is not None else AlignConfig(**kwargs)
@@ -200,15 +201,10 @@ def align(config: AlignConfig | None = None, *, lm=None, corpus=None, **kwargs) 
 
     if lm is None:
         lm = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device, quiet=not cfg.progress, lazy=cfg.cache)
-    ecfg = EmbedConfig(
-        pooling=cfg.pooling, layers=None, batch_size=cfg.batch_size, max_length=cfg.max_length, prefix=cfg.prefix
-    )
-    from xling.models.layers import parse_layers
-
     layer_ids = parse_layers(cfg.layers, lm.num_hidden_states)
     ecfg = EmbedConfig(
-        pooling=ecfg.pooling, layers=tuple(layer_ids), batch_size=ecfg.batch_size,
-        max_length=ecfg.max_length, prefix=ecfg.prefix,
+        pooling=cfg.pooling, layers=tuple(layer_ids), batch_size=cfg.batch_size,
+        max_length=cfg.max_length, prefix=cfg.prefix,
     ).resolved(lm)
     cache = EmbeddingCache() if cfg.cache else None
     t_model = time.perf_counter()

@@ -145,18 +145,14 @@ def format_summary(result: ComposeResult) -> str:
 
 def parse_options(pairs: list[str] | None) -> dict[str, Any]:
     """``["density=0.5", "normalize=false"]`` -> ``{"density": 0.5, "normalize": False}`` (JSON values when possible)."""
-    import json
+    from xling.cli import option_value
 
     out: dict[str, Any] = {}
     for pair in pairs or []:
         if "=" not in pair or not pair.split("=", 1)[0].strip():
             raise XlingError(f"--option expects KEY=VALUE, got '{pair}'")
         key, raw = pair.split("=", 1)
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
-        out[key.strip()] = value
+        out[key.strip()] = option_value(raw)
     return out
 
 

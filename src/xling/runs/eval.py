@@ -526,16 +526,14 @@ def _csv_list(value):
 
 
 def _task_options(args) -> dict:
+    from xling.cli import option_value
+
     opts = {}
     for pair in getattr(args, "task_option", None) or []:
         if "=" not in pair:
             raise XlingError(f"--task-option expects NAME=VALUE, got {pair!r}")
         k, raw = pair.split("=", 1)
-        try:
-            v = json.loads(raw)
-        except json.JSONDecodeError:
-            v = raw
-        opts[k.strip().replace("-", "_")] = v
+        opts[k.strip().replace("-", "_")] = option_value(raw)
     return opts
 
 
