@@ -197,8 +197,16 @@ def test_refactorised_lora_reports_tail_singular_value_errors(loras, tmp_path):
     assert meta["composition"]["rank"] == 3
 
 
-def test_default_rank_is_the_largest_input_rank(loras, tmp_path):
-    out = compose_to_lora(loras["llama"], "add", out=tmp_path / "l")
+def test_default_rank_is_exact_for_linear_methods_and_the_largest_input_rank_otherwise(loras, tmp_path):
+    mods = loras["llama"]
+    out = compose_to_lora(mods, "add", [0.5, -1.0, 2.0], out=tmp_path / "l")
+    got = read_lora(out.out)
+    assert got.ranks == [4 + 4 + 6]
+    assert out.overall_error < 1e-6
+    ref = {n: sum(w * read_lora(m).delta(n) for w, m in zip([0.5, -1.0, 2.0], mods)) for n in got.targets}
+    for n, d in ref.items():
+        assert torch.allclose(got.delta(n).double(), d.double(), atol=1e-5), n
+    out = compose_to_lora(mods, "ties", out=tmp_path / "t")
     assert read_lora(out.out).ranks == [6]
 
 

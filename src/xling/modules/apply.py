@@ -87,7 +87,34 @@ def _load(modules: Sequence[LoraModule | str | Path]) -> list[LoraModule]:
     out = [m if isinstance(m, LoraModule) else LoraModule(m) for m in modules]
     if not out:
         raise XlingError("no modules to compose")
+    _align_names(out)
     return out
+
+
+def _align_names(mods: list[LoraModule]) -> None:
+    """Name targets alike across modules trained on a bare base and on a task model around it.
+
+    A language module trained on ``BertModel`` adapts ``encoder.layer.0...``; a task
+    module trained on ``BertForSequenceClassification`` adapts
+    ``bert.encoder.layer.0...``. When modules disagree that way, a module whose
+    targets all start with one extra component (``bert.``) that the others lack is
+    re-keyed without it (the tensors and their keys in the file are unchanged).
+    """
+    if len(mods) < 2:
+        return
+    firsts = [{n.split(".", 1)[0] for n in m.targets} for m in mods]
+    for m, f in zip(mods, firsts):
+        if len(f) != 1:
+            continue
+        (p,) = f
+        others = [o for o in mods if o is not m]
+        if any(n.startswith(p + ".") for o in others for n in o.targets):
+            continue  # the others share the prefix: nothing to align
+        stripped = {n.split(".", 1)[1]: t for n, t in m.targets.items() if "." in n}
+        if len(stripped) != len(m.targets):
+            continue
+        if any(set(stripped) & set(o.targets) for o in others):
+            m.targets = dict(sorted(stripped.items()))
 
 
 def _check_same_base(mods: list[LoraModule]) -> tuple[str | None, str | None]:
@@ -285,9 +312,16 @@ def compose_to_lora(
 ) -> ComposeOutcome:
     """Compose LoRA modules into a new LoRA module folder (PEFT format + ``xling_module.json``).
 
-    Every target's composed dW is re-factorised by truncated SVD to ``rank``
-    (default: the largest input rank); the relative Frobenius error is reported per
-    target and overall (``sqrt(sum residual^2 / sum ||dW||^2)``). Linear methods
+    Every target's composed dW is re-factorised by truncated SVD to ``rank``; the
+    relative Frobenius error is reported per target and overall
+    (``sqrt(sum residual^2 / sum ||dW||^2)``). Default rank: for linear methods
+    (add, genknowsub, stack, layer_swap) the sum of the input ranks, which holds
+    the composed dW exactly (error 0); for the others (ties, dare, ...) the largest
+    input rank. When exactly one input is a task module with a head (written by
+    ``train-module --kind task``), its head, tokenizer and training record are
+    carried over, so ``xling eval --model OUT`` evaluates the composition; the
+    language modules the task module was trained on are *not* applied unless they
+    are inputs (the composition says which modules are active). Linear methods
     (add, genknowsub, stack, layer_swap) never form the dense dW. With
     ``method="lora_factorwise"`` and no rank the factors are combined directly (an
     approximation, see :func:`xling.methods.compose.lora_factorwise`).
@@ -310,7 +344,11 @@ def compose_to_lora(
         if len(ranks) != 1:
             raise XlingError(f"{FACTORWISE} needs modules of one rank, got ranks {sorted(ranks)}")
     if rank is None and method != FACTORWISE:
-        rank = max(t.rank for m in mods for t in m.targets.values())
+        if COMPOSERS[method].linear:
+            rank = sum(max(t.rank for t in m.targets.values()) for m in mods)
+            rank = min([rank] + [min(t.out_features, t.in_features) for t in targets.values()])
+        else:
+            rank = max(t.rank for m in mods for t in m.targets.values())
     if rank is not None:
         for name, t in targets.items():
             if not 1 <= rank <= min(t.out_features, t.in_features):
@@ -349,11 +387,99 @@ def compose_to_lora(
         write_lora(tmp, written, template_config=template, rank=final_rank,
                    base_model_name_or_path=base_name if base_name else template.get("base_model_name_or_path"))
         (tmp / META_FILE).write_text(meta_json(meta), encoding="utf-8")
+        notes += _carry_task_head(mods, tmp, recipe)
     for m in mods:
         m.close()
     return ComposeOutcome(out=out, output="lora", method=method, inputs=[m.name for m in mods],
                           targets=len(targets), rel_errors=errors, overall_error=overall,
                           seconds=time.perf_counter() - t0, notes=notes)
+
+
+def _carry_task_head(mods: list[LoraModule], folder: Path, recipe: dict) -> list[str]:
+    """Copy the head of the one task module among ``mods`` into ``folder``; returns notes."""
+    import shutil
+
+    from xling.methods.train import HEAD_FILE, TRAIN_FILE
+
+    heads = [m for m in mods if (m.path / HEAD_FILE).is_file() and (m.path / TRAIN_FILE).is_file()]
+    if not heads:
+        return []
+    if len(heads) > 1:
+        return [f"{len(heads)} inputs carry a task head ({', '.join(m.name for m in heads)}): the output has none "
+                "(which head would it be?); evaluate it by merging into a model instead"]
+    src = heads[0]
+    info = json.loads((src.path / TRAIN_FILE).read_text(encoding="utf-8"))
+    notes = []
+    stacked = info.get("adapters_merged") or []
+    if stacked:
+        inputs = {str(m.path.resolve()) for m in mods}
+        dropped = [a for a in stacked if str(Path(a).resolve()) not in inputs]
+        if dropped:
+            notes.append(f"task module {src.name} was trained on top of {', '.join(dropped)}; only the listed "
+                         "inputs are applied (add it as an input to keep it)")
+    info["adapters_merged"] = []
+    info["composed"] = {"method": recipe["method"], "inputs": recipe["inputs"], "weights": recipe["weights"],
+                        "options": recipe["options"], "head_from": src.name}
+    shutil.copy2(src.path / HEAD_FILE, folder / HEAD_FILE)
+    for f in src.path.iterdir():
+        if f.is_file() and f.name.startswith(("tokenizer", "special_tokens", "vocab", "merges", "sentencepiece")):
+            shutil.copy2(f, folder / f.name)
+    (folder / TRAIN_FILE).write_text(json.dumps(info, indent=2, default=str) + "\n", encoding="utf-8")
+    return notes
+
+
+def compose_into(
+    model: torch.nn.Module,
+    modules: Sequence[LoraModule | str | Path],
+    method: str = "add",
+    weights: Sequence[float] | None = None,
+    options: Mapping[str, Any] | None = None,
+    *,
+    allow_missing_targets: bool = False,
+    num_layers: int | None = None,
+) -> int:
+    """Add the composed dW of LoRA modules to an in-memory model's weights, exactly; returns tensors changed.
+
+    The same composition as :func:`compose_to_merged` (one target's dense dW at a
+    time, float32 arithmetic, cast back to the weight's dtype), for a model already
+    in memory: a bare base (``BertModel``) or a task model around it
+    (``bert.encoder...``). ``num_layers`` defaults to the model config's (for
+    ``layer_swap``). Every target is checked before any weight changes.
+    """
+    from xling.models.layers import num_layers as config_layers
+
+    mods = _load(modules)
+    opts = _validate_method(method, options, weights, len(mods))
+    _check_same_base(mods)
+    targets = _target_union(mods, allow_missing_targets)
+    params = dict(model.named_parameters())
+    keys = set(params)
+    plan: list[tuple[str, torch.nn.Parameter]] = []
+    seen: dict[str, str] = {}
+    for name, t in targets.items():
+        k = _base_key(name, keys)
+        if k is None:
+            raise XlingError(f"LoRA target {name} has no weight in this model (is it the right base?)")
+        if k in seen:
+            raise XlingError(f"LoRA targets {seen[k]} and {name} adapt the same weight {k}")
+        if tuple(params[k].shape) != t.weight_shape:
+            raise XlingError(f"LoRA target {name} expects a {t.weight_shape} weight but {k} is "
+                             f"{tuple(params[k].shape)} (different base?)")
+        seen[k] = name
+        plan.append((name, params[k]))
+    if num_layers is None and COMPOSERS.get(method) is not None and COMPOSERS[method].needs_layer:
+        num_layers = config_layers(model.config)
+    layers = _layers_for(method, None, list(targets), num_layers)
+    tc = _TargetComposer(mods, method, weights, opts, layers)
+    with torch.no_grad():
+        for name, p in plan:
+            dW = tc.dense(name, targets[name])
+            if targets[name].transposed:
+                dW = dW.T
+            p.copy_((p.float() + dW.to(p.device)).to(p.dtype))
+    for m in mods:
+        m.close()
+    return len(plan)
 
 
 def _frob2(B: torch.Tensor, A: torch.Tensor) -> float:

@@ -331,5 +331,58 @@ def libreoffice_topic(
     return task
 
 
-__all__ = ["libreoffice_topic", "LABELS", "CLASS_MAP", "check_no_leakage", "normalize_text", "group_keys",
+def unlabeled_text(lang: str, task: Task | None = None, *, min_chars: int = 20, min_words: int = 3,
+                   quiet: bool = True) -> list[str]:
+    """Unlabeled in-domain text for a language module: LibreOffice help paragraphs in ``lang``.
+
+    Every help paragraph of the language (all applications, ``shared`` included)
+    with at least ``min_chars`` characters and ``min_words`` words, except:
+    paragraphs whose id (bare ``par_id``) is the id of a dev or test example of
+    ``task`` (default: the built-in ``libreoffice-topic``), paragraphs whose text
+    equals a dev/test text of that language, and, for languages other than
+    English, untranslated fallbacks (text identical to the English paragraph, or
+    mostly English words). Duplicates are kept once, in help-file order. So a
+    language module never sees the text it is evaluated on.
+    """
+    from xling.data.langcodes import normalize_lang
+    from xling.data.libreoffice import _packages, help_table
+
+    code = normalize_lang(lang)
+    packages = _packages("help")
+    match = code if code in packages else next((k for k in packages if k.split("_")[0] == code.split("_")[0]), None)
+    if match is None:
+        raise XlingError(f"language {lang} ({code}) has no LibreOffice help package; "
+                         f"available: {', '.join(sorted(packages))}")
+    if task is None:
+        task = libreoffice_topic(quiet=quiet)
+    held_ids, held_texts = set(), set()
+    for split in ("dev", "test"):
+        for tlang, examples in task.data.get(split, {}).items():
+            for e in examples:
+                held_ids.add(_bare_id(e.id))
+                if tlang == match:
+                    held_texts.add(normalize_text(e.text))
+    table = help_table(match)
+    english = help_table(PIVOT) if match != PIVOT else table
+    out, seen = [], set()
+    for k in sorted(table, key=lambda key: _h("unlabeled", key)):
+        text = " ".join(table[k].split())
+        if len(text) < min_chars or len(text.split()) < min_words or _bare_id(k) in held_ids:
+            continue
+        norm = normalize_text(text)
+        if norm in held_texts or norm in seen:
+            continue
+        if match != PIVOT:
+            en = english.get(k)
+            if en is not None and (" ".join(en.split()) == text or mostly_english(text, en)):
+                continue
+        seen.add(norm)
+        out.append(text)
+    if not out:
+        raise XlingError(f"LibreOffice help for {match}: no unlabeled paragraphs left after removing "
+                         f"the {task.name} dev/test text")
+    return out
+
+
+__all__ = ["libreoffice_topic", "unlabeled_text", "LABELS", "CLASS_MAP", "check_no_leakage", "normalize_text", "group_keys",
            "assign_splits", "balanced_sample", "mostly_english"]

@@ -29,6 +29,26 @@ TASKS: dict[str, str | Callable[..., Task]] = {
 }
 
 
+#: ``name -> "module:function"``: unlabeled in-domain text of a task, ``f(lang) -> list[str]``,
+#: with the task's evaluation text removed (``--text unlabeled:<task>`` for language modules).
+UNLABELED: dict[str, str | Callable[[str], list[str]]] = {
+    "libreoffice-topic": "xling.tasks.libreoffice:unlabeled_text",
+}
+
+
+def unlabeled_text(task: str, lang: str) -> list[str]:
+    """Unlabeled ``lang`` text in the domain of ``task`` (never its dev/test text)."""
+    key = task.strip().lower()
+    if key not in UNLABELED:
+        have = ", ".join(f"unlabeled:{k}" for k in sorted(UNLABELED))
+        raise XlingError(f"no unlabeled text source for task {task!r} (available: {have})")
+    target = UNLABELED[key]
+    if not callable(target):
+        module, _, attr = target.partition(":")
+        target = getattr(importlib.import_module(module), attr)
+    return list(target(lang))
+
+
 def register_task(name: str, factory: str | Callable[..., Task] | None = None):
     """Register a task builder (``"module:function"`` or a callable); usable as a decorator."""
 
