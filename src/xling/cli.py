@@ -108,6 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
     from xling.methods.modules_train import add_train_module_parser  # xling train-module
 
     add_train_module_parser(sub)
+
+    from xling.runs.transfer import add_transfer_parser  # xling transfer (the modular transfer experiment)
+
+    add_transfer_parser(sub)
     return parser
 
 

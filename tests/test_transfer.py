@@ -1,0 +1,169 @@
+"""xling transfer: the modular transfer experiment on a tiny model and task."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from test_train import TR, tiny_task
+from xling.errors import XlingError
+from xling.runs.transfer import CONDITIONS, TransferConfig, format_table, paired_bootstrap, run_transfer
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _texts(root: Path) -> str:
+    """Monolingual text per language of the tiny task (its test sentences are not in it)."""
+    task = tiny_task(n_train=40, n_dev=0, n_test=0, seed=7)
+    en = [e.text for e in task.data["train"]["eng_Latn"]]
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "eng_Latn.txt").write_text("\n".join(en), encoding="utf-8")
+    for lg, m in TR.items():
+        (root / f"{lg}_Latn.txt").write_text("\n".join(" ".join(m[w] for w in s.split()) for s in en), encoding="utf-8")
+    return str(root / "{lang}.txt")
+
+
+@pytest.fixture(scope="module")
+def experiment(tiny_model_dirs, tmp_path_factory):
+    root = tmp_path_factory.mktemp("transfer")
+    task = tiny_task(n_train=32, n_dev=8, n_test=24)
+    cfg = TransferConfig(model=str(tiny_model_dirs["bert"]), task="tiny", langs=["de", "fr"], text=_texts(root / "text"),
+                         lang_steps=3, lang_batch_size=8, task_epochs=1, task_lr=1e-2, bootstrap=200, swap=(1, 1, 0),
+                         out=root / "out", store=root / "results.sqlite", progress=False)
+    return cfg, task, run_transfer(cfg, task=task)
+
+
+def test_every_condition_is_scored_on_every_target(experiment):
+    cfg, task, res = experiment
+    assert res.source == "eng_Latn" and res.targets == ["deu_Latn", "fra_Latn"]
+    assert res.conditions == list(CONDITIONS)
+    for c in CONDITIONS.values():
+        for t in res.targets:
+            assert 0.0 <= res.score(c.name, t) <= 1.0
+        if not c.per_target:
+            assert 0.0 <= res.score(c.name, "eng_Latn") <= 1.0
+        else:
+            with pytest.raises(KeyError):
+                res.score(c.name, "eng_Latn")
+    assert set(res.modules) == {"lang:eng_Latn", "lang:deu_Latn", "lang:fra_Latn", "task", "task@src"}
+    out = Path(cfg.out)
+    for f in ("transfer.csv", "summary.csv", "report.html", "run.json"):
+        assert (out / f).is_file(), f
+    html = (out / "report.html").read_text()
+    assert "layer-swap" in html and "German" in html
+    table = format_table(res)
+    assert "mean tgt" in table and "stack" in table
+    summary = {s["condition"]: s for s in res.summary}
+    assert summary["task"]["delta"] == 0.0 and summary["task"]["delta_lo"] is None
+    for s in res.summary[1:]:
+        assert s["delta_lo"] <= s["delta"] <= s["delta_hi"]
+        assert s["delta"] == pytest.approx(res.mean(s["condition"]) - res.mean("task"), abs=1e-9)
+    from xling.runs.store import ResultsStore
+
+    runs = ResultsStore(cfg.store).runs("transfer")
+    assert runs and runs[-1]["run_id"] == res.run_id
+
+
+def test_in_memory_compositions_equal_compose_then_eval(experiment, tmp_path):
+    """stack / add / layer-swap / baselines, as run in memory, equal `xling compose` (a LoRA
+    carrying the task head) followed by `xling eval` on that folder; src-lang equals plain
+    `xling eval` of the MAD-X task module (which re-applies the language module it was trained on)."""
+    from xling.modules.apply import compose_to_lora
+    from xling.runs.eval import evaluate
+
+    cfg, task, res = experiment
+    m = {role: Path(info["path"]) for role, info in res.modules.items()}
+    lang = "deu_Latn"
+    cases = {
+        "stack": ("stack", [m["task@src"], m["lang:deu_Latn"]], None, None),
+        "add-swap": ("add", [m["task"], m["lang:deu_Latn"], m["lang:eng_Latn"]], [1.0, 1.0, -1.0], None),
+        "layer-swap": ("layer_swap", [m["task"], m["lang:deu_Latn"]], None, {"bottom": 1, "top": 1, "transition": 0}),
+        "src-lang": ("stack", [m["task@src"], m["lang:eng_Latn"]], None, None),
+    }
+    for name, (method, inputs, weights, options) in cases.items():
+        out = compose_to_lora(inputs, method, weights, options, out=tmp_path / name, num_layers=3)
+        assert out.overall_error < 1e-5
+        assert (tmp_path / name / "head.safetensors").is_file()
+        ev = evaluate(model=str(tmp_path / name), task=task, langs=[lang], out=None, store=None, cache=False,
+                      progress=False)
+        assert ev.score(lang, "accuracy") == pytest.approx(res.score(name, lang)), name
+    direct = evaluate(model=str(m["task@src"]), task=task, langs=[lang], out=None, store=None, cache=False,
+                      progress=False)
+    assert direct.score(lang, "accuracy") == pytest.approx(res.score("src-lang", lang))
+
+
+def test_composition_with_head_keeps_logits_exact(experiment, tmp_path):
+    """The logits of compose->eval equal a dense reference: base + head, LoRA deltas added by hand."""
+    from safetensors.torch import load_file
+
+    from xling.methods.train import build_task_model, load_trained
+    from xling.modules.apply import compose_to_lora
+    from xling.modules.lora import LoraModule
+
+    cfg, task, res = experiment
+    m = {role: Path(info["path"]) for role, info in res.modules.items()}
+    out = compose_to_lora([m["task"], m["lang:fra_Latn"]], "add", [1.0, 0.5], out=tmp_path / "c")
+    assert out.overall_error < 1e-6
+    tm = load_trained(tmp_path / "c", device="cpu")
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(cfg.model)
+    ref = build_task_model(cfg.model, "classification", task.labels, tok)
+    ref.load_state_dict(load_file(str(m["task"] / "head.safetensors")), strict=False)
+    params = dict(ref.named_parameters())
+    with torch.no_grad():
+        for coef, folder in ((1.0, m["task"]), (0.5, m["lang:fra_Latn"])):
+            mod = LoraModule(folder)
+            for name in mod.targets:
+                key = name + ".weight" if name + ".weight" in params else "bert." + name + ".weight"
+                params[key] += coef * mod.delta(name)
+    batch = tok(["a b c", "x y"], return_tensors="pt", padding=True)
+    ref.eval(), tm.model.eval()
+    with torch.no_grad():
+        assert torch.allclose(tm.model(**batch).logits, ref(**batch).logits, atol=1e-5)
+
+
+def test_second_run_reuses_modules_and_predictions(experiment):
+    cfg, task, res = experiment
+    again = run_transfer(cfg, task=task)
+    assert all(info["reused"] for info in again.modules.values())
+    assert again.rows == res.rows
+    changed = TransferConfig(**{**cfg.__dict__, "lang_steps": 4, "conditions": ["stack"]})
+    third = run_transfer(changed, task=task)
+    assert set(third.modules) == {"lang:eng_Latn", "lang:deu_Latn", "lang:fra_Latn", "task@src"}
+    assert not any(info["reused"] for info in third.modules.values())  # task@src sits on a retrained module
+    assert third.conditions == ["stack"] and {r["condition"] for r in third.rows} == {"stack"}
+
+
+def test_paired_bootstrap_matches_direct_difference():
+    a = [[1, 0, 1, 1], [0, 0, 1]]
+    b = [[1, 1, 0, 1], [0, 1, 1]]
+    d, lo, hi = paired_bootstrap(a, b, 500, seed=1)
+    assert d == pytest.approx(((3 / 4 - 3 / 4) + (1 / 3 - 2 / 3)) / 2)
+    assert lo <= d <= hi
+    assert paired_bootstrap(a, a, 100)[1:] == (0.0, 0.0)
+
+
+def test_bad_configs_are_one_line_errors(tiny_model_dirs, tmp_path, capsys):
+    from xling.cli import main
+
+    with pytest.raises(XlingError, match="unknown condition"):
+        TransferConfig(conditions=["stack", "magic"])
+    with pytest.raises(XlingError, match="--swap"):
+        TransferConfig(swap=(1, -1, 0))
+    task = tiny_task(n_train=8, n_dev=4, n_test=4)
+    with pytest.raises(XlingError, match="source language"):
+        run_transfer(TransferConfig(model=str(tiny_model_dirs["bert"]), langs=["en"], out=tmp_path / "o",
+                                    store=None, progress=False), task=task)
+    rc = main(["transfer", "--swap", "a,b", "--out", str(tmp_path / "x")])
+    assert rc == 2 and "--swap" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
