@@ -137,7 +137,12 @@ def test_second_run_reuses_modules_and_predictions(experiment):
     again = run_transfer(cfg, task=task)
     assert all(info["reused"] for info in again.modules.values())
     assert again.rows == res.rows
-    changed = TransferConfig(**{**cfg.__dict__, "lang_steps": 4, "conditions": ["stack"]})
+    import shutil
+
+    copy = Path(cfg.out).parent / "modules-copy"
+    shutil.copytree(Path(cfg.out) / "modules", copy)
+    changed = TransferConfig(**{**cfg.__dict__, "lang_steps": 4, "conditions": ["stack"], "modules_dir": copy,
+                                "out": Path(cfg.out).parent / "out-changed"})
     third = run_transfer(changed, task=task)
     assert set(third.modules) == {"lang:eng_Latn", "lang:deu_Latn", "lang:fra_Latn", "task@src"}
     assert not any(info["reused"] for info in third.modules.values())  # task@src sits on a retrained module
