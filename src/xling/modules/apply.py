@@ -43,6 +43,7 @@ from xling.methods.compose import (
 )
 from xling.modules.lora import LoraModule, LoraTarget, write_lora
 from xling.modules.meta import META_FILE, ModuleMeta, base_fingerprint, meta_json
+from xling.modules.sparse import SparseModule, is_sparse_module, param_key
 from xling.modules.weights import (
     ModelWeights,
     ShardWriter,
@@ -83,12 +84,62 @@ class ComposeOutcome:
 # --------------------------------------------------------------------------------------
 
 
-def _load(modules: Sequence[LoraModule | str | Path]) -> list[LoraModule]:
-    out = [m if isinstance(m, LoraModule) else LoraModule(m) for m in modules]
+def _open_module(m) -> LoraModule | SparseModule:
+    if isinstance(m, (LoraModule, SparseModule)):
+        return m
+    p = Path(m)
+    if is_sparse_module(p) and not (p / "adapter_config.json").is_file():
+        return SparseModule(p)
+    return LoraModule(p)
+
+
+def _load(modules: Sequence[LoraModule | SparseModule | str | Path], *, sparse_ok: bool = False) -> list:
+    out = [_open_module(m) for m in modules]
     if not out:
         raise XlingError("no modules to compose")
-    _align_names(out)
+    sparse = [m for m in out if isinstance(m, SparseModule)]
+    if sparse and not sparse_ok:
+        raise XlingError(f"{sparse[0].name} is a sparse (LT-SFT) module: sparse modules compose into a merged "
+                         "model (--as merged --base MODEL), not into a LoRA")
+    _align_names([m for m in out if isinstance(m, LoraModule)])
     return out
+
+
+def _sparse_plan(mods: list, method: str, keys: set[str], shapes) -> dict[str, list[tuple[int, str]]]:
+    """``weight key -> [(module index, parameter name)]`` for the sparse modules among ``mods``."""
+    sparse = [(i, m) for i, m in enumerate(mods) if isinstance(m, SparseModule)]
+    if not sparse:
+        return {}
+    spec = COMPOSERS.get(method)
+    if spec is None or not spec.linear:
+        raise XlingError(f"sparse (LT-SFT) modules compose by addition: use a linear method "
+                         f"({', '.join(sorted(n for n, c in COMPOSERS.items() if c.linear))}), not {method}")
+    plan: dict[str, list[tuple[int, str]]] = {}
+    for i, m in sparse:
+        for name, count in m.tensors.items():
+            k = param_key(name, keys)
+            if k is None:
+                raise XlingError(f"sparse module {m.name}: parameter {name} is not in the base (another base?)")
+            numel = math.prod(shapes(k))
+            if count > numel:
+                raise XlingError(f"sparse module {m.name}: {count} entries for {name}, which has {numel}")
+            plan.setdefault(k, []).append((i, name))
+    return plan
+
+
+def _add_sparse(w: torch.Tensor, key: str, plan, mods, tc: "_TargetComposer") -> torch.Tensor:
+    """``w + sum_i c_i diff_i`` over the sparse modules touching ``key`` (float32, cast back)."""
+    entries = plan.get(key)
+    if not entries:
+        return w
+    coefs = tc._coefs(key)
+    flat = w.float().reshape(-1).clone()
+    for i, name in entries:
+        if coefs[i] == 0.0:
+            continue
+        idx, val = mods[i].entries(name, flat.numel())
+        flat.index_add_(0, idx, (val * coefs[i]).float())
+    return flat.view(w.shape).to(w.dtype)
 
 
 def _align_names(mods: list[LoraModule]) -> None:
@@ -156,6 +207,8 @@ def _target_union(mods: list[LoraModule], allow_missing: bool) -> dict[str, Lora
                                  f"{t.out_features}x{t.in_features} (are they for the same base?)")
     if not allow_missing:
         for m in mods:
+            if isinstance(m, SparseModule):
+                continue
             missing = sorted(set(union) - set(m.targets))
             if missing:
                 raise XlingError(f"module {m.name} has no LoRA on {missing[0]} (and {len(missing) - 1} more) "
@@ -448,7 +501,7 @@ def compose_into(
     """
     from xling.models.layers import num_layers as config_layers
 
-    mods = _load(modules)
+    mods = _load(modules, sparse_ok=True)
     opts = _validate_method(method, options, weights, len(mods))
     _check_same_base(mods)
     targets = _target_union(mods, allow_missing_targets)
@@ -469,7 +522,11 @@ def compose_into(
         plan.append((name, params[k]))
     if num_layers is None and COMPOSERS.get(method) is not None and COMPOSERS[method].needs_layer:
         num_layers = config_layers(model.config)
-    layers = _layers_for(method, None, list(targets), num_layers)
+    sparse_plan = _sparse_plan(mods, method, keys, lambda k: tuple(params[k].shape))
+    if sparse_plan and not targets:
+        layers = _layers_for(method, None, list(sparse_plan), num_layers)
+    else:
+        layers = _layers_for(method, None, list(targets), num_layers)
     tc = _TargetComposer(mods, method, weights, opts, layers)
     with torch.no_grad():
         for name, p in plan:
@@ -477,9 +534,12 @@ def compose_into(
             if targets[name].transposed:
                 dW = dW.T
             p.copy_((p.float() + dW.to(p.device)).to(p.dtype))
+        for k in sparse_plan:
+            p = params[k]
+            p.copy_(_add_sparse(p.detach().cpu(), k, sparse_plan, mods, tc).to(p.device))
     for m in mods:
         m.close()
-    return len(plan)
+    return len(set(seen) | set(sparse_plan))
 
 
 def _frob2(B: torch.Tensor, A: torch.Tensor) -> float:
@@ -538,7 +598,7 @@ def compose_to_merged(
     base's are refused.
     """
     t0 = time.perf_counter()
-    mods = _load(modules)
+    mods = _load(modules, sparse_ok=True)
     opts = _validate_method(method, options, weights, len(mods))
     _check_same_base(mods)
     base_folder = resolve_model_folder(base)
@@ -566,6 +626,7 @@ def compose_to_merged(
                 raise XlingError(f"LoRA target {name} expects a {t.weight_shape} weight but base {k} is "
                                  f"{tuple(bw.shape(k))} (different base or wrong fan_in_fan_out)")
             key_of[k] = name
+        sparse_plan = _sparse_plan(mods, method, keys, bw.shape)
         with atomic_path(out) as tmp:
             with ShardWriter(tmp, bw.plan(), max_shard_bytes) as writer:
                 for k in bw.keys():
@@ -577,6 +638,7 @@ def compose_to_merged(
                             dW = dW.T
                         w = (w.float() + dW).to(w.dtype)
                         del dW
+                    w = _add_sparse(w, k, sparse_plan, mods, tc)
                     writer.add(k, w)
                 writer.finish()
             copy_model_files(base_folder, tmp)
@@ -588,7 +650,7 @@ def compose_to_merged(
     for m in mods:
         m.close()
     return ComposeOutcome(out=out, output="merged", method=method, inputs=[m.name for m in mods],
-                          targets=len(targets), tensors_changed=len(key_of),
+                          targets=len(targets), tensors_changed=len(set(key_of) | set(sparse_plan)),
                           seconds=time.perf_counter() - t0, notes=notes)
 
 

@@ -1,4 +1,5 @@
-"""The module store: a folder of named LoRA modules (PEFT folders with ``xling_module.json``).
+"""The module store: a folder of named modules: LoRA (PEFT folders with ``xling_module.json``)
+and sparse LT-SFT diffs (``sparse_diff.safetensors`` with ``xling_sft.json``).
 
 Default location: ``cache_dir("modules")`` (``$XLING_CACHE/modules``). A module is
 referred to by its folder name in the store, or by any path to a module folder.
@@ -14,6 +15,7 @@ from xling.errors import XlingError
 from xling.io import atomic_path, cache_dir, sha256_file
 from xling.modules.lora import CONFIG_FILE, WEIGHTS_FILE, LoraModule
 from xling.modules.meta import META_FILE, ModuleMeta, meta_json, read_meta
+from xling.modules.sparse import SFT_FILE, SFT_META, SparseModule, is_sparse_module, summarize_sparse
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
@@ -32,12 +34,12 @@ class ModuleStore:
         if not self.root.is_dir():
             return []
         return sorted(p.name for p in self.root.iterdir()
-                      if p.is_dir() and not p.name.startswith(".") and (p / CONFIG_FILE).is_file())
+                      if p.is_dir() and not p.name.startswith(".") and _is_module(p))
 
     def path(self, name: str) -> Path:
         """Folder of module ``name``; a clear error listing the available ones if absent."""
         p = self.root / name
-        if _NAME.match(name) and (p / CONFIG_FILE).is_file():
+        if _NAME.match(name) and _is_module(p):
             return p
         names = self.names()
         hint = f" (available: {', '.join(names[:10])}{', ...' if len(names) > 10 else ''})" if names \
@@ -48,8 +50,8 @@ class ModuleStore:
         """A module folder from a path (if it exists) or a store name."""
         p = Path(ref).expanduser()
         if p.is_dir():
-            if not (p / CONFIG_FILE).is_file():
-                raise XlingError(f"{p} is not a LoRA module folder (no {CONFIG_FILE})")
+            if not _is_module(p):
+                raise XlingError(f"{p} is not a module folder (no {CONFIG_FILE} or {SFT_FILE})")
             return p
         if any(sep in str(ref) for sep in ("/", "\\")):
             raise XlingError(f"module folder not found: {ref}")
@@ -59,19 +61,21 @@ class ModuleStore:
         """Copy a PEFT LoRA folder into the store as ``name`` (atomically), with ``meta`` if given."""
         check_name(name)
         src = Path(src)
-        LoraModule(src)  # validates
+        sparse = is_sparse_module(src)
+        m = SparseModule(src) if sparse else LoraModule(src)  # validates
         dst = self.root / name
         if dst.exists() and not overwrite:
             raise XlingError(f"module '{name}' already exists in {self.root} (pass overwrite to replace it)")
-        meta = meta or read_meta(src)
+        meta = meta or m.meta
+        meta_file = SFT_META if sparse else META_FILE
         with atomic_path(dst) as tmp:
-            tmp.mkdir()
-            for f in (CONFIG_FILE, WEIGHTS_FILE, "README.md"):
-                if (src / f).is_file():
-                    shutil.copy2(src / f, tmp / f)
+            tmp.mkdir(parents=True)
+            for f in src.iterdir():  # weights, config, a task module's head, tokenizer and training record
+                if f.is_file() and f.name != meta_file and f.suffix in (".json", ".safetensors", ".md", ".model", ".txt"):
+                    shutil.copy2(f, tmp / f.name)
             if meta is not None:
                 meta.name = name
-                (tmp / META_FILE).write_text(meta_json(meta), encoding="utf-8")
+                (tmp / meta_file).write_text(meta_json(meta), encoding="utf-8")
         return dst
 
     def remove(self, name: str) -> None:
@@ -88,8 +92,14 @@ class ModuleStore:
         return rows
 
 
+def _is_module(p: Path) -> bool:
+    return (p / CONFIG_FILE).is_file() or (p / SFT_FILE).is_file()
+
+
 def summarize(folder: str | Path, name: str | None = None, *, with_hash: bool = False) -> dict:
-    """What ``xling modules show`` prints: metadata plus the LoRA's shape facts."""
+    """What ``xling modules show`` prints: metadata plus the module's shape facts (LoRA or sparse)."""
+    if is_sparse_module(folder) and not (Path(folder) / CONFIG_FILE).is_file():
+        return summarize_sparse(folder, name, with_hash=with_hash)
     m = LoraModule(folder, name)
     try:
         meta = m.meta.to_dict() if m.meta else None
@@ -97,6 +107,7 @@ def summarize(folder: str | Path, name: str | None = None, *, with_hash: bool = 
         row = {
             "name": m.name,
             "path": str(m.path),
+            "type": "lora",
             "kind": m.meta.kind if m.meta else None,
             "language": m.meta.language if m.meta else None,
             "task": m.meta.task if m.meta else None,

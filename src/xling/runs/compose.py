@@ -1,11 +1,15 @@
 """The ``compose`` recipe: combine language and task modules (or fine-tuned models) into one.
 
-Inputs are LoRA modules (store names or PEFT folders) or, for full-model merges,
-transformers model folders; they must all be of one kind. Outputs:
+Inputs are LoRA modules (store names or PEFT folders), sparse LT-SFT modules, or,
+for full-model merges, transformers model folders (not mixed with modules). Outputs:
 
 - ``output="lora"`` (LoRA inputs only): a new module, re-factorised by truncated
-  SVD to ``rank`` (default: the largest input rank), with the relative error per
-  target and overall; written to ``out`` or, with ``name``, into the module store;
+  SVD to ``rank`` (default: exact for the linear methods, the sum of the input
+  ranks; the largest input rank for TIES/DARE), with the relative error per
+  target and overall; written to ``out`` or, with ``name``, into the module store.
+  A task module among the inputs lends the output its head (``xling eval`` reads it);
+- sparse modules (alone or with LoRA modules, linear methods only) compose into a
+  merged model: ``theta0 + sum_m c_m diff_m`` (Ansell et al. 2022);
 - ``output="merged"``: a transformers folder, the base with the composed dW added
   (LoRA inputs: needs ``base``; full models: ``base`` needed except for layer_swap).
 
@@ -70,14 +74,19 @@ class ComposeResult:
 
 
 def _classify(ref: str, store) -> tuple[str, Path]:
+    from xling.modules.sparse import is_sparse_module
+
     p = Path(ref).expanduser()
     if p.is_dir():
         if (p / "adapter_config.json").is_file():
             return "lora", p
+        if is_sparse_module(p):
+            return "sparse", p
         if (p / "config.json").is_file():
             return "full", p
         raise XlingError(f"{p} is neither a LoRA module (adapter_config.json) nor a model folder (config.json)")
-    return "lora", store.resolve(ref)
+    p = store.resolve(ref)
+    return ("sparse" if is_sparse_module(p) and not (p / "adapter_config.json").is_file() else "lora"), p
 
 
 def compose(cfg: ComposeConfig) -> ComposeResult:
@@ -87,8 +96,20 @@ def compose(cfg: ComposeConfig) -> ComposeResult:
 
     store = ModuleStore(cfg.modules_dir)
     kinds, paths = zip(*(_classify(r, store) for r in cfg.inputs))
-    if len(set(kinds)) > 1:
-        raise XlingError("mix of LoRA modules and full model folders: compose one kind at a time")
+    if "full" in kinds and len(set(kinds)) > 1:
+        raise XlingError("mix of modules and full model folders: compose one kind at a time")
+    if "sparse" in kinds:
+        if (cfg.output or "merged") != "merged":
+            raise XlingError("sparse (LT-SFT) modules compose into a merged model folder (--as merged --base MODEL), "
+                             "not into a LoRA")
+        if cfg.base is None:
+            raise XlingError("a merged output needs the base model: --base MODEL")
+        if cfg.out is None:
+            raise XlingError("--name stores a LoRA module; sparse modules compose into a model folder: --out DIR")
+        outcome = compose_to_merged(list(paths), cfg.method, cfg.weights, cfg.options, base=cfg.base,
+                                    out=Path(cfg.out), allow_missing_targets=cfg.allow_missing_targets,
+                                    num_layers=cfg.num_layers, max_shard_bytes=parse_size(cfg.max_shard_size))
+        return ComposeResult(outcome=outcome, kind="lora", config=cfg)
     kind = kinds[0]
     output = cfg.output or ("lora" if kind == "lora" else "merged")
     shard = parse_size(cfg.max_shard_size)
@@ -186,14 +207,14 @@ def cmd_modules_list(args) -> int:
         print(f"no modules in {store.root}")
         return 0
     print(f"{len(rows)} modules in {store.root}")
-    print(f"  {'name':24s} {'kind':9s} {'language':10s} {'task':12s} {'rank':>5s} {'targets':>7s}  base")
+    print(f"  {'name':24s} {'type':6s} {'kind':9s} {'language':10s} {'task':18s} {'rank':>5s} {'targets':>7s}  base")
     for r in rows:
         if "error" in r:
             print(f"  {r['name']:24s} unreadable: {r['error']}")
             continue
-        ranks = ",".join(str(x) for x in r["ranks"])
-        print(f"  {r['name']:24s} {r['kind'] or '-':9s} {r['language'] or '-':10s} {r['task'] or '-':12s} "
-              f"{ranks:>5s} {r['targets']:7d}  {r['base_model'] or '-'}")
+        ranks = ",".join(str(x) for x in r["ranks"]) or "-"
+        print(f"  {r['name']:24s} {r.get('type', 'lora'):6s} {r['kind'] or '-':9s} {r['language'] or '-':10s} "
+              f"{r['task'] or '-':18s} {ranks:>5s} {r['targets']:7d}  {r['base_model'] or '-'}")
     return 0
 
 
@@ -211,6 +232,10 @@ def cmd_modules_show(args) -> int:
             v = ", ".join(str(x) for x in v)
         print(f"{k:{width}s}  {v if v is not None else '-'}")
     if meta:
+        if meta.get("extra", {}).get("type") == "lt-sft":
+            x = meta["extra"]
+            print(f"{'lt-sft':{width}s}  k={x.get('k')} selection={x.get('selection', 'global')} "
+                  f"entries={x.get('entries')} phases={x.get('phase1_steps')}+{x.get('phase2_steps')} steps")
         if meta.get("metrics"):
             print(f"{'metrics':{width}s}  {json.dumps(meta['metrics'], sort_keys=True)}")
         if meta.get("data_hash"):
@@ -230,7 +255,8 @@ def add_compose_parsers(sub) -> None:
                                    "DARE, layer swapping, MAD-X stacking. Output: a re-factorised LoRA module "
                                    "(--as lora) or the base with the composed dW merged in (--as merged).")
     k.add_argument("inputs", nargs="+", metavar="INPUT",
-                   help="module names in the store or LoRA folders; or fine-tuned model folders for full merges")
+                   help="module names in the store, LoRA or sparse (LT-SFT) module folders; or fine-tuned model "
+                        "folders for full merges")
     k.add_argument("--method", default="add",
                    help="add (default), genknowsub, stack, layer_swap, ties, dare, dare_ties, "
                         "or lora_factorwise (peft 'linear': an approximation)")
@@ -240,7 +266,9 @@ def add_compose_parsers(sub) -> None:
                         "top=2, transition=1, seed=0 (repeatable)")
     k.add_argument("--as", dest="output_as", default=None, choices=["lora", "merged"],
                    help="lora (default for modules): re-factorised LoRA; merged: base + dW as a model folder")
-    k.add_argument("--rank", type=int, default=None, help="rank of the output LoRA (default: the largest input rank)")
+    k.add_argument("--rank", type=int, default=None,
+                   help="rank of the output LoRA (default: exact for add/stack/genknowsub/layer_swap, the sum of "
+                        "the input ranks; the largest input rank for ties/dare)")
     k.add_argument("--base", default=None, help="base model (folder or hub id); needed for --as merged")
     k.add_argument("--out", default=None, help="output folder")
     k.add_argument("--name", default=None, help="store the output LoRA in the module store under NAME")
