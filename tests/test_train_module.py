@@ -255,3 +255,37 @@ def test_language_module_trains_only_lora_and_the_saved_module_reproduces_the_tr
     trainable = [n for n, p in PeftModel.from_pretrained(build_lm(Path(folder), False)[0], str(out),
                                                          is_trainable=True).named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n for n in trainable)
+
+
+def test_cli_task_module_compose_and_eval_walkthrough(tiny_model_dirs, tmp_path, capsys):
+    """The README's step-by-step path on a tiny model: train-module --kind language / task,
+    compose --method stack (a LoRA carrying the task head), eval on the composition."""
+    from test_train import tiny_task, write_tiny_jsonl
+
+    from xling.cli import main
+
+    model = str(tiny_model_dirs["bert"])
+    data = write_tiny_jsonl(tmp_path / "tiny.jsonl", tiny_task(n_train=24, n_dev=8, n_test=8))
+    for lang in ("eng", "deu"):
+        (tmp_path / f"{lang}.txt").write_text("\n".join(CORPUS), encoding="utf-8")
+        assert main(["train-module", "--kind", "language", "--lang", lang, "--text", str(tmp_path / f"{lang}.txt"),
+                     "--model", model, "--out", str(tmp_path / f"lang-{lang}"), "--steps", "2", "--quiet"]) == 0
+    rc = main(["train-module", "--kind", "task", "--task", str(data), "--model", model, "--language-module",
+               str(tmp_path / "lang-eng"), "--epochs", "1", "--lr", "1e-2", "--out", str(tmp_path / "task"), "--quiet"])
+    assert rc == 0
+    meta = json.loads((tmp_path / "task" / "xling_module.json").read_text())
+    assert meta["kind"] == "task" and meta["extra"]["stacked_on"][0]["language"] == "eng_Latn"
+    assert main(["compose", str(tmp_path / "task"), str(tmp_path / "lang-deu"), "--method", "stack",
+                 "--out", str(tmp_path / "task-deu")]) == 0
+    printed = capsys.readouterr().out
+    assert "carries the task head" in printed
+    assert (tmp_path / "task-deu" / "head.safetensors").is_file()
+    assert main(["eval", "--model", str(tmp_path / "task-deu"), "--task", str(data), "--langs", "deu",
+                 "--out", str(tmp_path / "ev"), "--store", "none", "--quiet"]) == 0
+    assert (tmp_path / "ev" / "scores.csv").is_file()
+    rc = main(["train-module", "--kind", "task", "--task", str(data), "--model", model, "--steps", "3",
+               "--out", str(tmp_path / "bad")])
+    assert rc == 2 and "--steps" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+    rc = main(["train-module", "--kind", "task", "--type", "sft", "--task", str(data), "--model", model,
+               "--out", str(tmp_path / "bad")])
+    assert rc == 2 and not (tmp_path / "bad").exists()

@@ -478,7 +478,8 @@ def _carry_task_head(mods: list[LoraModule], folder: Path, recipe: dict) -> list
         if f.is_file() and f.name.startswith(("tokenizer", "special_tokens", "vocab", "merges", "sentencepiece")):
             shutil.copy2(f, folder / f.name)
     (folder / TRAIN_FILE).write_text(json.dumps(info, indent=2, default=str) + "\n", encoding="utf-8")
-    return notes
+    return notes + [f"carries the task head of {src.name} ({info.get('task')}): evaluate it with "
+                    "xling eval --model OUT"]
 
 
 def compose_into(
