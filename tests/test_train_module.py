@@ -120,7 +120,7 @@ def test_language_module_learns_saves_and_is_deterministic(tiny_model_dirs, tmp_
     meta = json.loads((out / "xling_module.json").read_text())
     assert meta["kind"] == "language" and meta["language"] == "swh_Latn"
     assert meta["base_fingerprint"] and meta["data_hash"] and meta["metrics"]["steps"] == 15
-    assert meta["extra"]["objective"] == "mlm" and meta["extra"]["head"] == "tied"
+    assert meta["extra"]["objective"] == "mlm" and meta["extra"]["head"] == "tied+transform"
     assert meta["metrics"]["eval_loss_after"] < meta["metrics"]["eval_loss_before"] - 0.1
     assert meta["metrics"]["final_loss"] is not None
     from peft import PeftModel
@@ -245,7 +245,12 @@ def test_language_module_trains_only_lora_and_the_saved_module_reproduces_the_tr
     folder = tiny_model_dirs["bert"]
     out = train_language_module(str(folder), "swh", CORPUS, tmp_path / "m", steps=10, lr=5e-2, batch_size=8, seed=1)
     meta = json.loads((out / "xling_module.json").read_text())
-    base, head, objective, _ = build_lm(Path(folder), False)
+    base, head, objective, kind = build_lm(Path(folder), False, head_transform=True)
+    assert kind == meta["extra"]["head"] == "tied+transform"
+    from safetensors.torch import load_file
+
+    head.load_state_dict(load_file(str(out / "lm_head.safetensors")), strict=False)
+    assert not torch.equal(head.transform.weight, torch.eye(head.transform.weight.shape[0]))
     emb0 = base.get_input_embeddings().weight.detach().clone()
     tok = AutoTokenizer.from_pretrained(folder)
     data = _Encoder(tok, CORPUS, objective, 128, 8, 0.15, 1, emb0.shape[0])

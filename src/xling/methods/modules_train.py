@@ -40,6 +40,7 @@ import torch
 from xling.errors import XlingError
 
 OBJECTIVES = ("mlm", "clm")
+LM_HEAD_FILE = "lm_head.safetensors"  # a language module's training-only head transform (not part of the LoRA)
 _EVAL_SENTENCES = 64
 
 
@@ -128,14 +129,33 @@ def mask_tokens(input_ids: torch.Tensor, special_mask: torch.Tensor, mask_id: in
 
 
 class _TiedHead(torch.nn.Module):
-    """``logits = h @ E^T (+ bias)`` with ``E`` the (frozen) input embeddings."""
+    """``logits = T(h) @ E^T (+ bias)`` with ``E`` the (frozen) input embeddings.
 
-    def __init__(self, embedding: torch.nn.Embedding, bias: torch.Tensor | None = None):
+    ``transform=True`` adds ``T``, a linear map initialised to the identity and
+    trained with the module (like the dense layer of BERT's MLM head; Devlin et
+    al. 2019): a model trained without an LM head (an embedding model such as
+    e5) does not put its last hidden states in the embedding space, and without
+    ``T`` the LoRA itself has to learn that map in the top layers, an update that
+    is not about the language and that breaks any task module composed with it.
+    ``T`` is saved beside the module (``lm_head.safetensors``) but is not part
+    of it: composition uses the LoRA alone, as MAD-X drops its MLM head.
+    """
+
+    def __init__(self, embedding: torch.nn.Embedding, bias: torch.Tensor | None = None, transform: bool = False):
         super().__init__()
         self.embedding = [embedding]  # not a submodule: its weight belongs to the base
         self.bias = None if bias is None else torch.nn.Parameter(bias, requires_grad=False)
+        self.transform = None
+        if transform:
+            d = embedding.weight.shape[1]
+            self.transform = torch.nn.Linear(d, d, dtype=embedding.weight.dtype, device=embedding.weight.device)
+            with torch.no_grad():
+                self.transform.weight.copy_(torch.eye(d))
+                self.transform.bias.zero_()
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
+        if self.transform is not None:
+            h = self.transform(h)
         logits = h @ self.embedding[0].weight.T
         return logits if self.bias is None else logits + self.bias
 
@@ -158,6 +178,9 @@ class LMObjective(torch.nn.Module):
         self.objective = objective
         for p in head.parameters():
             p.requires_grad_(False)
+        if getattr(head, "transform", None) is not None:  # a training-only head transform learns with the LoRA
+            for p in head.transform.parameters():
+                p.requires_grad_(True)
 
     def hidden(self, **batch) -> torch.Tensor:
         out = self.base(**batch)
@@ -186,11 +209,12 @@ def _head_from(full: torch.nn.Module, base: torch.nn.Module) -> torch.nn.Module:
     return heads[0]
 
 
-def build_lm(folder: Path, is_decoder: bool, dtype: torch.dtype = torch.float32):
+def build_lm(folder: Path, is_decoder: bool, dtype: torch.dtype = torch.float32, head_transform: bool = False):
     """``(base, head, objective, head_kind)`` for the model in ``folder``.
 
     The head is the checkpoint's own when all its weights are there; otherwise
-    a head tied to the input embeddings (no random layers).
+    a head tied to the input embeddings, with (``head_transform``, encoders) a
+    trainable identity-initialised transform in front (``tied+transform``).
     """
     import transformers
     from transformers.utils import logging as hf_logging
@@ -223,9 +247,13 @@ def build_lm(folder: Path, is_decoder: bool, dtype: torch.dtype = torch.float32)
                     if name in missing:
                         p.zero_()
             return base, head, objective, "checkpoint"
-        return base, _TiedHead(emb), objective, "tied"
+        return base, _TiedHead(emb, transform=head_transform), objective, _tied_kind(head_transform)
     base = transformers.AutoModel.from_pretrained(folder, dtype=dtype, use_safetensors=True)
-    return base, _TiedHead(base.get_input_embeddings()), objective, "tied"
+    return base, _TiedHead(base.get_input_embeddings(), transform=head_transform), objective, _tied_kind(head_transform)
+
+
+def _tied_kind(transform: bool) -> str:
+    return "tied+transform" if transform else "tied"
 
 
 # ----------------------------------------------------------------------------- batches
@@ -341,9 +369,16 @@ def train_language_module(
     device: str = "auto",
     dtype: str = "fp32",
     name: str | None = None,
+    head_transform: bool = True,
     progress: bool = False,
 ) -> Path:
     """Train a language LoRA module on ``lang`` text with MLM (encoders) or causal LM (decoders).
+
+    An encoder without an MLM head in its checkpoint (the built-in e5-small) gets a
+    head tied to its input embeddings; with ``head_transform`` (default) a linear
+    transform in front of it trains with the LoRA and is saved apart
+    (``lm_head.safetensors``), so the LoRA learns the language, not the head
+    (see :class:`_TiedHead`).
 
     ``text``: a plain text file (one sentence per line), a list of sentences, or
     a corpus spec whose ``lang`` column is used. ``steps``: optimizer steps
@@ -384,7 +419,8 @@ def train_language_module(
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     dev = resolve_device(device)
     set_seed(seed)
-    base, head, objective, head_kind = build_lm(Path(lm.path), lm.is_decoder, resolve_dtype(dtype, dev))
+    base, head, objective, head_kind = build_lm(Path(lm.path), lm.is_decoder, resolve_dtype(dtype, dev),
+                                                head_transform=head_transform)
     vocab_rows = base.get_input_embeddings().weight.shape[0]
     data = _Encoder(tokenizer, sentences, objective, max_length, batch_size, mlm_probability, seed, vocab_rows)
     set_seed(seed)
@@ -410,7 +446,10 @@ def train_language_module(
                                          "batch_size": batch_size, "mlm_probability": mlm_probability,
                                          "seed": seed, "max_sentences": max_sentences},
                              "total_seconds": round(time.perf_counter() - t0, 3)})
-    save_module(peft_base, out, meta)
+    extra = None
+    if getattr(head, "transform", None) is not None:
+        extra = {LM_HEAD_FILE: {f"transform.{k}": v for k, v in head.transform.state_dict().items()}}
+    save_module(peft_base, out, meta, extra_tensors=extra)
     if progress:
         print(f"saved {out} (loss {loss_before:.4f} -> {loss_after:.4f}; {res.steps} steps)", file=sys.stderr, flush=True)
     return out
@@ -568,6 +607,7 @@ def train_sparse_language_module(
     max_sentences: int | None = None,
     device: str = "auto",
     dtype: str = "fp32",
+    head_transform: bool = True,
 ) -> Path:
     """LT-SFT language module (Ansell et al. 2022): sparse diff of ``k`` entries (global streaming top-k).
 
@@ -609,7 +649,8 @@ def train_sparse_language_module(
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     dev = resolve_device(device)
     set_seed(seed)
-    base, head, objective, head_kind = build_lm(Path(lm.path), lm.is_decoder, resolve_dtype(dtype, dev))
+    base, head, objective, head_kind = build_lm(Path(lm.path), lm.is_decoder, resolve_dtype(dtype, dev),
+                                                head_transform=head_transform)
     data = _Encoder(tokenizer, sentences, objective, max_length, batch_size, mlm_probability, seed,
                     base.get_input_embeddings().weight.shape[0])
     for p in base.parameters():
@@ -716,6 +757,8 @@ def add_train_module_parser(sub) -> None:
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--mlm-probability", type=float, default=0.15)
     p.add_argument("--max-sentences", type=int, default=None, help="language: use the first N sentences")
+    p.add_argument("--no-head-transform", action="store_true",
+                   help="language, encoder without an MLM head: plain tied head (no trained head transform)")
     p.add_argument("--k", type=int, default=100_000, help="sft: entries kept (default 100000)")
     p.add_argument("--selection", default="global", choices=["global", "per-tensor"],
                    help="sft: streaming global top-k (default) or a per-tensor share of k")
@@ -739,7 +782,8 @@ def cmd_train_module(args) -> int:
             args.model, args.lang, args.text, args.out, k=args.k, selection=args.selection,
             phase1_steps=args.phase1_steps, phase2_steps=args.phase2_steps, lr=lr, max_length=args.max_length,
             batch_size=args.batch_size, mlm_probability=args.mlm_probability, seed=args.seed,
-            max_sentences=args.max_sentences, device=args.device, dtype=args.dtype)
+            max_sentences=args.max_sentences, device=args.device, dtype=args.dtype,
+            head_transform=not args.no_head_transform)
     elif args.kind == "language":
         if args.lang is None or args.text is None:
             raise XlingError("train-module --kind language needs --lang and --text")
@@ -747,7 +791,7 @@ def cmd_train_module(args) -> int:
             args.model, args.lang, args.text, args.out, r=args.r, alpha=args.alpha, steps=args.steps,
             epochs=args.epochs or 1, lr=args.lr if args.lr is not None else 5e-4, max_length=args.max_length, batch_size=args.batch_size,
             mlm_probability=args.mlm_probability, seed=args.seed, max_sentences=args.max_sentences,
-            device=args.device, dtype=args.dtype, progress=not args.quiet)
+            device=args.device, dtype=args.dtype, progress=not args.quiet, head_transform=not args.no_head_transform)
     else:
         if args.task is None:
             raise XlingError("train-module --kind task needs --task")

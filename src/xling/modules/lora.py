@@ -195,6 +195,14 @@ class LoraModule:
         A, B = self.factors(module)
         return (B @ A) * self.targets[module].scaling
 
+    def delta_norm(self) -> float:
+        """``||dW||_F`` over all targets (sqrt of the summed squares), without forming any dW."""
+        total = 0.0
+        for name, t in self.targets.items():
+            A, B = self.factors(name)
+            total += float(((B.double().T @ B.double()) * (A.double() @ A.double().T)).sum()) * t.scaling ** 2
+        return math.sqrt(max(total, 0.0))
+
     # -- facts --------------------------------------------------------------------------
 
     @property
@@ -270,8 +278,13 @@ def write_lora(
     (folder / CONFIG_FILE).write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
-def save_module(peft_model, folder: str | Path, meta: ModuleMeta, *, adapter_name: str = "default") -> Path:
-    """Save a trained ``PeftModel`` adapter as a module folder, atomically, with ``xling_module.json``."""
+def save_module(peft_model, folder: str | Path, meta: ModuleMeta, *, adapter_name: str = "default",
+                extra_tensors: dict[str, dict] | None = None) -> Path:
+    """Save a trained ``PeftModel`` adapter as a module folder, atomically, with ``xling_module.json``.
+
+    ``extra_tensors``: ``{file name: {tensor name: tensor}}`` written beside it as
+    safetensors (e.g. the training-only LM head transform, ``lm_head.safetensors``).
+    """
     from xling.io import atomic_path
     from xling.modules.meta import META_FILE, meta_json
 
@@ -284,5 +297,9 @@ def save_module(peft_model, folder: str | Path, meta: ModuleMeta, *, adapter_nam
                 p.rename(tmp / p.name)
             src.rmdir()
         (tmp / META_FILE).write_text(meta_json(meta), encoding="utf-8")
+        for fname, tensors in (extra_tensors or {}).items():
+            from safetensors.torch import save_file
+
+            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / fname))
         LoraModule(tmp)  # validate what was written
     return folder

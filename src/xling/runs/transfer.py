@@ -53,7 +53,7 @@ DEFAULT_TARGETS = ["deu_Latn", "eus_Latn", "khm_Khmr", "orm_Latn", "tur_Latn"]
 DEFAULT_OUT = "xling-out/transfer"
 DEFAULT_STORE = "xling-out/results.sqlite"
 RECIPE_FILE = "xling_transfer.json"
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -100,11 +100,12 @@ class TransferConfig:
     source_lang: str | None = None
     text: str | None = None                 # language-module text; default unlabeled:<task>
     conditions: list[str] | None = None     # default: all of CONDITIONS
-    lang_steps: int = 100
-    lang_lr: float = 2e-3
+    lang_steps: int = 60
+    lang_lr: float = 1e-3
     lang_batch_size: int = 16
     lang_max_length: int = 64
     lang_sentences: int | None = None       # default lang_steps * lang_batch_size
+    head_transform: bool = True             # encoders without an MLM head: train a head transform (not saved in the LoRA)
     task_epochs: int = 1
     task_lr: float = 1e-3
     task_batch_size: int = 16
@@ -269,7 +270,8 @@ def _train_modules(cfg: TransferConfig, task, source: str, targets: list[str], m
     for lang in langs:
         sentences = read_module_text(text.replace("{lang}", lang), lang, n_sent)
         hp = {"r": cfg.r, "alpha": cfg.alpha, "steps": cfg.lang_steps, "lr": cfg.lang_lr,
-              "batch_size": cfg.lang_batch_size, "max_length": cfg.lang_max_length, "seed": cfg.seed}
+              "batch_size": cfg.lang_batch_size, "max_length": cfg.lang_max_length, "seed": cfg.seed,
+              "head_transform": cfg.head_transform}
         recipe = {"v": RECIPE_VERSION, "kind": "language", "base": base_fp, "lang": lang, "text": text,
                   "data": text_hash(sentences), "hparams": hp}
         key = _key(recipe)
@@ -281,7 +283,7 @@ def _train_modules(cfg: TransferConfig, task, source: str, targets: list[str], m
             train_language_module(cfg.model, lang, sentences, folder, r=cfg.r, alpha=cfg.alpha, steps=cfg.lang_steps,
                                   lr=cfg.lang_lr, batch_size=cfg.lang_batch_size, max_length=cfg.lang_max_length,
                                   seed=cfg.seed, device=cfg.device, dtype=cfg.dtype, progress=cfg.progress,
-                                  name=f"lang-{lang}")
+                                  name=f"lang-{lang}", head_transform=cfg.head_transform)
             _mark(folder, key, recipe)
         else:
             _log(f"language module {lang}: reusing {folder}", cfg.progress)
@@ -407,6 +409,10 @@ def run_transfer(config: TransferConfig | None = None, *, task=None, **kwargs) -
     if "lang:src" in needed:
         paths["lang:src"] = paths[f"lang:{source}"]
     fps = {str(m["path"]): module_fingerprint(m["path"]) for m in modules.values()}
+    from xling.modules.lora import LoraModule
+
+    for m in modules.values():
+        m["dw_norm"] = round(LoraModule(m["path"]).delta_norm(), 4)
 
     # plan: (condition, evaluation languages, inputs, weights, options)
     plan = []
@@ -568,7 +574,8 @@ def render_report(result: TransferResult, task) -> str:
     for role, info in result.modules.items():
         detail = (f"MLM/CLM loss {info.get('loss_before')} → {info.get('loss_after')}, {info.get('sentences')} sentences"
                   if role.startswith("lang:") else f"best dev {info.get('best_dev')}, {info.get('steps')} steps")
-        mod_rows.append([role, escape(str(info["path"])), detail, "reused" if info["reused"] else f"{info['seconds']} s"])
+        mod_rows.append([role, escape(str(info["path"])), detail, f"{info.get('dw_norm', float('nan')):.2f}",
+                         "reused" if info["reused"] else f"{info['seconds']} s"])
     chart = bar_chart_svg(f"mean target {m} by condition", [(n, result.mean(n)) for n in result.conditions],
                           lo=0.0, hi=1.0)
     cfg = result.config
@@ -583,7 +590,7 @@ def render_report(result: TransferResult, task) -> str:
         f"<b>{escape(str(result.summary[0]['reference']))}</b>, 95% paired bootstrap interval "
         f"({cfg['bootstrap']} resamples of the test examples within each language).</p>"
         f"{table_html(['condition', 'what', 'method', 'mean target', 'source', 'Δ [95% CI]'], summ_rows, left_cols=3)}"
-        f"{chart}<h2>Modules</h2>{table_html(['role', 'folder', 'training', 'time'], mod_rows, left_cols=3)}"
+        f"{chart}<h2>Modules</h2>{table_html(['role', 'folder', 'training', '‖dW‖<sub>F</sub>', 'time'], mod_rows, left_cols=3)}"
         f"<p>Timings: modules {result.timings['modules_s']} s, evaluation {result.timings['eval_s']} s "
         f"({result.timings['examples']} predictions), total {result.timings['total_s']} s.</p>"
     )
@@ -638,10 +645,12 @@ def add_transfer_parser(sub) -> None:
                                                 "unlabeled:<task>), a corpus spec with every language, or a path "
                                                 "with {lang} (e.g. mono/{lang}.txt, {lang} = deu_Latn)")
     p.add_argument("--conditions", default=None, help="comma-separated subset of: " + ",".join(CONDITIONS))
-    p.add_argument("--lang-steps", type=int, default=100, help="optimizer steps per language module (default 100)")
-    p.add_argument("--lang-lr", type=float, default=2e-3)
+    p.add_argument("--lang-steps", type=int, default=60, help="optimizer steps per language module (default 60)")
+    p.add_argument("--lang-lr", type=float, default=1e-3)
     p.add_argument("--lang-batch-size", type=int, default=16)
     p.add_argument("--lang-max-length", type=int, default=64)
+    p.add_argument("--no-head-transform", action="store_true",
+                   help="language modules of an encoder without an MLM head: plain tied head, no trained transform")
     p.add_argument("--task-epochs", type=int, default=1)
     p.add_argument("--task-lr", type=float, default=1e-3)
     p.add_argument("--r", type=int, default=8, help="LoRA rank of every module")
@@ -680,7 +689,8 @@ def cmd_transfer(args) -> int:
     cfg = TransferConfig(
         model=args.model, task=args.task, langs=_split(args.langs), source_lang=args.source_lang, text=args.text,
         conditions=_split(args.conditions), lang_steps=args.lang_steps, lang_lr=args.lang_lr,
-        lang_batch_size=args.lang_batch_size, lang_max_length=args.lang_max_length, task_epochs=args.task_epochs,
+        lang_batch_size=args.lang_batch_size, lang_max_length=args.lang_max_length,
+        head_transform=not args.no_head_transform, task_epochs=args.task_epochs,
         task_lr=args.task_lr, r=args.r, alpha=args.alpha, add_lambda=args.add_lambda, swap=swap,
         max_test=args.max_test, batch_size=args.batch_size, bootstrap=args.bootstrap, seed=args.seed,
         out=args.out, modules_dir=args.modules_dir, store=None if args.store.lower() == "none" else args.store,
