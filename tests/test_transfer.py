@@ -99,6 +99,13 @@ def test_in_memory_compositions_equal_compose_then_eval(experiment, tmp_path):
     direct = evaluate(model=str(m["task@src"]), task=task, langs=[lang], out=None, store=None, cache=False,
                       progress=False)
     assert direct.score(lang, "accuracy") == pytest.approx(res.score("src-lang", lang))
+    from xling.modules.apply import compose_to_merged
+
+    merged = compose_to_merged([m["task@src"], m["lang:deu_Latn"]], "stack", base=cfg.model, out=tmp_path / "merged")
+    assert any("task head" in n for n in merged.notes)
+    ev = evaluate(model=str(tmp_path / "merged"), task=task, langs=[lang], out=None, store=None, cache=False,
+                  progress=False)
+    assert ev.score(lang, "accuracy") == pytest.approx(res.score("stack", lang))
 
 
 def test_composition_with_head_keeps_logits_exact(experiment, tmp_path):

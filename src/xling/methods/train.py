@@ -705,6 +705,17 @@ def load_trained(path: str | Path, device: str = "auto", dtype: str = "fp32") ->
         merge_adapters(model, [folder])
         task_type, labels = info["task_type"], list(info["labels"])
         fp = _folder_fingerprint(folder, info.get("base_fingerprint") or "")
+    elif info.get("method") == "merged":  # `xling compose --as merged` of a task module: base + dW, and a head
+        from safetensors.torch import load_file
+
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        model = build_task_model(folder, info["task_type"], info["labels"], tokenizer, torch_dtype)
+        head = load_file(str(folder / HEAD_FILE))
+        missing = model.load_state_dict(head, strict=False)
+        if missing.unexpected_keys:
+            raise XlingError(f"{folder}/{HEAD_FILE}: unexpected tensors {missing.unexpected_keys[:3]}")
+        task_type, labels = info["task_type"], list(info["labels"])
+        fp = _folder_fingerprint(folder, info.get("base_fingerprint") or "")
     else:
         if not (folder / "config.json").is_file():
             raise XlingError(f"{folder}: no config.json (not a model folder)")

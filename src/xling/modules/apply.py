@@ -448,13 +448,19 @@ def compose_to_lora(
                           seconds=time.perf_counter() - t0, notes=notes)
 
 
-def _carry_task_head(mods: list[LoraModule], folder: Path, recipe: dict) -> list[str]:
-    """Copy the head of the one task module among ``mods`` into ``folder``; returns notes."""
+def _carry_task_head(mods: list[LoraModule], folder: Path, recipe: dict, merged: bool = False) -> list[str]:
+    """Copy the head of the one task module among ``mods`` into ``folder``; returns notes.
+
+    ``merged``: ``folder`` is a merged model folder (base + dW); its training record
+    says ``method: merged`` and :func:`xling.methods.train.load_trained` builds the
+    task model on the folder itself.
+    """
     import shutil
 
     from xling.methods.train import HEAD_FILE, TRAIN_FILE
 
-    heads = [m for m in mods if (m.path / HEAD_FILE).is_file() and (m.path / TRAIN_FILE).is_file()]
+    heads = [m for m in mods if isinstance(m, LoraModule) and (m.path / HEAD_FILE).is_file()
+             and (m.path / TRAIN_FILE).is_file()]
     if not heads:
         return []
     if len(heads) > 1:
@@ -471,12 +477,16 @@ def _carry_task_head(mods: list[LoraModule], folder: Path, recipe: dict) -> list
             notes.append(f"task module {src.name} was trained on top of {', '.join(dropped)}; only the listed "
                          "inputs are applied (add it as an input to keep it)")
     info["adapters_merged"] = []
+    if merged:
+        info["method"] = "merged"
+        info.pop("base_path", None)
     info["composed"] = {"method": recipe["method"], "inputs": recipe["inputs"], "weights": recipe["weights"],
                         "options": recipe["options"], "head_from": src.name}
     shutil.copy2(src.path / HEAD_FILE, folder / HEAD_FILE)
-    for f in src.path.iterdir():
-        if f.is_file() and f.name.startswith(("tokenizer", "special_tokens", "vocab", "merges", "sentencepiece")):
-            shutil.copy2(f, folder / f.name)
+    if not merged:  # a merged folder has the base's tokenizer already
+        for f in src.path.iterdir():
+            if f.is_file() and f.name.startswith(("tokenizer", "special_tokens", "vocab", "merges", "sentencepiece")):
+                shutil.copy2(f, folder / f.name)
     (folder / TRAIN_FILE).write_text(json.dumps(info, indent=2, default=str) + "\n", encoding="utf-8")
     return notes + [f"carries the task head of {src.name} ({info.get('task')}): evaluate it with "
                     "xling eval --model OUT"]
@@ -645,7 +655,8 @@ def compose_to_merged(
             copy_model_files(base_folder, tmp)
             recipe = _recipe(method, mods, weights, opts, base=str(base), base_fingerprint=fp, output="merged")
             (tmp / MERGE_FILE).write_text(json.dumps(recipe, indent=2, default=str) + "\n", encoding="utf-8")
-    notes = []
+            head_notes = _carry_task_head(mods, tmp, recipe, merged=True)
+    notes = list(head_notes)
     if method == FACTORWISE:
         notes.append("lora_factorwise combines A and B separately: an approximation, not dW arithmetic")
     for m in mods:
