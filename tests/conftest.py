@@ -21,3 +21,14 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
 def tiny_model_dirs(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny-models")
     return {k: tiny_models.save(k, root / k) for k in ("bert", "xlmr", "llama", "gpt2")}
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models run faster on one torch thread (and the machine is shared)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -18,12 +18,7 @@ from xling.runs.eval import EvalConfig, evaluate, transfer_gap
 from xling.tasks.encode import encode, pad_id, predict_logits
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -58,13 +58,7 @@ def write_tiny_jsonl(path: Path, task: Task) -> Path:
     return path
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run faster on one thread (and the machine is shared)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # tiny random models learn fast only with trainable embeddings (the default freezes them)

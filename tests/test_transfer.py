@@ -13,12 +13,7 @@ from xling.errors import XlingError
 from xling.runs.transfer import CONDITIONS, TransferConfig, format_table, paired_bootstrap, run_transfer
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _texts(root: Path) -> str:

@@ -105,6 +105,22 @@ def _load(modules: Sequence[LoraModule | SparseModule | str | Path], *, sparse_o
     return out
 
 
+def _match_targets(targets: dict[str, LoraTarget], keys: set[str], shape_of, where: str) -> dict[str, str]:
+    """``weight key -> LoRA target`` for every target, checked: present, one target per weight, same shape."""
+    key_of: dict[str, str] = {}
+    for name, t in targets.items():
+        k = _base_key(name, keys)
+        if k is None:
+            raise XlingError(f"LoRA target {name} has no weight in {where} (is it the right base?)")
+        if k in key_of:
+            raise XlingError(f"LoRA targets {key_of[k]} and {name} adapt the same weight {k}")
+        if shape_of(k) != t.weight_shape:
+            raise XlingError(f"LoRA target {name} expects a {t.weight_shape} weight but {k} in {where} is "
+                             f"{shape_of(k)} (different base or wrong fan_in_fan_out)")
+        key_of[k] = name
+    return key_of
+
+
 def _sparse_plan(mods: list, method: str, keys: set[str], shapes) -> dict[str, list[tuple[int, str]]]:
     """``weight key -> [(module index, parameter name)]`` for the sparse modules among ``mods``."""
     sparse = [(i, m) for i, m in enumerate(mods) if isinstance(m, SparseModule)]
@@ -518,19 +534,8 @@ def compose_into(
     targets = _target_union(mods, allow_missing_targets)
     params = dict(model.named_parameters())
     keys = set(params)
-    plan: list[tuple[str, torch.nn.Parameter]] = []
-    seen: dict[str, str] = {}
-    for name, t in targets.items():
-        k = _base_key(name, keys)
-        if k is None:
-            raise XlingError(f"LoRA target {name} has no weight in this model (is it the right base?)")
-        if k in seen:
-            raise XlingError(f"LoRA targets {seen[k]} and {name} adapt the same weight {k}")
-        if tuple(params[k].shape) != t.weight_shape:
-            raise XlingError(f"LoRA target {name} expects a {t.weight_shape} weight but {k} is "
-                             f"{tuple(params[k].shape)} (different base?)")
-        seen[k] = name
-        plan.append((name, params[k]))
+    seen = _match_targets(targets, keys, lambda k: tuple(params[k].shape), "this model")
+    plan = [(name, params[k]) for k, name in seen.items()]
     if num_layers is None and COMPOSERS.get(method) is not None and COMPOSERS[method].needs_layer:
         num_layers = config_layers(model.config)
     sparse_plan = _sparse_plan(mods, method, keys, lambda k: tuple(params[k].shape))
@@ -626,17 +631,7 @@ def compose_to_merged(
     tc = _TargetComposer(mods, method, weights, opts, layers)
     with ModelWeights(base_folder) as bw:
         keys = set(bw.keys())
-        key_of: dict[str, str] = {}
-        for name, t in targets.items():
-            k = _base_key(name, keys)
-            if k is None:
-                raise XlingError(f"LoRA target {name} has no weight in base {base} (is it the right base?)")
-            if k in key_of:
-                raise XlingError(f"LoRA targets {key_of[k]} and {name} adapt the same base weight {k}")
-            if tuple(bw.shape(k)) != t.weight_shape:
-                raise XlingError(f"LoRA target {name} expects a {t.weight_shape} weight but base {k} is "
-                                 f"{tuple(bw.shape(k))} (different base or wrong fan_in_fan_out)")
-            key_of[k] = name
+        key_of = _match_targets(targets, keys, lambda k: tuple(bw.shape(k)), f"base {base}")
         sparse_plan = _sparse_plan(mods, method, keys, bw.shape)
         with atomic_path(out) as tmp:
             with ShardWriter(tmp, bw.plan(), max_shard_bytes) as writer:

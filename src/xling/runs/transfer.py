@@ -100,8 +100,8 @@ class TransferConfig:
     source_lang: str | None = None
     text: str | None = None                 # language-module text; default unlabeled:<task>
     conditions: list[str] | None = None     # default: all of CONDITIONS
-    lang_steps: int = 60
-    lang_lr: float = 1e-3
+    lang_steps: int = 40
+    lang_lr: float = 1.5e-3
     lang_batch_size: int = 16
     lang_max_length: int = 64
     lang_sentences: int | None = None       # default lang_steps * lang_batch_size
@@ -505,18 +505,6 @@ def run_transfer(config: TransferConfig | None = None, *, task=None, **kwargs) -
 # ----------------------------------------------------------------------------- outputs
 
 
-def _csv(rows: list[dict], columns: list[str]) -> str:
-    import csv
-    import io
-
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow(r)
-    return buf.getvalue()
-
-
 def format_table(result: TransferResult, metric: str | None = None) -> str:
     """Plain-text table: one row per language, one column per condition, plus the mean over targets."""
     m = metric or result.metric
@@ -599,13 +587,14 @@ def render_report(result: TransferResult, task) -> str:
 
 def _write(result: TransferResult, cfg: TransferConfig, task) -> None:
     from xling.io import atomic_write_text
+    from xling.runs.align import rows_to_csv
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     m = result.metric
-    atomic_write_text(out / "transfer.csv", _csv(result.rows, ["lang", "role", "condition", "n", "accuracy",
+    atomic_write_text(out / "transfer.csv", rows_to_csv(result.rows, ["lang", "role", "condition", "n", "accuracy",
                                                                "macro_f1"]))
-    atomic_write_text(out / "summary.csv", _csv(result.summary, ["condition", "method", f"mean_target_{m}",
+    atomic_write_text(out / "summary.csv", rows_to_csv(result.summary, ["condition", "method", f"mean_target_{m}",
                                                                   f"source_{m}", "reference", "delta", "delta_lo",
                                                                   "delta_hi", "description"]))
     atomic_write_text(out / "report.html", render_report(result, task))
@@ -645,8 +634,8 @@ def add_transfer_parser(sub) -> None:
                                                 "unlabeled:<task>), a corpus spec with every language, or a path "
                                                 "with {lang} (e.g. mono/{lang}.txt, {lang} = deu_Latn)")
     p.add_argument("--conditions", default=None, help="comma-separated subset of: " + ",".join(CONDITIONS))
-    p.add_argument("--lang-steps", type=int, default=60, help="optimizer steps per language module (default 60)")
-    p.add_argument("--lang-lr", type=float, default=1e-3)
+    p.add_argument("--lang-steps", type=int, default=40, help="optimizer steps per language module (default 40)")
+    p.add_argument("--lang-lr", type=float, default=1.5e-3)
     p.add_argument("--lang-batch-size", type=int, default=16)
     p.add_argument("--lang-max-length", type=int, default=64)
     p.add_argument("--no-head-transform", action="store_true",
