@@ -139,6 +139,11 @@ def test_second_run_reuses_modules_and_predictions(experiment):
     again = run_transfer(cfg, task=task)
     assert all(info["reused"] for info in again.modules.values())
     assert again.rows == res.rows
+    assert again.timings["modules_trained"] == 0
+    assert res.timings["predicted"] == res.timings["examples"] > 0
+    # (each test has its own XLING_CACHE: the fixture's predictions are not visible here)
+    resumed = run_transfer(cfg, task=task)
+    assert resumed.timings["predicted"] == 0 and resumed.rows == res.rows
     import shutil
 
     copy = Path(cfg.out).parent / "modules-copy"

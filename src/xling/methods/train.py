@@ -395,7 +395,9 @@ def merge_adapters(model: torch.nn.Module, adapters: Sequence[str | Path]) -> li
     model's prefix, e.g. ``encoder.layer.0...``) is applied to the base model
     inside ``model``. Returns the adapter paths as strings.
     """
-    from peft import PeftModel
+    import warnings
+
+    from peft import PeftConfig, PeftModel
 
     done = []
     for a in adapters:
@@ -411,7 +413,13 @@ def merge_adapters(model: torch.nn.Module, adapters: Sequence[str | Path]) -> li
             if base is None or not mods or not all(m in bnames for m in mods):
                 raise XlingError(f"adapter {path} does not fit this model (its modules, e.g. {mods[:1]}, are not in it)")
             target = base
-        PeftModel.from_pretrained(target, str(path)).merge_and_unload()
+        # the exact adapted modules, not the saved suffix list: peft saves e.g. "dense", which would also
+        # put a (zero) LoRA on a pooler the module was never trained with
+        config = PeftConfig.from_pretrained(str(path))
+        config.target_modules = list(mods)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
+            PeftModel.from_pretrained(target, str(path), config=config).merge_and_unload()
         done.append(str(path))
     return done
 

@@ -436,6 +436,7 @@ def run_transfer(config: TransferConfig | None = None, *, task=None, **kwargs) -
 
         bar = tqdm(total=total, unit="ex", desc="evaluating", file=sys.stderr, dynamic_ncols=True)
     t_eval = time.perf_counter()
+    predicted = 0
     try:
         for c, langs, inputs, weights, options in plan:
             spec_base = {"transfer": RECIPE_VERSION, "base": modules[c.inputs[0]]["key"], "method": c.method,
@@ -456,6 +457,7 @@ def run_transfer(config: TransferConfig | None = None, *, task=None, **kwargs) -
                     if bar is not None:
                         bar.set_description(f"{c.name} {lang}")
                     got = bench.predict(ex, bar.update if bar is not None else None)
+                    predicted += len(ex)
                     if cache is not None:
                         cache.put(key, got, {"condition": c.name, "lang": lang, **spec_base})
                 elif bar is not None:
@@ -494,7 +496,8 @@ def run_transfer(config: TransferConfig | None = None, *, task=None, **kwargs) -
         modules={role: {k: (str(v) if isinstance(v, Path) else v) for k, v in m.items()} for role, m in modules.items()},
         metric=metric, run_id=uuid.uuid4().hex[:12],
         timings={"modules_s": round(t_mod, 1), "eval_s": round(t_eval, 1),
-                 "total_s": round(time.perf_counter() - t0, 1), "examples": total},
+                 "total_s": round(time.perf_counter() - t0, 1), "examples": total, "predicted": predicted,
+                 "modules_trained": sum(not m["reused"] for m in modules.values())},
         config={k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
     )
     result.config["started"] = started
@@ -541,46 +544,55 @@ def render_report(result: TransferResult, task) -> str:
     from xling.runs.report import bar_chart_svg, page, table_html
 
     m = result.metric
-    head = ["language", *result.conditions]
+    head = ["language", *result.conditions, "best"]
     body_rows = []
     for lang in [result.source, *result.targets]:
-        row = [f"{escape(lang_name(lang))} ({lang}){' — source' if lang == result.source else ''}"]
+        row = [f"{lang_name(lang)} ({lang}){' — source' if lang == result.source else ''}"]
+        scores = {}
         for n in result.conditions:
             try:
-                row.append(f"{result.score(n, lang):.3f}")
+                scores[n] = result.score(n, lang)
+                row.append(f"{scores[n]:.3f}")
             except KeyError:
                 row.append("")
+        best = max(scores.values()) if scores else None
+        row.append(", ".join(n for n, v in scores.items() if v == best) if lang != result.source else "")
         body_rows.append(row)
-    body_rows.append(["<b>mean over targets</b>", *(f"<b>{result.mean(n):.3f}</b>" for n in result.conditions)])
+    means = {n: result.mean(n) for n in result.conditions}
+    top = max(means.values())
+    body_rows.append(["mean over targets", *(f"{v:.3f}" for v in means.values()),
+                      ", ".join(n for n, v in means.items() if v == top)])
     summ_rows = []
     for s in result.summary:
         ci = "" if s["delta_lo"] is None else f"{s['delta']:+.3f} [{s['delta_lo']:+.3f}, {s['delta_hi']:+.3f}]"
         src = "" if s[f"source_{m}"] is None else f"{s[f'source_{m}']:.3f}"
-        summ_rows.append([s["condition"], escape(s["description"]), s["method"],
-                          f"{s[f'mean_target_{m}']:.3f}", src, ci])
+        summ_rows.append([s["condition"], s["description"], s["method"], f"{s[f'mean_target_{m}']:.3f}", src, ci])
     mod_rows = []
     for role, info in result.modules.items():
         detail = (f"MLM/CLM loss {info.get('loss_before')} → {info.get('loss_after')}, {info.get('sentences')} sentences"
                   if role.startswith("lang:") else f"best dev {info.get('best_dev')}, {info.get('steps')} steps")
-        mod_rows.append([role, escape(str(info["path"])), detail, f"{info.get('dw_norm', float('nan')):.2f}",
+        mod_rows.append([role, str(info["path"]), detail, f"{info.get('dw_norm', float('nan')):.2f}",
                          "reused" if info["reused"] else f"{info['seconds']} s"])
     chart = bar_chart_svg(f"mean target {m} by condition", [(n, result.mean(n)) for n in result.conditions],
                           lo=0.0, hi=1.0)
     cfg = result.config
     body = (
+        "<h1>Modular cross-lingual transfer</h1>"
         f"<p>Task <b>{escape(task.name)}</b>, model <b>{escape(str(cfg['model']))}</b>, source {result.source}; "
         f"{len(result.targets)} target languages. Metric: {m} on the test split "
         f"({result.rows[0]['n'] if result.rows else 0} examples per language). Compositions are exact dW arithmetic "
         f"on LoRA modules (rank {cfg['r']}, alpha {cfg['alpha']}); λ = {cfg['add_lambda']}, layer swap "
         f"bottom/top/transition = {tuple(cfg['swap'])}.</p>"
-        f"<h2>Scores</h2>{table_html(head, body_rows)}"
+        f"<h2>Scores</h2>{table_html(head, body_rows, left_cols=1)}"
         f"<h2>Conditions</h2><p>Δ: mean over targets of the per-language difference to "
         f"<b>{escape(str(result.summary[0]['reference']))}</b>, 95% paired bootstrap interval "
         f"({cfg['bootstrap']} resamples of the test examples within each language).</p>"
         f"{table_html(['condition', 'what', 'method', 'mean target', 'source', 'Δ [95% CI]'], summ_rows, left_cols=3)}"
-        f"{chart}<h2>Modules</h2>{table_html(['role', 'folder', 'training', '‖dW‖<sub>F</sub>', 'time'], mod_rows, left_cols=3)}"
-        f"<p>Timings: modules {result.timings['modules_s']} s, evaluation {result.timings['eval_s']} s "
-        f"({result.timings['examples']} predictions), total {result.timings['total_s']} s.</p>"
+        f"{chart}<h2>Modules</h2>{table_html(['role', 'folder', 'training', '‖dW‖_F', 'time'], mod_rows, left_cols=3)}"
+        f"<p>Timings: modules {result.timings['modules_s']} s ({result.timings['modules_trained']} trained, "
+        f"the others reused), evaluation {result.timings['eval_s']} s ({result.timings['predicted']} of "
+        f"{result.timings['examples']} predictions computed, the others from the cache), "
+        f"total {result.timings['total_s']} s.</p>"
     )
     return page("xling transfer: modular cross-lingual transfer", body)
 
