@@ -331,3 +331,55 @@ def test_real_libreoffice_topic():
     ids = [e.id for e in t.examples("test", "eng_Latn")]
     for lang in targets:
         assert [e.id for e in t.examples("test", lang)] == ids
+
+
+def test_unlabeled_text_never_holds_dev_or_test_text(monkeypatch):
+    """`--text unlabeled:libreoffice-topic`: help paragraphs of the language minus every paragraph
+    whose id or text is a dev/test example, minus untranslated fallbacks, each text once."""
+    from xling.data import libreoffice as lo
+    from xling.methods.modules_train import read_module_text
+    from xling.tasks.core import Example, Task
+    from xling.tasks.libreoffice import unlabeled_text
+
+    en = {
+        "text/swriter/a.xhp#par_id1": "Inserts a table into the current document at the cursor.",
+        "text/swriter/a.xhp#par_id2": "Choose Format - Paragraph to change the indents of the text.",
+        "text/scalc/b.xhp#par_id3": "Sums the values of the selected cells in the column shown.",
+        "text/shared/c.xhp#par_id4": "Opens a dialog where you can choose the file format to use.",
+        "text/shared/c.xhp#par_id5": "Closes the window and discards all of the changes you made.",
+    }
+    de = {
+        "text/swriter/a.xhp#par_id1": "Fügt eine Tabelle an der Cursorposition in das Dokument ein.",
+        "text/swriter/a.xhp#par_id1~2": "Eine Kopie desselben Absatzes auf einer anderen Seite, auch gesperrt.",
+        "text/swriter/a.xhp#par_id2": "Wählen Sie Format - Absatz, um die Einzüge des Textes zu ändern.",
+        "text/scalc/b.xhp#par_id3": "Sums the values of the selected cells in the column shown.",       # fallback
+        "text/shared/c.xhp#par_id4": "Öffnet einen Dialog, in dem Sie das Dateiformat wählen können.",
+        "text/shared/c.xhp#par_id5": "Öffnet einen Dialog, in dem Sie das Dateiformat wählen können.",   # duplicate
+        "text/shared/c.xhp#par_id6": "Kurz.",                                                            # too short
+        "text/shared/c.xhp#par_id7": "Dieser Absatz steht im Testtext eines anderen Absatzes hier.",
+    }
+    tables = {"eng_Latn": en, "deu_Latn": de}
+    monkeypatch.setattr(lo, "_packages", lambda kind: {"eng_Latn": "libreoffice-help-en-us",
+                                                       "deu_Latn": "libreoffice-help-de"})
+    monkeypatch.setattr(lo, "help_table", lambda lang: tables[lang])
+    held = Example(text=de["text/shared/c.xhp#par_id7"], label=0, id="text/swriter/z.xhp#par_id99")
+    task = Task("libreoffice-topic", "classification", ["a", "b"], {
+        "train": {"eng_Latn": [Example(text=en["text/swriter/a.xhp#par_id2"], label=0, id="text/swriter/a.xhp#par_id2")]},
+        "dev": {"eng_Latn": []},
+        "test": {"eng_Latn": [Example(text=en["text/swriter/a.xhp#par_id1"], label=0, id="text/swriter/a.xhp#par_id1")],
+                 "deu_Latn": [Example(text=de["text/swriter/a.xhp#par_id1"], label=0, id="text/swriter/a.xhp#par_id1"),
+                              held]},
+    })
+    got = unlabeled_text("de", task)
+    assert sorted(got) == sorted([de["text/swriter/a.xhp#par_id2"], de["text/shared/c.xhp#par_id4"]])
+    assert unlabeled_text("de", task) == got  # a fixed order
+    eng = unlabeled_text("en", task)
+    assert en["text/swriter/a.xhp#par_id1"] not in eng and en["text/scalc/b.xhp#par_id3"] in eng
+    import xling.tasks.libreoffice as tl
+
+    monkeypatch.setattr(tl, "libreoffice_topic", lambda quiet=True: task)
+    assert sorted(read_module_text("unlabeled:libreoffice-topic", "deu", 5)) == sorted(got)
+    with pytest.raises(XlingError, match="no unlabeled text source"):
+        read_module_text("unlabeled:nope", "deu")
+    with pytest.raises(XlingError, match="no LibreOffice help package"):
+        unlabeled_text("sw", task)
