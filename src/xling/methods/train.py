@@ -685,7 +685,6 @@ def load_trained(path: str | Path, device: str = "auto", dtype: str = "fp32") ->
     torch_dtype = resolve_dtype(dtype, dev)
     info = read_train_info(folder) or {}
     if info.get("method") == "lora":
-        from peft import PeftModel
         from safetensors.torch import load_file
 
         saved = Path(info["base_path"]) if info.get("base_path") else None

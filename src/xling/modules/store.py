@@ -14,7 +14,7 @@ from pathlib import Path
 from xling.errors import XlingError
 from xling.io import atomic_path, cache_dir, sha256_file
 from xling.modules.lora import CONFIG_FILE, WEIGHTS_FILE, LoraModule
-from xling.modules.meta import META_FILE, ModuleMeta, meta_json, read_meta
+from xling.modules.meta import META_FILE, ModuleMeta, meta_json
 from xling.modules.sparse import SFT_FILE, SFT_META, SparseModule, is_sparse_module, summarize_sparse
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
