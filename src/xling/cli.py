@@ -54,6 +54,7 @@ def _add_model_flags(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from xling import __version__
+    from xling.runs.store import DEFAULT_STORE
 
     parser = argparse.ArgumentParser(prog="xling", description="Cross-lingual transfer of language models.")
     parser.add_argument("--version", action="version", version=f"xling {__version__}")
@@ -79,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--max-length", type=int, default=512, help="truncate sentences to this many tokens")
     a.add_argument("--prefix", default="", help="text prepended to every sentence (e.g. 'query: ' for E5 models)")
     a.add_argument("--out", default="xling-out/align", help="output folder (default xling-out/align)")
-    a.add_argument("--store", default="xling-out/results.sqlite", help="results store (SQLite); 'none' to skip")
+    a.add_argument("--store", default=str(DEFAULT_STORE), help="results store (SQLite); 'none' to skip")
     a.add_argument("--no-cache", action="store_true", help="recompute embeddings instead of reading the cache")
     a.add_argument("--quiet", action="store_true", help="no progress bar")
     a.set_defaults(func=cmd_align)

@@ -25,10 +25,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from xling.errors import XlingError
+from xling.runs.store import DEFAULT_STORE
 
 DEFAULT_METRICS = ("mexa", "retrieval", "xsim", "bitext_f1", "cka", "anc")
 DEFAULT_OUT = Path("xling-out") / "align"
-DEFAULT_STORE = Path("xling-out") / "results.sqlite"
 DEFAULT_MAX_SENTENCES = 200
 
 

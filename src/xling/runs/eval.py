@@ -32,9 +32,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from xling.errors import XlingError
+from xling.runs.store import DEFAULT_STORE
 
 DEFAULT_OUT = Path("xling-out") / "eval"
-DEFAULT_STORE = Path("xling-out") / "results.sqlite"
 PRED_CACHE_VERSION = 1
 
 
@@ -611,7 +611,7 @@ def add_eval_parsers(sub) -> None:
     e.add_argument("--template", default=None, help="zero-shot prompt, with {text} (and {text_pair})")
     e.add_argument("--normalize", default="mean", choices=["mean", "sum"], help="zero-shot: mean or summed token log-prob")
     e.add_argument("--out", default="xling-out/eval")
-    e.add_argument("--store", default="xling-out/results.sqlite", help="results store (SQLite); 'none' to skip")
+    e.add_argument("--store", default=str(DEFAULT_STORE), help="results store (SQLite); 'none' to skip")
     e.add_argument("--no-cache", action="store_true", help="recompute predictions instead of reading the cache")
     e.add_argument("--quiet", action="store_true")
     e.set_defaults(func=cmd_eval)

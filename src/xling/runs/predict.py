@@ -26,9 +26,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from xling.errors import XlingError
+from xling.runs.store import DEFAULT_STORE
 
 DEFAULT_OUT = Path("xling-out") / "predict"
-DEFAULT_STORE = Path("xling-out") / "results.sqlite"
 
 
 @dataclass
@@ -387,7 +387,7 @@ def add_predict_parser(sub) -> None:
                        description="Fit score ~ alignment across languages with nested leave-one-language-out "
                                    "selection of the layer aggregation; Pearson, Spearman, MAE with bootstrap CIs; "
                                    "predict languages that have alignment but no task data.")
-    p.add_argument("--store", default="xling-out/results.sqlite", help="results store to read (and write)")
+    p.add_argument("--store", default=str(DEFAULT_STORE), help="results store to read (and write)")
     p.add_argument("--align-run", default=None, help="align run id (default: latest align run of the eval run's base model)")
     p.add_argument("--align-csv", default=None, help="alignment.csv of xling align instead of the store")
     p.add_argument("--align-model", default=None, help="model of the align run (default: the eval run's base model)")

@@ -40,6 +40,9 @@ CREATE TABLE IF NOT EXISTS task_scores (
 CREATE INDEX IF NOT EXISTS task_run ON task_scores(run_id);
 """
 
+#: Where every recipe keeps its results unless told otherwise (``--store``).
+DEFAULT_STORE = Path("xling-out") / "results.sqlite"
+
 ALIGN_COLUMNS = ("model", "corpus", "lang", "layer", "pooling", "metric", "value")
 
 

