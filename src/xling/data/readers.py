@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 from xling.data.corpus import ParallelCorpus
 from xling.data.langcodes import normalize_lang
@@ -116,6 +116,24 @@ def read_lines(path: str | os.PathLike) -> list[str]:
     if lines[-1] == "":
         lines.pop()
     return [line[:-1] if line.endswith("\r") else line for line in lines]
+
+
+def json_objects(path: str | os.PathLike, what: str = "a JSON object") -> Iterator[tuple[int, dict]]:
+    """``(line number, object)`` for every non-blank line of a JSON-lines file.
+
+    A line that is not JSON, or not an object, is a one-line error naming
+    ``file:line`` (``what`` says what the object should be).
+    """
+    for lineno, line in enumerate(read_lines(path), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise XlingError(f"{path}:{lineno}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+        if not isinstance(obj, dict):
+            raise XlingError(f"{path}:{lineno}: expected {what}")
+        yield lineno, obj
 
 
 def _norm_header(code: str, where: str) -> str:
@@ -305,16 +323,8 @@ def read_jsonl(path: str | os.PathLike) -> ParallelCorpus:
     langs: dict[str, str] | None = None  # normalised -> key as written in the first object
     columns: dict[str, list[str]] = {}
     row_meta: dict[str, list] = {}
-    for lineno, line in enumerate(read_lines(path), start=1):
-        if not line.strip():
-            continue
+    for lineno, obj in json_objects(path, "a JSON object mapping language code to sentence"):
         where = f"{path}:{lineno}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise XlingError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})") from None
-        if not isinstance(obj, dict):
-            raise XlingError(f"{where}: expected a JSON object mapping language code to sentence")
         row: dict[str, str] = {}
         written: dict[str, str] = {}
         meta_row: dict[str, object] = {}

@@ -136,24 +136,16 @@ def _format_of(path: Path, declared: str | None) -> str:
 
 def _rows(path: Path, fmt: str) -> Iterator[tuple[int, dict, str | None]]:
     """``(line, row, hf_split)`` for every record of a file."""
-    from xling.data.readers import read_text
+    from xling.data.readers import json_objects, read_text
 
     if fmt == "hf":
         yield from _hf_rows(path)
         return
-    text = read_text(path)
     if fmt == "jsonl":
-        for lineno, line in enumerate(text.split("\n"), start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise XlingError(f"{path}:{lineno}: invalid JSON ({exc.msg} at column {exc.colno})") from None
-            if not isinstance(obj, dict):
-                raise XlingError(f"{path}:{lineno}: expected a JSON object")
+        for lineno, obj in json_objects(path):
             yield lineno, obj, None
         return
+    text = read_text(path)
     delim = "," if fmt == "csv" else "\t"
     reader = csv.DictReader(io.StringIO(text), delimiter=delim,
                             quoting=csv.QUOTE_MINIMAL if fmt == "csv" else csv.QUOTE_NONE)
