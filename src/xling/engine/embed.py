@@ -63,7 +63,8 @@ class EmbedConfig:
         return EmbedConfig(pooling, layers, self.batch_size, min(self.max_length, limit), self.padding_side, self.prefix)
 
 
-def _pad_id(tokenizer) -> int:
+def pad_id(tokenizer) -> int:
+    """The id to pad with: the pad token, else end-of-sequence, else unknown, else 0."""
     for attr in ("pad_token_id", "eos_token_id", "unk_token_id"):
         v = getattr(tokenizer, attr, None)
         if v is not None:
@@ -115,7 +116,7 @@ def embed_sentences(
     ids, special = tokenize(lm, sentences, cfg, need_special)
     lengths = torch.tensor([len(r) for r in ids])
     order = torch.argsort(lengths, descending=True, stable=True)
-    pad = _pad_id(lm.tokenizer)
+    pad = pad_id(lm.tokenizer)
     left = cfg.padding_side == "left"
     pos_ids = left and _needs_position_ids(lm.model)
     layers = list(cfg.layers)

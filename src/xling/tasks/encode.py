@@ -27,6 +27,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from xling.engine.embed import pad_id
 from xling.errors import XlingError
 from xling.tasks.core import Example
 
@@ -47,14 +48,6 @@ class Encoded:
         if self.input_ids and isinstance(self.input_ids[0], list):
             return max(len(r) for r in self.input_ids) * len(self.input_ids)
         return len(self.input_ids)
-
-
-def pad_id(tokenizer) -> int:
-    for attr in ("pad_token_id", "eos_token_id", "unk_token_id"):
-        v = getattr(tokenizer, attr, None)
-        if v is not None:
-            return int(v)
-    return 0
 
 
 def uses_token_types(config) -> bool:
