@@ -35,15 +35,8 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
-        if target.is_dir() and tmp_path.is_dir():
-            import shutil
-
-            old = target.with_name(f".{target.name}.old")
-            if old.exists():
-                shutil.rmtree(old)
-            target.rename(old)
-            tmp_path.rename(target)
-            shutil.rmtree(old)
+        if tmp_path.is_dir():
+            _replace_folder(tmp_path, target)
         else:
             os.replace(tmp_path, target)
     except BaseException:
@@ -54,6 +47,48 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
         elif tmp_path.exists():
             tmp_path.unlink()
         raise
+
+
+def _replace_folder(tmp: Path, target: Path, attempts: int = 50) -> None:
+    """Rename the finished folder ``tmp`` onto ``target``, replacing an existing folder whole.
+
+    A folder cannot be renamed onto a non-empty one, so the old one is first moved
+    aside under a unique name. Concurrent writers of the same target each retry until
+    their own rename lands: the last one wins and the folder is always one writer's
+    whole output, never a mix, and no writer fails with "Directory not empty".
+    """
+    import errno
+    import shutil
+
+    aside: list[Path] = []
+    try:
+        for _ in range(attempts):
+            try:
+                os.rename(tmp, target)
+                return
+            except OSError as e:
+                if e.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
+                    raise
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
+            try:
+                if target.is_dir() and not target.is_symlink():
+                    os.rename(target, old)  # replaces the empty placeholder ``old``
+                else:
+                    os.rmdir(old)
+                    os.replace(target, old)
+            except FileNotFoundError:  # another writer moved it first: try again
+                with contextlib.suppress(OSError):
+                    os.rmdir(old)
+                continue
+            aside.append(old)
+        raise OSError(f"could not replace {target}: other writers kept replacing it")
+    finally:
+        for old in aside:
+            if old.is_dir() and not old.is_symlink():
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    old.unlink()
 
 
 def atomic_write_text(target: str | os.PathLike, text: str) -> None:
@@ -72,3 +107,156 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def note(message: str) -> None:
+    """One ``xling: note: ...`` line on stderr (a recoverable problem, e.g. a damaged cache entry)."""
+    import sys
+
+    print("xling: note: " + " ".join(str(message).split()), file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike, *, wait: bool = True) -> Iterator[Path]:
+    """Hold an exclusive ``fcntl.flock`` on ``path`` (created if missing) for the block.
+
+    With ``wait=False`` a lock held by another process raises :class:`BlockingIOError`
+    at once. The lock is released when the block ends or the process dies; the lock
+    file itself is left in place (removing it would race with a waiting process).
+    """
+    import fcntl
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        try:
+            yield path
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+# ----------------------------------------------------------------------------- folder manifests
+#
+# A folder written once and read many times (a converted model, a cached package tree)
+# carries ``xling_manifest.json``: the size and sha256 of every file in it. Reading it
+# back, :func:`manifest_problem` re-hashes the files and names the first difference.
+# Re-hashing a folder of several hundred MB takes about a second, so a verified state
+# is remembered in ``.xling_manifest.stamp`` beside the manifest: (size, mtime_ns,
+# ctime_ns, inode) of every file plus the manifest's own hash. A later check whose
+# files all have the same stamp trusts the earlier verification and hashes nothing;
+# any write to a file changes its mtime/ctime and forces a full re-hash. (ctime cannot
+# be set back by ``touch``, so an edit that restores the mtime is still caught.)
+
+MANIFEST_NAME = "xling_manifest.json"
+_STAMP_NAME = ".xling_manifest.stamp"
+MANIFEST_VERSION = 1
+
+
+def _manifest_files(folder: Path) -> list[str]:
+    skip = {MANIFEST_NAME, _STAMP_NAME}
+    out = []
+    for p in folder.rglob("*"):
+        rel = p.relative_to(folder).as_posix()
+        if rel in skip or p.is_dir():
+            continue
+        out.append(rel)
+    return sorted(out)
+
+
+def _stat_key(p: Path) -> list[int]:
+    st = p.lstat()
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+
+
+def _write_stamp(folder: Path, manifest_bytes: bytes, files: list[str]) -> None:
+    import json
+
+    stamp = {
+        "manifest_sha256": hashlib.sha256(manifest_bytes).hexdigest(),
+        "files": {rel: _stat_key(folder / rel) for rel in files},
+    }
+    try:
+        atomic_write_text(folder / _STAMP_NAME, json.dumps(stamp))
+    except OSError:
+        pass  # a read-only folder is verified every time
+
+
+def write_manifest(folder: str | os.PathLike) -> dict:
+    """Hash every file under ``folder`` into ``folder/xling_manifest.json``; return the manifest.
+
+    Call it last, once the folder holds its final content (and before renaming a
+    temporary folder into place: the stamp survives the rename).
+    """
+    import json
+
+    folder = Path(folder)
+    files = _manifest_files(folder)
+    manifest = {
+        "version": MANIFEST_VERSION,
+        "files": {rel: {"size": (folder / rel).stat().st_size, "sha256": sha256_file(folder / rel)} for rel in files},
+    }
+    data = json.dumps(manifest, indent=1, sort_keys=True).encode("utf-8")
+    atomic_write_bytes(folder / MANIFEST_NAME, data)
+    _write_stamp(folder, data, files)
+    return manifest
+
+
+def manifest_problem(folder: str | os.PathLike, *, use_stamp: bool = True) -> str | None:
+    """``None`` when ``folder`` matches its manifest, else a short reason (for a note or an error).
+
+    Missing, added, resized or changed files and a missing or unreadable manifest are
+    all problems. ``use_stamp=False`` always re-hashes.
+    """
+    import json
+
+    folder = Path(folder)
+    mpath = folder / MANIFEST_NAME
+    if not folder.is_dir():
+        return "is not a folder"
+    try:
+        data = mpath.read_bytes()
+        manifest = json.loads(data)
+        expected = manifest["files"]
+        if not isinstance(expected, dict):
+            raise TypeError
+    except FileNotFoundError:
+        return f"has no {MANIFEST_NAME}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"has an unreadable {MANIFEST_NAME}"
+    files = _manifest_files(folder)
+    extra = sorted(set(files) - set(expected))
+    if extra:
+        return f"holds {extra[0]}, which is not in its manifest"
+    missing = sorted(set(expected) - set(files))
+    if missing:
+        return f"lacks {missing[0]}"
+    if use_stamp:
+        try:
+            stamp = json.loads((folder / _STAMP_NAME).read_text(encoding="utf-8"))
+            if stamp.get("manifest_sha256") == hashlib.sha256(data).hexdigest() and stamp.get("files") == {
+                rel: _stat_key(folder / rel) for rel in files
+            }:
+                return None
+        except (OSError, ValueError, AttributeError):
+            pass
+    for rel in files:
+        want = expected[rel]
+        try:
+            p = folder / rel
+            if not isinstance(want, dict) or p.stat().st_size != want.get("size"):
+                return f"has {rel} of the wrong size"
+            if sha256_file(p) != want.get("sha256"):
+                return f"has {rel}, which failed its checksum"
+        except OSError:
+            return f"has an unreadable {rel}"
+    _write_stamp(folder, data, files)
+    return None
+
+
+def verify_manifest(folder: str | os.PathLike, *, use_stamp: bool = True) -> bool:
+    """True when ``folder`` holds exactly the files of its ``xling_manifest.json``, unchanged."""
+    return manifest_problem(folder, use_stamp=use_stamp) is None
