@@ -162,12 +162,14 @@ def cmd_corpus(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
+    from xling.errors import interrupted_message
+
     try:
+        parser = build_parser()  # imports the subcommands (torch, transformers): Ctrl-C may land here
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 2
         return args.func(args)
     except XlingError as exc:
         if os.environ.get("XLING_DEBUG"):
@@ -175,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"xling: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("xling: interrupted (finished languages are cached; run again to resume)", file=sys.stderr)
+        print(interrupted_message(sys.argv[1:] if argv is None else argv), file=sys.stderr)
         return 130
 
 

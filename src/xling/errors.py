@@ -13,3 +13,15 @@ class XlingError(Exception):
     def __init__(self, message: str):
         # Keep messages on one line whatever the caller passed.
         super().__init__(" ".join(str(message).split()))
+
+
+#: Commands whose finished languages are cached, so that an interrupted run resumes.
+RESUMABLE_COMMANDS = ("align", "eval", "transfer")
+
+
+def interrupted_message(argv) -> str:
+    """The line printed on Ctrl-C: mentions resuming only for commands that cache their progress."""
+    command = next((a for a in argv or () if not str(a).startswith("-")), None)
+    if command in RESUMABLE_COMMANDS:
+        return "xling: interrupted (finished languages are cached; run again to resume)"
+    return "xling: interrupted"

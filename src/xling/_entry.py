@@ -1,0 +1,67 @@
+"""The ``xling`` console script: Ctrl-C at any moment prints one line and exits 130.
+
+The command line imports a lot (torch, transformers) before ``xling.cli.main``
+can catch anything, so this module, which imports only the standard library at
+the top, installs the SIGINT handler first and then imports the CLI. The first
+Ctrl-C raises :class:`KeyboardInterrupt` as usual (temporary files are cleaned
+up on the way out); a second one, or one that arrives while Python shuts down,
+exits at once, still with one line and status 130.
+"""
+
+import os
+import signal
+import sys
+
+_EXIT_INTERRUPTED = 130
+
+
+def _message() -> str:
+    try:
+        from xling.errors import interrupted_message
+
+        return interrupted_message(sys.argv[1:])
+    except BaseException:  # noqa: BLE001 - never let the message itself fail
+        return "xling: interrupted"
+
+
+def _exit_now(signum=None, frame=None) -> None:
+    """Leave at once: flush what was printed, say so, exit 130 (no traceback, no cleanup code)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except BaseException:  # noqa: BLE001
+            pass
+    try:
+        os.write(2, (_message() + "\n").encode())
+    finally:
+        os._exit(_EXIT_INTERRUPTED)
+
+
+def _first_interrupt(signum, frame) -> None:
+    signal.signal(signal.SIGINT, _exit_now)  # a second Ctrl-C does not wait for the clean-up
+    raise KeyboardInterrupt
+
+
+def main() -> int:
+    signal.signal(signal.SIGINT, _first_interrupt)
+    try:
+        from xling.cli import main as cli_main
+
+        rc = cli_main()
+    except KeyboardInterrupt:  # before or after cli.main's own handler (imports, start-up)
+        signal.signal(signal.SIGINT, _exit_now)
+        print(_message(), file=sys.stderr)
+        rc = _EXIT_INTERRUPTED
+    except BrokenPipeError:  # ``xling corpus --show 9 | head``: the reader left, nothing to report
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        except (OSError, ValueError):
+            pass
+        rc = 141  # 128 + SIGPIPE, as a shell reports it
+    signal.signal(signal.SIGINT, _exit_now)  # an interrupt during shutdown: no traceback either
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
