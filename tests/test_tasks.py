@@ -126,18 +126,12 @@ def test_more_errors(tmp_path):
 
 
 def test_hf_dataset_without_datasets(tmp_path, monkeypatch):
-    import builtins
+    import sys
 
-    real = builtins.__import__
-
-    def no_datasets(name, *a, **k):
-        if name == "datasets":
-            raise ImportError("no")
-        return real(name, *a, **k)
-
-    monkeypatch.setattr(builtins, "__import__", no_datasets)
+    monkeypatch.setitem(sys.modules, "datasets", None)  # import datasets -> ImportError
     (tmp_path / "ds").mkdir()
-    with pytest.raises(XlingError, match="needs the 'datasets' package"):
+    with pytest.raises(XlingError, match=r"ds: reading a saved Hugging Face dataset needs the 'datasets' extra: "
+                                         r"pip install 'datasets>=2\.14'"):
         load_task(tmp_path / "ds")
 
 

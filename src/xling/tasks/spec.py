@@ -163,12 +163,9 @@ def _rows(path: Path, fmt: str) -> Iterator[tuple[int, dict, str | None]]:
 
 
 def _hf_rows(path: Path) -> Iterator[tuple[int, dict, str | None]]:
-    try:
-        import datasets
-    except ImportError:
-        raise XlingError(
-            f"{path}: reading a saved Hugging Face dataset needs the 'datasets' package (pip install datasets)"
-        ) from None
+    from xling.deps import require
+
+    datasets = require("datasets", f"{path}: reading a saved Hugging Face dataset")
     try:
         ds = datasets.load_from_disk(str(path))
     except Exception as exc:  # FileNotFoundError, version mismatch, ...

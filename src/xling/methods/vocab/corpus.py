@@ -66,10 +66,9 @@ def _wordfreq_code(lang: str) -> str:
 
 def wordfreq_source(lang: str, n_words: int = WORDFREQ_WORDS) -> TextSource:
     """The ``n_words`` most frequent words of ``lang`` from ``wordfreq`` (see the module docstring)."""
-    try:
-        import wordfreq
-    except ImportError:
-        raise XlingError("the 'wordfreq' corpus needs the package wordfreq (pip install wordfreq)") from None
+    from xling.deps import require
+
+    wordfreq = require("wordfreq", "the 'wordfreq' corpus")
     code = _wordfreq_code(lang)
     if code not in wordfreq.available_languages(wordlist="best"):
         raise XlingError(f"wordfreq has no word list for language {lang} ({code})")
@@ -107,8 +106,13 @@ def load_sources(spec: str, langs: Sequence[str]) -> list[TextSource]:
     langs = [_norm(lang) for lang in langs]
     if not langs:
         raise XlingError("no target languages given (use --langs)")
+    parts = [p.strip() for p in str(spec).split("+")]
+    if any(p.lower() == "wordfreq" or p.lower().startswith("wordfreq:") for p in parts):
+        from xling.deps import require
+
+        require("wordfreq", "the 'wordfreq' corpus")  # before the other parts download or read anything
     sources: list[TextSource] = []
-    for part in str(spec).split("+"):
+    for part in parts:
         part = part.strip()
         if not part:
             continue
