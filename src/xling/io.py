@@ -260,3 +260,40 @@ def manifest_problem(folder: str | os.PathLike, *, use_stamp: bool = True) -> st
 def verify_manifest(folder: str | os.PathLike, *, use_stamp: bool = True) -> bool:
     """True when ``folder`` holds exactly the files of its ``xling_manifest.json``, unchanged."""
     return manifest_problem(folder, use_stamp=use_stamp) is None
+
+
+# ----------------------------------------------------------------------------- cache entries
+
+
+def discard(path: str | os.PathLike) -> None:
+    """Remove a cache entry whatever it has become (file, folder, link); never raises."""
+    import shutil
+
+    path = Path(path)
+    try:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
+def tensor_digest(tensors) -> str:
+    """sha256 of named tensors: names, dtypes, shapes and the raw bytes (``{name: tensor}``)."""
+    import torch
+
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        if t.numel():
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def json_digest(obj) -> str:
+    """sha256 of ``obj`` as canonical JSON (sorted keys, no spaces)."""
+    import json
+
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -27,7 +28,7 @@ import torch
 
 from xling.engine.pooling import default_pooling, get_pooling
 from xling.errors import XlingError
-from xling.io import atomic_path, cache_dir
+from xling.io import atomic_path, cache_dir, discard, note, tensor_digest
 from xling.models.layers import parse_layers
 from xling.models.loading import LoadedModel
 
@@ -189,24 +190,68 @@ class EmbeddingCache:
     def path(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}.safetensors"
 
-    def get(self, key: str) -> torch.Tensor | None:
-        p = self.path(key)
-        if not p.is_file():
-            return None
-        from safetensors.torch import load_file
+    def get(self, key: str, shape: tuple[int, ...] | None = None) -> torch.Tensor | None:
+        """The cached tensor, or None when absent or not to be trusted.
 
-        try:
-            return load_file(p)["embeddings"]
-        except Exception:
-            p.unlink(missing_ok=True)  # a damaged entry is recomputed
+        An entry is used only if its safetensors metadata holds the sha256 of the
+        tensor (dtype, shape and bytes) and the tensor matches it, is float32, has
+        ``shape`` (``(layers, n, dim)``; ``None`` in it matches any size) and is
+        finite. Anything else (flipped bytes, a wrong shape, NaN, a folder or an
+        unreadable file in its place) is discarded with a one-line note and
+        recomputed by the caller.
+        """
+        p = self.path(key)
+        if not os.path.lexists(p):
             return None
+        problem, emb = _check_entry(p, shape)
+        if problem is None:
+            return emb
+        note(f"cache entry {p} {problem}; recomputing")
+        discard(p)
+        return None
 
     def put(self, key: str, emb: torch.Tensor, meta: dict | None = None) -> None:
         from safetensors.torch import save_file
 
         p = self.path(key)
+        if p.is_dir() and not p.is_symlink():
+            discard(p)
+        emb = emb.contiguous()
+        metadata = {k: str(v) for k, v in (meta or {}).items()}
+        metadata[CHECKSUM_KEY] = tensor_digest({"embeddings": emb})
         with atomic_path(p) as tmp:
-            save_file({"embeddings": emb.contiguous()}, str(tmp), metadata={k: str(v) for k, v in (meta or {}).items()})
+            save_file({"embeddings": emb}, str(tmp), metadata=metadata)
+
+
+CHECKSUM_KEY = "xling_sha256"
+
+
+def _check_entry(p: Path, shape: tuple[int, ...] | None) -> tuple[str | None, torch.Tensor | None]:
+    """(None, tensor) for a sound embeddings entry, else (what is wrong, None)."""
+    from safetensors import safe_open
+
+    if not p.is_file():
+        return "is not a file", None
+    try:
+        with safe_open(str(p), framework="pt") as f:
+            meta = f.metadata() or {}
+            if set(f.keys()) != {"embeddings"}:
+                return "does not hold one embeddings tensor", None
+            emb = f.get_tensor("embeddings")
+    except Exception:  # noqa: BLE001 - any unreadable entry is recomputed
+        return "is unreadable", None
+    want = meta.get(CHECKSUM_KEY)
+    if want is None:
+        return "has no checksum", None
+    if tensor_digest({"embeddings": emb}) != want:
+        return "failed its checksum", None
+    if emb.dtype != torch.float32:
+        return f"has dtype {str(emb.dtype).replace('torch.', '')}, not float32", None
+    if shape is not None and (emb.dim() != len(shape) or any(w is not None and w != g for w, g in zip(shape, emb.shape))):
+        return f"has shape {tuple(emb.shape)}, not {tuple('?' if w is None else w for w in shape)}", None
+    if not bool(torch.isfinite(emb).all()):
+        return "holds NaN or infinite values", None
+    return None, emb
 
 
 def embed_cached(
@@ -215,16 +260,24 @@ def embed_cached(
     cfg: EmbedConfig,
     cache: EmbeddingCache | None,
     progress: Callable[[int], None] | None = None,
+    *,
+    refresh: bool = False,
 ) -> tuple[torch.Tensor, bool]:
-    """Embeddings of ``sentences``, from the cache when present. Returns (tensor, was_cached)."""
+    """Embeddings of ``sentences``, from the cache when present. Returns (tensor, was_cached).
+
+    ``refresh=True`` (``--no-cache``) never reads the cache but writes the fresh
+    result over the entry.
+    """
     if cache is None:
         return embed_sentences(lm, sentences, cfg, progress), False
     key = cache.key(lm, cfg, sentences)
-    hit = cache.get(key)
+    rcfg = cfg.resolved(lm)
+    dim = getattr(lm.config, "hidden_size", None)
+    hit = None if refresh else cache.get(key, (len(rcfg.layers), len(sentences), dim))
     if hit is not None:
         if progress is not None:
             progress(len(sentences))
         return hit, True
     emb = embed_sentences(lm, sentences, cfg, progress)
-    cache.put(key, emb, {"model": lm.name, **{k: v for k, v in asdict(cfg.resolved(lm)).items()}})
+    cache.put(key, emb, {"model": lm.name, **{k: v for k, v in asdict(rcfg).items()}})
     return emb, False

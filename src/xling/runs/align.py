@@ -206,7 +206,7 @@ def align(config: AlignConfig | None = None, *, lm=None, corpus=None, **kwargs) 
         pooling=cfg.pooling, layers=tuple(layer_ids), batch_size=cfg.batch_size,
         max_length=cfg.max_length, prefix=cfg.prefix,
     ).resolved(lm)
-    cache = EmbeddingCache() if cfg.cache else None
+    cache = EmbeddingCache()  # cfg.cache False (--no-cache): recompute, and write over the entries
     t_model = time.perf_counter()
 
     n = len(sub)
@@ -215,11 +215,11 @@ def align(config: AlignConfig | None = None, *, lm=None, corpus=None, **kwargs) 
     cached_langs = 0
     try:
         progress.describe(f"embedding {pivot}")
-        X, hit = embed_cached(lm, sub.sentences[pivot], ecfg, cache, progress)
+        X, hit = embed_cached(lm, sub.sentences[pivot], ecfg, cache, progress, refresh=not cfg.cache)
         cached_langs += hit
         for lang in others:
             progress.describe(f"embedding {lang}")
-            Y, hit = embed_cached(lm, sub.sentences[lang], ecfg, cache, progress)
+            Y, hit = embed_cached(lm, sub.sentences[lang], ecfg, cache, progress, refresh=not cfg.cache)
             cached_langs += hit
             values = compute_metrics(PairEmbeddings(X, Y), cfg.metrics, cfg.metric_options)
             for metric, per_layer in values.items():

@@ -22,14 +22,17 @@ the scores go to the results store (``task_scores``).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import os
 import sys
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
 
 from xling.errors import XlingError
 from xling.runs.store import DEFAULT_STORE
@@ -130,20 +133,73 @@ class PredictionCache:
     def path(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}.json"
 
-    def get(self, key: str) -> list | None:
+    def get(self, key: str, valid: Callable[[list], str | None] | None = None) -> list | None:
+        """The cached predictions, or None when absent or not to be trusted.
+
+        An entry is used only if it holds the sha256 of its predictions and they
+        match it, and ``valid(predictions)`` (the number of predictions, each a label
+        or choice of the task) names no problem. Anything else (an edited file, a
+        label out of range, a folder in its place) is discarded with a one-line note
+        and recomputed by the caller.
+        """
+        from xling.io import discard, json_digest, note
+
         p = self.path(key)
-        if not p.is_file():
+        if not os.path.lexists(p):
             return None
+        problem = None
         try:
-            return json.loads(p.read_text(encoding="utf-8"))["predictions"]
-        except (OSError, ValueError, KeyError):
-            p.unlink(missing_ok=True)
-            return None
+            data = json.loads(p.read_text(encoding="utf-8"))
+            preds = data["predictions"]
+            want = data.get("sha256")
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            problem = "is unreadable"
+        else:
+            if want is None:
+                problem = "has no checksum"
+            elif json_digest(preds) != want:
+                problem = "failed its checksum"
+            elif not isinstance(preds, list):
+                problem = "holds no prediction list"
+            elif valid is not None:
+                problem = valid(preds)
+        if problem is None:
+            return preds
+        note(f"cache entry {p} {problem}; recomputing")
+        discard(p)
+        return None
 
     def put(self, key: str, predictions: list, meta: dict) -> None:
-        from xling.io import atomic_write_text
+        from xling.io import atomic_write_text, discard, json_digest
 
-        atomic_write_text(self.path(key), json.dumps({"meta": meta, "predictions": predictions}))
+        p = self.path(key)
+        if p.is_dir() and not p.is_symlink():
+            discard(p)
+        atomic_write_text(p, json.dumps({"meta": meta, "sha256": json_digest(predictions), "predictions": predictions}))
+
+
+def _is_index(v, n: int) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < n
+
+
+def prediction_problem(task_type: str, labels, examples, preds) -> str | None:
+    """Why ``preds`` cannot be predictions of ``examples`` (wrong count, label out of range), or None."""
+    if not isinstance(preds, list) or len(preds) != len(examples):
+        return f"holds {len(preds) if isinstance(preds, list) else 'no'} predictions for {len(examples)} examples"
+    n = len(labels)
+    for i, (e, p) in enumerate(zip(examples, preds)):
+        if task_type == "token-classification":
+            tokens = getattr(e, "tokens", None)
+            if not isinstance(p, list) or (tokens is not None and len(p) != len(tokens)) \
+                    or not all(_is_index(t, n) for t in p):
+                return f"has tags out of range for example {i}"
+        elif task_type == "multiple-choice":
+            choices = getattr(e, "choices", None)
+            if not _is_index(p, len(choices) if choices is not None else 1 << 62):
+                return f"has a choice out of range for example {i}"
+        elif not _is_index(p, n):
+            return f"has a label out of range for example {i} ({p!r}; the task has {n} labels)"
+    return None
 
 
 # ----------------------------------------------------------------------------- model handle
@@ -273,7 +329,7 @@ def evaluate(config: EvalConfig | None = None, *, task=None, **kwargs) -> EvalRe
                 langs.append(lang)
     else:
         langs = sorted(table, key=lambda x: (x != source, x))
-    cache = PredictionCache() if cfg.cache else None
+    cache = PredictionCache()  # cfg.cache False (--no-cache): recompute, and write over the entries
     total = sum(len(table[lang]) for lang in langs)
     bar = None
     if cfg.progress:
@@ -293,8 +349,9 @@ def evaluate(config: EvalConfig | None = None, *, task=None, **kwargs) -> EvalRe
             spec = {"model": handle.fingerprint, "task": task.name, "data": task.fingerprint(cfg.split, lang),
                     "lang": lang, **handle.settings()}
             key = PredictionCache.key(spec)
-            preds = cache.get(key) if cache is not None else None
-            if preds is not None and len(preds) == len(examples):
+            check = functools.partial(prediction_problem, task.type, task.labels, examples)
+            preds = cache.get(key, check) if cfg.cache else None
+            if preds is not None:
                 from_cache += 1
                 if bar is not None:
                     bar.update(len(examples))
@@ -302,8 +359,7 @@ def evaluate(config: EvalConfig | None = None, *, task=None, **kwargs) -> EvalRe
                 ti = time.perf_counter()
                 preds = handle.predict(examples, bar.update if bar is not None else None)
                 t_infer += time.perf_counter() - ti
-                if cache is not None:
-                    cache.put(key, preds, {"model": handle.name, **{k: v for k, v in spec.items() if k != "verbalizers"}})
+                cache.put(key, preds, {"model": handle.name, **{k: v for k, v in spec.items() if k != "verbalizers"}})
             gold = [e.tags if task.type == "token-classification" else e.label for e in examples]
             n_examples[lang] = len(examples)
             for m, v in task_metrics(task.type, task.labels, gold, preds).items():

@@ -34,6 +34,7 @@ interrupted run resumes. Outputs: ``transfer.csv`` (per language and condition),
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import sys
@@ -370,7 +371,7 @@ def run_transfer(config: TransferConfig | None = None, *, task=None, **kwargs) -
     """Run the modular transfer experiment; see the module docstring."""
     import torch
 
-    from xling.runs.eval import PredictionCache
+    from xling.runs.eval import PredictionCache, prediction_problem
     from xling.tasks.metrics import main_metric, task_metrics
     from xling.tasks.registry import load_task
 
@@ -426,7 +427,7 @@ def run_transfer(config: TransferConfig | None = None, *, task=None, **kwargs) -
     for lang in [source, *targets]:
         ex = task.examples("test", lang)
         examples[lang] = ex[: cfg.max_test] if cfg.max_test else ex
-    cache = PredictionCache() if cfg.cache else None
+    cache = PredictionCache()  # cfg.cache False (--no-cache): recompute, and write over the entries
     bench = None
     preds: dict[tuple[str, str], list[int]] = {}
     total = sum(len(examples[lang]) for _, langs, *_ in plan for lang in langs)
@@ -447,8 +448,9 @@ def run_transfer(config: TransferConfig | None = None, *, task=None, **kwargs) -
                 ex = examples[lang]
                 key = PredictionCache.key({**spec_base, "data": task.fingerprint("test", lang), "lang": lang,
                                            "n": len(ex)})
-                got = cache.get(key) if cache is not None else None
-                if got is None or len(got) != len(ex):
+                got = cache.get(key, functools.partial(prediction_problem, task.type, task.labels, ex)) \
+                    if cfg.cache else None
+                if got is None:
                     if bench is None:
                         bench = _Bench(cfg, task, paths.get("task", paths.get("task@src")))
                     if not ready:
@@ -458,8 +460,7 @@ def run_transfer(config: TransferConfig | None = None, *, task=None, **kwargs) -
                         bar.set_description(f"{c.name} {lang}")
                     got = bench.predict(ex, bar.update if bar is not None else None)
                     predicted += len(ex)
-                    if cache is not None:
-                        cache.put(key, got, {"condition": c.name, "lang": lang, **spec_base})
+                    cache.put(key, got, {"condition": c.name, "lang": lang, **spec_base})
                 elif bar is not None:
                     bar.update(len(ex))
                 preds[(c.name, lang)] = got
