@@ -134,3 +134,77 @@ def test_no_cache_recomputes_and_overwrites(clean, capsys, monkeypatch):
     assert entries[0].read_bytes() != damaged  # but writes it afresh
     again = _align(model_dir)
     assert again.timings["languages_from_cache"] == 4 and _values(again) == values
+
+
+# ----------------------------------------------------------------------------- prediction cache
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_model_dirs, tmp_path_factory):
+    from test_train import tiny_task
+    from xling.methods.train import train_task
+
+    torch.set_num_threads(1)
+    task = tiny_task()
+    out = train_task(str(tiny_model_dirs["bert"]), task, out=tmp_path_factory.mktemp("trained") / "model",
+                     epochs=2, lr=1e-2, batch_size=8, patience=0, progress=False)
+    return out, task
+
+
+def _evaluate(trained, **kw):
+    from xling.runs.eval import EvalConfig, evaluate
+
+    out, task = trained
+    return evaluate(EvalConfig(model=str(out), out=None, store=None, progress=False, **kw), task=task)
+
+
+def _pred_entries() -> list[Path]:
+    return sorted(cache_dir("predictions").rglob("*.json"))
+
+
+@pytest.mark.parametrize("damage", ["edit", "out-of-range", "wrong-count", "folder", "garbage"])
+def test_damaged_prediction_entries_are_recomputed(trained, capsys, damage):
+    from xling.io import json_digest
+
+    clean = _evaluate(trained)
+    assert clean.timings["languages_from_cache"] == 0
+    entries = _pred_entries()
+    assert len(entries) == 3
+    victim = entries[1]
+    data = json.loads(victim.read_text())
+    preds = data["predictions"]
+    if damage == "edit":  # what made `xling eval` report accuracy 0 with exit status 0
+        data["predictions"] = [(p + 1) % 3 for p in preds]
+        victim.write_text(json.dumps(data))
+        words = "failed its checksum"
+    elif damage in ("out-of-range", "wrong-count"):
+        data["predictions"] = [7] * len(preds) if damage == "out-of-range" else preds[:-1]
+        data["sha256"] = json_digest(data["predictions"])  # consistent, but not predictions of this task
+        victim.write_text(json.dumps(data))
+        words = "out of range" if damage == "out-of-range" else "predictions for"
+    elif damage == "folder":
+        victim.unlink()
+        victim.mkdir()
+        words = "is unreadable"
+    else:
+        victim.write_bytes(b"\x00\xff not json")
+        words = "is unreadable"
+    capsys.readouterr()
+    res = _evaluate(trained)
+    err = capsys.readouterr().err
+    notes = [line for line in err.splitlines() if line.startswith("xling: note: cache entry")]
+    assert len(notes) == 1 and words in notes[0] and str(victim) in notes[0], err
+    assert res.rows == clean.rows and res.timings["languages_from_cache"] == 2
+    assert json.loads(victim.read_text())["predictions"] == preds  # replaced by the recomputed entry
+    assert _evaluate(trained).timings["languages_from_cache"] == 3
+
+
+def test_eval_no_cache_overwrites_prediction_entries(trained, capsys):
+    clean = _evaluate(trained)
+    victim = _pred_entries()[0]
+    victim.write_text("{}")
+    res = _evaluate(trained, cache=False)
+    assert res.timings["languages_from_cache"] == 0 and res.rows == clean.rows
+    assert "xling: note" not in capsys.readouterr().err
+    again = _evaluate(trained)
+    assert again.timings["languages_from_cache"] == 3 and again.rows == clean.rows
