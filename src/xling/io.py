@@ -139,6 +139,16 @@ def file_lock(path: str | os.PathLike, *, wait: bool = True) -> Iterator[Path]:
         os.close(fd)
 
 
+def lock_for(target: str | os.PathLike) -> Path:
+    """The lock file guarding ``target``: ``cache_dir("locks")/<hash of its absolute path>.lock``.
+
+    Kept in the cache rather than beside ``target`` so that output and cache folders
+    hold no stray lock files.
+    """
+    key = hashlib.sha256(str(Path(target).expanduser().absolute()).encode()).hexdigest()[:24]
+    return cache_dir("locks") / f"{Path(target).name[:40]}-{key}.lock"
+
+
 # ----------------------------------------------------------------------------- folder manifests
 #
 # A folder written once and read many times (a converted model, a cached package tree)

