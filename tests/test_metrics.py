@@ -65,7 +65,7 @@ def np_retrieval(S, k, ties="strict"):
     return p2l, l2p
 
 
-def np_xsim_err(S, k=4, margin="ratio", candidates="all", ties="strict"):
+def np_xsim_err(S, k=4, margin="ratio", candidates="knn", ties="strict"):
     """Queries are rows of S (pivot -> other); pass S.T for the other direction.
 
     knn candidates (LASER): the k cosine-nearest neighbours of the query, where a
@@ -521,13 +521,27 @@ def test_metric_call_uses_defaults_and_directional_mexa():
     assert set(METRICS["mexa"](pair)) == {"mexa"}
 
 
+def test_xsim_default_is_lasers_knn_candidates():
+    # methods.md: only the k cosine-nearest neighbours compete (LASER source/xsim.py); "all" is a named variant
+    rng = np.random.default_rng(14)  # data where the two variants disagree
+    X = rng.normal(size=(1, 40, 8))
+    Y = X + rng.normal(scale=1.2, size=X.shape)
+    S = np_cos(X[0], Y[0])
+    default = run(X, Y, ["xsim"])["xsim_err_p2l"].item()
+    everyone = run(X, Y, ["xsim"], {"xsim": {"candidates": "all"}})["xsim_err_p2l"].item()
+    assert np_xsim_err(S, candidates="knn") != np_xsim_err(S, candidates="all")
+    assert default == pytest.approx(np_xsim_err(S, candidates="knn"))
+    assert everyone == pytest.approx(np_xsim_err(S, candidates="all"))
+    assert METRICS["xsim"].defaults["candidates"] == "knn"
+
+
 def test_registry_metadata():
     for name in ALL:
         m = METRICS[name]
         assert m.name == name and m.description and callable(m.fn)
     assert higher_is_better("mexa") and higher_is_better("retrieval_l2p@10")
     assert not higher_is_better("xsim_err_p2l") and not higher_is_better("xsim_err_l2p")
-    assert resolve_options("xsim", {"k": 8}) == {"margin": "ratio", "k": 8, "candidates": "all", "ties": "strict"}
+    assert resolve_options("xsim", {"k": 8}) == {"margin": "ratio", "k": 8, "candidates": "knn", "ties": "strict"}
     with pytest.raises(ValueError):
         register_metric("mexa")(lambda pair: {})
 

@@ -445,7 +445,7 @@ def retrieval(pair: PairEmbeddings, *, ks: Iterable[int] = (1, 5), ties: str = "
 
 @register_metric(
     "xsim",
-    defaults={"margin": "ratio", "k": 4, "candidates": "all", "ties": "strict"},
+    defaults={"margin": "ratio", "k": 4, "candidates": "knn", "ties": "strict"},
     higher_is_better={"xsim_err_p2l": False, "xsim_err_l2p": False},
     description="xSIM error rate with margin scoring (LASER; Artetxe & Schwenk 2019), both directions",
 )
@@ -454,7 +454,7 @@ def xsim(
     *,
     margin: str = "ratio",
     k: int = 4,
-    candidates: str = "all",
+    candidates: str = "knn",
     ties: str = "strict",
 ) -> dict[str, torch.Tensor]:
     """xSIM error rate with margin-based scoring (Artetxe & Schwenk 2019, "Margin-based
@@ -463,16 +463,20 @@ def xsim(
     ``margin(x, y) = cos(x, y) / ( sum_{z in NN_k(x)} cos(x, z)/(2k) + sum_{z in NN_k(y)} cos(y, z)/(2k) )``
     with k = 4 and each neighbourhood taken in the other language, including the
     candidate itself (plain top-k of the row / column of S; k is capped at n).
-    ``err = (1/n) sum_i 1[argmax_y margin(x_i, y) != i]``, reported as ``xsim_err_p2l``
-    (queries in the pivot) and ``xsim_err_l2p``; lower is better. One margin matrix is
-    built and read by rows and by columns, so both directions share bit-identical scores.
+    ``err = (1/n) sum_i 1[argmax_{y in NN_k(x_i)} margin(x_i, y) != i]``, reported as
+    ``xsim_err_p2l`` (queries in the pivot) and ``xsim_err_l2p``; lower is better. One
+    margin matrix is built and read by rows and by columns, so both directions share
+    bit-identical scores. An error is counted by index (the retrieved row is not row i),
+    as LASER does when asked for index comparison; its default compares the retrieved
+    text, which differs only when a corpus repeats a sentence.
 
     Options: ``margin="ratio"`` (default), ``"distance"`` (cos minus the same
     denominator) or ``"absolute"`` (plain cosine; then xSIM error = 1 - retrieval@1).
-    ``candidates="all"`` (default, the methods.md formula: argmax over every y) or
-    ``"knn"`` (LASER's implementation: only the k cosine-nearest neighbours of the
-    query compete; a candidate tied with the k-th nearest is included, and the gold
-    is a candidate only if it is in the top k under the ``ties`` rule). Ties of the
+    ``candidates="knn"`` (default: LASER's ``source/xsim.py`` and published xSIM numbers;
+    only the k cosine-nearest neighbours of the query compete, a gold sentence outside
+    them is an error; a candidate tied with the k-th nearest is included, and the gold
+    is a candidate only if it is in the top k under the ``ties`` rule) or ``"all"`` (a
+    named variant: argmax over every y; usually lower errors than ``knn``). Ties of the
     margin are misses (``ties="strict"``) or broken by first index (``"first"``).
     The ratio margin assumes positive neighbourhood similarities, as real sentence
     embeddings have; with a zero denominator the scores are inf/NaN and count as misses.
