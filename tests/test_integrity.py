@@ -208,3 +208,138 @@ def test_eval_no_cache_overwrites_prediction_entries(trained, capsys):
     assert "xling: note" not in capsys.readouterr().err
     again = _evaluate(trained)
     assert again.timings["languages_from_cache"] == 3 and again.rows == clean.rows
+
+
+# ----------------------------------------------------------------------------- modules
+
+
+def _flip(path: Path, n: int = 16) -> None:
+    raw = bytearray(path.read_bytes())
+    for i in range(len(raw) - n, len(raw)):  # the end of the tensor data
+        raw[i] ^= 0x01
+    path.write_bytes(bytes(raw))
+
+
+@pytest.fixture(scope="module")
+def modules(tiny_model_dirs, tmp_path_factory):
+    """One module of each writer: language LoRA, task LoRA, LT-SFT sparse, composed LoRA, train --method lora."""
+    from test_train import tiny_task
+    from xling.methods.modules_train import train_language_module, train_sparse_language_module, train_task_module
+    from xling.methods.train import train_task
+    from xling.modules.apply import compose_to_lora
+
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("modules")
+    base = str(tiny_model_dirs["bert"])
+    corpus = ["the cat sees the dog", "one big red house", "the small dog runs"] * 4
+    task = tiny_task(n_train=16, n_dev=8, n_test=4)
+    out = {
+        "lang": train_language_module(base, "deu", corpus, root / "lang", steps=2, batch_size=4),
+        "task": train_task_module(base, task, root / "task", epochs=1, lr=1e-2, batch_size=8, patience=0),
+        "sparse": train_sparse_language_module(base, "deu", corpus, root / "sparse", k=50, phase1_steps=2,
+                                               phase2_steps=2, batch_size=4),
+        "lora": train_task(base, task, method="lora", out=root / "lora", epochs=1, lr=1e-2, batch_size=8,
+                           patience=0, progress=False),
+    }
+    compose_to_lora([out["task"], out["lang"]], "add", out=root / "composed")
+    out["composed"] = root / "composed"
+    return out, task
+
+
+def _copy(src: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    dst = tmp_path / src.name
+    shutil.copytree(src, dst)
+    return dst
+
+
+@pytest.mark.parametrize("which", ["lang", "task", "sparse", "lora", "composed"])
+def test_every_module_writer_records_weight_checksums(modules, which):
+    from xling.io import sha256_file
+
+    folder = Path(modules[0][which])
+    meta_file = "xling_sft.json" if which == "sparse" else "xling_module.json"
+    sums = json.loads((folder / meta_file).read_text())["checksums"]
+    weights = sorted(p.name for p in folder.glob("*.safetensors"))
+    assert weights and sorted(sums) == weights
+    assert all(sha256_file(folder / name) == sha for name, sha in sums.items())
+
+
+@pytest.mark.parametrize("which", ["lang", "sparse", "composed"])
+def test_edited_module_weights_are_a_one_line_error_everywhere(modules, which, tiny_model_dirs, tmp_path,
+                                                                 capsys):
+    from xling.cli import main
+    from xling.errors import XlingError
+    from xling.modules.apply import compose_to_lora
+    from xling.modules.lora import LoraModule
+    from xling.modules.sparse import SparseModule
+
+    folder = _copy(Path(modules[0][which]), tmp_path)
+    weights = "sparse_diff.safetensors" if which == "sparse" else "adapter_model.safetensors"
+    _flip(folder / weights)
+    cls = SparseModule if which == "sparse" else LoraModule
+    with pytest.raises(XlingError, match=f"module {folder}: {weights} does not match"):
+        cls(folder)
+    capsys.readouterr()
+    assert main(["modules", "show", str(folder)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("xling: error: module ") and str(folder) in err[0]
+    other = modules[0]["task"]
+    if which != "sparse":
+        with pytest.raises(XlingError, match="does not match"):
+            compose_to_lora([other, folder], "add", out=tmp_path / "mix")
+        assert not (tmp_path / "mix").exists()
+    merged = ["--as", "merged", "--base", str(tiny_model_dirs["bert"])] if which == "sparse" else []
+    assert main(["compose", str(other), str(folder), "--method", "add", "--out", str(tmp_path / "mix2"),
+                 *merged]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "does not match" in err[0] and not (tmp_path / "mix2").exists()
+
+
+@pytest.mark.parametrize("which,weights", [("task", "head.safetensors"), ("lora", "adapter_model.safetensors"),
+                                           ("composed", "head.safetensors")])
+def test_eval_of_an_edited_module_is_a_one_line_error(modules, which, weights, tmp_path, capsys):
+    from xling.cli import main
+    from xling.errors import XlingError
+    from xling.methods.train import load_trained
+
+    folder = _copy(Path(modules[0][which]), tmp_path)
+    load_trained(folder)  # a sound copy loads
+    _flip(folder / weights)
+    with pytest.raises(XlingError, match=f"{weights} does not match"):
+        load_trained(folder)
+    from test_train import write_tiny_jsonl
+
+    data = write_tiny_jsonl(tmp_path / "task.jsonl", modules[1])
+    assert main(["eval", "--model", str(folder), "--task", str(data), "--out", str(tmp_path / "ev"),
+                 "--store", "none", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("xling: error: module ") and weights in err[0]
+    assert not (tmp_path / "ev").exists()
+
+
+def test_modules_without_checksums_still_load(modules, tmp_path):
+    from xling.methods.train import load_trained
+    from xling.modules.lora import LoraModule
+
+    folder = _copy(Path(modules[0]["task"]), tmp_path)
+    meta = json.loads((folder / "xling_module.json").read_text())
+    del meta["checksums"]  # as written before checksums were recorded
+    (folder / "xling_module.json").write_text(json.dumps(meta))
+    _flip(folder / "head.safetensors")  # unverifiable, so not refused
+    assert LoraModule(folder).meta.checksums is None
+    load_trained(folder)
+
+
+def test_transfer_retrains_a_damaged_cached_module(modules, tmp_path, capsys):
+    from xling.runs.transfer import _mark, _reusable
+
+    folder = _copy(Path(modules[0]["lang"]), tmp_path)
+    _mark(folder, "k1", {})
+    assert _reusable(folder, "k1") and not _reusable(folder, "k2")
+    capsys.readouterr()
+    _flip(folder / "adapter_model.safetensors")
+    assert not _reusable(folder, "k1")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"xling: note: module {folder}") and "retraining" in err[0]

@@ -307,3 +307,42 @@ def json_digest(obj) -> str:
     import json
 
     return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+_SHA_MEMO: dict[tuple, str] = {}
+
+
+def file_checksums(folder: str | os.PathLike, pattern: str = "*.safetensors") -> dict[str, str]:
+    """``{file name: sha256}`` of the files of ``folder`` matching ``pattern`` (top level only)."""
+    folder = Path(folder)
+    return {p.name: _sha256_memo(p) for p in sorted(folder.glob(pattern)) if p.is_file()}
+
+
+def _sha256_memo(p: Path) -> str:
+    """sha256 of ``p``, remembered for this process while its (size, mtime, ctime, inode) stay the same."""
+    key = (str(p.absolute()), *_stat_key(p))
+    sha = _SHA_MEMO.get(key)
+    if sha is None:
+        sha = _SHA_MEMO[key] = sha256_file(p)
+    return sha
+
+
+def checksum_problem(folder: str | os.PathLike, checksums: dict | None) -> str | None:
+    """Which recorded file of ``folder`` is missing or no longer matches its sha256 (``None``: all match).
+
+    ``checksums`` is ``{file name: sha256}`` as written by :func:`file_checksums`;
+    ``None`` (an artefact written before checksums were recorded) checks nothing.
+    """
+    if not checksums:
+        return None
+    folder = Path(folder)
+    for name, want in sorted(checksums.items()):
+        p = folder / name
+        if not p.is_file():
+            return f"{name} is missing"
+        try:
+            if _sha256_memo(p) != want:
+                return f"{name} does not match its recorded sha256"
+        except OSError:
+            return f"{name} is unreadable"
+    return None

@@ -499,9 +499,8 @@ def train_task_module(
     """
     import json
 
-    from xling.io import atomic_write_text
     from xling.methods.train import train_task
-    from xling.modules.meta import META_FILE, ModuleMeta, meta_json, read_meta
+    from xling.modules.meta import ModuleMeta, read_meta, write_meta
 
     adapters = []
     lang_meta = None
@@ -531,7 +530,7 @@ def train_task_module(
                       metrics={"best_dev": info["best_dev"], "steps": info["steps"]},
                       extra={**extra, "head": "head.safetensors", "labels": info["labels"],
                              "task_type": info["task_type"]})
-    atomic_write_text(path / META_FILE, meta_json(meta))
+    write_meta(path, meta)
     return path
 
 
@@ -647,7 +646,7 @@ def train_sparse_language_module(
     from xling.data.langcodes import normalize_lang
     from xling.io import atomic_path
     from xling.methods.train import TrainConfig, fit, set_seed
-    from xling.modules.meta import ModuleMeta, meta_json
+    from xling.modules.meta import ModuleMeta, write_meta
 
     if lang is None or text is None:
         raise XlingError("train_sparse_language_module: give a language and text")
@@ -719,7 +718,7 @@ def train_sparse_language_module(
     with atomic_path(out) as tmp:
         tmp.mkdir(parents=True)
         save_file(tensors, str(tmp / SFT_FILE), metadata={"format": "xling-sft/1"})
-        (tmp / SFT_META).write_text(meta_json(meta), encoding="utf-8")
+        write_meta(tmp, meta, SFT_META)
     return out
 
 

@@ -606,7 +606,7 @@ def save_trained(model: torch.nn.Module, tokenizer, folder: Path, info: dict) ->
 def _write_module_meta(folder: Path, info: dict) -> None:
     """``xling_module.json`` (kind task), so ``xling modules`` knows the adapter, if that layer is present."""
     try:
-        from xling.modules.meta import META_FILE, ModuleMeta, meta_json
+        from xling.modules.meta import ModuleMeta, write_meta
     except ImportError:  # pragma: no cover - optional layer
         return
     try:
@@ -614,7 +614,7 @@ def _write_module_meta(folder: Path, info: dict) -> None:
                           language=info["language"], task=info["task"], data_hash=info["train_data_hash"],
                           metrics={"best_dev": info["best_dev"]},
                           extra={"head": HEAD_FILE, "labels": info["labels"], "task_type": info["task_type"]})
-        (folder / META_FILE).write_text(meta_json(meta), encoding="utf-8")
+        write_meta(folder, meta)  # records the checksums of the adapter and head written above
     except Exception:  # noqa: BLE001 - the module layer is another engineer's; never fail training on it
         return
 
@@ -669,6 +669,23 @@ def read_train_info(folder: str | Path) -> dict | None:
         raise XlingError(f"{p}: not valid JSON") from None
 
 
+def _check_module_weights(folder: Path) -> None:
+    """A module folder (``xling_module.json`` with checksums) whose weights were edited is a one-line error."""
+    from xling.io import checksum_problem
+
+    p = folder / "xling_module.json"
+    if not p.is_file():
+        return
+    try:
+        checksums = json.loads(p.read_text(encoding="utf-8")).get("checksums")
+    except (OSError, ValueError, AttributeError):
+        raise XlingError(f"{p}: not valid JSON") from None
+    problem = checksum_problem(folder, checksums if isinstance(checksums, dict) else None)
+    if problem is not None:
+        raise XlingError(f"module {folder}: {problem} in xling_module.json (edited or damaged since it was "
+                         f"written); train or compose it again")
+
+
 def load_trained(path: str | Path, device: str = "auto", dtype: str = "fp32") -> TrainedModel:
     """Load a folder written by :func:`train_task` (or any transformers folder with a task head)."""
     from transformers import AutoConfig, AutoTokenizer
@@ -684,6 +701,7 @@ def load_trained(path: str | Path, device: str = "auto", dtype: str = "fp32") ->
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
     info = read_train_info(folder) or {}
+    _check_module_weights(folder)
     if info.get("method") == "lora":
         from safetensors.torch import load_file
 

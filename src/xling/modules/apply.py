@@ -42,7 +42,7 @@ from xling.methods.compose import (
     validate,
 )
 from xling.modules.lora import LoraModule, LoraTarget, write_lora
-from xling.modules.meta import META_FILE, ModuleMeta, base_fingerprint, meta_json
+from xling.modules.meta import ModuleMeta, base_fingerprint, write_meta
 from xling.modules.sparse import SparseModule, is_sparse_module, param_key
 from xling.modules.weights import (
     ModelWeights,
@@ -455,8 +455,8 @@ def compose_to_lora(
         tmp.mkdir()
         write_lora(tmp, written, template_config=template, rank=final_rank,
                    base_model_name_or_path=base_name if base_name else template.get("base_model_name_or_path"))
-        (tmp / META_FILE).write_text(meta_json(meta), encoding="utf-8")
         notes += _carry_task_head(mods, tmp, recipe)
+        write_meta(tmp, meta)  # last: it records the checksums of the weights
     for m in mods:
         m.close()
     return ComposeOutcome(out=out, output="lora", method=method, inputs=[m.name for m in mods],

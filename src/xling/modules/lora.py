@@ -27,7 +27,7 @@ import torch
 
 from xling.errors import XlingError
 from xling.methods.compose import all_finite
-from xling.modules.meta import ModuleMeta, read_meta
+from xling.modules.meta import ModuleMeta, check_weights, read_meta
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
@@ -106,6 +106,7 @@ class LoraModule:
             raise XlingError(f"module {self.path} is a {self.config.get('peft_type')} adapter, not LoRA")
         _refuse(self.config, self.path)
         self.meta: ModuleMeta | None = read_meta(self.path)
+        check_weights(self.path, self.meta)
         self.name = name or (self.meta.name if self.meta and self.meta.name else self.path.name)
         self._handle = None
         self.targets: dict[str, LoraTarget] = self._scan(wpath)
@@ -286,7 +287,7 @@ def save_module(peft_model, folder: str | Path, meta: ModuleMeta, *, adapter_nam
     safetensors (e.g. the training-only LM head transform, ``lm_head.safetensors``).
     """
     from xling.io import atomic_path
-    from xling.modules.meta import META_FILE, meta_json
+    from xling.modules.meta import write_meta
 
     folder = Path(folder)
     with atomic_path(folder) as tmp:
@@ -296,10 +297,10 @@ def save_module(peft_model, folder: str | Path, meta: ModuleMeta, *, adapter_nam
             for p in src.iterdir():
                 p.rename(tmp / p.name)
             src.rmdir()
-        (tmp / META_FILE).write_text(meta_json(meta), encoding="utf-8")
         for fname, tensors in (extra_tensors or {}).items():
             from safetensors.torch import save_file
 
             save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / fname))
+        write_meta(tmp, meta)  # last: it records the checksums of the weights
         LoraModule(tmp)  # validate what was written
     return folder

@@ -12,6 +12,12 @@ this file. Fields:
 - ``data_hash``: hash of the training data; ``metrics``: free-form scores;
 - ``composition``: for composed modules, the recipe (inputs, method, weights,
   options, rank, per-target re-factorisation errors);
+- ``checksums``: ``{file name: sha256}`` of the folder's ``.safetensors`` files,
+  recorded by :func:`write_meta` (every writer of a module calls it last) and
+  checked by :func:`check_weights` wherever a module is read (LoRA and sparse
+  modules, ``load_trained``): edited or damaged weights are a one-line error
+  naming the folder. Modules written before checksums existed have none and load
+  unchecked;
 - ``created``, ``xling_version``, and ``extra`` for anything else.
 """
 
@@ -43,6 +49,7 @@ class ModuleMeta:
     created: str | None = None
     xling_version: str | None = None
     composition: dict[str, Any] | None = None
+    checksums: dict[str, str] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
@@ -103,3 +110,21 @@ def base_fingerprint(folder: str | Path) -> str:
     except (OSError, ValueError) as exc:
         raise XlingError(f"model folder {folder}: cannot read its config ({str(exc).splitlines()[0]})") from None
     return _fingerprint(folder, config)
+
+
+def write_meta(folder: str | Path, meta: ModuleMeta, filename: str = META_FILE) -> None:
+    """Write ``meta`` into ``folder`` with the checksums of the weights now there; call it after the weights."""
+    from xling.io import atomic_write_text, file_checksums
+
+    meta.checksums = file_checksums(folder) or None
+    atomic_write_text(Path(folder) / filename, meta_json(meta))
+
+
+def check_weights(folder: str | Path, meta: ModuleMeta | None, filename: str = META_FILE) -> None:
+    """Raise :class:`XlingError` when a weights file no longer matches the checksum in ``filename``."""
+    from xling.io import checksum_problem
+
+    problem = checksum_problem(folder, meta.checksums if meta is not None else None)
+    if problem is not None:
+        raise XlingError(f"module {folder}: {problem} in {filename} (edited or damaged since it was written); "
+                         f"train or compose it again")

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from xling.errors import XlingError
-from xling.modules.meta import ModuleMeta
+from xling.modules.meta import ModuleMeta, check_weights
 
 SFT_FILE = "sparse_diff.safetensors"
 SFT_META = "xling_sft.json"
@@ -50,6 +50,7 @@ class SparseModule:
                 self.meta = ModuleMeta.from_dict(json.loads(mpath.read_text(encoding="utf-8")), str(mpath))
             except (OSError, ValueError) as exc:
                 raise XlingError(f"{mpath} is not valid JSON ({exc})") from None
+        check_weights(self.path, self.meta, SFT_META)
         self.name = name or (self.meta.name if self.meta and self.meta.name else self.path.name)
         self.targets = {}
         try:

@@ -14,7 +14,7 @@ from pathlib import Path
 from xling.errors import XlingError
 from xling.io import atomic_path, cache_dir, sha256_file
 from xling.modules.lora import CONFIG_FILE, WEIGHTS_FILE, LoraModule
-from xling.modules.meta import META_FILE, ModuleMeta, meta_json
+from xling.modules.meta import META_FILE, ModuleMeta, write_meta
 from xling.modules.sparse import SFT_FILE, SFT_META, SparseModule, is_sparse_module, summarize_sparse
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
@@ -75,7 +75,7 @@ class ModuleStore:
                     shutil.copy2(f, tmp / f.name)
             if meta is not None:
                 meta.name = name
-                (tmp / meta_file).write_text(meta_json(meta), encoding="utf-8")
+                write_meta(tmp, meta, meta_file)
         return dst
 
     def remove(self, name: str) -> None:

@@ -192,9 +192,24 @@ def _reusable(folder: Path, key: str) -> bool:
     if not (f.is_file() and (folder / "adapter_model.safetensors").is_file()):
         return False
     try:
-        return json.loads(f.read_text(encoding="utf-8")).get("key") == key
-    except (OSError, ValueError):
+        if json.loads(f.read_text(encoding="utf-8")).get("key") != key:
+            return False
+    except (OSError, ValueError, AttributeError):
         return False
+    # OUT/modules is the resume cache of this recipe: a module whose weights no longer
+    # match the checksums in its xling_module.json is retrained (with a note), not used
+    from xling.io import checksum_problem, note
+
+    try:
+        checksums = json.loads((folder / "xling_module.json").read_text(encoding="utf-8")).get("checksums")
+    except (OSError, ValueError, AttributeError):
+        checksums, problem = None, "has an unreadable xling_module.json"
+    else:
+        problem = checksum_problem(folder, checksums if isinstance(checksums, dict) else None)
+    if problem is not None:
+        note(f"module {folder}: {problem}; retraining it")
+        return False
+    return True
 
 
 def _mark(folder: Path, key: str, recipe: dict) -> None:
@@ -380,6 +395,10 @@ def run_transfer(config: TransferConfig | None = None, *, task=None, **kwargs) -
         torch.set_num_threads(cfg.threads)
     t0 = time.perf_counter()
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    if cfg.store is not None:  # an unusable store fails now, not after the run
+        from xling.runs.store import ResultsStore
+
+        ResultsStore(cfg.store).check()
     task = load_task(task if task is not None else cfg.task)
     if task.type != "classification":
         raise XlingError(f"xling transfer runs classification tasks; {task.name} is {task.type}")
