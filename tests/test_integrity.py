@@ -343,3 +343,72 @@ def test_transfer_retrains_a_damaged_cached_module(modules, tmp_path, capsys):
     assert not _reusable(folder, "k1")
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"xling: note: module {folder}") and "retraining" in err[0]
+
+
+# ----------------------------------------------------------------------------- one run owns its output folder
+
+
+def _align_into(model_dir: str, layer: int, out: str, barrier, results) -> None:
+    """A child process: align with one layer into ``out``, all children writing at the same moment, slowly."""
+    import contextlib
+    import time as _time
+
+    import xling.io as xio
+
+    torch.set_num_threads(1)
+    real_lock, real_write = xio.output_lock, xio.atomic_write_text
+
+    @contextlib.contextmanager
+    def lock_after_barrier(path, **kw):
+        barrier.wait(timeout=120)  # every run has its results: they all start writing now
+        with real_lock(path, **kw) as p:
+            yield p
+
+    def slow_write(*a, **kw):
+        _time.sleep(0.15)  # widen the window in which another writer could interleave
+        real_write(*a, **kw)
+
+    xio.output_lock, xio.atomic_write_text = lock_after_barrier, slow_write
+    res = align(model=model_dir, corpus=_corpus(), layers=[layer], out=out, store=None, progress=False)
+    results.put((layer, res.run_id))
+
+
+def test_concurrent_align_runs_leave_one_runs_folder(tiny_model_dirs, tmp_path):
+    import csv
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")  # the children inherit the imported torch: seconds, not a re-import each
+    barrier, results = ctx.Barrier(3), ctx.Queue()
+    out = tmp_path / "out"
+    procs = [ctx.Process(target=_align_into, args=(str(tiny_model_dirs["bert"]), layer, str(out), barrier, results))
+             for layer in (1, 2, 3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(180)
+        assert p.exitcode == 0
+    run_ids = dict(results.get(timeout=5) for _ in procs)
+    run = json.loads((out / "run.json").read_text())
+    layer = run["layers"][0]
+    assert run["run_id"] == run_ids[layer]
+    assert f"<td>{run['run_id']}</td>" in (out / "report.html").read_text() or run["run_id"] in (
+        out / "report.html").read_text()
+    for other in set(run_ids.values()) - {run["run_id"]}:
+        assert other not in (out / "report.html").read_text()
+    with open(out / "alignment.csv", newline="") as f:
+        assert {int(r["layer"]) for r in csv.DictReader(f)} == {layer}
+    with open(out / "summary.csv", newline="") as f:
+        assert {int(r["best_layer"]) for r in csv.DictReader(f)} == {layer}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no temporaries left beside it
+
+
+def test_transfer_refuses_a_second_run_into_the_same_folder(tmp_path):
+    from xling.errors import XlingError
+    from xling.io import output_lock
+    from xling.runs.transfer import run_transfer
+
+    out = tmp_path / "transfer"
+    with output_lock(out):  # another run holds the folder
+        with pytest.raises(XlingError, match=f"another xling run is writing {out}"):
+            run_transfer(out=out, store=None, progress=False)
+    assert not out.exists()

@@ -149,6 +149,27 @@ def lock_for(target: str | os.PathLike) -> Path:
     return cache_dir("locks") / f"{Path(target).name[:40]}-{key}.lock"
 
 
+@contextlib.contextmanager
+def output_lock(out: str | os.PathLike, *, wait: bool = True) -> Iterator[Path]:
+    """One run at a time writes the output folder ``out`` (a lock from :func:`lock_for`).
+
+    Recipes that write their files one by one into ``--out`` (align, eval, predict,
+    transfer) hold it while writing, so concurrent runs never leave a folder mixing
+    one run's ``run.json`` with another's report: the folder holds the files of the
+    last run to finish. ``wait=False`` refuses at once with a one-line
+    :class:`~xling.errors.XlingError` when another run holds it (``xling transfer``
+    holds it for the whole run, because it trains modules inside ``--out``).
+    """
+    from xling.errors import XlingError
+
+    out = Path(out)
+    try:
+        with file_lock(lock_for(out), wait=wait):
+            yield out
+    except BlockingIOError:
+        raise XlingError(f"another xling run is writing {out}; wait for it to finish or choose another --out") from None
+
+
 # ----------------------------------------------------------------------------- folder manifests
 #
 # A folder written once and read many times (a converted model, a cached package tree)

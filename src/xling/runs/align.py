@@ -20,6 +20,7 @@ import json
 import sys
 import time
 import uuid
+import warnings
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -68,6 +69,11 @@ class AlignConfig:
             raise XlingError(f"unknown metric {unknown[0]} (available: {', '.join(sorted(METRICS))})")
         if not self.metrics:
             raise XlingError("no metrics selected")
+        from xling.methods.metrics import validate_options
+
+        validate_options(self.metrics, self.metric_options)  # option names and values, before any embedding
+        for message in unused_option_messages(self.metrics, self.metric_options):
+            warnings.warn(message, IgnoredOptionWarning, stacklevel=3)
         self.pivot = normalize_lang(self.pivot)
         if self.langs is not None:
             self.langs = [normalize_lang(x) for x in self.langs]
@@ -109,8 +115,30 @@ class AlignResult:
         return best_layer(self.rows, metric)
 
 
+class IgnoredOptionWarning(UserWarning):
+    """An option was given for a metric that is not selected; the run ignores it."""
+
+
+def unused_option_messages(metrics: list[str], options: dict[str, dict]) -> list[str]:
+    """One line per option given for a metric that is not selected (it would be silently ignored)."""
+    out = []
+    for metric, opts in options.items():
+        if metric not in metrics:
+            for key, value in opts.items():
+                shown = json.dumps(list(value) if isinstance(value, tuple) else value)
+                out.append(f"metric option {metric}.{key}={shown} is ignored: metric {metric} is not selected "
+                           f"(metrics: {', '.join(metrics)})")
+    return out
+
+
 def _lower_is_better(metric: str) -> bool:
-    return metric.startswith("xsim_err")
+    """Errors (xSIM) are better when lower; the metric registry says which outputs are."""
+    from xling.methods.metrics import higher_is_better
+
+    try:
+        return not higher_is_better(metric)
+    except KeyError:  # an output no registered metric produces (e.g. rows read from an old store)
+        return metric.startswith("xsim_err")
 
 
 def summarize(rows: list[dict]) -> list[dict]:
@@ -183,6 +211,10 @@ def align(config: AlignConfig | None = None, *, lm=None, corpus=None, **kwargs) 
     cfg = config if config is not None else AlignConfig(**kwargs)
     t0 = time.perf_counter()
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    if cfg.store is not None:  # an unusable store fails now, not after the run
+        from xling.runs.store import ResultsStore
+
+        ResultsStore(cfg.store).check()
 
     # Data first: corpus errors are cheap to find and need no model.
     if corpus is None:
@@ -197,6 +229,11 @@ def align(config: AlignConfig | None = None, *, lm=None, corpus=None, **kwargs) 
     others = [x for x in sub.langs if x != pivot]
     if not others:
         raise XlingError("choose at least one language besides the pivot")
+    from xling.data.selection import selection_note
+
+    note = selection_note(sub, cfg.max_sentences)
+    if note and cfg.progress:
+        print(f"xling: note: {note}", file=sys.stderr)
     t_data = time.perf_counter()
 
     if lm is None:
@@ -247,10 +284,14 @@ def align(config: AlignConfig | None = None, *, lm=None, corpus=None, **kwargs) 
             "corpus_meta": {k: v for k, v in sub.meta.items() if isinstance(v, (str, int, float))},
             "started": started, "device": str(lm.device), "dtype": str(lm.dtype).replace("torch.", ""),
             "torch": torch.__version__,
+            **({"corpus_selection": note} if note else {}),
         },
     )
     if cfg.out is not None:
-        write_outputs(result, Path(cfg.out))
+        from xling.io import output_lock
+
+        with output_lock(cfg.out):  # concurrent runs: the folder holds one run's files, never a mix
+            write_outputs(result, Path(cfg.out))
     if cfg.store is not None:
         save_to_store(result, Path(cfg.store))
     return result
@@ -321,15 +362,21 @@ def save_to_store(result: AlignResult, path: Path) -> None:
 
 
 def format_summary(result: AlignResult, limit: int | None = None) -> str:
-    """A terminal table: one line per language, sorted by mean MEXA."""
+    """A terminal table: one line per language, best first by mean MEXA (or the first metric).
+
+    For an error metric (xSIM: lower is better) the best value over layers is the
+    minimum, labelled ``min``, and the best languages are those with the lowest mean.
+    """
     from xling.data.langcodes import lang_name
 
     summ = {(s["lang"], s["metric"]): s for s in result.summary()}
     metrics = result.metrics()
     main = "mexa" if "mexa" in metrics else metrics[0]
-    langs = sorted(result.langs, key=lambda lang: -summ[(lang, main)]["mean"])
+    lower = _lower_is_better(main)
+    langs = sorted(result.langs, key=lambda lang: (1 if lower else -1) * summ[(lang, main)]["mean"])
     extra = [m for m in ("retrieval_p2l@1", "xsim_err_p2l", "bitext_f1", "cka", "anc") if m in metrics and m != main]
-    head = ["lang", "name", f"{main} mean", f"{main} max", "best layer"] + [f"{m}@best" for m in extra]
+    best = "min" if lower else "max"
+    head = ["lang", "name", f"{main} mean", f"{main} {best}", "best layer"] + [f"{m}@best" for m in extra]
     lines = []
     for lang in langs[:limit]:
         s = summ[(lang, main)]
@@ -345,6 +392,9 @@ def format_summary(result: AlignResult, limit: int | None = None) -> str:
     text.append("")
     text.append(
         f"{result.model} on {result.corpus}: {len(result.langs)} languages x {result.n_sentences} sentences, "
-        f"pivot {result.pivot}, pooling {result.pooling}; best layer by mean {main}: {layer} ({value:.3f})"
+        f"pivot {result.pivot}, pooling {result.pooling}; best layer by mean {main}"
+        f"{' (an error: lower is better)' if lower else ''}: {layer} ({value:.3f})"
     )
+    if result.meta.get("corpus_selection"):
+        text.append(f"note: {result.meta['corpus_selection']}")
     return "\n".join(text)

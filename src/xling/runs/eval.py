@@ -205,22 +205,62 @@ def prediction_problem(task_type: str, labels, examples, preds) -> str | None:
 # ----------------------------------------------------------------------------- model handle
 
 
+def check_model(cfg: EvalConfig):
+    """Check ``--model`` before the task is loaded (building a task may take many minutes).
+
+    Zero-shot: the decoder's config and tokenizer are loaded (returned, lazily, for the
+    evaluation). Trained: the folder exists and holds a readable config or
+    ``xling_train.json`` and a task head. Problems are one-line :class:`XlingError`.
+    """
+    if cfg.zero_shot:
+        from xling.models.loading import load_model
+
+        lm = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device, quiet=True, lazy=True)
+        if not lm.is_decoder:
+            raise XlingError(
+                f"--zero-shot scores labels by log-likelihood and needs a decoder LLM; {cfg.model} is an encoder")
+        return lm
+    from xling.methods.train import _type_from_arch, read_train_info
+
+    folder = Path(cfg.model).expanduser()
+    if not folder.is_dir():
+        raise XlingError(
+            f"trained model not found: {folder} (train one with xling train, or pass --zero-shot with a decoder)")
+    info = read_train_info(folder) or {}
+    if info.get("method") in ("lora", "merged"):
+        if not isinstance(info.get("labels"), list) or not info.get("task_type"):
+            raise XlingError(f"{folder}/xling_train.json: no task_type or labels; train the model again")
+        return None
+    if not (folder / "config.json").is_file():
+        mark = next((m for m in ("xling_module.json", "adapter_config.json", "xling_sft.json") if (folder / m).is_file()),
+                    None)
+        if mark:
+            raise XlingError(f"{folder} is a module without a task head ({mark}, no xling_train.json): train a task "
+                             f"module on it (xling train-module --kind task --language-module {folder}) and evaluate that")
+        raise XlingError(f"{folder}: no config.json (not a model folder; train one with xling train)")
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(folder)
+    except Exception as exc:  # noqa: BLE001 - any unreadable config is the user's file
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise XlingError(f"{folder}/config.json: cannot be read ({type(exc).__name__}: {first})") from None
+    if not (info.get("task_type") or _type_from_arch(config)):
+        raise XlingError(f"{folder}: not a task model (no task head; train one with xling train, or use --zero-shot)")
+    return None
+
+
 class _Model:
     """The model side of an evaluation, loaded only when a language is not cached."""
 
-    def __init__(self, cfg: EvalConfig, task):
+    def __init__(self, cfg: EvalConfig, task, lm=None):
         from xling.methods.train import _folder_fingerprint, read_train_info
 
         self.cfg = cfg
         self.task = task
         self._loaded = None
         if cfg.zero_shot:
-            from xling.models.loading import load_model
-
-            self.lm = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device, quiet=True, lazy=True)
-            if not self.lm.is_decoder:
-                raise XlingError(
-                    f"--zero-shot scores labels by log-likelihood and needs a decoder LLM; {cfg.model} is an encoder")
+            self.lm = lm if lm is not None else check_model(cfg)
             self.info = {}
             self.fingerprint = self.lm.fingerprint
             self.name = cfg.model
@@ -309,12 +349,17 @@ def evaluate(config: EvalConfig | None = None, *, task=None, **kwargs) -> EvalRe
         torch.set_num_threads(cfg.threads)
     t0 = time.perf_counter()
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    if cfg.store is not None:  # an unusable store fails now, not after the run
+        from xling.runs.store import ResultsStore
+
+        ResultsStore(cfg.store).check()
+    lm = check_model(cfg)  # before the task: a wrong --model must not wait for a task build
     task = task if task is not None else load_task(cfg.task, **cfg.task_options)
     table = task.data.get(cfg.split) or {}
     if not table:
         raise XlingError(f"task {task.name} has no {cfg.split} split")
     t_data = time.perf_counter()
-    handle = _Model(cfg, task)
+    handle = _Model(cfg, task, lm)
     source = cfg.source_lang or handle.info.get("language") or task.source_lang
     try:
         source = task.resolve_lang(source, cfg.split)
@@ -383,7 +428,10 @@ def evaluate(config: EvalConfig | None = None, *, task=None, **kwargs) -> EvalRe
     )
     store_align = _alignment_for(result, Path(cfg.store)) if cfg.store is not None else None
     if cfg.out is not None:
-        write_outputs(result, Path(cfg.out), cfg, store_align)
+        from xling.io import output_lock
+
+        with output_lock(cfg.out):  # concurrent runs: the folder holds one run's files, never a mix
+            write_outputs(result, Path(cfg.out), cfg, store_align)
     if cfg.store is not None:
         save_to_store(result, Path(cfg.store), cfg)
     return result
@@ -708,8 +756,7 @@ def cmd_eval(args) -> int:
         threads=args.threads, out=args.out, store=None if args.store.lower() == "none" else args.store, cache=not args.no_cache,
         progress=not args.quiet,
     )
-    task = _load_task_cli(args)
-    result = evaluate(cfg, task=task)
+    result = evaluate(cfg)  # checks --model (and the store) before it loads the task
     print(format_summary(result))
     print(f"wrote {args.out}/report.html, scores.csv, per_language.csv"
           + ("" if cfg.store is None else f"; results store {cfg.store} (run {result.run_id})"))

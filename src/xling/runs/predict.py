@@ -81,7 +81,12 @@ def _read_csv(path: str | Path) -> list[dict]:
     from xling.data.readers import read_text
 
     text = read_text(path)
-    rows = list(csv.DictReader(io.StringIO(text)))
+    reader = csv.DictReader(io.StringIO(text))
+    try:
+        rows = list(reader)
+    except csv.Error as exc:
+        detail = "a line break inside an unquoted field" if "new-line" in str(exc) else str(exc)
+        raise XlingError(f"{path}:{reader.line_num + 1}: malformed CSV ({detail})") from None
     if not rows:
         raise XlingError(f"{path}: no rows")
     return rows
@@ -243,7 +248,10 @@ def predict(config: PredictConfig | None = None, *, alignment=None, scores=None,
                            {"started": started, "excluded": sorted(exclude),
                             "only_scores": sorted(set(scores) - set(alignment))})
     if cfg.out is not None:
-        write_outputs(result, Path(cfg.out), cfg)
+        from xling.io import output_lock
+
+        with output_lock(cfg.out):  # concurrent runs: the folder holds one run's files, never a mix
+            write_outputs(result, Path(cfg.out), cfg)
     if cfg.store is not None and cfg.write_store:
         save_to_store(result, Path(cfg.store), cfg)
     return result

@@ -383,14 +383,26 @@ class _Bench:
 
 
 def run_transfer(config: TransferConfig | None = None, *, task=None, **kwargs) -> TransferResult:
-    """Run the modular transfer experiment; see the module docstring."""
+    """Run the modular transfer experiment; see the module docstring.
+
+    The run owns ``--out`` (where it trains and reuses its modules) from start to
+    end: a second run into the same folder is refused with one line.
+    """
+    from xling.io import output_lock
+
+    cfg = config if config is not None else TransferConfig(**kwargs)
+    with output_lock(cfg.out, wait=False):
+        return _run_transfer(cfg, task)
+
+
+def _run_transfer(config: TransferConfig, task) -> TransferResult:
     import torch
 
     from xling.runs.eval import PredictionCache, prediction_problem
     from xling.tasks.metrics import main_metric, task_metrics
     from xling.tasks.registry import load_task
 
-    cfg = config if config is not None else TransferConfig(**kwargs)
+    cfg = config
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     t0 = time.perf_counter()
