@@ -74,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto (mean for encoders, weighted-mean for decoders), mean, mean-nospecial, weighted-mean, last, cls")
     a.add_argument("--metrics", default=None, help="comma-separated metrics (default: mexa,retrieval,xsim,bitext_f1,cka,anc)")
     a.add_argument("--metric-option", action="append", metavar="METRIC.OPTION=VALUE",
-                   help="e.g. xsim.k=8, retrieval.ks=[1,10], anc.signed=true (repeatable)")
+                   help="e.g. xsim.k=8, retrieval.ks=[1,10], xsim.candidates=all (repeatable; "
+                        "'xling metrics' lists every option and its default)")
     a.add_argument("--max-sentences", type=int, default=200, help="sentences per language (default 200; 0 = all)")
     a.add_argument("--batch-size", type=int, default=32)
     a.add_argument("--max-length", type=int, default=512, help="truncate sentences to this many tokens")
@@ -117,17 +118,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_align(args) -> int:
-    from xling.runs.align import AlignConfig, align, format_summary
+    import warnings
 
-    cfg = AlignConfig(
-        model=args.model, data=args.data, langs=_csv_list(args.langs), pivot=args.pivot, layers=args.layers,
-        pooling=args.pooling, metrics=_csv_list(args.metrics) or AlignConfig().metrics,
-        metric_options=_metric_options(args.metric_option),
-        max_sentences=args.max_sentences or None, batch_size=args.batch_size, max_length=args.max_length,
-        prefix=args.prefix, device=args.device, dtype=args.dtype, out=args.out,
-        store=None if args.store.lower() == "none" else args.store, cache=not args.no_cache,
-        progress=not args.quiet,
-    )
+    from xling.runs.align import DEFAULT_METRICS, AlignConfig, IgnoredOptionWarning, align, format_summary
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", IgnoredOptionWarning)
+        cfg = AlignConfig(
+            model=args.model, data=args.data, langs=_csv_list(args.langs), pivot=args.pivot, layers=args.layers,
+            pooling=args.pooling, metrics=_csv_list(args.metrics) or list(DEFAULT_METRICS),
+            metric_options=_metric_options(args.metric_option),
+            max_sentences=args.max_sentences or None, batch_size=args.batch_size, max_length=args.max_length,
+            prefix=args.prefix, device=args.device, dtype=args.dtype, out=args.out,
+            store=None if args.store.lower() == "none" else args.store, cache=not args.no_cache,
+            progress=not args.quiet,
+        )
+    for w in caught:
+        if issubclass(w.category, IgnoredOptionWarning):
+            print(f"xling: warning: {w.message}", file=sys.stderr)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     result = align(cfg)
     print(format_summary(result))
     print(f"wrote {args.out}/report.html, alignment.csv, summary.csv"
@@ -149,11 +159,18 @@ def cmd_metrics(args) -> int:
 def cmd_corpus(args) -> int:
     from xling.data.langcodes import lang_name
     from xling.data.readers import load_corpus
+    from xling.data.selection import selection_note
 
     corpus = load_corpus(args.data, langs=_csv_list(args.langs))
     print(f"{corpus.name}: {len(corpus.langs)} languages x {len(corpus)} sentences")
+    note = selection_note(corpus)
+    if note:
+        print(f"note: {note}")
     for lang in corpus.langs:
         print(f"  {lang:10s} {lang_name(lang)}")
+    other = corpus.meta.get("other_langs")
+    if other:
+        print(f"  also available with --langs (fewer shared sentences): {', '.join(other)}")
     for i in range(min(args.show, len(corpus))):
         print(f"--- {i + 1}")
         for lang in corpus.langs:

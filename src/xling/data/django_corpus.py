@@ -564,27 +564,39 @@ def django_corpus(
                 raise XlingError(f"language {code} ({norm}) is not in the built-in django corpus; it has: {have}")
             if match not in chosen:
                 chosen.append(match)
-    # Catalog order clusters similar messages (dozens of language names first, then
-    # form errors, ...), so "the first N sentences" would be an unrepresentative
-    # sample. A fixed hash order mixes them and stays deterministic.
-    rows = sorted(_rows(data, chosen), key=lambda k: hashlib.sha256(k.encode("utf-8")).hexdigest())
-    if max_sentences is not None:
-        rows = rows[: int(max_sentences)]
+    rows = _ordered_rows(data, chosen, max_sentences)
     if not rows:
         raise XlingError(f"the built-in django corpus has no message translated in all of: {', '.join(chosen)}")
     sentences = {PIVOT: [data["english"][k] for k in rows]}
     for lang in chosen:
         if lang != PIVOT:
             sentences[lang] = [data["langs"][lang][k] for k in rows]
-    ids = [k.replace(_CTX_SEP, "|") if not k.startswith(_CTX_SEP) else k[1:] for k in rows]
     meta = {
         "source": f"django {data['django']}",
         "catalogs": data["catalogs"],
         "locales": {lang: data["sources"].get(lang, ["en"]) for lang in sorted(chosen) if lang != PIVOT},
-        "ids": ids,
+        "ids": _ids(rows),
         "dropped_empty": 0,
     }
+    default = chosen if langs is None else default_languages(min_sentences=min_sentences, data=data)
+    if langs is not None and set(chosen) != set(default):
+        # what the default selection holds, so callers can say the sentence set changed (xling.data.selection)
+        meta["default_selection"] = {"langs": len(default), "ids": _ids(_ordered_rows(data, default, max_sentences))}
+    if langs is None:
+        meta["other_langs"] = sorted(set(data["langs"]) - set(chosen))
     return ParallelCorpus("django", sentences, meta)
+
+
+def _ordered_rows(data: dict, langs: list[str], max_sentences: int | None) -> list[str]:
+    # Catalog order clusters similar messages (dozens of language names first, then
+    # form errors, ...), so "the first N sentences" would be an unrepresentative
+    # sample. A fixed hash order mixes them and stays deterministic.
+    rows = sorted(_rows(data, langs), key=lambda k: hashlib.sha256(k.encode("utf-8")).hexdigest())
+    return rows if max_sentences is None else rows[: int(max_sentences)]
+
+
+def _ids(rows: list[str]) -> list[str]:
+    return [k.replace(_CTX_SEP, "|") if not k.startswith(_CTX_SEP) else k[1:] for k in rows]
 
 
 def _resolve(data: dict, norm: str) -> str | None:

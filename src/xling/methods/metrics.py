@@ -57,6 +57,7 @@ __all__ = [
     "higher_is_better",
     "register_metric",
     "resolve_options",
+    "validate_options",
 ]
 
 TIE_RULES = ("strict", "first")
@@ -268,6 +269,22 @@ def resolve_options(name: str, opts: Mapping[str, Any] | None) -> dict[str, Any]
         known = ", ".join(sorted(metric.defaults)) or "none"
         raise XlingError(f"metric {name!r}: unknown option {unknown[0]!r} (known options: {known})")
     return {**metric.defaults, **opts}
+
+
+def validate_options(names: Iterable[str], options: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+    """Check metric names, option names and option *values* before any real work.
+
+    Option values are checked by the metric functions themselves, so each metric
+    named in ``names`` or ``options`` runs once on a tiny fixed pair (1 layer, 4
+    sentences, 3 dimensions): a bad value (``xsim.candidates=nearest``) raises
+    :class:`XlingError` now instead of after the embeddings are computed.
+    """
+    names = [names] if isinstance(names, str) else list(names)
+    options = dict(options or {})
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(1, 4, 3, generator=g, dtype=torch.float64)
+    Y = X + 0.1 * torch.randn(1, 4, 3, generator=g, dtype=torch.float64)
+    compute_metrics(PairEmbeddings(X, Y), list(dict.fromkeys([*names, *options])), options)
 
 
 def higher_is_better(output: str) -> bool:
