@@ -211,6 +211,10 @@ def align(config: AlignConfig | None = None, *, lm=None, corpus=None, **kwargs) 
     cfg = config if config is not None else AlignConfig(**kwargs)
     t0 = time.perf_counter()
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    if cfg.store is not None:  # an unusable store fails now, not after the run
+        from xling.runs.store import ResultsStore
+
+        ResultsStore(cfg.store).check()
 
     # Data first: corpus errors are cheap to find and need no model.
     if corpus is None:
@@ -284,7 +288,10 @@ def align(config: AlignConfig | None = None, *, lm=None, corpus=None, **kwargs) 
         },
     )
     if cfg.out is not None:
-        write_outputs(result, Path(cfg.out))
+        from xling.io import output_lock
+
+        with output_lock(cfg.out):  # concurrent runs: the folder holds one run's files, never a mix
+            write_outputs(result, Path(cfg.out))
     if cfg.store is not None:
         save_to_store(result, Path(cfg.store))
     return result
