@@ -412,3 +412,53 @@ def test_transfer_refuses_a_second_run_into_the_same_folder(tmp_path):
         with pytest.raises(XlingError, match=f"another xling run is writing {out}"):
             run_transfer(out=out, store=None, progress=False)
     assert not out.exists()
+
+
+def test_concurrent_first_use_of_the_libreoffice_cache(monkeypatch):
+    """Four threads fetch the same package at once: one download, one unpack, every caller sees the whole tree."""
+    import shutil
+    import subprocess
+    import threading
+    import time as _time
+
+    from xling.data import libreoffice as lo
+
+    calls = []
+    monkeypatch.setattr(shutil, "which", lambda name: f"/usr/bin/{name}")
+
+    def fake_run(cmd, cwd=None, **kw):  # no network, no dpkg: write what they would, slowly
+        calls.append(cmd[1])
+        _time.sleep(0.1)
+        if cmd[1] == "download":
+            Path(cwd, f"{cmd[2]}_7.4_all.deb").write_bytes(b"deb")
+        else:
+            dest = Path(cmd[3])
+            for i in range(20):
+                (dest / "usr" / "share" / f"d{i}").mkdir(parents=True)
+                (dest / "usr" / "share" / f"d{i}" / "page.xhp").write_text("x")
+                _time.sleep(0.005)
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    roots, errors = [], []
+    barrier = threading.Barrier(4)
+
+    def fetch():
+        try:
+            barrier.wait(timeout=10)
+            root = lo.fetch_package("libreoffice-help-de")
+            roots.append(len(list(root.rglob("page.xhp"))))
+        except BaseException as e:  # noqa: BLE001 - the failure being tested
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=fetch) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert errors == []
+    assert roots == [20] * 4
+    assert sorted(calls) == ["-x", "download"]
+    debs = cache_dir("debian", "debs")
+    assert [p.name for p in debs.iterdir()] == ["libreoffice-help-de_7.4_all.deb"]
+    assert [p.name for p in cache_dir("debian", "root").iterdir()] == ["libreoffice-help-de"]

@@ -35,10 +35,12 @@ Packages are fetched with ``apt-get download`` into
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import struct
 import subprocess
+import tempfile
 from functools import lru_cache
 from html.parser import HTMLParser
 from pathlib import Path
@@ -47,7 +49,7 @@ from typing import Sequence
 from xling.data.corpus import ParallelCorpus
 from xling.data.langcodes import normalize_lang
 from xling.errors import XlingError
-from xling.io import atomic_write_text, cache_dir
+from xling.io import atomic_path, atomic_write_text, cache_dir, file_lock, lock_for
 
 #: Bump when help/ui parsing changes: part of the cache key.
 PARSER_VERSION = 3
@@ -377,31 +379,39 @@ def fetch_package(pkg: str) -> Path:
     Cached: the ``.deb`` in ``cache_dir("debian", "debs")``, the files under
     ``cache_dir("debian", "root") / pkg``. Raises :class:`XlingError` when
     apt-get or dpkg is missing or the package does not exist.
+
+    Safe under concurrent first use: one process at a time fetches a package (a
+    file lock), the ``.deb`` is downloaded into a private folder and renamed into
+    the cache, and the tree is unpacked into a temporary folder renamed into place,
+    so no reader sees a partial download or a half-unpacked tree.
     """
     debs = cache_dir("debian", "debs")
-    have = sorted(debs.glob(f"{pkg}_*.deb"))
-    if not have:
-        apt = _tool("apt-get")
-        res = subprocess.run([apt, "download", pkg], cwd=debs, capture_output=True, text=True)
-        have = sorted(debs.glob(f"{pkg}_*.deb"))
-        if res.returncode != 0 or not have:
-            err = " ".join((res.stderr or res.stdout or "").split())
-            if "Unable to locate" in err or "has no installation candidate" in err or "No packages found" in err:
-                raise XlingError(f"Debian package {pkg} not found (is the language available? run apt-get update)")
-            raise XlingError(f"apt-get download {pkg} failed: {err[:300]}")
-    deb = have[-1]
     root = cache_dir("debian", "root") / pkg
-    stamp = root / ".xling-extracted"
-    if not (stamp.exists() and stamp.read_text().strip() == deb.name):
-        dpkg = _tool("dpkg")
-        if root.exists():
-            shutil.rmtree(root)
-        root.mkdir(parents=True)
-        res = subprocess.run([dpkg, "-x", str(deb), str(root)], capture_output=True, text=True)
-        if res.returncode != 0:
-            shutil.rmtree(root, ignore_errors=True)
-            raise XlingError(f"dpkg -x {deb.name} failed: {' '.join(res.stderr.split())[:300]}")
-        stamp.write_text(deb.name + "\n")
+    with file_lock(lock_for(root)):
+        have = sorted(debs.glob(f"{pkg}_*.deb"))
+        if not have:
+            apt = _tool("apt-get")
+            with tempfile.TemporaryDirectory(prefix=f".{pkg}.", dir=debs) as tmp:
+                res = subprocess.run([apt, "download", pkg], cwd=tmp, capture_output=True, text=True)
+                got = sorted(Path(tmp).glob(f"{pkg}_*.deb"))
+                if res.returncode != 0 or not got:
+                    err = " ".join((res.stderr or res.stdout or "").split())
+                    if "Unable to locate" in err or "has no installation candidate" in err or "No packages found" in err:
+                        raise XlingError(f"Debian package {pkg} not found (is the language available? run apt-get update)")
+                    raise XlingError(f"apt-get download {pkg} failed: {err[:300]}")
+                for f in got:
+                    os.replace(f, debs / f.name)
+            have = sorted(debs.glob(f"{pkg}_*.deb"))
+        deb = have[-1]
+        stamp = root / ".xling-extracted"
+        if not (stamp.is_file() and stamp.read_text().strip() == deb.name):
+            dpkg = _tool("dpkg")
+            with atomic_path(root) as tmp:
+                tmp.mkdir()
+                res = subprocess.run([dpkg, "-x", str(deb), str(tmp)], capture_output=True, text=True)
+                if res.returncode != 0:
+                    raise XlingError(f"dpkg -x {deb.name} failed: {' '.join(res.stderr.split())[:300]}")
+                (tmp / stamp.name).write_text(deb.name + "\n")
     return root
 
 
