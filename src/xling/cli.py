@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--prefix", default="", help="text prepended to every sentence (e.g. 'query: ' for E5 models)")
     a.add_argument("--out", default="xling-out/align", help="output folder (default xling-out/align)")
     a.add_argument("--store", default=str(DEFAULT_STORE), help="results store (SQLite); 'none' to skip")
-    a.add_argument("--no-cache", action="store_true", help="recompute embeddings instead of reading the cache")
+    a.add_argument("--no-cache", action="store_true", help="recompute embeddings and write them over their cache entries")
     a.add_argument("--quiet", action="store_true", help="no progress bar")
     a.set_defaults(func=cmd_align)
 

@@ -716,7 +716,7 @@ def add_eval_parsers(sub) -> None:
     e.add_argument("--normalize", default="mean", choices=["mean", "sum"], help="zero-shot: mean or summed token log-prob")
     e.add_argument("--out", default="xling-out/eval")
     e.add_argument("--store", default=str(DEFAULT_STORE), help="results store (SQLite); 'none' to skip")
-    e.add_argument("--no-cache", action="store_true", help="recompute predictions instead of reading the cache")
+    e.add_argument("--no-cache", action="store_true", help="recompute predictions and write them over their cache entries")
     e.add_argument("--quiet", action="store_true")
     e.set_defaults(func=cmd_eval)
 

@@ -697,7 +697,7 @@ def add_transfer_parser(sub) -> None:
     p.add_argument("--out", default=DEFAULT_OUT)
     p.add_argument("--modules-dir", default=None, help="where modules are kept (default OUT/modules)")
     p.add_argument("--store", default=str(DEFAULT_STORE), help="results store (SQLite); 'none' to skip")
-    p.add_argument("--no-cache", action="store_true", help="retrain every module and recompute every prediction")
+    p.add_argument("--no-cache", action="store_true", help="retrain every module and recompute every prediction, overwriting the cached ones")
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
     p.add_argument("--threads", type=int, default=None)
