@@ -38,8 +38,37 @@ def _exit_now(signum=None, frame=None) -> None:
         os._exit(_EXIT_INTERRUPTED)
 
 
+def _in_import(frame) -> bool:
+    """Whether Python is importing a module: a C++ extension's initialisation may be on the stack."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
+
+
 def _first_interrupt(signum, frame) -> None:
+    """Raise KeyboardInterrupt, but never inside an import.
+
+    An exception raised while an extension module initialises (torch's pybind11
+    code calls back into Python) aborts the process ("terminate called after
+    throwing pybind11::error_already_set"), so during an import the interrupt is
+    held and raised as soon as the import is over (checked every 20 ms).
+    """
+    if _in_import(frame) and hasattr(signal, "setitimer"):
+        signal.signal(signal.SIGINT, _exit_now)  # a second Ctrl-C leaves at once
+        signal.signal(signal.SIGALRM, _held_interrupt)
+        signal.setitimer(signal.ITIMER_REAL, 0.02)
+        return
     signal.signal(signal.SIGINT, _exit_now)  # a second Ctrl-C does not wait for the clean-up
+    raise KeyboardInterrupt
+
+
+def _held_interrupt(signum, frame) -> None:
+    if _in_import(frame):
+        signal.setitimer(signal.ITIMER_REAL, 0.02)
+        return
+    signal.signal(signal.SIGALRM, signal.SIG_DFL)
     raise KeyboardInterrupt
 
 
@@ -51,6 +80,8 @@ def main() -> int:
         rc = cli_main()
     except KeyboardInterrupt:  # before or after cli.main's own handler (imports, start-up)
         signal.signal(signal.SIGINT, _exit_now)
+        if hasattr(signal, "setitimer"):
+            signal.setitimer(signal.ITIMER_REAL, 0)
         print(_message(), file=sys.stderr)
         rc = _EXIT_INTERRUPTED
     except BrokenPipeError:  # ``xling corpus --show 9 | head``: the reader left, nothing to report
@@ -60,6 +91,8 @@ def main() -> int:
             pass
         rc = 141  # 128 + SIGPIPE, as a shell reports it
     signal.signal(signal.SIGINT, _exit_now)  # an interrupt during shutdown: no traceback either
+    if hasattr(signal, "setitimer"):
+        signal.setitimer(signal.ITIMER_REAL, 0)
     return rc
 
 

@@ -139,10 +139,21 @@ def hash_file_ends(h, path: Path) -> None:
             h.update(fh.read())
 
 
+def _refuse_module_folder(path: Path) -> None:
+    """A language/task module (LoRA, LT-SFT) where a full model is expected: say so, and what to do."""
+    marks = [m for m in ("xling_module.json", "adapter_config.json", "xling_sft.json") if (path / m).is_file()]
+    if marks and not (path / "config.json").is_file():
+        raise XlingError(
+            f"{path} is a module ({marks[0]}), not a full model: xling eval --model reads task modules and "
+            f"compositions; to use it here, merge it into its base: xling compose {path} --base BASE --as merged "
+            f"--out DIR, then pass --model DIR")
+
+
 def _local_folder(name: str, revision: str | None) -> Path:
     """Return a folder holding ``name``: itself if local, else the hub cache (offline-first)."""
     path = Path(name).expanduser()
     if path.exists():
+        _refuse_module_folder(path)
         if not (path / "config.json").is_file():
             raise XlingError(f"model folder {path} has no config.json")
         return path

@@ -15,10 +15,11 @@ Tables
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
-from contextlib import closing
+from contextlib import closing, contextmanager
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 from xling.errors import XlingError
 
@@ -46,22 +47,83 @@ DEFAULT_STORE = Path("xling-out") / "results.sqlite"
 ALIGN_COLUMNS = ("model", "corpus", "lang", "layer", "pooling", "metric", "value")
 
 
+#: Columns of each table, as :data:`SCHEMA` creates them; a store with other columns is not ours.
+TABLE_COLUMNS = {
+    "runs": ("run_id", "command", "model", "model_fingerprint", "corpus", "corpus_fingerprint", "config", "started",
+             "finished", "xling_version"),
+    "alignment": ("run_id", "model", "corpus", "lang", "layer", "pooling", "metric", "value"),
+    "task_scores": ("run_id", "model", "task", "lang", "split", "metric", "value"),
+}
+
+_ELSEWHERE = "pass --store with another path, or --store none"
+
+
+def _why(exc: sqlite3.DatabaseError) -> str:
+    if "locked" in str(exc):
+        return f"is in use by another process ({exc})"
+    return f"is damaged or not an SQLite file ({exc})"
+
+
 class ResultsStore:
     def __init__(self, path: str | Path):
         self.path = Path(path)
 
+    def _unusable(self, why: str) -> XlingError:
+        return XlingError(f"results store {self.path} {why}; {_ELSEWHERE}")
+
+    @contextmanager
+    def _db(self, write: bool = False) -> Iterator[sqlite3.Connection]:
+        """A connection to the checked store; SQLite errors (a damaged file) become one line."""
+        try:
+            with closing(self._connect()) as con:
+                if write:
+                    with con:
+                        yield con
+                else:
+                    yield con
+        except (sqlite3.IntegrityError, sqlite3.ProgrammingError):
+            raise  # our own mistake, not the file's
+        except sqlite3.DatabaseError as exc:
+            raise self._unusable(_why(exc)) from None
+
     def _connect(self) -> sqlite3.Connection:
+        if self.path.is_dir():
+            raise self._unusable("is a folder")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             con = sqlite3.connect(self.path)
-            con.executescript(SCHEMA)
         except sqlite3.DatabaseError as exc:
-            raise XlingError(f"results store {self.path} is not a usable SQLite file ({exc})") from None
+            raise self._unusable(f"cannot be opened ({exc})") from None
+        try:
+            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if tables and not tables & set(TABLE_COLUMNS):
+                raise self._unusable(f"was not written by xling (it holds tables {', '.join(sorted(tables)[:5])})")
+            for table, want in TABLE_COLUMNS.items():
+                if table not in tables:
+                    continue
+                have = tuple(r[1] for r in con.execute(f"PRAGMA table_info({table})"))
+                if have != want:
+                    missing = [c for c in want if c not in have]
+                    detail = f"lacks column {missing[0]!r}" if missing else f"has columns {', '.join(have)}"
+                    raise self._unusable(f"was not written by xling (its table {table} {detail})")
+            con.executescript(SCHEMA)  # checked first: never add tables to someone else's database
+        except sqlite3.DatabaseError as exc:
+            con.close()
+            raise self._unusable(_why(exc)) from None
+        except XlingError:
+            con.close()
+            raise
         return con
+
+    def check(self) -> None:
+        """Fail now, before any work, if the store exists but cannot be used; creates nothing."""
+        if os.path.lexists(self.path):
+            with self._db():
+                pass
 
     def add_run(self, run: dict, alignment: Iterable[dict] = (), task_scores: Iterable[dict] = ()) -> None:
         """Insert a run and its rows in one transaction (all or nothing)."""
-        with closing(self._connect()) as con, con:
+        with self._db(write=True) as con:
             con.execute(
                 "INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?,?,?)",
                 (
@@ -84,14 +146,21 @@ class ResultsStore:
     def runs(self, command: str | None = None) -> list[dict]:
         if not self.path.is_file():
             return []
-        with closing(self._connect()) as con:
+        with self._db() as con:
             con.row_factory = sqlite3.Row
             q = "SELECT * FROM runs" + (" WHERE command = ?" if command else "") + " ORDER BY started"
             rows = con.execute(q, (command,) if command else ()).fetchall()
-        return [dict(r) | {"config": json.loads(r["config"] or "{}")} for r in rows]
+        out = []
+        for r in rows:
+            try:
+                config = json.loads(r["config"] or "{}")
+            except (ValueError, RecursionError):
+                raise self._unusable(f"holds run {r['run_id']!r} with an unreadable config") from None
+            out.append(dict(r) | {"config": config})
+        return out
 
     def alignment(self, run_id: str) -> list[dict]:
-        with closing(self._connect()) as con:
+        with self._db() as con:
             con.row_factory = sqlite3.Row
             rows = con.execute(
                 "SELECT model, corpus, lang, layer, pooling, metric, value FROM alignment WHERE run_id = ? "
@@ -101,7 +170,7 @@ class ResultsStore:
         return [dict(r) for r in rows]
 
     def task_scores(self, run_id: str) -> list[dict]:
-        with closing(self._connect()) as con:
+        with self._db() as con:
             con.row_factory = sqlite3.Row
             rows = con.execute("SELECT * FROM task_scores WHERE run_id = ? ORDER BY rowid", (run_id,)).fetchall()
         return [dict(r) for r in rows]

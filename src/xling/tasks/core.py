@@ -151,9 +151,10 @@ class Task:
         }
 
     @classmethod
-    def from_json(cls, obj: dict) -> "Task":
-        if obj.get("format") != "xling-task/1":
-            raise XlingError("not an xling task file (format xling-task/1 expected)")
+    def from_json(cls, obj: dict, where: str = "task file") -> "Task":
+        if not isinstance(obj, dict) or obj.get("format") != "xling-task/1":
+            raise XlingError(f"{where}: not an xling task file (format xling-task/1 expected)")
+        _check_task_json(obj, where)
         data = {s: {lg: [Example.from_json(e) for e in ex] for lg, ex in t.items()} for s, t in obj["data"].items()}
         return cls(obj["name"], obj["type"], list(obj["labels"]), data, obj.get("source_lang", "eng_Latn"),
                    obj.get("meta", {}))
@@ -166,10 +167,44 @@ class Task:
 
     @classmethod
     def load(cls, path: str | Path) -> "Task":
-        try:
-            return cls.from_json(json.loads(Path(path).read_text(encoding="utf-8")))
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise XlingError(f"{path}: cannot read task file ({type(exc).__name__})") from None
+        from xling.data.readers import parse_json, read_text
+
+        if not Path(path).is_file():
+            raise XlingError(f"task file not found: {path}")
+        return cls.from_json(parse_json(read_text(path), path), where=str(path))
+
+
+#: Fields of a saved example and the JSON types they accept.
+_EXAMPLE_TYPES = {"text": str, "text_pair": str, "tokens": list, "tags": list, "choices": list, "label": int, "id": str}
+
+
+def _check_task_json(obj: dict, where: str) -> None:
+    """The shape of an ``xling-task/1`` file, checked before use: one line naming what is wrong."""
+    for key, kind in (("name", str), ("type", str), ("labels", list), ("data", dict)):
+        if key not in obj:
+            raise XlingError(f"{where}: xling task file without {key!r}")
+        if not isinstance(obj[key], kind):
+            raise XlingError(f"{where}: {key!r} must be a {'JSON object' if kind is dict else kind.__name__}")
+    if not all(isinstance(x, str) for x in obj["labels"]):
+        raise XlingError(f"{where}: 'labels' must be a list of strings")
+    if not isinstance(obj.get("source_lang", ""), str) or not isinstance(obj.get("meta", {}), dict):
+        raise XlingError(f"{where}: 'source_lang' must be a string and 'meta' an object")
+    for split, table in obj["data"].items():
+        if not isinstance(table, dict):
+            raise XlingError(f"{where}: data[{split!r}] must map languages to lists of examples")
+        for lang, examples in table.items():
+            if not isinstance(examples, list):
+                raise XlingError(f"{where}: data[{split!r}][{lang!r}] must be a list of examples")
+            for i, e in enumerate(examples):
+                at = f"{where}: data[{split!r}][{lang!r}][{i}]"
+                if not isinstance(e, dict):
+                    raise XlingError(f"{at} must be an object")
+                for k, v in e.items():
+                    kind = _EXAMPLE_TYPES.get(k)
+                    if kind is None:
+                        raise XlingError(f"{at}: unknown field {k!r}")
+                    if v is not None and (not isinstance(v, kind) or isinstance(v, bool)):
+                        raise XlingError(f"{at}: field {k!r} must be {kind.__name__}, got {type(v).__name__}")
 
 
 def examples_hash(examples: list[Example]) -> str:

@@ -15,7 +15,6 @@ listing them imports nothing heavy. :func:`load_task` resolves, in order:
 from __future__ import annotations
 
 import importlib
-import json
 import os
 from pathlib import Path
 from typing import Callable
@@ -85,7 +84,9 @@ def load_task(spec: str | os.PathLike | Task | dict, **options) -> Task:
     text = os.fspath(spec)
     key = text.strip().lower()
     if key in TASKS:
-        return _factory(key)(**options)
+        factory = _factory(key)
+        _check_options(key, factory, options)
+        return factory(**options)
     if options:
         raise XlingError(f"task options ({', '.join(options)}) apply to built-in tasks only, not {text}")
     path = Path(text).expanduser()
@@ -93,18 +94,39 @@ def load_task(spec: str | os.PathLike | Task | dict, **options) -> Task:
         known = ", ".join(task_names())
         raise XlingError(f"unknown task {text!r}: not a built-in task ({known}) and no such file")
     if path.is_file() and path.suffix.lower() == ".json":
-        try:
-            obj = json.loads(path.read_text(encoding="utf-8-sig"))
-        except json.JSONDecodeError as exc:
-            raise XlingError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg})") from None
+        from xling.data.readers import parse_json, read_text
+
+        obj = parse_json(read_text(path), path)
         if isinstance(obj, dict) and obj.get("format") == "xling-task/1":
-            return Task.from_json(obj)
+            return Task.from_json(obj, where=str(path))
         if isinstance(obj, dict):
             obj.setdefault("name", path.stem)
         return load_task_spec(TaskSpec.from_dict(obj, base=path.parent, where=str(path)))
     # a bare data file or dataset folder, default field names
     fields = _default_fields(path)
     return load_task_spec(TaskSpec(name=path.stem, files=[{"path": str(path)}], **fields))
+
+
+def _check_options(name: str, factory: Callable[..., Task], options: dict) -> None:
+    """Options a built-in task does not take, or of the wrong type: one line naming the option."""
+    import inspect
+
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    for opt, value in options.items():
+        if opt not in params:
+            known = ", ".join(k for k, p in params.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL)
+            raise XlingError(f"task {name} has no option {opt!r} (options: {known})")
+        default = params[opt].default
+        if isinstance(default, bool) and not isinstance(value, bool):
+            raise XlingError(f"task {name}: option {opt} must be true or false, got {value!r}")
+        if isinstance(default, int) and not isinstance(default, bool) and (
+                not isinstance(value, int) or isinstance(value, bool)):
+            raise XlingError(f"task {name}: option {opt} must be an integer, got {value!r}")
 
 
 def _default_fields(path: Path) -> dict:

@@ -91,27 +91,80 @@ class TaskSpec:
         if not isinstance(obj, dict):
             raise XlingError(f"{where}: expected a JSON object")
         known = {f.name for f in fields(cls)}
-        extra = sorted(set(obj) - known - {"format"})
+        extra = sorted(set(obj) - known - {"format", "path"})
         if extra:
-            raise XlingError(f"{where}: unknown key {extra[0]!r} (known: {', '.join(sorted(known))})")
+            raise XlingError(f"{where}: unknown key {extra[0]!r} (known: {', '.join(sorted(known | {'path'}))})")
+        _check_spec_types(obj, where)
         obj = dict(obj)
         if "path" in obj and "files" not in obj:
             obj["files"] = [{"path": obj.pop("path")}]
+        obj.pop("format", None)
+        if not obj.get("files"):
+            raise XlingError(f"{where}: the spec names no data: give 'files' (a list of {{\"path\": ...}}) or 'path'")
         if base is not None and "base" not in obj:
             obj["base"] = str(base)
         return cls(**obj)
 
     @classmethod
     def from_file(cls, path: str | Path) -> "TaskSpec":
+        from xling.data.readers import parse_json, read_text
+
         path = Path(path)
-        try:
-            obj = json.loads(path.read_text(encoding="utf-8-sig"))
-        except FileNotFoundError:
-            raise XlingError(f"task spec not found: {path}") from None
-        except json.JSONDecodeError as exc:
-            raise XlingError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg})") from None
-        obj.setdefault("name", path.stem)
+        if not path.is_file():
+            raise XlingError(f"task spec not found: {path}")
+        obj = parse_json(read_text(path), path)
+        if isinstance(obj, dict):
+            obj.setdefault("name", path.stem)
         return cls.from_dict(obj, base=path.parent, where=str(path))
+
+
+#: The JSON types each spec key accepts ("list" = a list of strings).
+_SPEC_TYPES = {
+    "name": "str", "type": "str", "text": "str|list", "text_pair": "str|null", "tokens": "str", "tags": "str",
+    "choices": "str|list", "label": "str", "labels": "list|null", "lang": "str|null", "split": "str|null",
+    "id": "str|null", "source_lang": "str", "strict_labels": "bool", "files": "files", "base": "str|null",
+    "path": "str", "format": "str|null",
+}
+_FILE_KEYS = {"path": "str", "lang": "str|null", "split": "str|null", "format": "str|null"}
+
+
+def _type_ok(value, allowed: str) -> bool:
+    for kind in allowed.split("|"):
+        if kind == "null" and value is None:
+            return True
+        if kind == "str" and isinstance(value, str):
+            return True
+        if kind == "bool" and isinstance(value, bool):
+            return True
+        if kind == "list" and isinstance(value, list) and all(
+                isinstance(x, (str, int, float)) and not isinstance(x, bool) for x in value):
+            return True
+    return False
+
+
+def _check_spec_types(obj: dict, where: str) -> None:
+    """Each key of a spec has the JSON type it needs: one line naming the file and key otherwise."""
+    names = {"str": "a string", "null": "null", "bool": "true or false", "list": "a list of strings"}
+    for key, value in obj.items():
+        allowed = _SPEC_TYPES.get(key)
+        if allowed is None:
+            continue
+        if allowed == "files":
+            if not isinstance(value, list):
+                raise XlingError(f"{where}: 'files' must be a list of {{\"path\": ...}} objects, got {type(value).__name__}")
+            for i, entry in enumerate(value):
+                if not isinstance(entry, dict) or "path" not in entry:
+                    raise XlingError(f"{where}: files[{i}] must be an object with a 'path'")
+                for k, v in entry.items():
+                    if k not in _FILE_KEYS:
+                        raise XlingError(f"{where}: files[{i}]: unknown key {k!r} (known: {', '.join(_FILE_KEYS)})")
+                    if not _type_ok(v, _FILE_KEYS[k]) or (k == "path" and not v.strip()):
+                        want = " or ".join(names[t] for t in _FILE_KEYS[k].split("|"))
+                        raise XlingError(f"{where}: files[{i}].{k} must be {want}, got {type(v).__name__}")
+            continue
+        if not _type_ok(value, allowed):
+            want = " or ".join(names[t] for t in allowed.split("|"))
+            raise XlingError(f"{where}: key {key!r} must be {want}, got {type(value).__name__}")
 
 
 # ----------------------------------------------------------------------------- readers
@@ -149,9 +202,9 @@ def _rows(path: Path, fmt: str) -> Iterator[tuple[int, dict, str | None]]:
     delim = "," if fmt == "csv" else "\t"
     reader = csv.DictReader(io.StringIO(text), delimiter=delim,
                             quoting=csv.QUOTE_MINIMAL if fmt == "csv" else csv.QUOTE_NONE)
-    if not reader.fieldnames:
-        raise XlingError(f"{path}: empty file (expected a header row)")
     try:
+        if not reader.fieldnames:
+            raise XlingError(f"{path}: empty file (expected a header row)")
         for row in reader:
             if None in row:
                 raise XlingError(f"{path}:{reader.line_num}: more fields than the header has")
@@ -159,7 +212,8 @@ def _rows(path: Path, fmt: str) -> Iterator[tuple[int, dict, str | None]]:
                 continue
             yield reader.line_num, row, None
     except csv.Error as exc:
-        raise XlingError(f"{path}:{reader.line_num}: malformed {fmt.upper()} ({exc})") from None
+        detail = "a line break inside an unquoted field" if "new-line" in str(exc) else str(exc)
+        raise XlingError(f"{path}:{reader.line_num + 1}: malformed {fmt.upper()} ({detail})") from None
 
 
 def _hf_rows(path: Path) -> Iterator[tuple[int, dict, str | None]]:

@@ -1,0 +1,305 @@
+"""Hostile input: one ``xling: error:`` line naming the file (and line), exit 2, never a traceback.
+
+Also Ctrl-C at any moment (exit 130, one line), and ``--model`` checks that fail
+before anything slow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from xling.cli import main
+
+
+def cli_error(capsys, argv: list[str]) -> str:
+    """Run the CLI; it must exit 2 with exactly one ``xling: error:`` line and no traceback."""
+    rc = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    assert rc == 2, (rc, out, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("xling: error: "), err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+DEEP = "[" * 100_000 + "]" * 100_000
+BIG = "9" * 5000
+GOOD_ROW = '{"eng": "a cat", "deu": "eine Katze"}'
+
+
+# ----------------------------------------------------------------------------- parallel corpora
+
+
+@pytest.mark.parametrize("name, data, expect", [
+    ("surrogate.jsonl", (GOOD_ROW + '\n{"eng": "x \\ud800 y", "deu": "b"}\n').encode(), [":2:", "surrogate", "\\ud800"]),
+    ("surrogate-key.jsonl", (GOOD_ROW + '\n{"eng": "x", "\\udfff": "b"}\n').encode(), [":2:", "surrogate"]),
+    ("deep.jsonl", (GOOD_ROW + "\n" + DEEP + "\n").encode(), [":2:", "nested too deeply"]),
+    ("deep-value.jsonl", (GOOD_ROW + '\n{"eng": ' + DEEP + "}\n").encode(), [":2:", "nested too deeply"]),
+    ("bigint.jsonl", (GOOD_ROW + '\n{"eng": ' + BIG + ', "deu": "b"}\n').encode(), [":2:", "5000 digits"]),
+    ("binary.tsv", b"eng\tdeu\na\tb\n\x00\x01\x02\tc\n", [":3:", "NUL"]),
+    ("utf16.tsv", "eng\tdeu\na\tb\n".encode("utf-16-le"), [":1:", "NUL", "UTF-16"]),
+    ("utf16-bom.tsv", "eng\tdeu\na\tb\n".encode("utf-16"), ["UTF-16", "UTF-8"]),
+    ("binary.jsonl", b"\x7fELF\x02\x01\x01\x00\x00\x00\n", [":1:", "NUL"]),
+])
+def test_hostile_corpus_file(tmp_path, capsys, name, data, expect):
+    path = tmp_path / name
+    path.write_bytes(data)
+    line = cli_error(capsys, ["corpus", "--data", path])
+    assert str(path) in line
+    for piece in expect:
+        assert piece in line
+
+
+def test_valid_surrogate_pair_is_text(tmp_path, capsys):
+    path = tmp_path / "emoji.jsonl"
+    path.write_text(GOOD_ROW + '\n{"eng": "smile \\ud83d\\ude00", "deu": "b"}\n', encoding="utf-8")
+    assert main(["corpus", "--data", str(path), "--show", "2"]) == 0
+    assert "smile \U0001F600" in capsys.readouterr().out
+
+
+def test_binary_plain_text_file(tmp_path, capsys):
+    (tmp_path / "en.txt").write_text("one\ntwo\n", encoding="utf-8")
+    (tmp_path / "de.txt").write_bytes("eins\nzwei\n".encode("utf-16-le"))
+    line = cli_error(capsys, ["corpus", "--data", f"eng={tmp_path / 'en.txt'},deu={tmp_path / 'de.txt'}"])
+    assert f"{tmp_path / 'de.txt'}:1:" in line and "NUL" in line
+
+
+# ----------------------------------------------------------------------------- task files and specs
+
+
+def _row(**kw) -> str:
+    return json.dumps({"text": "hello there", "label": "a", "lang": "en", "split": "test", **kw})
+
+
+@pytest.mark.parametrize("name, text, expect", [
+    ("deep.jsonl", _row() + "\n" + '{"text": "x", "label": ' + DEEP + "}\n", [":2:", "nested too deeply"]),
+    ("bigint.jsonl", _row() + "\n" + '{"text": "x", "lang": "en", "split": "test", "label": ' + BIG + "}\n",
+     [":2:", "5000 digits"]),
+    ("surrogate.jsonl", _row() + "\n" + _row(text="bad \udc80 text") + "\n",
+     [":2:", "surrogate"]),
+    ("header-cr.csv", "te\rxt,label,lang,split\nhello,a,en,test\n", [":1:", "malformed CSV", "line break"]),
+    ("field-cr.tsv", "text\tlabel\tlang\tsplit\nhel\rlo\ta\ten\ttest\n", [":2:", "malformed TSV"]),
+])
+def test_hostile_task_file(tmp_path, capsys, name, text, expect):
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8", newline="")
+    line = cli_error(capsys, ["task", "--task", path])
+    assert str(path) in line
+    for piece in expect:
+        assert piece in line
+
+
+@pytest.mark.parametrize("data", [b"text,label\n\x00\x00,a\n", "text,label\nhi,a\n".encode("utf-16-le")])
+def test_binary_task_file(tmp_path, capsys, data):
+    path = tmp_path / "t.csv"
+    path.write_bytes(data)
+    line = cli_error(capsys, ["task", "--task", path])
+    assert f"{path}:" in line and "NUL" in line
+
+
+@pytest.fixture
+def task_rows(tmp_path) -> Path:
+    path = tmp_path / "rows.jsonl"
+    path.write_text(_row() + "\n" + _row(text="another one", label="b") + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("spec, expect", [
+    ('{\n  "path": "rows.jsonl",\n  "labels": ' + DEEP + "\n}", ["nested too deeply"]),
+    ('{\n  "path": "rows.jsonl",\n\n  "seed": ' + BIG + "\n}", [":4:", "5000 digits"]),
+    ('{\n  "path": "rows.jsonl",\n  "name": "bad \\udbff"\n}', [":3:", "surrogate"]),
+    ('{"files": 5}', ["'files' must be a list"]),
+    ('{"path": "rows.jsonl", "labels": 7}', ["'labels' must be a list of strings"]),
+    ('{"path": "rows.jsonl", "text": 5}', ["'text' must be a string"]),
+    ('{"path": "rows.jsonl", "strict_labels": "yes"}', ["'strict_labels' must be true or false"]),
+    ('{"path": "rows.jsonl", "type": ["classification"]}', ["'type' must be a string"]),
+    ('{"files": [{"path": 3}]}', ["files[0].path must be a string"]),
+    ('{"files": ["rows.jsonl"]}', ["files[0] must be an object"]),
+    ('{"files": [{"path": "rows.jsonl", "langs": "en"}]}', ["files[0]: unknown key 'langs'"]),
+    ('{"name": "nothing"}', ["names no data"]),
+    ('{"files": []}', ["names no data"]),
+    ('{"format": "xling-task/1", "name": "t", "type": "classification", "labels": ["a"]}', ["without 'data'"]),
+    ('{"format": "xling-task/1", "name": "t", "type": "classification", "labels": ["a"], "data": {"test": '
+     '{"eng_Latn": [{"text": "x", "label": "0"}]}}}', ["field 'label' must be int"]),
+    ('{"format": "xling-task/1", "name": "t", "type": "classification", "labels": ["a"], "data": {"test": '
+     '{"eng_Latn": [{"txt": "x"}]}}}', ["unknown field 'txt'"]),
+    ('[1, 2]', ["expected a JSON object"]),
+])
+def test_hostile_task_spec(tmp_path, capsys, task_rows, spec, expect):
+    path = tmp_path / "spec.json"
+    path.write_text(spec, encoding="utf-8")
+    line = cli_error(capsys, ["task", "--task", path])
+    assert str(path) in line and "task-option" not in line
+    for piece in expect:
+        assert piece in line
+
+
+def test_task_spec_path_shorthand_and_undecodable_spec(tmp_path, capsys, task_rows):
+    ok = tmp_path / "ok.json"
+    ok.write_text('{"path": "rows.jsonl"}', encoding="utf-8")
+    assert main(["task", "--task", str(ok)]) == 0
+    assert "labels: a, b" in capsys.readouterr().out
+    bad = tmp_path / "bad.json"
+    bad.write_bytes(b'{"path": "rows.jsonl",\n "name": "\xff\xfe"}')
+    line = cli_error(capsys, ["task", "--task", bad])
+    assert f"{bad}:2:" in line and "UTF-8" in line
+
+
+def test_task_options_are_checked_by_name_and_type(capsys):
+    line = cli_error(capsys, ["task", "--task-option", "trainsize=10"])
+    assert "no option 'trainsize'" in line and "train_size" in line
+    line = cli_error(capsys, ["task", "--task-option", "train_size=many"])
+    assert "train_size must be an integer" in line
+
+
+# ----------------------------------------------------------------------------- the results store
+
+
+def _damaged(path: Path) -> Path:
+    con = sqlite3.connect(path)
+    con.execute("CREATE TABLE runs (run_id TEXT)")
+    con.executemany("INSERT INTO runs VALUES (?)", [("x" * 200,) for _ in range(500)])
+    con.commit()
+    con.close()
+    data = bytearray(path.read_bytes())
+    data[150:len(data) - 10] = b"\x17" * (len(data) - 160)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def _garbage(path: Path) -> Path:
+    path.write_bytes(b"not a database " * 100)
+    return path
+
+
+def _foreign(path: Path) -> Path:
+    con = sqlite3.connect(path)
+    con.execute("CREATE TABLE runs (id INTEGER, name TEXT)")
+    con.commit()
+    con.close()
+    return path
+
+
+def _other_app(path: Path) -> Path:
+    con = sqlite3.connect(path)
+    con.execute("CREATE TABLE songs (title TEXT)")
+    con.commit()
+    con.close()
+    return path
+
+
+@pytest.mark.parametrize("make, expect", [
+    (_garbage, "damaged or not an SQLite file"),
+    (_damaged, "damaged or not an SQLite file"),
+    (_foreign, "not written by xling (its table runs lacks column 'run_id')"),
+    (_other_app, "not written by xling (it holds tables songs)"),
+])
+def test_unusable_store(tmp_path, capsys, make, expect):
+    store = make(tmp_path / "results.sqlite")
+    before = store.read_bytes()
+    line = cli_error(capsys, ["predict", "--store", store])
+    assert str(store) in line and expect in line and "--store none" in line
+    # align checks the store before it reads the corpus (which here does not even exist)
+    line = cli_error(capsys, ["align", "--data", tmp_path / "missing.tsv", "--store", store, "--quiet"])
+    assert str(store) in line and expect in line
+    assert store.read_bytes() == before  # nothing added to someone else's file
+
+
+# ----------------------------------------------------------------------------- --model checks
+
+
+def test_eval_checks_model_before_task(tmp_path, capsys):
+    broken_task = tmp_path / "task.json"
+    broken_task.write_text('{"path": "nowhere.jsonl"}', encoding="utf-8")
+    line = cli_error(capsys, ["eval", "--model", tmp_path / "no-model", "--task", broken_task, "--store", "none"])
+    assert "trained model not found" in line
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"model_type": "bert", "hidden_size": ', encoding="utf-8")
+    line = cli_error(capsys, ["eval", "--model", folder, "--task", broken_task, "--store", "none"])
+    assert f"{folder}/config.json" in line and "cannot be read" in line
+    (folder / "config.json").write_text('{"model_type": "bert"}', encoding="utf-8")
+    line = cli_error(capsys, ["eval", "--model", folder, "--task", broken_task, "--store", "none"])
+    assert "not a task model" in line
+
+
+@pytest.mark.parametrize("mark", ["xling_module.json", "adapter_config.json", "xling_sft.json"])
+def test_module_folder_where_a_model_is_expected(tmp_path, capsys, mark):
+    module = tmp_path / "de-module"
+    module.mkdir()
+    (module / mark).write_text("{}", encoding="utf-8")
+    (tmp_path / "en.txt").write_text("one\ntwo\n", encoding="utf-8")
+    (tmp_path / "de.txt").write_text("eins\nzwei\n", encoding="utf-8")
+    data = f"eng={tmp_path / 'en.txt'},deu={tmp_path / 'de.txt'}"
+    for argv in (["align", "--model", module, "--data", data, "--store", "none", "--quiet", "--out", tmp_path / "o"],
+                 ["vocab", "trim", "--model", module, "--langs", "de", "--out", tmp_path / "trimmed", "--corpus", data,
+                  "--store", "none", "--quiet"]):
+        line = cli_error(capsys, argv)
+        assert f"{module} is a module ({mark})" in line
+        assert "xling eval" in line and "xling compose" in line
+    line = cli_error(capsys, ["eval", "--model", module, "--store", "none"])
+    assert "module without a task head" in line
+
+
+# ----------------------------------------------------------------------------- Ctrl-C
+
+
+def _entry_command() -> list[str]:
+    script = Path(sys.executable).with_name("xling")
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "xling._entry"]
+
+
+def test_console_script_is_the_interrupt_safe_entry():
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    scripts = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))["project"]["scripts"]
+    assert scripts["xling"] == "xling._entry:main"
+
+
+def test_ctrl_c_at_any_moment(tmp_path):
+    """SIGINT during start-up, imports and the run itself: exit 130, one line, no traceback."""
+    corpus = tmp_path / "big.jsonl"
+    with corpus.open("w", encoding="utf-8") as f:
+        for i in range(150_000):
+            f.write(f'{{"eng": "sentence {i}", "deu": "Satz {i}"}}\n')
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    env.pop("XLING_DEBUG", None)
+    cases = [(0.05, "corpus"), (0.4, "align"), (1.0, "corpus")]
+    for delay, command in cases:
+        argv = [command, "--data", str(corpus)] + (["--store", "none", "--out", str(tmp_path / "o")]
+                                                  if command == "align" else [])
+        proc = subprocess.Popen(_entry_command() + argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                                cwd=tmp_path)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        err = err.decode()
+        assert proc.returncode == 130, (delay, command, err)
+        assert "Traceback" not in err, err
+        assert err.strip().splitlines()[-1] == (
+            "xling: interrupted (finished languages are cached; run again to resume)" if command == "align"
+            else "xling: interrupted"), err
+
+
+def test_interrupt_wording_in_process(monkeypatch, capsys):
+    import xling.cli as cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    for command, resumes in (("metrics", False), ("align", True)):
+        monkeypatch.setattr(cli, "cmd_metrics" if command == "metrics" else "cmd_align", interrupted)
+        assert cli.main([command]) == 130
+        err = capsys.readouterr().err.strip()
+        assert err == ("xling: interrupted (finished languages are cached; run again to resume)" if resumes
+                       else "xling: interrupted")
