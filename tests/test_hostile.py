@@ -303,3 +303,126 @@ def test_interrupt_wording_in_process(monkeypatch, capsys):
         err = capsys.readouterr().err.strip()
         assert err == ("xling: interrupted (finished languages are cached; run again to resume)" if resumes
                        else "xling: interrupted")
+
+
+# ----------------------------------------------------------------------------- reports never run code from data
+
+
+HOSTILE = "\"'><img src=x onerror=alert(1)><script>alert(2)</script><!--"
+ESCAPED = "&lt;img src=x onerror=alert(1)&gt;&lt;script&gt;"
+
+#: Every tag and attribute the report templates themselves write.
+TEMPLATE_TAGS = {"html", "head", "meta", "title", "style", "body", "h1", "h2", "p", "b", "code", "div", "table", "tr",
+                 "th", "td", "svg", "text", "rect", "line", "circle", "polyline"}
+TEMPLATE_ATTRS = {"lang", "charset", "class", "xmlns", "width", "height", "role", "aria-label", "x", "y", "font-size",
+                  "font-weight", "text-anchor", "fill", "stroke", "stroke-dasharray", "x1", "y1", "x2", "y2", "cx", "cy",
+                  "r", "points", "transform"}
+
+
+def h(field: str) -> str:
+    return f"{field}{HOSTILE}"
+
+
+def assert_inert(report: str, fields: list[str]) -> None:
+    """No markup but the template's; every hostile field is shown, escaped."""
+    from html.parser import HTMLParser
+
+    found: list[tuple[str, list[str]]] = []
+    comments: list[str] = []
+
+    class Collect(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            found.append((tag, [a for a, _ in attrs]))
+
+        handle_startendtag = handle_starttag
+
+        def handle_comment(self, data):
+            comments.append(data)
+
+    parser = Collect(convert_charrefs=True)
+    parser.feed(report)
+    parser.close()
+    tags = {t for t, _ in found}
+    attrs = {a for _, names in found for a in names}
+    assert tags <= TEMPLATE_TAGS, tags - TEMPLATE_TAGS
+    assert attrs <= TEMPLATE_ATTRS, attrs - TEMPLATE_ATTRS
+    assert not comments and "<script" not in report.lower() and "<img" not in report.lower()
+    for field in fields:
+        assert f"{field}&quot;&#x27;&gt;{ESCAPED}" in report, field
+
+
+def test_align_report_escapes_everything():
+    from types import SimpleNamespace
+
+    from xling.runs.align import AlignResult
+    from xling.runs.report import render_align_report
+
+    langs = [h("lang1"), h("lang2")]
+    rows = [{"model": h("model"), "corpus": h("corpus"), "lang": lang, "layer": layer, "pooling": h("pooling"),
+             "metric": metric, "value": 0.1 * layer + 0.3 * i}
+            for i, lang in enumerate(langs) for layer in (0, 1, 2) for metric in (h("metric"), "cka")]
+    result = AlignResult(rows=rows, config=SimpleNamespace(metrics=[h("metric"), "cka"]), run_id=h("run"),
+                         model=h("model"), corpus=h("corpus"), pivot=h("pivot"), langs=langs, n_sentences=3,
+                         layers=[0, 1, 2], pooling=h("pooling"), timings={h("timing"): 1.0},
+                         meta={"prefix": h("prefix")})
+    assert_inert(render_align_report(result), ["lang1", "lang2", "model", "corpus", "pivot", "pooling", "metric",
+                                               "run", "timing", "prefix"])
+
+
+def test_eval_report_escapes_everything():
+    from xling.runs.eval import EvalResult, render_eval_report
+
+    langs = [h("source"), h("tgt1"), h("tgt2"), h("tgt3")]
+    rows = [{"model": h("model"), "task": h("task"), "lang": lang, "split": h("split"), "metric": metric,
+             "value": 0.2 + 0.1 * i + (0.05 if metric == h("metric") else 0)}
+            for i, lang in enumerate(langs) for metric in (h("metric"), h("metric2"))]
+    result = EvalResult(
+        rows=rows, run_id=h("run"), model=h("model"), base_model=h("base"), task=h("task"), task_type=h("type"),
+        split=h("split"), source=langs[0], langs=langs, n_examples={lang: 5 for lang in langs},
+        main_metric=h("metric"), timings={h("timing"): 1},
+        meta={"model_fingerprint": h("fingerprint"), "task_fingerprint": h("taskfp"), "settings": {"t": h("template")},
+              "train_info": {"method": h("method"), "language": h("trainlang")}, "dev_curve": [{h("curve"): h("step")}],
+              "labels": [h("label")]})
+    alignment = {"run_id": h("alignrun"), "corpus": h("aligncorpus"), "metric": h("alignmetric"),
+                 "values": {lang: 0.3 + 0.1 * i for i, lang in enumerate(langs)}}
+    report = render_eval_report(result, alignment)
+    assert_inert(report, ["source", "tgt1", "tgt2", "tgt3", "model", "base", "task", "type", "split", "metric",
+                          "metric2", "run", "timing", "fingerprint", "taskfp", "method", "trainlang", "curve", "step",
+                          "alignrun", "aligncorpus", "alignmetric"])
+
+
+def test_predict_report_escapes_everything():
+    from xling.runs.predict import PredictConfig, predict, render_predict_report
+
+    langs = [h(f"lang{i}") for i in range(6)]
+    alignment = {lang: {0: 0.1 * i, 1: 0.2 * i + 0.01 * (i % 2)} for i, lang in enumerate(langs)}
+    scores = {lang: 0.3 + 0.08 * i + 0.01 * (i % 3) for i, lang in enumerate(langs[:5])}
+    cfg = PredictConfig(out=None, store=None, n_boot=20, metric=h("metric"), align_metric=h("alignmetric"))
+    result = predict(cfg, alignment=alignment, scores=scores)
+    result.sources[h("source")] = h("sourcevalue")
+    assert_inert(render_predict_report(result), [*[f"lang{i}" for i in range(6)], "metric", "alignmetric", "source"])
+
+
+def test_transfer_report_escapes_everything():
+    from types import SimpleNamespace
+
+    from xling.runs.transfer import TransferResult, render_report
+
+    m = h("metric")
+    conditions = [h("cond1"), h("cond2")]
+    langs = [h("source"), h("target")]
+    rows = [{"lang": lang, "condition": c, m: 0.5 + 0.1 * i, "n": 4} for i, c in enumerate(conditions) for lang in langs]
+    summary = [{"condition": c, "description": h("what"), "method": h("method"), "reference": h("reference"),
+                "delta": 0.1, "delta_lo": 0.0, "delta_hi": 0.2, f"source_{m}": 0.6, f"mean_target_{m}": 0.5}
+               for c in conditions]
+    modules = {h("lang:module"): {"path": h("folder"), "reused": False, "seconds": 1.0, "loss_before": h("loss"),
+                                   "loss_after": 1.0, "sentences": 3, "dw_norm": 0.5}}
+    result = TransferResult(rows=rows, summary=summary, source=langs[0], targets=langs[1:], conditions=conditions,
+                            modules=modules, metric=m, run_id=h("run"),
+                            timings={"modules_s": h("t1"), "modules_trained": 1, "eval_s": 2, "predicted": 3,
+                                     "examples": 4, "total_s": 5},
+                            config={"model": h("model"), "r": h("rank"), "alpha": 16, "add_lambda": 1.0,
+                                    "swap": [1, 2, 3], "bootstrap": 10})
+    report = render_report(result, SimpleNamespace(name=h("task")))
+    assert_inert(report, ["metric", "cond1", "cond2", "source", "target", "what", "method", "reference",
+                          "lang:module", "folder", "loss", "model", "rank", "task", "t1"])

@@ -533,7 +533,7 @@ def render_eval_report(result: EvalResult, alignment: dict | None = None) -> str
     import html
 
     from xling.methods.predict import pearson, spearman
-    from xling.runs.report import bar_chart_svg, page, scatter_svg, table_html
+    from xling.runs.report import bar_chart_svg, esc, page, scatter_svg, table_html
 
     m = result.main_metric
     scores = result.scores()
@@ -543,8 +543,8 @@ def render_eval_report(result: EvalResult, alignment: dict | None = None) -> str
         body.append(
             f"<p>Model <b>{html.escape(result.model)}</b>"
             + (f" (base {html.escape(result.base_model)})" if result.base_model else "")
-            + f", {result.task_type}, {result.split} split. Source <b>{html.escape(result.source)}</b> {m} "
-            f"<b>{g['source']:.3f}</b>; mean over {g['n_targets']} target languages <b>{g['mean_target']:.3f}</b>; "
+            + f", {esc(result.task_type)}, {esc(result.split)} split. Source <b>{esc(result.source)}</b> {esc(m)} "
+            f"<b>{g['source']:.3f}</b>; mean over {esc(g['n_targets'])} target languages <b>{g['mean_target']:.3f}</b>; "
             f"transfer gap <b>{g['gap']:.3f}</b> (XTREME: source minus mean target).</p>")
     except XlingError:
         g = None
@@ -564,12 +564,12 @@ def render_eval_report(result: EvalResult, alignment: dict | None = None) -> str
     if alignment:
         vals = alignment["values"]
         common = [lang for lang in result.langs if lang in vals and lang != result.source]
-        body.append(f"<h2>Alignment vs {m}</h2>")
+        body.append(f"<h2>Alignment vs {esc(m)}</h2>")
         if len(common) >= 3:
             xs = [vals[lang] for lang in common]
             ys = [scores[lang] for lang in common]
             r, rho = pearson(xs, ys), spearman(xs, ys)
-            body.append(f"<p>{alignment['metric']} (mean over layers) from align run {html.escape(alignment['run_id'])} "
+            body.append(f"<p>{esc(alignment['metric'])} (mean over layers) from align run {esc(alignment['run_id'])} "
                         f"on {html.escape(str(alignment['corpus']))}, {len(common)} languages: Pearson <b>{r:.3f}</b>, "
                         f"Spearman <b>{rho:.3f}</b>. For leave-one-language-out prediction with confidence intervals, "
                         f"run <code>xling predict</code>.</p>")

@@ -327,13 +327,13 @@ def _fmt_ci(stats: dict, key: str) -> str:
 def render_predict_report(result: PredictResult) -> str:
     import html
 
-    from xling.runs.report import page, scatter_svg, table_html
+    from xling.runs.report import esc, page, scatter_svg, table_html
 
     p = result.prediction
     st = p.stats
     lvl = int(round(100 * st["level"]["ci"]))
     body = [f"<h1>Predicting {html.escape(result.metric)} from {html.escape(result.align_metric)}</h1>",
-            f"<p>{len(p.known)} languages with task scores, {len(p.unknown)} predicted. Predictor <b>{p.model}</b>; "
+            f"<p>{len(p.known)} languages with task scores, {len(p.unknown)} predicted. Predictor <b>{esc(p.model)}</b>; "
             f"the layer aggregation is chosen by leave-one-language-out (LOLO) error, inside each LOLO fold "
             f"(nested, no leakage); final choice on all languages: <b>{html.escape(p.chosen)}</b>.</p>"]
     body.append("<h2>How well does alignment predict the score?</h2>")
@@ -346,8 +346,8 @@ def render_predict_report(result: PredictResult) -> str:
         rows.append(["mean over layers vs truth (MEXA, no selection)", _fmt_ci(st["mean_layers"], "pearson"),
                      _fmt_ci(st["mean_layers"], "spearman"), ""])
     body.append(table_html(head, rows))
-    body.append(f'<p class="muted">[{lvl}% percentile bootstrap CI over languages, {st["level"]["n_boot"]} resamples, '
-                f'seed {st["level"]["seed"]}.]</p>')
+    body.append(f'<p class="muted">[{lvl}% percentile bootstrap CI over languages, {esc(st["level"]["n_boot"])} resamples, '
+                f'seed {esc(st["level"]["seed"])}.]</p>')
     pts = [(lang, p.x_chosen[lang], p.y[lang]) for lang in p.known]
     pts += [(lang, p.x_chosen[lang], p.predicted[lang]) for lang in p.unknown]
     line = (p.fit["a"], p.fit["b"]) if p.model == "linear" else None

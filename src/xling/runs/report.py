@@ -25,6 +25,11 @@ _VIRIDIS = [(68, 1, 84), (71, 44, 122), (59, 81, 139), (44, 113, 142), (33, 144,
             (39, 173, 129), (92, 200, 99), (170, 220, 50), (253, 231, 37)]
 
 
+def esc(value) -> str:
+    """Any value as HTML text or a quoted attribute value: ``& < > " '`` escaped."""
+    return html.escape(str(value), quote=True)
+
+
 def color(t: float) -> str:
     t = 0.0 if t != t else min(1.0, max(0.0, t))  # NaN -> 0
     x = t * (len(_VIRIDIS) - 1)
@@ -47,7 +52,7 @@ def heatmap_svg(title: str, rows: list[str], cols: list[int], values: dict[str, 
            f'aria-label="{html.escape(title)}">',
            f'<text x="0" y="14" font-size="13" font-weight="600">{html.escape(title)}</text>']
     for j, c in enumerate(cols):
-        out.append(f'<text x="{left + j * cw + cw / 2}" y="{top - 4}" font-size="9" text-anchor="middle">{c}</text>')
+        out.append(f'<text x="{left + j * cw + cw / 2}" y="{top - 4}" font-size="9" text-anchor="middle">{esc(c)}</text>')
     for i, r in enumerate(rows):
         y = top + i * ch
         out.append(f'<text x="{left - 4}" y="{y + ch - 4}" font-size="10" text-anchor="end">{html.escape(r)}</text>')
@@ -58,7 +63,7 @@ def heatmap_svg(title: str, rows: list[str], cols: list[int], values: dict[str, 
             t = (v - lo) / span
             out.append(
                 f'<rect x="{left + j * cw}" y="{y}" width="{cw - 1}" height="{ch - 1}" fill="{color(1 - t if reverse else t)}">'
-                f'<title>{html.escape(r)} layer {c}: {v:.4f}</title></rect>'
+                f'<title>{html.escape(r)} layer {esc(c)}: {v:.4f}</title></rect>'
             )
     # legend
     lx = left + cw * len(cols) + 12
@@ -105,9 +110,9 @@ def render_align_report(result) -> str:
     best_l, best_v = result.best_layer(main)
     body = [f"<h1>Cross-lingual alignment: {html.escape(result.model)}</h1>",
             f"<p>{len(result.langs)} languages against pivot <b>{html.escape(result.pivot)}</b> on "
-            f"<b>{html.escape(result.corpus)}</b>, {result.n_sentences} parallel sentences each; "
-            f"pooling <b>{html.escape(result.pooling)}</b>; hidden states {result.layers[0]}..{result.layers[-1]} "
-            f"(0 = embeddings). Best layer by mean {main}: <b>{best_l}</b> ({best_v:.3f}).</p>"]
+            f"<b>{html.escape(result.corpus)}</b>, {esc(result.n_sentences)} parallel sentences each; "
+            f"pooling <b>{html.escape(result.pooling)}</b>; hidden states {esc(result.layers[0])}..{esc(result.layers[-1])} "
+            f"(0 = embeddings). Best layer by mean {esc(main)}: <b>{esc(best_l)}</b> ({best_v:.3f}).</p>"]
 
     body.append("<h2>Per language</h2>")
     key = ("mexa", "retrieval_p2l@1", "retrieval_l2p@1", "xsim_err_p2l", "xsim_err_l2p", "bitext_f1", "cka", "anc", "svcca")
@@ -121,7 +126,7 @@ def render_align_report(result) -> str:
         rows.append(row)
     body.append(table_html(head, rows, left_cols=2))
     body.append('<p class="muted">Values of the other metrics are at each language\'s best layer by '
-                f'{main}. Every metric at every layer is in alignment.csv.</p>')
+                f'{esc(main)}. Every metric at every layer is in alignment.csv.</p>')
 
     body.append("<h2>Layer x language heatmaps</h2><div class=\"grid\">")
     for m in metrics:

@@ -610,21 +610,21 @@ def render_report(result: TransferResult, task) -> str:
     cfg = result.config
     body = (
         "<h1>Modular cross-lingual transfer</h1>"
-        f"<p>Task <b>{escape(task.name)}</b>, model <b>{escape(str(cfg['model']))}</b>, source {result.source}; "
-        f"{len(result.targets)} target languages. Metric: {m} on the test split "
-        f"({result.rows[0]['n'] if result.rows else 0} examples per language). Compositions are exact dW arithmetic "
-        f"on LoRA modules (rank {cfg['r']}, alpha {cfg['alpha']}); λ = {cfg['add_lambda']}, layer swap "
-        f"bottom/top/transition = {tuple(cfg['swap'])}.</p>"
+        f"<p>Task <b>{escape(task.name)}</b>, model <b>{escape(str(cfg['model']))}</b>, source {escape(result.source)}; "
+        f"{len(result.targets)} target languages. Metric: {escape(m)} on the test split "
+        f"({escape(str(result.rows[0]['n'] if result.rows else 0))} examples per language). Compositions are exact "
+        f"dW arithmetic on LoRA modules (rank {escape(str(cfg['r']))}, alpha {escape(str(cfg['alpha']))}); "
+        f"λ = {escape(str(cfg['add_lambda']))}, layer swap bottom/top/transition = {escape(str(tuple(cfg['swap'])))}.</p>"
         f"<h2>Scores</h2>{table_html(head, body_rows, left_cols=1)}"
         f"<h2>Conditions</h2><p>Δ: mean over targets of the per-language difference to "
         f"<b>{escape(str(result.summary[0]['reference']))}</b>, 95% paired bootstrap interval "
-        f"({cfg['bootstrap']} resamples of the test examples within each language).</p>"
+        f"({escape(str(cfg['bootstrap']))} resamples of the test examples within each language).</p>"
         f"{table_html(['condition', 'what', 'method', 'mean target', 'source', 'Δ [95% CI]'], summ_rows, left_cols=3)}"
         f"{chart}<h2>Modules</h2>{table_html(['role', 'folder', 'training', '‖dW‖_F', 'time'], mod_rows, left_cols=3)}"
-        f"<p>Timings: modules {result.timings['modules_s']} s ({result.timings['modules_trained']} trained, "
-        f"the others reused), evaluation {result.timings['eval_s']} s ({result.timings['predicted']} of "
-        f"{result.timings['examples']} predictions computed, the others from the cache), "
-        f"total {result.timings['total_s']} s.</p>"
+        + "<p>" + escape(f"Timings: modules {result.timings['modules_s']} s ({result.timings['modules_trained']} trained, "
+                 f"the others reused), evaluation {result.timings['eval_s']} s ({result.timings['predicted']} of "
+                 f"{result.timings['examples']} predictions computed, the others from the cache), "
+                 f"total {result.timings['total_s']} s.") + "</p>"
     )
     return page("xling transfer: modular cross-lingual transfer", body)
 
