@@ -426,3 +426,54 @@ def test_transfer_report_escapes_everything():
     report = render_report(result, SimpleNamespace(name=h("task")))
     assert_inert(report, ["metric", "cond1", "cond2", "source", "target", "what", "method", "reference",
                           "lang:module", "folder", "loss", "model", "rank", "task", "t1"])
+
+
+# ----------------------------------------------------------------------------- say what went wrong
+
+
+def test_eval_warns_when_a_language_gets_one_class(tiny_model_dirs, tmp_path, capsys, monkeypatch, one_thread):
+    from test_train import tiny_task
+
+    from xling.methods.train import train_task
+    from xling.runs import eval as ev
+
+    task = tiny_task(n_train=8, n_dev=4, n_test=6)
+    model = train_task(str(tiny_model_dirs["bert"]), task, out=tmp_path / "model", epochs=1, batch_size=8,
+                       patience=0, progress=False)
+
+    def predict(self, examples, progress):  # German collapses to one class; the others get the gold labels
+        return [0 for _ in examples] if examples is task.data["test"]["deu_Latn"] else [e.label for e in examples]
+
+    monkeypatch.setattr(ev._Model, "predict", predict)
+    res = ev.evaluate(model=str(model), task=task, out=tmp_path / "eval", store=None, progress=False, cache=False)
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("xling: warning:")]
+    assert warnings == [f"xling: warning: deu_Latn: the model predicts {task.labels[0]!r} for all 6 examples "
+                        f"(one class everywhere: check the training, e.g. the learning rate or label balance)"]
+    assert res.meta["warnings"] == {"deu_Latn": warnings[0].split("deu_Latn: ", 1)[1]}
+    assert "<b>Warning</b>, deu_Latn: the model predicts" in (tmp_path / "eval" / "report.html").read_text()
+    assert ev.one_class_warning("token-classification", ["O", "B-X"], [[0, 0], [0]]).startswith("the model predicts 'O'")
+    assert "choice 1" in ev.one_class_warning("multiple-choice", ["0", "1"], [1, 1, 1])
+    assert ev.one_class_warning("classification", ["a", "b"], [0, 1, 0]) is None
+    assert ev.one_class_warning("classification", ["a", "b"], [1]) is None  # one example says nothing
+
+
+@pytest.mark.parametrize("case", ["scores", "alignment"])
+def test_predict_explains_an_undefined_correlation(tmp_path, case):
+    from xling.runs.predict import PredictConfig, format_summary, predict
+
+    langs = ["deu", "fra", "spa", "ita", "por"]
+    if case == "scores":
+        alignment = {lang: {0: 0.1 * i, 1: 0.2 * i} for i, lang in enumerate(langs)}
+        scores = {lang: 0.5 for lang in langs}
+        expect = "Pearson and Spearman undefined: all 5 task scores are equal (0.500)"
+    else:
+        alignment = {lang: {0: 0.4, 1: 0.4} for lang in langs}
+        scores = {lang: 0.3 + 0.1 * i for i, lang in enumerate(langs)}
+        expect = "Pearson and Spearman undefined: all 5 languages have the same alignment (0.400"
+    res = predict(PredictConfig(out=tmp_path / "p", store=None, n_boot=20), alignment=alignment, scores=scores)
+    assert f"note: {expect}" in format_summary(res)
+    assert f"<b>Note</b>: {expect}" in (tmp_path / "p" / "report.html").read_text()
+    varied = {lang: 0.3 + 0.1 * i + 0.02 * (i % 2) for i, lang in enumerate(langs)}
+    ok = predict(PredictConfig(out=None, store=None, n_boot=20),
+                 alignment={lang: {0: 0.1 * i, 1: 0.2 * i} for i, lang in enumerate(langs)}, scores=varied)
+    assert "note:" not in format_summary(ok)

@@ -106,6 +106,20 @@ class EvalResult:
         return transfer_gap(self.scores(metric), self.source)
 
 
+def one_class_warning(task_type: str, labels, preds: list) -> str | None:
+    """A line when a model predicts one class for every example of a language (a collapsed head), else None."""
+    flat = [t for p in preds for t in p] if task_type == "token-classification" else list(preds)
+    if len(flat) < 2 or len(labels) < 2 or len(set(map(str, flat))) != 1:
+        return None
+    only = flat[0]
+    if task_type == "multiple-choice":
+        return f"the model picks choice {only} for all {len(flat)} examples (a degenerate model; its score is chance)"
+    name = labels[only] if isinstance(only, int) and 0 <= only < len(labels) else only
+    what = "words" if task_type == "token-classification" else "examples"
+    return (f"the model predicts {name!r} for all {len(flat)} {what} (one class everywhere: check the training, "
+            f"e.g. the learning rate or label balance)")
+
+
 def transfer_gap(scores: dict[str, float], source: str) -> dict[str, float]:
     """``{"source", "mean_target", "gap", "n_targets"}`` (Hu et al. 2020)."""
     if source not in scores:
@@ -384,6 +398,7 @@ def evaluate(config: EvalConfig | None = None, *, task=None, **kwargs) -> EvalRe
     rows: list[dict] = []
     n_examples: dict[str, int] = {}
     from_cache = 0
+    warned: dict[str, str] = {}
     metric = main_metric(task.type)
     t_infer = 0.0
     try:
@@ -407,12 +422,17 @@ def evaluate(config: EvalConfig | None = None, *, task=None, **kwargs) -> EvalRe
                 cache.put(key, preds, {"model": handle.name, **{k: v for k, v in spec.items() if k != "verbalizers"}})
             gold = [e.tags if task.type == "token-classification" else e.label for e in examples]
             n_examples[lang] = len(examples)
+            warning = one_class_warning(task.type, task.labels, preds)
+            if warning:
+                warned[lang] = warning
             for m, v in task_metrics(task.type, task.labels, gold, preds).items():
                 rows.append({"model": handle.name, "task": task.name, "lang": lang, "split": cfg.split,
                              "metric": m, "value": float(v)})
     finally:
         if bar is not None:
             bar.close()
+    for lang, warning in warned.items():  # after the progress bar: one line per language
+        print(f"xling: warning: {lang}: {warning}", file=sys.stderr)
     t_done = time.perf_counter()
     n_total = sum(n_examples.values())
     result = EvalResult(
@@ -424,7 +444,7 @@ def evaluate(config: EvalConfig | None = None, *, task=None, **kwargs) -> EvalRe
         meta={"model_fingerprint": handle.fingerprint, "task_fingerprint": task.fingerprint(cfg.split),
               "settings": handle.settings(), "train_info": {k: v for k, v in handle.info.items() if k != "curve"},
               "dev_curve": handle.info.get("curve"), "started": started, "device": cfg.device,
-              "torch": torch.__version__, "labels": task.labels},
+              "torch": torch.__version__, "labels": task.labels, "warnings": warned},
     )
     store_align = _alignment_for(result, Path(cfg.store)) if cfg.store is not None else None
     if cfg.out is not None:
@@ -553,6 +573,8 @@ def render_eval_report(result: EvalResult, alignment: dict | None = None) -> str
     metrics = [k for k in wide[0] if k not in ("lang", "name", "n", "role")]
     src = scores.get(result.source)
     order = sorted(wide, key=lambda r: -r[m])
+    for lang, warning in (result.meta.get("warnings") or {}).items():
+        body.append(f"<p><b>Warning</b>, {esc(lang)}: {esc(warning)}</p>")
     body.append("<h2>Per language</h2>")
     head = ["lang", "name", "role", "n", *metrics] + ([f"{m} - source"] if src is not None else [])
     rows = [[r["lang"], r["name"], r["role"], r["n"], *[r[k] for k in metrics]] + ([r[m] - src] if src is not None else [])

@@ -324,6 +324,41 @@ def _fmt_ci(stats: dict, key: str) -> str:
     return f"{v:.3f} [{lo:.3f}, {hi:.3f}]"
 
 
+def correlation_notes(result: PredictResult) -> list[str]:
+    """Why a correlation is NaN, in words: constant task scores, constant alignment, constant predictions."""
+    p = result.prediction
+    st = p.stats
+    notes = []
+    known = list(p.known)
+    n = len(known)
+
+    def undefined(block: str) -> bool:
+        vals = [st.get(block, {}).get(k) for k in ("pearson", "spearman")]
+        return any(v is not None and v != v for v in vals)
+
+    def constant(values) -> bool:
+        values = [float(v) for v in values]
+        return len(values) > 0 and max(values) - min(values) == 0
+
+    if not (undefined("lolo") or undefined("in_sample")):
+        return notes
+    if n < 3:
+        return [f"Pearson and Spearman undefined: only {n} language{'s' if n != 1 else ''} with both task scores "
+                f"and alignment (at least 3 needed)"]
+    if constant(p.y[k] for k in known):
+        notes.append(f"Pearson and Spearman undefined: all {n} task scores are equal ({float(p.y[known[0]]):.3f}), "
+                     f"so there is nothing to predict")
+    elif constant(p.x_chosen[k] for k in known):
+        notes.append(f"Pearson and Spearman undefined: all {n} languages have the same alignment "
+                     f"({float(p.x_chosen[known[0]]):.3f}, {p.chosen}); the alignment run cannot tell them apart")
+    elif undefined("lolo") and constant(p.lolo_pred[k] for k in known):
+        notes.append(f"LOLO Pearson and Spearman undefined: all {n} held-out predictions are equal "
+                     f"({float(p.lolo_pred[known[0]]):.3f}); the fit is flat")
+    else:
+        notes.append("a correlation is undefined: one of the compared series is constant")
+    return notes
+
+
 def render_predict_report(result: PredictResult) -> str:
     import html
 
@@ -346,6 +381,8 @@ def render_predict_report(result: PredictResult) -> str:
         rows.append(["mean over layers vs truth (MEXA, no selection)", _fmt_ci(st["mean_layers"], "pearson"),
                      _fmt_ci(st["mean_layers"], "spearman"), ""])
     body.append(table_html(head, rows))
+    for note in correlation_notes(result):
+        body.append(f"<p><b>Note</b>: {esc(note)}.</p>")
     body.append(f'<p class="muted">[{lvl}% percentile bootstrap CI over languages, {esc(st["level"]["n_boot"])} resamples, '
                 f'seed {esc(st["level"]["seed"])}.]</p>')
     pts = [(lang, p.x_chosen[lang], p.y[lang]) for lang in p.known]
@@ -384,6 +421,7 @@ def format_summary(result: PredictResult) -> str:
                  f"MAE {_fmt_ci(st['lolo'], 'mae')}")
     lines.append(f"in-sample ({p.chosen}): Pearson {_fmt_ci(st['in_sample'], 'pearson')}, "
                  f"Spearman {_fmt_ci(st['in_sample'], 'spearman')}")
+    lines.extend(f"note: {note}" for note in correlation_notes(result))
     return "\n".join(lines)
 
 
