@@ -477,3 +477,20 @@ def test_predict_explains_an_undefined_correlation(tmp_path, case):
     ok = predict(PredictConfig(out=None, store=None, n_boot=20),
                  alignment={lang: {0: 0.1 * i, 1: 0.2 * i} for i, lang in enumerate(langs)}, scores=varied)
     assert "note:" not in format_summary(ok)
+
+
+def test_undecodable_command_line_argument(capsys):
+    # bytes that are not UTF-8 reach Python as lone surrogates (os.fsdecode)
+    line = cli_error(capsys, ["corpus", "--langs", os.fsdecode(b"de\xff")])
+    assert "command-line argument 'de\\udcff' is not valid UTF-8 text" in line
+
+
+@pytest.mark.parametrize("content, expect", [(DEEP, "nested too deeply"), ("[1, 2]", "expected a JSON object"),
+                                             (b"\x00\x01", "NUL")])
+def test_hostile_train_info(tmp_path, capsys, content, expect):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    info = folder / "xling_train.json"
+    info.write_bytes(content if isinstance(content, bytes) else content.encode())
+    line = cli_error(capsys, ["eval", "--model", folder, "--store", "none"])
+    assert str(info) in line and expect in line

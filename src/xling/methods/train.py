@@ -660,13 +660,15 @@ def _type_from_arch(config) -> str | None:
 
 
 def read_train_info(folder: str | Path) -> dict | None:
+    from xling.data.readers import parse_json, read_text
+
     p = Path(folder) / TRAIN_FILE
     if not p.is_file():
         return None
-    try:
-        return json.loads(p.read_text(encoding="utf-8"))
-    except ValueError:
-        raise XlingError(f"{p}: not valid JSON") from None
+    info = parse_json(read_text(p), p)  # a damaged or hostile file: one line naming it
+    if not isinstance(info, dict):
+        raise XlingError(f"{p}: expected a JSON object")
+    return info
 
 
 def _check_module_weights(folder: Path) -> None:
