@@ -182,6 +182,11 @@ def main(argv: list[str] | None = None) -> int:
     from xling.errors import interrupted_message
 
     try:
+        for arg in sys.argv[1:] if argv is None else argv:
+            try:
+                str(arg).encode("utf-8")
+            except UnicodeEncodeError:  # undecodable bytes in argv arrive as lone surrogates
+                raise XlingError(f"command-line argument {ascii(arg)} is not valid UTF-8 text") from None
         parser = build_parser()  # imports the subcommands (torch, transformers): Ctrl-C may land here
         args = parser.parse_args(argv)
         if not getattr(args, "func", None):
