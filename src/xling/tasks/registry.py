@@ -25,6 +25,7 @@ from xling.tasks.core import Task
 #: ``name -> "module:function"`` (lazy) or a callable returning a :class:`Task`.
 TASKS: dict[str, str | Callable[..., Task]] = {
     "libreoffice-topic": "xling.tasks.libreoffice:libreoffice_topic",
+    "bible-genre": "xling.tasks.bible:bible_genre",
 }
 
 
@@ -32,6 +33,7 @@ TASKS: dict[str, str | Callable[..., Task]] = {
 #: with the task's evaluation text removed (``--text unlabeled:<task>`` for language modules).
 UNLABELED: dict[str, str | Callable[[str], list[str]]] = {
     "libreoffice-topic": "xling.tasks.libreoffice:unlabeled_text",
+    "bible-genre": "xling.tasks.bible:unlabeled_text",
 }
 
 
