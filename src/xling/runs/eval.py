@@ -670,6 +670,8 @@ def _load_task_cli(args):
     try:
         return load_task(args.task, **opts)
     except TypeError as exc:
+        if not opts:  # not the user's options: a real error, not a misleading "bad --task-option"
+            raise
         raise XlingError(f"bad --task-option for {args.task}: {exc}") from None
 
 
