@@ -20,7 +20,7 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
 @pytest.fixture(scope="session")
 def tiny_model_dirs(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny-models")
-    return {k: tiny_models.save(k, root / k) for k in ("bert", "xlmr", "llama", "gpt2")}
+    return {k: tiny_models.save(k, root / k) for k in ("bert", "xlmr", "llama", "gpt2", "gemma3")}
 
 
 @pytest.fixture

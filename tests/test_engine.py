@@ -11,7 +11,7 @@ from xling.errors import XlingError
 from xling.models.layers import find_blocks, parse_layers
 from xling.models.loading import from_objects, load_model
 
-KINDS = ["bert", "xlmr", "llama", "gpt2"]
+KINDS = ["bert", "xlmr", "llama", "gpt2", "gemma3"]
 SENTS = tiny_models.PARALLEL["eng"] + tiny_models.PARALLEL["rus"] + ["猫 狗 房子", "one"]
 
 
@@ -100,7 +100,7 @@ def test_matches_unbatched_transformers_forward(lm):
 
 def test_default_pooling_follows_architecture(lm):
     cfg = EmbedConfig().resolved(lm)
-    assert cfg.pooling == ("weighted-mean" if lm.name in ("llama", "gpt2") else "mean")
+    assert cfg.pooling == ("weighted-mean" if lm.name in ("llama", "gpt2", "gemma3") else "mean")
 
 
 def test_empty_input_is_an_error(lm):
@@ -135,7 +135,7 @@ def test_parse_layers():
 @pytest.mark.parametrize("kind", KINDS)
 def test_load_from_folder(tiny_model_dirs, kind):
     lm = load_model(str(tiny_model_dirs[kind]), device="cpu")
-    assert lm.is_decoder == (kind in ("llama", "gpt2"))
+    assert lm.is_decoder == (kind in ("llama", "gpt2", "gemma3"))
     assert lm.num_hidden_states == 4
     emb = embed_sentences(lm, SENTS[:3], EmbedConfig())
     assert torch.isfinite(emb).all()

@@ -1,9 +1,10 @@
 """Tiny random models with local tokenizers, built in the tests: no downloads.
 
-Four families cover the layouts xling must handle: BERT (WordPiece-style,
+Five families cover the layouts xling must handle: BERT (WordPiece-style,
 absolute positions from 0), XLM-R (SentencePiece-style, positions derived from
-input ids), Llama (rotary decoder) and GPT-2 (learned-position decoder without a
-pad token).
+input ids), Llama (rotary decoder), GPT-2 (learned-position decoder without a
+pad token) and Gemma 3 (rotary decoder with scaled embeddings, sliding-window
+and global attention layers, query-key norms: the built-in ``gemma-3-270m``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from transformers import (
     BertModel,
     GPT2Config,
     GPT2Model,
+    Gemma3TextConfig,
+    Gemma3TextModel,
     LlamaConfig,
     LlamaModel,
     PreTrainedTokenizerFast,
@@ -57,7 +60,7 @@ def _word_tokenizer(specials: list[str], bos: str | None, eos: str | None, pad: 
 
 
 def build(kind: str, seed: int = 0, layers: int = 3, hidden: int = 32):
-    """Return (model, tokenizer) of a tiny random ``kind`` in bert, xlmr, llama, gpt2."""
+    """Return (model, tokenizer) of a tiny random ``kind`` in bert, xlmr, llama, gpt2, gemma3."""
     torch.manual_seed(seed)
     if kind == "bert":
         tok, V = _word_tokenizer(["[PAD]", "[UNK]", "[CLS]", "[SEP]"], "[CLS]", "[SEP]", "[PAD]", "[UNK]")
@@ -84,6 +87,15 @@ def build(kind: str, seed: int = 0, layers: int = 3, hidden: int = 32):
         cfg = GPT2Config(vocab_size=V, n_embd=hidden, n_layer=layers, n_head=4, n_positions=64,
                          bos_token_id=0, eos_token_id=0, architectures=["GPT2LMHeadModel"])
         model = GPT2Model(cfg)
+    elif kind == "gemma3":
+        tok, V = _word_tokenizer(["<pad>", "<eos>", "<bos>", "<unk>"], "<bos>", None, "<pad>", "<unk>")
+        types = ["sliding_attention"] * (layers - 1) + ["full_attention"]
+        cfg = Gemma3TextConfig(vocab_size=V, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=4,
+                               num_key_value_heads=1, head_dim=hidden // 4, intermediate_size=hidden * 2,
+                               max_position_embeddings=64, sliding_window=4, layer_types=types, pad_token_id=0,
+                               eos_token_id=1, bos_token_id=2, query_pre_attn_scalar=hidden // 4,
+                               architectures=["Gemma3ForCausalLM"])
+        model = Gemma3TextModel(cfg)
     else:
         raise ValueError(kind)
     model.eval()

@@ -118,6 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_train_module_parser(sub)
 
+    from xling.runs.probe import add_probe_parser  # xling probe (linear probe on frozen features)
+
+    add_probe_parser(sub)
+
     from xling.runs.transfer import add_transfer_parser  # xling transfer (the modular transfer experiment)
 
     add_transfer_parser(sub)
@@ -145,6 +149,16 @@ def cmd_align(args) -> int:
             print(f"xling: warning: {w.message}", file=sys.stderr)
         else:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    models = _csv_list(args.model) or []
+    if len(models) > 1:
+        from xling.runs.align import align_models
+
+        results = align_models(models, cfg)
+        for m, r in results.items():
+            print(f"== {m}")
+            print(format_summary(r))
+        print(f"wrote {args.out}/report.html (the models side by side), models.csv, and one folder per model")
+        return 0
     result = align(cfg)
     print(format_summary(result))
     print(f"wrote {args.out}/report.html, alignment.csv, summary.csv"

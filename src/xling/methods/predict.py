@@ -243,6 +243,8 @@ class Prediction:
     predicted: dict[str, float]
     stats: dict[str, dict[str, float]] = field(default_factory=dict)
     fit: dict = field(default_factory=dict)
+    #: MEXA's own predictor: the alignment averaged over layers, per known language
+    x_mean: dict[str, float] = field(default_factory=dict)
 
     def summary(self) -> str:
         s = self.stats
@@ -309,9 +311,44 @@ def predict_scores(
         lolo_pred=dict(zip(known, preds.tolist())), fold_choice=dict(zip(known, chosen_per_fold)),
         chosen=best, chosen_lolo_mae=errs, x_chosen={lang: cands[best][lang] for lang in [*known, *unknown]},
         predicted=predicted, stats=stats, fit=fit,
+        x_mean={lang: cands["mean"][lang] for lang in known} if "mean" in cands else {},
     )
+
+
+def mean_over_models(
+    pairs: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+    stat: Callable[[np.ndarray, np.ndarray], float],
+    n_boot: int = 1000, seed: int = 0, level: float = 0.95,
+) -> tuple[float, tuple[float, float]]:
+    """``stat`` averaged over models, with a percentile bootstrap CI.
+
+    ``pairs``: ``{model: (x, y)}`` over that model's languages. MEXA (Kargaran
+    et al. 2024) reports correlations averaged over models; each bootstrap
+    replicate resamples every model's languages independently (with replacement)
+    and averages the models' statistics, so the interval reflects the language
+    sample of each model. Replicates where a model's statistic is undefined are
+    skipped.
+    """
+    arrays = {m: (np.asarray(x, dtype=float), np.asarray(y, dtype=float)) for m, (x, y) in pairs.items()}
+    if not arrays:
+        raise XlingError("no models to average over")
+    point = float(np.mean([stat(x, y) for x, y in arrays.values()]))
+    rng = np.random.default_rng(seed)
+    vals = []
+    for _ in range(n_boot):
+        per = []
+        for x, y in arrays.values():
+            idx = rng.integers(0, len(x), len(x))
+            per.append(stat(x[idx], y[idx]))
+        v = float(np.mean(per))
+        if v == v:
+            vals.append(v)
+    if not vals or any(len(x) < 3 for x, _ in arrays.values()):
+        return point, (float("nan"), float("nan"))
+    alpha = (1 - level) / 2
+    return point, (float(np.quantile(vals, alpha)), float(np.quantile(vals, 1 - alpha)))
 
 
 __all__ = ["pearson", "spearman", "rankdata", "mae", "bootstrap_ci", "LinearPredictor", "IsotonicPredictor",
            "make_predictor", "candidates", "lolo_mae", "select_candidate", "nested_lolo", "predict_scores",
-           "Prediction", "MODELS"]
+           "Prediction", "MODELS", "mean_over_models"]

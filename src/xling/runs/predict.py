@@ -42,6 +42,7 @@ class PredictConfig:
     scores_run: str | None = None
     scores_csv: str | None = None
     task: str | None = None
+    model: str | None = None
     metric: str | None = None
     split: str = "test"
     exclude: list[str] | None = None
@@ -159,12 +160,17 @@ def _store(cfg: PredictConfig):
 def scores_from_store(cfg: PredictConfig) -> tuple[dict[str, float], dict]:
     store = _store(cfg)
     runs = [r for r in store.runs("eval") if cfg.task is None or r["config"].get("task") == cfg.task]
+    if cfg.model:
+        from xling.models.builtin import same_model
+
+        runs = [r for r in runs if same_model(r["config"].get("base_model") or r.get("model"), cfg.model)]
     if cfg.scores_run:
         runs = [r for r in store.runs() if r["run_id"] == cfg.scores_run]
         if not runs:
             raise XlingError(f"no run {cfg.scores_run} in {cfg.store}")
     if not runs:
-        raise XlingError(f"no eval run{' for task ' + cfg.task if cfg.task else ''} in {cfg.store} (run xling eval first)")
+        raise XlingError(f"no eval run{' for task ' + cfg.task if cfg.task else ''}{' of ' + cfg.model if cfg.model else ''} "
+                         f"in {cfg.store} (run xling eval or xling probe first)")
     run = runs[-1]
     rows = store.task_scores(run["run_id"])
     metric = cfg.metric or run["config"].get("main_metric") or "accuracy"
@@ -186,7 +192,9 @@ def alignment_from_store(cfg: PredictConfig, model: str | None, task: str | None
     else:
         runs = store.runs("align")
         if model:
-            runs = [r for r in runs if r.get("model") == model]
+            from xling.models.builtin import same_model
+
+            runs = [r for r in runs if same_model(r.get("model"), model)]
         if not runs:
             raise XlingError(f"no align run{' of ' + model if model else ''} in {cfg.store} (run xling align first)")
         want = cfg.align_corpus or (f"task:{task}" if task else None)
@@ -425,6 +433,110 @@ def format_summary(result: PredictResult) -> str:
     return "\n".join(lines)
 
 
+# ----------------------------------------------------------------------------- several models
+
+
+@dataclass
+class MultiPredictResult:
+    """:func:`predict` per model, and each statistic averaged over the models."""
+
+    per_model: dict[str, PredictResult]
+    averaged: dict[str, dict[str, dict]]
+    level: float
+    n_boot: int
+
+
+def _safe_name(model: str) -> str:
+    import re
+
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", model).strip("_")[:60] or "model"
+
+
+def predict_models(models: list[str], config: PredictConfig | None = None, **kwargs) -> MultiPredictResult:
+    """Score ~ alignment for each model (its own eval and align runs), then averaged over models.
+
+    MEXA's claim (Kargaran et al. 2024) is that alignment predicts task scores
+    across languages, reported as correlations averaged over models. Per model
+    this runs :func:`predict` with the eval run of that model (``--task``) and
+    its align run (``--align-corpus``); the average uses
+    :func:`xling.methods.predict.mean_over_models` for two predictors: MEXA's
+    (alignment averaged over layers, no fitting: ``mean_layers``) and the honest
+    held-out one (``lolo``: nested leave-one-language-out predictions).
+    """
+    import dataclasses
+
+    from xling.methods.predict import STATS, mean_over_models
+
+    cfg = config if config is not None else PredictConfig(**kwargs)
+    if len(models) < 2:
+        raise XlingError("--models needs at least two models (use --model for one)")
+    per: dict[str, PredictResult] = {}
+    for m in models:
+        out = Path(cfg.out) / _safe_name(m) if cfg.out is not None else None
+        per[m] = predict(dataclasses.replace(cfg, model=m, align_model=m, out=out))
+    averaged: dict[str, dict[str, dict]] = {}
+    for block in ("mean_layers", "lolo"):
+        pairs = {}
+        for m, r in per.items():
+            p = r.prediction
+            x = [p.x_mean[lang] for lang in p.known] if block == "mean_layers" else [p.lolo_pred[lang] for lang in p.known]
+            pairs[m] = (x, [p.y[lang] for lang in p.known])
+        stats = ("pearson", "spearman") if block == "mean_layers" else ("pearson", "spearman", "mae")
+        averaged[block] = {}
+        for k in stats:
+            point, ci = mean_over_models(pairs, STATS[k], cfg.n_boot, cfg.seed, cfg.level)
+            averaged[block][k] = {"value": point, "ci": list(ci), "per_model": {
+                m: r.prediction.stats[block].get(k) for m, r in per.items()}}
+    result = MultiPredictResult(per, averaged, cfg.level, cfg.n_boot)
+    if cfg.out is not None:
+        from xling.io import atomic_write_text, output_lock
+
+        with output_lock(cfg.out):
+            Path(cfg.out).mkdir(parents=True, exist_ok=True)
+            atomic_write_text(Path(cfg.out) / "models.csv", _models_csv(result))
+            atomic_write_text(Path(cfg.out) / "models.json", json.dumps(
+                {"models": models, "averaged": averaged, "level": cfg.level, "n_boot": cfg.n_boot,
+                 "runs": {m: r.run_id for m, r in per.items()}}, indent=2, default=str))
+    return result
+
+
+def _models_csv(result: MultiPredictResult) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["model", "predictor", "statistic", "value", "ci_low", "ci_high", "n_languages"])
+    for m, r in result.per_model.items():
+        st = r.prediction.stats
+        for block in ("mean_layers", "lolo"):
+            for k in ("pearson", "spearman", "mae"):
+                if k in st.get(block, {}):
+                    lo, hi = st[block].get(f"{k}_ci", (float("nan"), float("nan")))
+                    w.writerow([m, block, k, f"{st[block][k]:.4f}", f"{lo:.4f}", f"{hi:.4f}", len(r.prediction.known)])
+    for block, stats in result.averaged.items():
+        for k, v in stats.items():
+            w.writerow(["mean over models", block, k, f"{v['value']:.4f}", f"{v['ci'][0]:.4f}", f"{v['ci'][1]:.4f}", ""])
+    return buf.getvalue()
+
+
+def format_models_summary(result: MultiPredictResult) -> str:
+    lvl = int(round(100 * result.level))
+
+    def cell(v, ci):
+        return f"{v:+.2f} [{ci[0]:+.2f}, {ci[1]:+.2f}]" if v == v else "undefined"
+
+    lines = [f"{'model':28s} {'langs':>5s}  {'MEXA mean-over-layers: Pearson':34s} {'Spearman':24s} {'held-out (LOLO) Pearson':26s}"]
+    for m, r in result.per_model.items():
+        st = r.prediction.stats
+        ml, lo = st["mean_layers"], st["lolo"]
+        lines.append(f"{m:28s} {len(r.prediction.known):5d}  {cell(ml['pearson'], ml['pearson_ci']):34s} "
+                     f"{cell(ml['spearman'], ml['spearman_ci']):24s} {cell(lo['pearson'], lo['pearson_ci']):26s}")
+    a = result.averaged
+    lines.append(f"{'mean over models':28s} {'':5s}  {cell(a['mean_layers']['pearson']['value'], a['mean_layers']['pearson']['ci']):34s} "
+                 f"{cell(a['mean_layers']['spearman']['value'], a['mean_layers']['spearman']['ci']):24s} "
+                 f"{cell(a['lolo']['pearson']['value'], a['lolo']['pearson']['ci']):26s}")
+    lines.append(f"({lvl}% bootstrap CIs over languages; the average resamples each model's languages)")
+    return "\n".join(lines)
+
+
 # ----------------------------------------------------------------------------- command line
 
 
@@ -442,6 +554,8 @@ def add_predict_parser(sub) -> None:
     p.add_argument("--scores-run", default=None, help="eval run id (default: the latest eval run)")
     p.add_argument("--scores-csv", default=None, help="CSV of task scores (lang + metric columns, or lang,metric,value)")
     p.add_argument("--task", default=None, help="only eval runs of this task")
+    p.add_argument("--model", default=None, help="only eval runs of this (base) model; its align run too")
+    p.add_argument("--models", default=None, help="comma-separated models: predict for each, then average over them")
     p.add_argument("--metric", default=None, help="task metric (default: the eval run's main metric, e.g. accuracy)")
     p.add_argument("--exclude", default=None, help="comma-separated languages to leave out (default: the source language)")
     p.add_argument("--predictor", default="linear", choices=["linear", "isotonic"])
@@ -461,12 +575,21 @@ def cmd_predict(args) -> int:
     cfg = PredictConfig(
         store=args.store, align_run=args.align_run, align_csv=args.align_csv, align_model=args.align_model,
         align_corpus=args.align_corpus, align_metric=args.align_metric, scores_run=args.scores_run,
-        scores_csv=args.scores_csv, task=args.task, metric=args.metric, exclude=lst(args.exclude),
+        scores_csv=args.scores_csv, task=args.task, model=args.model, metric=args.metric, exclude=lst(args.exclude),
         predictor=args.predictor, aggregations=lst(args.aggregations), n_boot=args.n_boot, seed=args.seed,
         level=args.level, out=args.out, write_store=not args.no_store,
     )
     if cfg.store is not None and str(cfg.store).lower() == "none":
         cfg.store = None
+    if args.models:
+        multi = predict_models(lst(args.models), cfg)
+        for m, r in multi.per_model.items():
+            print(f"== {m}")
+            print(format_summary(r))
+        print()
+        print(format_models_summary(multi))
+        print(f"wrote {args.out}/models.csv, models.json and one folder per model")
+        return 0
     result = predict(cfg)
     print(format_summary(result))
     print(f"wrote {args.out}/report.html, predictions.csv" + ("" if not cfg.write_store or cfg.store is None else
@@ -474,5 +597,5 @@ def cmd_predict(args) -> int:
     return 0
 
 
-__all__ = ["PredictConfig", "PredictResult", "predict", "alignment_from_csv", "scores_from_csv",
+__all__ = ["PredictConfig", "PredictResult", "predict", "predict_models", "MultiPredictResult", "format_models_summary", "alignment_from_csv", "scores_from_csv",
            "add_predict_parser", "format_summary"]

@@ -197,6 +197,110 @@ def bar_chart_svg(title: str, items: list[tuple[str, float]], lo: float = 0.0, h
     return "".join(out)
 
 
+_SERIES_COLORS = ("#3b528b", "#e67e22", "#21918c", "#c0392b", "#8e44ad", "#5ec962", "#7f8c8d", "#d4ac0d")
+
+
+def line_chart_svg(title: str, series: dict[str, list[tuple[float, float]]], xlabel: str, ylabel: str,
+                   lo: float = 0.0, hi: float = 1.0, width: int = 520, height: int = 260) -> str:
+    """One line per series (``name -> [(x, y), ...]``) with a legend; x spans the data, y ``lo..hi``."""
+    left, top, right, bottom = 46, 28, 150, 40
+    xs = [x for pts in series.values() for x, _ in pts]
+    x0, x1 = (min(xs), max(xs)) if xs else (0.0, 1.0)
+    xspan = (x1 - x0) or 1.0
+    yspan = (hi - lo) or 1.0
+
+    def px(x):
+        return left + (x - x0) / xspan * width
+
+    def py(y):
+        return top + (1 - (min(max(y, lo), hi) - lo) / yspan) * height
+
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{left + width + right}" height="{top + height + bottom}" '
+           f'role="img" aria-label="{esc(title)}">',
+           f'<text x="0" y="16" font-size="13" font-weight="600">{esc(title)}</text>']
+    for k in range(5):
+        t = lo + yspan * k / 4
+        y = py(t)
+        out.append(f'<line x1="{left}" y1="{y:.1f}" x2="{left + width}" y2="{y:.1f}" stroke="#eee"/>')
+        out.append(f'<text x="{left - 4}" y="{y + 3:.1f}" font-size="9" text-anchor="end">{t:.2f}</text>')
+    for k in range(5):
+        t = x0 + xspan * k / 4
+        out.append(f'<text x="{px(t):.1f}" y="{top + height + 14}" font-size="9" text-anchor="middle">{t:.2f}</text>')
+    out.append(f'<text x="{left + width / 2}" y="{top + height + 32}" font-size="10" text-anchor="middle">{esc(xlabel)}</text>')
+    out.append(f'<text x="10" y="{top + height / 2}" font-size="10" text-anchor="middle" '
+               f'transform="rotate(-90 10 {top + height / 2})">{esc(ylabel)}</text>')
+    for i, (name, pts) in enumerate(series.items()):
+        c = _SERIES_COLORS[i % len(_SERIES_COLORS)]
+        good = [(x, y) for x, y in pts if y == y]
+        if good:
+            d = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in good)
+            out.append(f'<polyline points="{d}" fill="none" stroke="{c}" stroke-width="2"><title>{esc(name)}</title></polyline>')
+            for x, y in good:
+                out.append(f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="2.5" fill="{c}"><title>{esc(name)}: {y:.3f}</title></circle>')
+        ly = top + 12 + 16 * i
+        out.append(f'<rect x="{left + width + 12}" y="{ly - 8}" width="12" height="3" fill="{c}"/>')
+        out.append(f'<text x="{left + width + 28}" y="{ly - 4}" font-size="10">{esc(name)}</text>')
+    out.append("</svg>")
+    return "".join(out)
+
+
+def render_models_report(results: dict, metric: str = "mexa") -> str:
+    """Several models' align runs on one corpus, side by side: per-layer curves and per-language bests.
+
+    Layers are drawn at their relative depth (layer / number of layers), so a
+    12-layer encoder and a 30-layer decoder share one axis.
+    """
+    from xling.data.langcodes import lang_name
+
+    first = next(iter(results.values()))
+    body = [f"<h1>Alignment of {len(results)} models on {esc(first.corpus)}</h1>",
+            f"<p>{esc(metric)} against {esc(lang_name(first.pivot))} ({esc(first.pivot)}), "
+            f"{esc(first.n_sentences)} sentences per language; each model's own pooling "
+            f"({', '.join(esc(m) + ': ' + esc(r.pooling) for m, r in results.items())}). "
+            "Layers at relative depth, 0 = embeddings, 1 = last layer.</p>"]
+    series = {}
+    for m, r in results.items():
+        vals = r.values(metric)
+        n = max(r.layers) or 1
+        pts = []
+        for layer in r.layers:
+            v = [vals[lang][layer] for lang in vals if layer in vals[lang]]
+            pts.append((layer / n, sum(v) / len(v) if v else float("nan")))
+        series[m] = pts
+    body.append('<div class="card">' + line_chart_svg(f"mean {metric} over languages, per layer", series,
+                                                        "relative depth", f"mean {metric}") + "</div>")
+    langs = sorted({lang for r in results.values() for lang in r.values(metric)})
+    body.append('<div class="grid">')
+    for lang in langs:
+        per = {}
+        for m, r in results.items():
+            vals = r.values(metric).get(lang, {})
+            n = max(r.layers) or 1
+            per[m] = [(layer / n, vals[layer]) for layer in r.layers if layer in vals]
+        body.append('<div class="card">' + line_chart_svg(f"{lang_name(lang)} ({lang})", per, "relative depth",
+                                                            metric, width=300, height=150) + "</div>")
+    body.append("</div>")
+    head = ["language"] + [f"{m}: {metric} max (layer)" for m in results] + [f"{m}: mean over layers" for m in results]
+    rows = []
+    for lang in langs:
+        row = [f"{lang_name(lang)} ({lang})"]
+        means = []
+        for m, r in results.items():
+            vals = r.values(metric).get(lang, {})
+            if vals:
+                layer = max(vals, key=lambda k: vals[k])
+                row.append(f"{vals[layer]:.3f} ({layer})")
+                means.append(f"{sum(vals.values()) / len(vals):.3f}")
+            else:
+                row.append("-")
+                means.append("-")
+        rows.append(row + means)
+    body.append("<h2>Per language</h2>" + table_html(head, rows))
+    runs = "".join(f"<li>{esc(m)}: run {esc(r.run_id)}, {esc(len(r.layers))} hidden states</li>" for m, r in results.items())
+    body.append(f"<h2>Runs</h2><ul>{runs}</ul>")
+    return page(f"xling align: {len(results)} models", "".join(body))
+
+
 def scatter_svg(title: str, points: list[tuple[str, float, float]], xlabel: str, ylabel: str,
                 line: tuple[float, float] | None = None, hollow: set[str] | None = None,
                 curve: list[tuple[float, float]] | None = None) -> str:
