@@ -494,3 +494,19 @@ def test_hostile_train_info(tmp_path, capsys, content, expect):
     info.write_bytes(content if isinstance(content, bytes) else content.encode())
     line = cli_error(capsys, ["eval", "--model", folder, "--store", "none"])
     assert str(info) in line and expect in line
+
+
+@pytest.mark.parametrize("name", ["xling_module.json", "adapter_config.json"])
+def test_hostile_module_json_is_one_line(tmp_path, name, capsys):
+    """Module metadata nested 100,000 deep or with a 5,000-digit integer: one line naming the file."""
+    from xling.errors import XlingError
+    from xling.modules.lora import LoraModule
+
+    folder = tmp_path / "mod"
+    folder.mkdir()
+    (folder / "adapter_model.safetensors").write_bytes(b"")
+    (folder / "adapter_config.json").write_text('{"peft_type": "LORA", "r": 8}', encoding="utf-8")
+    for bad in ("[" * 100_000 + "]" * 100_000, '{"kind": ' + "9" * 5000 + "}"):
+        (folder / name).write_text(bad, encoding="utf-8")
+        with pytest.raises(XlingError, match=name.replace(".", r"\.")):
+            LoraModule(folder)

@@ -27,7 +27,7 @@ import torch
 
 from xling.errors import XlingError
 from xling.methods.compose import all_finite
-from xling.modules.meta import ModuleMeta, check_weights, read_meta
+from xling.modules.meta import ModuleMeta, check_weights, load_json_file, read_meta
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
@@ -98,10 +98,9 @@ class LoraModule:
             extra = " (only adapter_model.bin: xling never loads pickled weights)" \
                 if (self.path / "adapter_model.bin").exists() else ""
             raise XlingError(f"LoRA module {self.path} has no {WEIGHTS_FILE}{extra}")
-        try:
-            self.config: dict = json.loads(cfg_path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise XlingError(f"{cfg_path} is not valid JSON ({exc})") from None
+        self.config: dict = load_json_file(cfg_path)
+        if not isinstance(self.config, dict):
+            raise XlingError(f"{cfg_path}: expected a JSON object")
         if str(self.config.get("peft_type", "")).upper() != "LORA":
             raise XlingError(f"module {self.path} is a {self.config.get('peft_type')} adapter, not LoRA")
         _refuse(self.config, self.path)

@@ -87,11 +87,18 @@ def read_meta(folder: str | Path) -> ModuleMeta | None:
     path = Path(folder) / META_FILE
     if not path.is_file():
         return None
+    return ModuleMeta.from_dict(load_json_file(path), str(path))
+
+
+def load_json_file(path: Path):
+    """A module's JSON file; bad bytes, bad JSON, deep nesting or huge integers are one line naming it."""
+    from xling.data.readers import parse_json
+
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise XlingError(f"{path} is not valid JSON ({exc})") from None
-    return ModuleMeta.from_dict(data, str(path))
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise XlingError(f"{path}: cannot read it as UTF-8 text ({type(exc).__name__})") from None
+    return parse_json(text, path)
 
 
 def meta_json(meta: ModuleMeta) -> str:

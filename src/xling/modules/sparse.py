@@ -10,14 +10,13 @@ together with LoRA modules (``xling compose --as merged``).
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import torch
 
 from xling.errors import XlingError
-from xling.modules.meta import ModuleMeta, check_weights
+from xling.modules.meta import ModuleMeta, check_weights, load_json_file
 
 SFT_FILE = "sparse_diff.safetensors"
 SFT_META = "xling_sft.json"
@@ -46,10 +45,7 @@ class SparseModule:
         self.meta: ModuleMeta | None = None
         mpath = self.path / SFT_META
         if mpath.is_file():
-            try:
-                self.meta = ModuleMeta.from_dict(json.loads(mpath.read_text(encoding="utf-8")), str(mpath))
-            except (OSError, ValueError) as exc:
-                raise XlingError(f"{mpath} is not valid JSON ({exc})") from None
+            self.meta = ModuleMeta.from_dict(load_json_file(mpath), str(mpath))
         check_weights(self.path, self.meta, SFT_META)
         self.name = name or (self.meta.name if self.meta and self.meta.name else self.path.name)
         self.targets = {}
