@@ -238,7 +238,7 @@ def test_zero_shot_loglik_matches_direct_computation(tiny_model_dirs):
 
     from xling.tasks.zeroshot import label_loglik, zero_shot_predict
 
-    for kind in ("llama", "gpt2"):
+    for kind in ("llama", "gpt2", "gemma3"):
         folder = tiny_model_dirs[kind]
         model = AutoModelForCausalLM.from_pretrained(folder).eval()
         tok = AutoTokenizer.from_pretrained(folder)
@@ -274,3 +274,18 @@ def test_train_errors(tiny_model_dirs, tmp_path):
         load_trained(tmp_path / "nothing")
     with pytest.raises(XlingError, match="not a task model"):
         load_trained(tiny_model_dirs["bert"])
+
+
+def test_gemma3_decoder_lora_task_model_round_trip(tiny_model_dirs, tmp_path):
+    """A Gemma-3 decoder (the built-in gemma-3-270m's architecture) takes a LoRA task head, saves and reloads."""
+    task = tiny_task(n_train=16, n_dev=8, n_test=8)
+    m = build_task_model(tiny_model_dirs["gemma3"], "classification", task.labels)
+    assert type(m).__name__ == "Gemma3TextForSequenceClassification"
+    assert lora_targets(m) and all(t.startswith("model.layers.") for t in lora_targets(m))
+    out = train_task(str(tiny_model_dirs["gemma3"]), task, method="lora", out=tmp_path / "g", epochs=1, lr=1e-2,
+                     batch_size=8, patience=0, progress=False)
+    tm = load_trained(out)
+    exs = task.examples("test", "fra_Latn")
+    preds = predict(tm.model, tm.tokenizer, "classification", exs, batch_size=3)
+    assert preds == predict(tm.model, tm.tokenizer, "classification", exs, batch_size=8)  # batch invariant
+    assert len(preds) == 8 and set(preds) <= {0, 1}
