@@ -207,13 +207,17 @@ def bible_corpus(
     a fixed hash order; ``max_sentences`` keeps the first rows.
     """
     chosen = _resolve_langs(langs)
-    with closing(_connect(bible_db(quiet=quiet))) as con:
-        keep = _mexa_rows(con) if sample == "mexa" else None
-        texts: dict[str, dict[tuple[int, int, int], str]] = {}
-        for lang in chosen:
-            code = TRANSLATIONS[lang][0]
-            rows = con.execute("select bNumber, cNumber, vNumber, vText from bible where bbName = ?", (code,))
-            texts[lang] = {(b, c, v): clean_verse(t, lang) for b, c, v, t in rows}
+    db = bible_db(quiet=quiet)
+    with closing(_connect(db)) as con:
+        try:  # damage past the first pages shows only when the rows are read
+            keep = _mexa_rows(con) if sample == "mexa" else None
+            texts: dict[str, dict[tuple[int, int, int], str]] = {}
+            for lang in chosen:
+                code = TRANSLATIONS[lang][0]
+                rows = con.execute("select bNumber, cNumber, vNumber, vText from bible where bbName = ?", (code,))
+                texts[lang] = {(b, c, v): clean_verse(t, lang) for b, c, v, t in rows}
+        except sqlite3.DatabaseError as exc:
+            raise XlingError(f"{db}: not a readable Bible database ({exc}); delete it to fetch it again") from None
         if not texts[PIVOT]:
             raise XlingError(f"{DB_MEMBER}: no verses for the English translation (damaged database?)")
     order = keep if keep is not None else sorted(texts[PIVOT], key=lambda r: _verse_key(*r))

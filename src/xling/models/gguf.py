@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import struct
 import sys
 from pathlib import Path
 
@@ -63,10 +64,16 @@ def convert_gguf(gguf_path: str | Path, out_dir: str | Path, *, extra_files: dic
     if quiet:
         hf_logging.disable_progress_bar()
     folder, name = str(gguf_path.parent), gguf_path.name
+    try:  # transformers' config validation (hidden size not a multiple of the heads, ...)
+        from huggingface_hub.errors import StrictDataclassError as config_error
+    except ImportError:
+        config_error = ValueError
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
         model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
-    except (ValueError, KeyError, OSError) as exc:
+    except (ValueError, KeyError, IndexError, OSError, EOFError, OverflowError, RuntimeError, struct.error,
+            config_error) as exc:
+        # a truncated or damaged file fails in the GGUF reader (struct.error, OverflowError) or in the weight load
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise XlingError(f"{gguf_path}: transformers cannot read this GGUF ({first[:200]})") from None
     _plain(model)
