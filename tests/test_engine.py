@@ -204,3 +204,39 @@ def test_mean_nospecial_excludes_specials():
     with torch.no_grad():
         hs = model(**enc, output_hidden_states=True).hidden_states[2][0]
     torch.testing.assert_close(got[0, 0], hs[1:-1].mean(0), atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_layer_hooks_equal_transformers_hidden_states(kind, one_thread):
+    """The hook path pools exactly what output_hidden_states returns, for every layer and architecture."""
+    from xling.engine.embed import EmbedConfig, embed_sentences
+
+    model, tok = tiny_models.build(kind)
+    lm = from_objects(model, tok, kind)
+    sents = tiny_models.PARALLEL["eng"] + tiny_models.PARALLEL["deu"]
+    got = embed_sentences(lm, sents, EmbedConfig(pooling="mean", batch_size=4))
+    assert lm.meta.get("layer_capture") == "hooks"
+    ref = []
+    for s in sents:
+        enc = tok(s, return_tensors="pt")
+        with torch.no_grad():
+            hs = model(**enc, output_hidden_states=True).hidden_states
+        ref.append(torch.stack([h[0].mean(0) for h in hs]))
+    torch.testing.assert_close(got, torch.stack(ref, 1), atol=1e-5, rtol=1e-4)
+
+
+def test_layer_hooks_fall_back_when_blocks_do_not_map_onto_hidden_states(one_thread):
+    """Blocks that do not produce the model's hidden states in order are caught on the first batch."""
+    from xling.models.layers import Blocks
+
+    model, tok = tiny_models.build("bert")
+    lm = from_objects(model, tok, "bert")
+    shuffled = torch.nn.ModuleList(list(model.encoder.layer)[::-1])  # what a wrong accessor would return
+    lm.blocks = lambda: Blocks("wrong", shuffled)
+    sents = tiny_models.PARALLEL["eng"]
+    got = embed_sentences(lm, sents, EmbedConfig(pooling="mean", batch_size=3))
+    assert lm.meta.get("layer_capture") == "hidden_states"
+    with torch.no_grad():
+        ref = [torch.stack([h[0].mean(0) for h in model(**tok(s, return_tensors="pt"), output_hidden_states=True)
+                            .hidden_states]) for s in sents]
+    torch.testing.assert_close(got, torch.stack(ref, 1), atol=1e-5, rtol=1e-4)

@@ -1,8 +1,11 @@
 """The engine: batched hidden states of every requested layer, pooled per sentence.
 
-One forward pass per batch returns all hidden states (``output_hidden_states``);
-each requested layer is pooled at once, so the token states of a batch are the
-only per-token tensors ever alive (never tokens x layers x languages). Batches
+One forward pass per batch computes every requested layer; forward hooks on the
+blocks pool each hidden state as soon as it exists (:class:`_LayerCapture`), so
+one layer's token states of one batch are the only per-token tensors alive
+(never layers x tokens, never tokens x languages), and a decoder never computes
+logits (the base model has no LM head). The hooks are checked once per loaded
+model against transformers' ``output_hidden_states``, which is the fallback. Batches
 are length-sorted (least padding), results go back to the input order, and the
 output is the same, to float tolerance, whatever the batch size and padding
 side: left padding gets explicit position ids where the model does not derive
@@ -101,6 +104,89 @@ def tokenize(lm: LoadedModel, sentences: Sequence[str], cfg: EmbedConfig, need_s
     return ids, special
 
 
+def _pooled_hidden_states(model, kwargs, layers, pool_one) -> dict[int, torch.Tensor]:
+    """Pool the requested entries of transformers' ``output_hidden_states`` (all layers of the batch at once)."""
+    hs = model(**kwargs, output_hidden_states=True, return_dict=True).hidden_states
+    return {layer: pool_one(hs[layer]) for layer in layers}
+
+
+class _LayerCapture:
+    """Pool each requested hidden state the moment its block computes it (forward hooks).
+
+    ``output_hidden_states`` keeps every layer's token states of a batch alive
+    until the forward pass ends ((L + 1) x batch x tokens x d floats: 1.2 GB for
+    a 30-layer decoder at 32 x 512 tokens). Hooks on the blocks found by the
+    structural accessor pool entry ``i`` from the output of block ``i - 1``
+    (entry 0 from the first block's input) and let it go, so one layer's token
+    states are alive at a time; the last entry is the model's
+    ``last_hidden_state`` (decoders apply their final norm there, as
+    transformers' ``hidden_states[-1]`` does). The first batch of every run is
+    checked against ``output_hidden_states``; a model whose blocks do not map
+    onto its hidden states that way falls back to it.
+    """
+
+    def __init__(self, blocks, n_hidden: int, layers: list[int]):
+        self.blocks = blocks
+        self.n_hidden = n_hidden
+        self.layers = layers
+        self.verified = False
+
+    def run(self, model, kwargs, pool_one) -> dict[int, torch.Tensor]:
+        got: dict[int, torch.Tensor] = {}
+        handles = []
+        last = self.n_hidden - 1
+
+        def first_input(module, args, kw):
+            h = args[0] if args else kw.get("hidden_states")
+            if isinstance(h, torch.Tensor):
+                got[0] = pool_one(h)
+
+        def output_of(entry):
+            def hook(module, args, output):
+                h = output[0] if isinstance(output, (tuple, list)) else output
+                if isinstance(h, torch.Tensor):
+                    got[entry] = pool_one(h)
+            return hook
+
+        try:
+            if 0 in self.layers and last != 0:
+                handles.append(self.blocks[0].register_forward_pre_hook(first_input, with_kwargs=True))
+            for entry in self.layers:
+                if 0 < entry < last:
+                    handles.append(self.blocks[entry - 1].register_forward_hook(output_of(entry)))
+            res = model(**kwargs, output_hidden_states=False, return_dict=True)
+        finally:
+            for h in handles:
+                h.remove()
+        if last in self.layers:
+            got[last] = pool_one(res.last_hidden_state)
+        return got
+
+    def agrees(self, pooled: dict, reference: dict) -> bool:
+        for layer in self.layers:
+            a, b = pooled.get(layer), reference[layer]
+            if a is None or a.shape != b.shape:
+                return False
+            scale = float(b.abs().max()) or 1.0
+            if float((a - b).abs().max()) > 1e-4 * scale:
+                return False
+        return True
+
+
+def _capture_for(lm: LoadedModel, layers: list[int]) -> "_LayerCapture | None":
+    if lm.meta.get("layer_capture") == "hidden_states":
+        return None
+    try:
+        blocks = lm.blocks()
+    except XlingError:
+        return None
+    if len(blocks) != lm.num_hidden_states - 1:
+        return None
+    capture = _LayerCapture(blocks, lm.num_hidden_states, layers)
+    capture.verified = lm.meta.get("layer_capture") == "hooks"
+    return capture
+
+
 @torch.inference_mode()
 def embed_sentences(
     lm: LoadedModel,
@@ -123,6 +209,7 @@ def embed_sentences(
     layers = list(cfg.layers)
     out: torch.Tensor | None = None
     dev = lm.device
+    capture: _LayerCapture | None = None
     for start in range(0, len(ids), cfg.batch_size):
         idx = order[start : start + cfg.batch_size]
         T = int(lengths[idx].max())
@@ -140,15 +227,31 @@ def embed_sentences(
         kwargs = {"input_ids": input_ids.to(dev), "attention_mask": mask.to(dev)}
         if pos_ids:
             kwargs["position_ids"] = (torch.cumsum(mask, 1) - 1).clamp_min(0).to(dev)
-        hs = lm.model(**kwargs, output_hidden_states=True, return_dict=True).hidden_states
-        if out is None:
-            out = torch.empty((len(layers), len(ids), hs[0].shape[-1]), dtype=torch.float32)
         mask_d = mask.to(dev)
         smask_d = smask.to(dev) if smask is not None else None
+
+        def pool_one(h):
+            return pool(h[None], mask_d, special_mask=smask_d)[0].float().cpu()
+
+        if capture is None:
+            capture = _capture_for(lm, layers)
+        pooled = None
+        if capture is not None:
+            pooled = capture.run(lm.model, kwargs, pool_one)
+            if not capture.verified:  # first batch: check the hooks against transformers' own hidden states
+                reference = _pooled_hidden_states(lm.model, kwargs, layers, pool_one)
+                if capture.agrees(pooled, reference):
+                    capture.verified = True
+                    lm.meta["layer_capture"] = "hooks"  # checked once per loaded model
+                else:
+                    capture, pooled = None, reference
+                    lm.meta["layer_capture"] = "hidden_states"
+        if pooled is None:
+            pooled = _pooled_hidden_states(lm.model, kwargs, layers, pool_one)
+        if out is None:
+            out = torch.empty((len(layers), len(ids), pooled[layers[0]].shape[-1]), dtype=torch.float32)
         for li, layer in enumerate(layers):
-            pooled = pool(hs[layer][None], mask_d, special_mask=smask_d)[0]
-            out[li, idx] = pooled.float().cpu()
-        del hs
+            out[li, idx] = pooled[layer]
         if progress is not None:
             progress(B)
     return out
