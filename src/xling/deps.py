@@ -26,6 +26,8 @@ EXTRAS: dict[str, tuple[str, str]] = {
     "pyarrow": ("parquet", "pyarrow>=14"),
     "wordfreq": ("vocab", "wordfreq>=3"),
     "gguf": ("gguf", "gguf>=0.10"),
+    "lightgbm": ("rank", "lightgbm>=4"),
+    "urielplus": ("typology", "urielplus==1.3.2"),
 }
 
 
