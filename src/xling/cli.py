@@ -83,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--out", default="xling-out/align", help="output folder (default xling-out/align)")
     a.add_argument("--store", default=str(DEFAULT_STORE), help="results store (SQLite); 'none' to skip")
     a.add_argument("--no-cache", action="store_true", help="recompute embeddings and write them over their cache entries")
+    a.add_argument("--memory-budget", default="1GB", metavar="SIZE",
+                   help="working memory of the metrics, e.g. 2GB or 512MB (default 1GB): above it the similarity "
+                        "matrix is streamed in row blocks, with the same results")
     a.add_argument("--quiet", action="store_true", help="no progress bar")
     a.set_defaults(func=cmd_align)
 
@@ -142,7 +145,7 @@ def cmd_align(args) -> int:
             max_sentences=args.max_sentences or None, batch_size=args.batch_size, max_length=args.max_length,
             prefix=args.prefix, device=args.device, dtype=args.dtype, out=args.out,
             store=None if args.store.lower() == "none" else args.store, cache=not args.no_cache,
-            progress=not args.quiet,
+            progress=not args.quiet, memory_budget=args.memory_budget,
         )
     for w in caught:
         if issubclass(w.category, IgnoredOptionWarning):

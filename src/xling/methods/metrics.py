@@ -34,9 +34,23 @@ Shared conventions
   inputs in float64 (or pass ``dtype=``). Reductions that decide CKA (sums of squared
   Gram entries) are accumulated in float64. Every output is a float64 tensor of shape
   ``(L,)`` on the inputs' device.
-* **Memory.** The tie-aware rank tests build a few boolean ``(L, n, n)`` tensors; for
-  very large n pass ``layer_chunk=`` to :func:`compute_metrics` to process the layers a
-  few at a time.
+* **Memory: dense or blocked, same numbers.** The dense path materialises ``(L, n, n)``
+  tensors (``pair.sim`` and a few boolean masks). :func:`compute_metrics` takes a
+  ``memory_budget`` (bytes, default :data:`DEFAULT_MEMORY_BUDGET`, 1 GiB): when the
+  dense tensors would not fit it, every metric on the cosine matrix runs *blocked*,
+  one layer at a time, on row blocks of S with streaming reductions (row and column
+  maxima and argmaxes, row and column top-k values, per-column counts of competitors
+  above the gold). Memory is then ``O(n * k + block * n)`` per layer, never ``n^2``;
+  xSIM and ``retrieval`` with ``ties="first"`` read S twice (a second pass once the
+  neighbourhoods and gold scores are known). ``block_size=`` forces the blocked path.
+  CKA, ANC and SVCCA are ``O(n * d + d^2)`` for n > d.
+* **The cosine matrix is computed in fixed tiles.** S is the product of L2-normalised
+  rows taken :data:`SIM_TILE` pivot rows at a time (each tile a fresh contiguous copy),
+  in the dense and the blocked path alike: BLAS libraries round a dot product
+  differently depending on the shape of the product, so computing S in one piece and
+  in blocks would differ in the last bit and could flip an exact tie. With fixed tiles
+  every path and every block size sees bit-identical similarities, and the blocked
+  results equal the dense ones exactly, ties included.
 """
 
 from __future__ import annotations
@@ -61,6 +75,16 @@ __all__ = [
 ]
 
 TIE_RULES = ("strict", "first")
+
+SIM_TILE = 128
+"""Pivot rows per product when computing the cosine matrix (see "fixed tiles" above)."""
+
+DEFAULT_MEMORY_BUDGET = 1 << 30
+"""Working memory the metrics on the cosine matrix may use (bytes), 1 GiB."""
+
+# Bytes of working memory per entry of an n x n (or block x n) similarity slab: the
+# float slab itself, a margin slab, and the boolean masks of the tie-aware tests.
+_BYTES_PER_ENTRY = {torch.float32: 32, torch.float64: 56}
 
 
 # --------------------------------------------------------------------------------------
@@ -117,6 +141,8 @@ class PairEmbeddings:
         if dtype not in (torch.float32, torch.float64):
             raise XlingError(f"metrics compute in float32 or float64, not {dtype}")
         self.dtype = dtype
+        self.block_rows: int | None = None  # set by compute_metrics: None = dense (L, n, n) path
+        self.topk_hint = 1  # largest top-k the selected metrics need (shared streaming pass)
         self.X = X.to(dtype)
         self.Y = Y.to(dtype)
         for side, T in (("pivot", self.X), ("other", self.Y)):
@@ -149,10 +175,17 @@ class PairEmbeddings:
         sub.dtype = self.dtype
         sub.X = self.X[start:stop]
         sub.Y = self.Y[start:stop]
+        sub.block_rows = self.block_rows
+        sub.topk_hint = self.topk_hint
         for name in ("Xn", "Yn", "Xc", "Yc", "sim", "sim_diag"):
             if name in self.__dict__:
                 sub.__dict__[name] = self.__dict__[name][start:stop]
         return sub
+
+    @property
+    def blocked(self) -> bool:
+        """True when the metrics on the cosine matrix stream it in row blocks (``block_rows``)."""
+        return self.block_rows is not None
 
     # derived quantities --------------------------------------------------------------
     @functools.cached_property
@@ -167,8 +200,14 @@ class PairEmbeddings:
 
     @functools.cached_property
     def sim(self) -> torch.Tensor:
-        """(L, n, n) cosine matrix, ``sim[l, i, j] = cos(x_i, y_j)``; rows: pivot, columns: other."""
-        return torch.bmm(self.Xn, self.Yn.transpose(1, 2))
+        """(L, n, n) cosine matrix, ``sim[l, i, j] = cos(x_i, y_j)``; rows: pivot, columns: other.
+
+        Built from :data:`SIM_TILE`-row tiles, bit-identical to the blocks the blocked path reads."""
+        out = torch.empty(self.L, self.n, self.n, dtype=self.dtype, device=self.device)
+        for layer in range(self.L):
+            yn = self.Yn[layer].clone()
+            out[layer] = _sim_rows(self.Xn[layer], yn, 0, self.n)
+        return out
 
     @functools.cached_property
     def sim_diag(self) -> torch.Tensor:
@@ -303,12 +342,19 @@ def compute_metrics(
     options: Mapping[str, Mapping[str, Any]] | None = None,
     *,
     layer_chunk: int | None = None,
+    memory_budget: int | None = DEFAULT_MEMORY_BUDGET,
+    block_size: int | None = None,
 ) -> dict[str, torch.Tensor]:
     """Run the metrics ``names`` on ``pair``; return a flat ``{output_name: (L,) float64 tensor}``.
 
     ``options`` maps a metric name to its option overrides. Metric and option names are
     validated before anything is computed (option values when the metric runs). ``layer_chunk`` processes that many layers at a
     time (bounds the ``(L, n, n)`` intermediates for large n); results are identical.
+    ``memory_budget`` (bytes; ``None``: no limit, always dense) picks the dense path when
+    its ``(layers, n, n)`` tensors fit, else the blocked one with the largest row block
+    that fits (one layer at a time); ``block_size`` (rows, rounded down to a multiple of
+    :data:`SIM_TILE`, at least one tile) forces the blocked path. Results are identical
+    on every path (see "Memory" in the module docstring).
     """
     if isinstance(names, str):
         names = [names]
@@ -323,13 +369,25 @@ def compute_metrics(
 
     if layer_chunk is not None and (not isinstance(layer_chunk, int) or layer_chunk < 1):
         raise XlingError(f"layer_chunk must be a positive integer, got {layer_chunk!r}")
+    block = plan_blocks(pair.n, pair.L if layer_chunk is None else min(layer_chunk, pair.L), pair.dtype,
+                        memory_budget=memory_budget, block_size=block_size)
+    if block is not None and layer_chunk is None:
+        layer_chunk = 1  # blocked: one layer's derived tensors (normalised, centred) at a time
+    topk_hint = _topk_hint(names, resolved, pair.n)
+    ties_hint = {opts.get("ties") for name, opts in resolved.items() if name in ("retrieval", "bitext_f1")}
     if layer_chunk is None or layer_chunk >= pair.L:
-        chunks = [pair]
+        ranges = [(0, pair.L)]
     else:
-        chunks = [pair.select_layers(s, min(s + layer_chunk, pair.L)) for s in range(0, pair.L, layer_chunk)]
+        ranges = [(s, min(s + layer_chunk, pair.L)) for s in range(0, pair.L, layer_chunk)]
 
     pieces: dict[str, list[torch.Tensor]] = {}
-    for chunk in chunks:
+    for start, stop in ranges:
+        # a fresh view per chunk (made here, dropped after): its derived tensors never outlive it
+        chunk = pair if (start, stop) == (0, pair.L) and block is None else pair.select_layers(start, stop)
+        if block is not None:
+            chunk.block_rows = block
+            chunk.topk_hint = topk_hint
+            chunk.ties_hint = {t for t in ties_hint if t in TIE_RULES} or {"strict"}
         produced: set[str] = set()
         for name in names:
             out = METRICS[name].fn(chunk, **resolved[name])
@@ -338,6 +396,7 @@ def compute_metrics(
                     raise ValueError(f"two metrics produce the output {key!r}")
                 produced.add(key)
                 pieces.setdefault(key, []).append(value)
+        del chunk
     return {key: (vals[0] if len(vals) == 1 else torch.cat(vals)) for key, vals in pieces.items()}
 
 
@@ -389,6 +448,184 @@ def _n_above_gold(M: torch.Tensor, ties: str = "strict", candidates: torch.Tenso
 
 
 # --------------------------------------------------------------------------------------
+# Blocked (streaming) computation on the cosine matrix
+# --------------------------------------------------------------------------------------
+
+
+def parse_memory(value: Any) -> int:
+    """``"2GB"``, ``"512MB"``, ``"1.5G"``, ``"800k"`` or a number of bytes -> bytes (binary units)."""
+    import re
+
+    if isinstance(value, bool):
+        raise XlingError(f"memory budget must be a size such as 2GB or 512MB, got {value!r}")
+    if isinstance(value, (int, float)):
+        number, unit = float(value), ""
+    else:
+        m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([kKmMgGtT]?)(?:i?[bB])?\s*", str(value))
+        if m is None:
+            raise XlingError(f"memory budget must be a size such as 2GB or 512MB, got {value!r}")
+        number, unit = float(m.group(1)), m.group(2).lower()
+    size = int(number * 1024 ** {"": 0, "k": 1, "m": 2, "g": 3, "t": 4}[unit])
+    if size < 1 << 20:
+        raise XlingError(f"memory budget must be at least 1MB, got {value!r}")
+    return size
+
+
+def plan_blocks(n: int, layers: int, dtype: torch.dtype, *, memory_budget: int | None = DEFAULT_MEMORY_BUDGET,
+                block_size: int | None = None) -> int | None:
+    """Row block for the blocked path, or ``None`` for the dense one (see :func:`compute_metrics`)."""
+    bpe = _BYTES_PER_ENTRY.get(dtype, 56)
+    if block_size is not None:
+        if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
+            raise XlingError(f"block_size must be a positive integer, got {block_size!r}")
+        rows = block_size
+    elif memory_budget is None:
+        return None
+    else:
+        if isinstance(memory_budget, bool) or not isinstance(memory_budget, int) or memory_budget < 1:
+            raise XlingError(f"memory_budget must be a positive number of bytes, got {memory_budget!r}")
+        if layers * n * n * bpe <= memory_budget:
+            return None
+        rows = memory_budget // (n * bpe)
+    return max(SIM_TILE, rows // SIM_TILE * SIM_TILE)
+
+
+def _topk_hint(names: list[str], resolved: Mapping[str, Mapping[str, Any]], n: int) -> int:
+    """The largest top-k the selected metrics read from the shared streaming pass (capped at n)."""
+    want = 1
+    opts = resolved.get("xsim")
+    if "xsim" in names and isinstance(opts.get("k"), int):
+        want = max(want, opts["k"])
+    opts = resolved.get("retrieval")
+    if "retrieval" in names:
+        ks = opts.get("ks")
+        ks = (ks,) if isinstance(ks, int) else ks
+        try:
+            want = max([want, *(k for k in ks if isinstance(k, int))])
+        except TypeError:
+            pass
+    return max(1, min(int(want), n))
+
+
+def _sim_rows(xn: torch.Tensor, yn: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+    """Rows ``start:stop`` of ``xn @ yn.T`` (one layer), one :data:`SIM_TILE` tile per product.
+
+    ``start`` is a multiple of the tile; each tile is a fresh contiguous copy, so the bits
+    of an entry depend only on the data, not on the block it was asked for in."""
+    parts = [xn[t:min(t + SIM_TILE, stop)].clone() @ yn.T for t in range(start, stop, SIM_TILE)]
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
+def _blocks(pair: PairEmbeddings, layer: int):
+    """``(b0, b1, S[layer, b0:b1, :])`` for consecutive row blocks of ``pair.block_rows`` rows."""
+    xn = pair.Xn[layer]
+    yn = pair.Yn[layer].clone()
+    for b0 in range(0, pair.n, pair.block_rows):
+        b1 = min(b0 + pair.block_rows, pair.n)
+        yield b0, b1, _sim_rows(xn, yn, b0, b1)
+
+
+def _n_above_rows(Mb: torch.Tensor, gold: torch.Tensor, b0: int, ties: str,
+                  candidates: torch.Tensor | None = None) -> torch.Tensor:
+    """:func:`_n_above_gold` for rows ``b0:b0+b`` of a score matrix (queries are rows; gold (b,))."""
+    b, n = Mb.shape
+    rows = torch.arange(b0, b0 + b, device=Mb.device).unsqueeze(-1)
+    cols = torch.arange(n, device=Mb.device).unsqueeze(0)
+    g = gold.unsqueeze(-1)
+    above = ~(g > Mb)
+    if ties == "first":
+        above &= ~((Mb == g) & (cols > rows))
+    above &= cols != rows
+    if candidates is not None:
+        above &= candidates
+    return above.sum(dim=-1)
+
+
+def _n_above_cols(Mb: torch.Tensor, gold: torch.Tensor, b0: int, ties: str,
+                  candidates: torch.Tensor | None = None) -> torch.Tensor:
+    """Per column j (queries are columns; gold (n,)), the rows ``b0:b0+b`` ranked above ``gold[j]``:
+    the transposed form of :func:`_n_above_gold`, summed over the block; ``first``: a tie with row i < j ranks above."""
+    b, n = Mb.shape
+    rows = torch.arange(b0, b0 + b, device=Mb.device).unsqueeze(-1)
+    cols = torch.arange(n, device=Mb.device).unsqueeze(0)
+    g = gold.unsqueeze(0)
+    above = ~(g > Mb)
+    if ties == "first":
+        above &= ~((Mb == g) & (rows > cols))
+    above &= cols != rows
+    if candidates is not None:
+        above &= candidates
+    return above.sum(dim=0)
+
+
+@dataclasses.dataclass
+class _Pass1:
+    """What one streaming pass over S gives, per layer: the gold diagonal, row and column
+    off-diagonal maxima, row argmaxes, row and column top-K values (sorted, with and
+    without the gold), and per-row counts of competitors above the gold per tie rule."""
+
+    K: int
+    ties: frozenset
+    diag: torch.Tensor  # (L, n)
+    row_offmax: torch.Tensor  # (L, n)
+    col_offmax: torch.Tensor  # (L, n)
+    row_arg: torch.Tensor  # (L, n) argmax of the row (first index)
+    row_offarg: torch.Tensor  # (L, n) argmax of the row without the gold (first index)
+    row_above: dict  # ties -> (L, n) counts
+    row_top: torch.Tensor  # (L, n, K) top-K of each row, the gold included
+    col_top: torch.Tensor  # (L, K, n) top-K of each column, the gold included
+    col_top_off: torch.Tensor  # (L, K, n) top-K of each column without the gold
+
+
+def _pass1(pair: PairEmbeddings, K: int, ties: Iterable[str] = ()) -> _Pass1:
+    """The shared streaming pass (cached on the pair; redone only if more is asked)."""
+    K = max(1, min(K, pair.n))
+    ties = frozenset(ties) | frozenset(getattr(pair, "ties_hint", ()))
+    cached = pair.__dict__.get("_pass1")
+    if cached is not None and cached.K >= K and ties <= cached.ties:
+        return cached
+    if cached is not None:
+        ties |= cached.ties
+    K = max(K, min(pair.topk_hint, pair.n))
+    L, n, dev, dt = pair.L, pair.n, pair.device, pair.dtype
+    neg = float("-inf")
+    diag = torch.empty(L, n, dtype=dt, device=dev)
+    row_offmax = torch.empty(L, n, dtype=dt, device=dev)
+    col_offmax = torch.full((L, n), neg, dtype=dt, device=dev)
+    row_arg = torch.empty(L, n, dtype=torch.long, device=dev)
+    row_offarg = torch.empty(L, n, dtype=torch.long, device=dev)
+    row_above = {t: torch.empty(L, n, dtype=torch.long, device=dev) for t in ties}
+    row_top = torch.empty(L, n, K, dtype=dt, device=dev)
+    col_top = torch.empty(L, K, n, dtype=dt, device=dev)
+    col_top_off = torch.empty(L, K, n, dtype=dt, device=dev)
+    for layer in range(L):
+        ct = torch.empty(0, n, dtype=dt, device=dev)
+        cto = torch.empty(0, n, dtype=dt, device=dev)
+        for b0, b1, Sb in _blocks(pair, layer):
+            r = torch.arange(b1 - b0, device=dev)
+            c = r + b0
+            D = Sb[r, c]
+            diag[layer, b0:b1] = D
+            off = Sb.clone()
+            off[r, c] = neg
+            row_offmax[layer, b0:b1] = off.amax(dim=-1)
+            row_offarg[layer, b0:b1] = off.argmax(dim=-1)
+            row_arg[layer, b0:b1] = Sb.argmax(dim=-1)
+            for t in ties:
+                row_above[t][layer, b0:b1] = _n_above_rows(Sb, D, b0, t)
+            row_top[layer, b0:b1] = Sb.topk(K, dim=-1).values
+            torch.maximum(col_offmax[layer], off.amax(dim=0), out=col_offmax[layer])
+            ct = torch.cat([ct, Sb]).topk(min(K, ct.shape[0] + b1 - b0), dim=0).values
+            cto = torch.cat([cto, off]).topk(min(K, cto.shape[0] + b1 - b0), dim=0).values
+            del off, Sb
+        col_top[layer] = ct
+        col_top_off[layer] = cto
+    out = _Pass1(K, ties, diag, row_offmax, col_offmax, row_arg, row_offarg, row_above, row_top, col_top, col_top_off)
+    pair.__dict__["_pass1"] = out
+    return out
+
+
+# --------------------------------------------------------------------------------------
 # Metrics on the cosine matrix
 # --------------------------------------------------------------------------------------
 
@@ -409,11 +646,16 @@ def mexa(pair: PairEmbeddings, *, directional: bool = False) -> dict[str, torch.
     (column condition only), which equal strict ``retrieval_*@1``. Layer aggregation
     (mean for ARC-style tasks, max for Belebele-style) is left to the caller.
     """
-    S = pair.sim
-    D = pair.sim_diag
-    off = S.masked_fill(_eye(pair.n, S.device), float("-inf"))
-    p2l = D > off.amax(dim=-1)  # gold beats every other candidate in its row
-    l2p = D > off.amax(dim=-2)  # ... and every other candidate in its column
+    if pair.blocked:
+        st = _pass1(pair, 1)
+        p2l = st.diag > st.row_offmax
+        l2p = st.diag > st.col_offmax
+    else:
+        S = pair.sim
+        D = pair.sim_diag
+        off = S.masked_fill(_eye(pair.n, S.device), float("-inf"))
+        p2l = D > off.amax(dim=-1)  # gold beats every other candidate in its row
+        l2p = D > off.amax(dim=-2)  # ... and every other candidate in its column
     out = {"mexa": _mean(p2l & l2p)}
     if directional:
         out["mexa_p2l"] = _mean(p2l)
@@ -450,14 +692,36 @@ def retrieval(pair: PairEmbeddings, *, ks: Iterable[int] = (1, 5), ties: str = "
         raise XlingError("metric 'retrieval': option 'ks' must not be empty")
     for k in ks:
         _check_pos_int("retrieval", "ks", k)
+    out: dict[str, torch.Tensor] = {}
+    if pair.blocked:
+        st = _pass1(pair, max(ks), (ties,))
+        above_p2l = st.row_above[ties]
+        above_l2p = _column_counts(pair, st, ties) if ties == "first" else None
+        for k in ks:
+            out[f"retrieval_p2l@{k}"] = _mean(above_p2l < k)
+            if above_l2p is not None:
+                out[f"retrieval_l2p@{k}"] = _mean(above_l2p < k)
+            elif k >= pair.n:  # at most n - 1 competitors
+                out[f"retrieval_l2p@{k}"] = _mean(torch.ones_like(st.diag, dtype=torch.bool))
+            else:  # strict: fewer than k competitors >= gold <=> the k-th largest competitor < gold
+                out[f"retrieval_l2p@{k}"] = _mean(st.col_top_off[:, k - 1, :] < st.diag)
+        return {key: out[key] for k in ks for key in (f"retrieval_p2l@{k}", f"retrieval_l2p@{k}")}
     S = pair.sim
     above_p2l = _n_above_gold(S, ties)
     above_l2p = _n_above_gold(S.transpose(-1, -2), ties)
-    out: dict[str, torch.Tensor] = {}
     for k in ks:
         out[f"retrieval_p2l@{k}"] = _mean(above_p2l < k)
         out[f"retrieval_l2p@{k}"] = _mean(above_l2p < k)
     return out
+
+
+def _column_counts(pair: PairEmbeddings, st: _Pass1, ties: str) -> torch.Tensor:
+    """(L, n): per column j of S, the competitors i != j ranked above the gold S_jj (a second pass)."""
+    counts = torch.zeros(pair.L, pair.n, dtype=torch.long, device=pair.device)
+    for layer in range(pair.L):
+        for b0, _b1, Sb in _blocks(pair, layer):
+            counts[layer] += _n_above_cols(Sb, st.diag[layer], b0, ties)
+    return counts
 
 
 @register_metric(
@@ -502,6 +766,8 @@ def xsim(
     _check_choice("xsim", "candidates", candidates, ("all", "knn"))
     _check_choice("xsim", "ties", ties, TIE_RULES)
     k = _check_pos_int("xsim", "k", k)
+    if pair.blocked:
+        return _xsim_blocked(pair, margin, min(k, pair.n), candidates, ties)
     S = pair.sim
     kk = min(k, pair.n)
     if margin == "absolute":
@@ -522,6 +788,47 @@ def xsim(
             correct = gold_in & (_n_above_gold(Mq, ties, candidates=cand) == 0)
         out[key] = 1.0 - _mean(correct)
     return out
+
+
+def _xsim_blocked(pair: PairEmbeddings, margin: str, kk: int, candidates: str, ties: str) -> dict[str, torch.Tensor]:
+    """:func:`xsim` in two streaming passes: neighbourhoods and gold scores first, then margins."""
+    st = _pass1(pair, kk)
+    L, n, dev = pair.L, pair.n, pair.device
+    ok_p2l = torch.empty(L, n, dtype=torch.bool, device=dev)
+    ok_l2p = torch.empty(L, n, dtype=torch.bool, device=dev)
+    for layer in range(L):
+        D = st.diag[layer]
+        if margin != "absolute":
+            r_p = st.row_top[layer, :, :kk].contiguous().mean(dim=-1)  # as the dense S.topk(kk, -1).values.mean(-1)
+            r_o = st.col_top[layer, :kk, :].contiguous().mean(dim=-2)
+            gold_m = D / ((r_p + r_o) / 2) if margin == "ratio" else D - (r_p + r_o) / 2
+        else:
+            gold_m = D
+        kth_row = st.row_top[layer, :, kk - 1]
+        kth_col = st.col_top[layer, kk - 1, :]
+        col_s = torch.zeros(n, dtype=torch.long, device=dev)
+        col_m = torch.zeros(n, dtype=torch.long, device=dev)
+        for b0, b1, Sb in _blocks(pair, layer):
+            if margin == "absolute":
+                Mb = Sb
+            else:
+                denom = (r_p[b0:b1].unsqueeze(-1) + r_o.unsqueeze(-2)) / 2
+                Mb = Sb / denom if margin == "ratio" else Sb - denom
+                del denom
+            if candidates == "all":
+                ok_p2l[layer, b0:b1] = _n_above_rows(Mb, gold_m[b0:b1], b0, ties) == 0
+                col_m += _n_above_cols(Mb, gold_m, b0, ties)
+            else:
+                cand = Sb >= kth_row[b0:b1].unsqueeze(-1)
+                gold_in = _n_above_rows(Sb, D[b0:b1], b0, ties) < kk
+                ok_p2l[layer, b0:b1] = gold_in & (_n_above_rows(Mb, gold_m[b0:b1], b0, ties, cand) == 0)
+                cand = Sb >= kth_col.unsqueeze(0)
+                col_s += _n_above_cols(Sb, D, b0, ties)
+                col_m += _n_above_cols(Mb, gold_m, b0, ties, cand)
+                del cand
+            del Mb, Sb
+        ok_l2p[layer] = (col_m == 0) if candidates == "all" else (col_s < kk) & (col_m == 0)
+    return {"xsim_err_p2l": 1.0 - _mean(ok_p2l), "xsim_err_l2p": 1.0 - _mean(ok_l2p)}
 
 
 @register_metric(
@@ -549,17 +856,26 @@ def bitext_f1(pair: PairEmbeddings, *, ties: str = "strict", precision_recall: b
     which is what MTEB's ``torch.topk`` usually does (not guaranteed there).
     """
     _check_choice("bitext_f1", "ties", ties, TIE_RULES)
-    S = pair.sim
     n = pair.n
-    idx = torch.arange(n, device=S.device)
-    if ties == "first":
-        pred = S.argmax(dim=-1)  # documented: index of the first maximal value
-        correct = pred == idx
+    idx = torch.arange(n, device=pair.device)
+    if pair.blocked:
+        st = _pass1(pair, 1, (ties,) if ties == "strict" else ())
+        if ties == "first":
+            pred = st.row_arg
+            correct = pred == idx
+        else:
+            correct = st.row_above["strict"] == 0
+            pred = torch.where(correct, idx, st.row_offarg)
     else:
-        correct = _n_above_gold(S, "strict") == 0
-        other_best = S.masked_fill(_eye(n, S.device), float("-inf")).argmax(dim=-1)
-        pred = torch.where(correct, idx, other_best)
-    counts = torch.zeros(pair.L, n, dtype=torch.float64, device=S.device)
+        S = pair.sim
+        if ties == "first":
+            pred = S.argmax(dim=-1)  # documented: index of the first maximal value
+            correct = pred == idx
+        else:
+            correct = _n_above_gold(S, "strict") == 0
+            other_best = S.masked_fill(_eye(n, S.device), float("-inf")).argmax(dim=-1)
+            pred = torch.where(correct, idx, other_best)
+    counts = torch.zeros(pair.L, n, dtype=torch.float64, device=pair.device)
     counts.scatter_add_(1, pred, torch.ones_like(pred, dtype=torch.float64))  # predictions per target
     hit = correct.to(torch.float64)
     out = {

@@ -55,6 +55,7 @@ class AlignConfig:
     store: str | Path | None = DEFAULT_STORE
     cache: bool = True
     progress: bool = True
+    memory_budget: int | str | None = "1GB"  # working memory of the metrics (bytes or "2GB"); None: always dense
 
     def __post_init__(self):
         from xling.data.langcodes import normalize_lang
@@ -64,6 +65,13 @@ class AlignConfig:
             raise XlingError(f"--max-sentences must be at least 2, got {self.max_sentences}")
         if self.batch_size < 1:
             raise XlingError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if self.memory_budget is not None:
+            from xling.methods.metrics import parse_memory
+
+            try:
+                self.memory_budget = parse_memory(self.memory_budget)
+            except XlingError as e:
+                raise XlingError(f"--memory-budget: {e}") from None
         unknown = [m for m in self.metrics if m not in METRICS]
         if unknown:
             raise XlingError(f"unknown metric {unknown[0]} (available: {', '.join(sorted(METRICS))})")
@@ -258,7 +266,8 @@ def align(config: AlignConfig | None = None, *, lm=None, corpus=None, **kwargs) 
             progress.describe(f"embedding {lang}")
             Y, hit = embed_cached(lm, sub.sentences[lang], ecfg, cache, progress, refresh=not cfg.cache)
             cached_langs += hit
-            values = compute_metrics(PairEmbeddings(X, Y), cfg.metrics, cfg.metric_options)
+            values = compute_metrics(PairEmbeddings(X, Y), cfg.metrics, cfg.metric_options,
+                                     memory_budget=cfg.memory_budget)
             for metric, per_layer in values.items():
                 per_layer = per_layer.tolist()
                 for layer, v in zip(layer_ids, per_layer):
