@@ -125,6 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_probe_parser(sub)
 
+    from xling.runs.matrix import add_matrix_parser  # xling matrix (source x target transfer matrix)
+    from xling.runs.rank import add_rank_parser  # xling rank (which source language to transfer from)
+
+    add_matrix_parser(sub)
+    add_rank_parser(sub)
+
     from xling.runs.transfer import add_transfer_parser  # xling transfer (the modular transfer experiment)
 
     add_transfer_parser(sub)

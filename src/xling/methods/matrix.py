@@ -1,0 +1,168 @@
+"""Source x target transfer matrices and the pair features that may explain them (pure functions).
+
+Which language should a model be trained on to do a task in another one? The
+question is as old as cross-lingual transfer; the protocol here follows
+XTREME's zero-shot transfer (Hu et al. 2020) with every language in turn as the
+source, as Turc et al. (2021, "Revisiting the primacy of English in zero-shot
+cross-lingual transfer") did to show that English is often not the best source.
+
+* :func:`probe_matrix`: the cheap matrix. One multinomial logistic regression
+  per source on frozen features (:func:`xling.methods.probe.fit_logreg`), its
+  hidden state and ``l2`` chosen on **that source's own dev set** (never a
+  target's, never test), applied to every target's test set.
+* :func:`cell_bootstrap`: percentile bootstrap CIs of each cell's accuracy and
+  of its difference to the reference-source cell of the same target. The two
+  cells of a difference are scored on the same test items, so the difference
+  is paired (same resample of items for both); where the test sets are parallel
+  across targets (``shared=True``) one resample serves every target.
+* :func:`pair_alignment`: MEXA (Kargaran et al. 2024) and top-1 retrieval
+  (XTREME Tatoeba; Artetxe & Schwenk 2019) between two languages' embeddings of
+  the same parallel sentences, at every layer, with either language as pivot.
+* :func:`token_overlap`: LangRank's overlap feature (Lin et al. 2019, "Choosing
+  Transfer Languages for Cross-Lingual Learning"): ``|T1 & T2| / (|T1| + |T2|)``
+  over the sets of (here: subword token) types of the two corpora.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+
+from xling.errors import XlingError
+
+
+@dataclass
+class SourceProbe:
+    """The probe chosen for one source: its hidden-state index, l2, dev accuracy and the grid searched."""
+
+    source: str
+    layer_index: int
+    l2: float
+    dev_accuracy: float | None
+    grid: list[dict] = field(default_factory=list)
+    clf: object = None
+
+
+def probe_matrix(
+    train: Mapping[str, torch.Tensor], train_labels: Mapping[str, torch.Tensor],
+    dev: Mapping[str, tuple[torch.Tensor, torch.Tensor]] | None, test: Mapping[str, torch.Tensor],
+    num_labels: int, layers: Sequence[int], l2_grid: Sequence[float],
+) -> tuple[dict[str, SourceProbe], dict[str, dict[str, torch.Tensor]]]:
+    """Fit a probe per source and predict every target.
+
+    ``train[src]``: (L, n, d) features of the source's training set (all hidden
+    states), ``train_labels[src]``: (n,); ``dev[src]``: (features (L, m, d), labels)
+    or None when ``layers`` and ``l2_grid`` hold one value each (nothing to choose);
+    ``test[tgt]``: (L, k, d). ``layers``: indices into the L axis to search.
+    Returns the chosen probes and ``preds[src][tgt]``: (k,) predicted labels.
+    Ties on dev accuracy keep the first (lowest layer, smallest l2) candidate.
+    """
+    from xling.methods.probe import fit_logreg
+
+    if not layers or not l2_grid:
+        raise XlingError("transfer matrix: no layer or l2 to fit")
+    probes: dict[str, SourceProbe] = {}
+    preds: dict[str, dict[str, torch.Tensor]] = {}
+    for src, x in train.items():
+        y = train_labels[src]
+        d = dev.get(src) if dev else None
+        if d is None and (len(layers) > 1 or len(l2_grid) > 1):
+            raise XlingError(f"transfer matrix: source {src} has no dev set to choose the layer and l2 on; "
+                             f"pass one --layer and one --l2")
+        best = None
+        grid = []
+        for li in layers:
+            for l2 in l2_grid:
+                clf = fit_logreg(x[li], y, num_labels, l2=float(l2))
+                acc = None if d is None else float((clf.predict(d[0][li]) == d[1]).float().mean())
+                grid.append({"layer_index": li, "l2": float(l2), "dev_accuracy": acc})
+                if best is None or (acc is not None and acc > best[0] + 1e-12):
+                    best = (acc, li, float(l2), clf)
+        acc, li, l2, clf = best
+        probes[src] = SourceProbe(src, li, l2, acc, grid, clf)
+        preds[src] = {tgt: clf.predict(t[li]) for tgt, t in test.items()}
+    return probes, preds
+
+
+def _percentile(vals: np.ndarray, level: float) -> tuple[float, float]:
+    a = (1 - level) / 2
+    return float(np.quantile(vals, a)), float(np.quantile(vals, 1 - a))
+
+
+def cell_bootstrap(
+    correct: Mapping[str, Mapping[str, np.ndarray]], reference: str | None, n_boot: int = 1000, seed: int = 0,
+    level: float = 0.95, shared: bool = False,
+) -> dict[str, dict[str, dict[str, float]]]:
+    """Accuracy, its CI, and the paired difference to the ``reference`` source, per cell.
+
+    ``correct[src][tgt]``: boolean array over the target's test items (1 = right).
+    Items are resampled with replacement, ``n_boot`` times, seeded; the same
+    resample of a target's items scores every source, so ``diff = acc(src, tgt) -
+    acc(reference, tgt)`` is a paired bootstrap. ``shared=True`` (parallel test
+    sets of equal size) uses one resample for every target. Returns
+    ``out[src][tgt] = {accuracy, lo, hi, diff, diff_lo, diff_hi}`` (diff keys are
+    absent without a reference or for the reference itself).
+    """
+    if n_boot < 1:
+        raise XlingError(f"bootstrap: n_boot must be at least 1, got {n_boot}")
+    sources = list(correct)
+    targets = list(dict.fromkeys(t for s in sources for t in correct[s]))
+    rng = np.random.default_rng(seed)
+    out: dict[str, dict[str, dict[str, float]]] = {s: {} for s in sources}
+    common = None
+    for tgt in targets:
+        n = len(next(correct[s][tgt] for s in sources if tgt in correct[s]))
+        if shared:
+            if common is None or common.shape[1] != n:
+                common = rng.integers(0, n, (n_boot, n))
+            idx = common
+        else:
+            idx = rng.integers(0, n, (n_boot, n))
+        boot = {}
+        for s in sources:
+            if tgt not in correct[s]:
+                continue
+            c = np.asarray(correct[s][tgt], dtype=float)
+            if len(c) != n:
+                raise XlingError(f"bootstrap: target {tgt} has {len(c)} items for source {s}, {n} for another")
+            boot[s] = c[idx].mean(axis=1)
+            lo, hi = _percentile(boot[s], level)
+            out[s][tgt] = {"accuracy": float(c.mean()), "lo": lo, "hi": hi}
+        if reference is not None and reference in boot:
+            ref_c = np.asarray(correct[reference][tgt], dtype=float)
+            for s in boot:
+                if s == reference:
+                    continue
+                d = boot[s] - boot[reference]
+                lo, hi = _percentile(d, level)
+                out[s][tgt].update(diff=float(np.asarray(correct[s][tgt], dtype=float).mean() - ref_c.mean()),
+                                   diff_lo=lo, diff_hi=hi)
+    return out
+
+
+def pair_alignment(a: torch.Tensor, b: torch.Tensor) -> dict[str, list[float]]:
+    """Per-layer alignment of two languages' embeddings (L, n, d) of the same n parallel sentences.
+
+    ``a`` is the pivot: ``mexa`` (symmetric), ``retrieval_a2b`` (top-1 retrieval of
+    b's translation for each of a's sentences, strict ties) and ``retrieval_b2a``.
+    """
+    from xling.methods.metrics import PairEmbeddings, compute_metrics
+
+    if a.shape != b.shape:
+        raise XlingError(f"pair alignment needs parallel sentences: shapes {tuple(a.shape)} and {tuple(b.shape)}")
+    out = compute_metrics(PairEmbeddings(a, b), ["mexa", "retrieval"], {"retrieval": {"ks": (1,)}})
+    return {"mexa": out["mexa"].tolist(), "retrieval_a2b": out["retrieval_p2l@1"].tolist(),
+            "retrieval_b2a": out["retrieval_l2p@1"].tolist()}
+
+
+def token_overlap(a: set, b: set) -> float:
+    """LangRank's overlap (Lin et al. 2019): ``|a & b| / (|a| + |b|)``, 0 for two empty sets; at most 0.5."""
+    if not a and not b:
+        return 0.0
+    return len(a & b) / (len(a) + len(b))
+
+
+__all__ = ["SourceProbe", "probe_matrix", "cell_bootstrap", "pair_alignment", "token_overlap"]

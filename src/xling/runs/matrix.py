@@ -1,0 +1,577 @@
+"""The ``matrix`` recipe: a source x target transfer matrix and the pair features for ``xling rank``.
+
+``xling matrix`` (default: the built-in e5-small on ``bible-genre``, whose
+train/dev/test splits are parallel in 22 languages) trains on every source
+language in turn and scores every target language's test set:
+
+* ``--method probe`` (default, minutes): every split is embedded once with the
+  engine (all hidden states in one pass, cached like ``xling align``); per
+  source, a multinomial logistic regression (:func:`xling.methods.probe.fit_logreg`)
+  is fit at each hidden state and each ``--l2``, and the pair with the best
+  accuracy on **that source's own dev set** is kept (``--layer N`` fixes one
+  hidden state for every source instead); it predicts every target's test set.
+* ``--method lora|full`` (hours for e5-small on a CPU): one fine-tuned model per
+  source with :func:`xling.methods.train.train_task` (``lang=source``, early
+  stopping on the source's dev set), saved under ``OUT/models`` and reused when
+  it is there, evaluated with the ``xling eval`` prediction code.
+
+Each cell gets a percentile bootstrap CI over its test items and the paired
+bootstrap CI of its difference to the reference source's cell (``--reference``,
+default English) of the same target (:func:`xling.methods.matrix.cell_bootstrap`).
+Pair features for the ranker, from the same data: MEXA and top-1 retrieval in both
+directions between the two languages' embeddings of the parallel test sentences,
+best over hidden states (:func:`~xling.methods.matrix.pair_alignment`), LangRank's
+subword-type overlap of the two training sets (test sets where a language has no
+training data) under the model's tokenizer, and the source's training size in
+examples and in subword tokens. URIEL distances are added by ``xling rank``.
+
+Outputs in ``--out``: ``matrix.csv`` (one row per cell), ``features.csv``,
+``sources.csv`` (the probe chosen for each source), ``run.json``, ``report.html``
+(heatmap); in the results store one ``matrix`` run per source (its scores on every
+target as task scores, its per-layer alignment with every target as alignment
+rows, the pair features in its config), grouped by a matrix id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from xling.errors import XlingError
+from xling.models.loading import DEFAULT_MODEL
+from xling.runs.store import DEFAULT_STORE
+
+DEFAULT_OUT = Path("xling-out") / "matrix"
+DEFAULT_L2 = (1e-2, 1e-1, 1.0)
+METHODS = ("probe", "lora", "full")
+
+
+@dataclass
+class MatrixConfig:
+    model: str = DEFAULT_MODEL
+    task: object = "bible-genre"
+    task_options: dict = field(default_factory=dict)
+    sources: list[str] | None = None
+    targets: list[str] | None = None
+    method: str = "probe"
+    reference: str | None = None
+    layer: str | int = "auto"
+    l2: tuple[float, ...] = DEFAULT_L2
+    pooling: str = "auto"
+    max_train: int | None = None
+    max_test: int | None = None
+    epochs: int = 3
+    lr: float | None = None
+    seed: int = 0
+    n_boot: int = 1000
+    batch_size: int = 32
+    max_length: int = 128
+    device: str = "auto"
+    dtype: str = "fp32"
+    threads: int | None = None
+    out: str | Path | None = DEFAULT_OUT
+    store: str | Path | None = DEFAULT_STORE
+    cache: bool = True
+    progress: bool = True
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise XlingError(f"--method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if isinstance(self.layer, str) and self.layer != "auto":
+            try:
+                self.layer = int(self.layer)
+            except ValueError:
+                raise XlingError(f"--layer must be auto or a hidden-state index, got {self.layer!r}") from None
+        self.l2 = tuple(float(v) for v in self.l2)
+        if not self.l2 or any(not v >= 0 for v in self.l2):
+            raise XlingError(f"--l2 must be one or more values >= 0, got {self.l2}")
+        for name in ("max_train", "max_test", "threads"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                raise XlingError(f"--{name.replace('_', '-')} must be at least 1, got {v}")
+        for name in ("epochs", "n_boot", "batch_size"):
+            if getattr(self, name) < 1:
+                raise XlingError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+
+
+@dataclass
+class MatrixResult:
+    matrix_id: str
+    model: str
+    task: str
+    method: str
+    reference: str | None
+    sources: list[str]
+    targets: list[str]
+    cells: dict[str, dict[str, dict]]  # cells[src][tgt] = {accuracy, macro_f1, lo, hi, diff, diff_lo, diff_hi}
+    features: dict[str, dict[str, dict]]  # features[src][tgt] = {name: value}
+    alignment: dict[str, dict[str, dict[str, list[float]]]]  # alignment[src][tgt][metric] = per layer
+    probes: dict[str, dict]
+    layers: list[int]
+    n_test: dict[str, int]
+    timings: dict
+    meta: dict = field(default_factory=dict)
+
+    def score(self, source: str, target: str, metric: str = "accuracy") -> float:
+        return self.cells[source][target][metric]
+
+
+def _resolve_all(task, codes, split):
+    out = []
+    for c in codes:
+        lang = task.resolve_lang(c, split)
+        if lang not in out:
+            out.append(lang)
+    return out
+
+
+def _parallel(task, a: str, b: str, max_test: int | None) -> bool:
+    ea, eb = task.examples("test", a)[:max_test], task.examples("test", b)[:max_test]
+    return len(ea) == len(eb) >= 2 and all(x.id is not None and x.id == y.id for x, y in zip(ea, eb))
+
+
+def _type_sets(tokenizer, texts: list[str]) -> tuple[set, int]:
+    ids = tokenizer(list(texts), add_special_tokens=False)["input_ids"] if texts else []
+    return {i for seq in ids for i in seq}, sum(len(seq) for seq in ids)
+
+
+def _trained_predictions(cfg: MatrixConfig, task, src: str, targets: list[str], lm_fingerprint: str) -> tuple[dict, dict]:
+    """Fine-tune on ``src`` (or reuse the folder of an identical earlier run) and predict every target."""
+    from xling.methods.train import read_train_info, train_task
+    from xling.runs.eval import EvalConfig, _Model
+
+    spec = {"model": cfg.model, "base": lm_fingerprint, "train": task.fingerprint("train", src),
+            "dev": task.fingerprint("dev", src) if src in task.data.get("dev", {}) else None, "method": cfg.method,
+            "epochs": cfg.epochs, "lr": cfg.lr, "max_train": cfg.max_train, "seed": cfg.seed,
+            "max_length": cfg.max_length}
+    key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
+    root = Path(cfg.out) if cfg.out is not None else None
+    if root is None:
+        import tempfile
+
+        root = Path(tempfile.mkdtemp(prefix="xling-matrix-"))
+    folder = root / "models" / f"{src}-{cfg.method}-{key}"
+    reused = (folder / "xling_train.json").is_file() and read_train_info(folder) is not None
+    if not reused:
+        train_task(cfg.model, task, lang=src, method=cfg.method, out=folder, epochs=cfg.epochs, lr=cfg.lr,
+                   max_train=cfg.max_train, seed=cfg.seed, max_length=cfg.max_length, batch_size=16,
+                   device=cfg.device, dtype=cfg.dtype, threads=cfg.threads, progress=cfg.progress)
+    handle = _Model(EvalConfig(model=str(folder), task=task.name, batch_size=cfg.batch_size, device=cfg.device,
+                               dtype=cfg.dtype, progress=False, out=None, store=None), task)
+    preds = {t: torch.tensor(handle.predict(task.examples("test", t)[: cfg.max_test], None)) for t in targets}
+    info = read_train_info(folder) or {}
+    return preds, {"model_folder": str(folder), "reused": reused,
+                   "best_dev": info.get("best_dev")}
+
+
+def transfer_matrix(config: MatrixConfig | None = None, **kwargs) -> MatrixResult:
+    """Run the matrix recipe (see the module docstring); returns a :class:`MatrixResult`."""
+    from xling.engine.embed import EmbedConfig, EmbeddingCache, embed_cached
+    from xling.methods.matrix import cell_bootstrap, pair_alignment, probe_matrix, token_overlap
+    from xling.models.loading import load_model
+    from xling.tasks import load_task
+    from xling.tasks.metrics import accuracy, macro_f1
+
+    cfg = config if config is not None else MatrixConfig(**kwargs)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    if cfg.store is not None:
+        from xling.runs.store import ResultsStore
+
+        ResultsStore(cfg.store).check()
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    t0 = time.perf_counter()
+    lm = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device, lazy=True, quiet=not cfg.progress)
+    task = load_task(cfg.task, **cfg.task_options)
+    if task.type != "classification":
+        raise XlingError(f"xling matrix scores classification tasks; {task.name} is {task.type}")
+    have_train = task.data.get("train") or {}
+    if any(e.text_pair for lang in have_train for e in have_train[lang][:1]):
+        raise XlingError(f"xling matrix embeds single texts; task {task.name} has text pairs")
+    sources = _resolve_all(task, cfg.sources, "train") if cfg.sources else task.langs("train")
+    targets = _resolve_all(task, cfg.targets, "test") if cfg.targets else task.langs("test")
+    if not sources:
+        raise XlingError(f"task {task.name} has no training data in any language")
+    if len(sources) < 2 and cfg.sources is None:
+        raise XlingError(f"task {task.name} has training data in {len(sources)} language only ({', '.join(sources)}); "
+                         f"a transfer matrix needs training data in several languages (bible-genre has 22)")
+    reference = None
+    ref_code = cfg.reference or task.source_lang
+    try:
+        reference = task.resolve_lang(ref_code, "train")
+    except XlingError:
+        if cfg.reference:
+            raise
+    if reference not in sources:
+        if cfg.reference:
+            raise XlingError(f"--reference {cfg.reference} is not among the sources ({', '.join(sources)})")
+        reference = None
+    for s in sources:
+        if len(task.examples("train", s)) == 0:
+            raise XlingError(f"task {task.name}: no training examples in {s}")
+    ecfg = EmbedConfig(pooling=cfg.pooling, batch_size=cfg.batch_size, max_length=cfg.max_length)
+    cache = EmbeddingCache() if cfg.cache else None
+    test_langs = list(dict.fromkeys([*targets, *(s for s in sources if s in task.data.get("test", {}))]))
+    dev_table = task.data.get("dev") or {}
+    sets: dict[tuple[str, str], list] = {}
+    if cfg.method == "probe":
+        for s in sources:
+            sets[("train", s)] = task.examples("train", s)[: cfg.max_train]
+            if s in dev_table:
+                sets[("dev", s)] = dev_table[s]
+    for lang in test_langs:
+        sets[("test", lang)] = task.examples("test", lang)[: cfg.max_test]
+    bar = None
+    if cfg.progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=sum(len(v) for v in sets.values()), unit="ex", desc="embedding", file=sys.stderr)
+    feats: dict[tuple[str, str], torch.Tensor] = {}
+    cached = 0
+    try:
+        for key, exs in sets.items():
+            if bar is not None:
+                bar.set_description(f"embedding {key[0]} {key[1]}")
+            emb, hit = embed_cached(lm, [e.text for e in exs], ecfg, cache, bar.update if bar else None)
+            cached += int(bool(hit))
+            feats[key] = emb
+    finally:
+        if bar is not None:
+            bar.close()
+    t_embed = time.perf_counter() - t0
+    layers = list(ecfg.resolved(lm).layers)
+    if cfg.layer != "auto":
+        li = cfg.layer if cfg.layer >= 0 else len(layers) + cfg.layer
+        if li not in layers:
+            raise XlingError(f"--layer {cfg.layer} is not a hidden state of {cfg.model} (0..{len(layers) - 1})")
+        candidates = [layers.index(li)]
+    else:
+        candidates = list(range(len(layers)))
+    probes: dict[str, dict] = {}
+    t1 = time.perf_counter()
+    if cfg.method == "probe":
+        train = {s: feats[("train", s)] for s in sources}
+        ytr = {s: torch.tensor([e.label for e in sets[("train", s)]]) for s in sources}
+        dev = {s: (feats[("dev", s)], torch.tensor([e.label for e in sets[("dev", s)]]))
+               for s in sources if ("dev", s) in feats}
+        chosen, preds = probe_matrix(train, ytr, dev, {t: feats[("test", t)] for t in targets}, task.num_labels,
+                                     candidates, cfg.l2)
+        for s, p in chosen.items():
+            probes[s] = {"layer": layers[p.layer_index], "l2": p.l2, "dev_accuracy": p.dev_accuracy,
+                         "train_examples": len(ytr[s]),
+                         "grid": [{"layer": layers[g["layer_index"]], "l2": g["l2"], "dev_accuracy": g["dev_accuracy"]}
+                                  for g in p.grid]}
+    else:
+        preds = {}
+        for s in sources:
+            preds[s], probes[s] = _trained_predictions(cfg, task, s, targets, lm.fingerprint)
+            probes[s]["train_examples"] = len(task.examples("train", s)[: cfg.max_train])
+    t_fit = time.perf_counter() - t1
+    gold = {t: np.array([e.label for e in sets[("test", t)]]) for t in targets}
+    correct = {s: {t: preds[s][t].numpy() == gold[t] for t in targets} for s in sources}
+    parallel_all = all(_parallel(task, targets[0], t, cfg.max_test) for t in targets[1:]) if len(targets) > 1 else False
+    boot = cell_bootstrap(correct, reference, n_boot=cfg.n_boot, seed=cfg.seed, shared=parallel_all)
+    cells: dict[str, dict[str, dict]] = {s: {} for s in sources}
+    for s in sources:
+        for t in targets:
+            cells[s][t] = {**boot[s][t], "accuracy": float(accuracy(gold[t].tolist(), preds[s][t].tolist())),
+                           "macro_f1": float(macro_f1(gold[t].tolist(), preds[s][t].tolist()))}
+    # pair features ---------------------------------------------------------------------
+    tok = lm.tokenizer
+    types, tokens = {}, {}
+    for lang in dict.fromkeys([*sources, *targets]):
+        exs = task.examples("train", lang)[: cfg.max_train] if lang in have_train else sets[("test", lang)]
+        types[lang], tokens[lang] = _type_sets(tok, [e.text for e in exs])
+    alignment: dict[str, dict[str, dict[str, list[float]]]] = {s: {} for s in sources}
+    done: dict[tuple[str, str], dict] = {}
+    for s in sources:
+        for t in targets:
+            if s == t or ("test", s) not in feats or not _parallel(task, s, t, cfg.max_test):
+                continue
+            if (t, s) in done:
+                r = done[(t, s)]
+                alignment[s][t] = {"mexa": r["mexa"], "retrieval_src2tgt": r["retrieval_b2a"],
+                                   "retrieval_tgt2src": r["retrieval_a2b"]}
+                continue
+            r = pair_alignment(feats[("test", s)], feats[("test", t)])
+            done[(s, t)] = r
+            alignment[s][t] = {"mexa": r["mexa"], "retrieval_src2tgt": r["retrieval_a2b"],
+                               "retrieval_tgt2src": r["retrieval_b2a"]}
+    features: dict[str, dict[str, dict]] = {s: {} for s in sources}
+    for s in sources:
+        for t in targets:
+            f = {"token_overlap": token_overlap(types[s], types[t]), "source_train_tokens": float(tokens[s]),
+                 "source_train_examples": float(probes[s]["train_examples"])}
+            for name, per_layer in alignment[s].get(t, {}).items():
+                f[name] = float(max(per_layer))
+            features[s][t] = f
+    result = MatrixResult(
+        matrix_id=uuid.uuid4().hex[:12], model=cfg.model, task=task.name, method=cfg.method, reference=reference,
+        sources=sources, targets=targets, cells=cells, features=features, alignment=alignment, probes=probes,
+        layers=layers, n_test={t: len(gold[t]) for t in targets},
+        timings={"embed_s": round(t_embed, 2), "fit_s": round(t_fit, 2), "total_s": round(time.perf_counter() - t0, 2),
+                 "cached_sets": cached, "of_sets": len(sets)},
+        meta={"started": started, "model_fingerprint": lm.fingerprint, "task_fingerprint": task.fingerprint(),
+              "pooling": ecfg.resolved(lm).pooling, "parallel_test_sets": parallel_all,
+              "layer_choice": "each source's own dev set" if cfg.layer == "auto" else f"fixed hidden state {cfg.layer}",
+              "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items() if k != "task"}
+              | {"task": task.name}},
+    )
+    if cfg.out is not None:
+        from xling.io import output_lock
+
+        with output_lock(cfg.out):
+            write_outputs(result, Path(cfg.out))
+    if cfg.store is not None:
+        save_to_store(result, Path(cfg.store))
+    return result
+
+
+# ----------------------------------------------------------------------------- outputs
+
+CELL_COLUMNS = ["source", "target", "accuracy", "lo", "hi", "macro_f1", "diff", "diff_lo", "diff_hi"]
+
+
+def cell_rows(result: MatrixResult) -> list[dict]:
+    return [{"source": s, "target": t, **result.cells[s][t]} for s in result.sources for t in result.targets]
+
+
+def feature_rows(result: MatrixResult) -> tuple[list[dict], list[str]]:
+    names = sorted({k for s in result.sources for t in result.targets for k in result.features[s][t]})
+    rows = [{"source": s, "target": t, **result.features[s][t]} for s in result.sources for t in result.targets]
+    return rows, ["source", "target", *names]
+
+
+def run_record(result: MatrixResult) -> dict:
+    d = asdict(result)
+    d.pop("alignment")
+    return d
+
+
+def write_outputs(result: MatrixResult, out: Path) -> dict[str, Path]:
+    from xling.io import atomic_write_text
+    from xling.runs.align import rows_to_csv
+
+    out.mkdir(parents=True, exist_ok=True)
+    frows, fcols = feature_rows(result)
+    srows = [{"source": s, **{k: v for k, v in p.items() if k != "grid"}} for s, p in result.probes.items()]
+    scols = ["source", *sorted({k for r in srows for k in r if k != "source"})]
+    files = {
+        "matrix.csv": rows_to_csv(cell_rows(result), CELL_COLUMNS),
+        "features.csv": rows_to_csv(frows, fcols),
+        "sources.csv": rows_to_csv(srows, scols),
+        "run.json": json.dumps(run_record(result), indent=1, default=str),
+        "report.html": render_matrix_report(result),
+    }
+    paths = {}
+    for name, text in files.items():
+        atomic_write_text(out / name, text)
+        paths[name] = out / name
+    return paths
+
+
+def save_to_store(result: MatrixResult, path: Path) -> None:
+    """One ``matrix`` run per source: its scores on every target, its alignment with them, the pair features."""
+    from xling import __version__
+    from xling.runs.store import ResultsStore
+
+    store = ResultsStore(path)
+    finished = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    for s in result.sources:
+        rows = [{"model": result.model, "task": result.task, "lang": t, "split": "test", "metric": m,
+                 "value": result.cells[s][t][m]} for t in result.targets for m in ("accuracy", "macro_f1")]
+        align = [{"model": result.model, "corpus": f"task:{result.task}:test", "lang": t, "layer": layer,
+                  "pooling": result.meta["pooling"], "metric": name, "value": float(v)}
+                 for t, per in result.alignment[s].items() for name, vals in per.items()
+                 for layer, v in zip(result.layers, vals)]
+        config = {"matrix_id": result.matrix_id, "source": s, "method": result.method, "task": result.task,
+                  "reference": result.reference, "sources": result.sources, "targets": result.targets,
+                  "features": result.features[s], "probe": {k: v for k, v in result.probes[s].items() if k != "grid"},
+                  "cells": result.cells[s], "n_test": result.n_test, **{k: v for k, v in result.meta.items()}}
+        store.add_run({"run_id": f"{result.matrix_id}-{s}", "command": "matrix", "model": result.model,
+                       "model_fingerprint": result.meta.get("model_fingerprint"), "corpus": f"task:{result.task}",
+                       "corpus_fingerprint": result.meta.get("task_fingerprint"), "config": config,
+                       "started": result.meta.get("started"), "finished": finished, "xling_version": __version__},
+                      alignment=align, task_scores=rows)
+
+
+def matrix_svg(title: str, rows: list[str], cols: list[str], values: dict[str, dict[str, float]],
+               lo: float | None = None, hi: float | None = None, note: dict | None = None) -> str:
+    """A rows x cols heatmap with a value legend; every label and value escaped."""
+    from xling.runs.report import color, esc
+
+    flat = [values[r][c] for r in rows for c in cols if values.get(r, {}).get(c) is not None]
+    lo = (min(flat) if flat else 0.0) if lo is None else lo
+    hi = (max(flat) if flat else 1.0) if hi is None else hi
+    span = (hi - lo) or 1.0
+    cw, ch, left, top = 30, 18, 90, 70
+    width, height = left + cw * len(cols) + 80, top + ch * len(rows) + 30
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
+           f'aria-label="{esc(title)}">', f'<text x="0" y="14" font-size="13" font-weight="600">{esc(title)}</text>']
+    for j, c in enumerate(cols):
+        x = left + j * cw + cw / 2
+        out.append(f'<text x="{x}" y="{top - 6}" font-size="9" transform="rotate(-60 {x} {top - 6})">{esc(c)}</text>')
+    for i, r in enumerate(rows):
+        y = top + i * ch
+        out.append(f'<text x="{left - 4}" y="{y + ch - 5}" font-size="10" text-anchor="end">{esc(r)}</text>')
+        for j, c in enumerate(cols):
+            v = values.get(r, {}).get(c)
+            if v is None:
+                continue
+            t = (v - lo) / span
+            tip = f"source {r}, target {c}: {v:.3f}" + (f" {note[r][c]}" if note and note.get(r, {}).get(c) else "")
+            out.append(f'<rect x="{left + j * cw}" y="{y}" width="{cw - 1}" height="{ch - 1}" fill="{color(t)}">'
+                       f'<title>{esc(tip)}</title></rect>')
+    lx = left + cw * len(cols) + 12
+    for k in range(10):
+        out.append(f'<rect x="{lx}" y="{top + k * 12}" width="12" height="12" fill="{color(1 - k / 9)}"/>')
+    out.append(f'<text x="{lx + 16}" y="{top + 10}" font-size="9">{esc(f"{hi:.2f}")}</text>')
+    out.append(f'<text x="{lx + 16}" y="{top + 118}" font-size="9">{esc(f"{lo:.2f}")}</text>')
+    out.append(f'<text x="{left + cw * len(cols) / 2}" y="{height - 6}" font-size="10" text-anchor="middle">'
+               f'target (columns); source (rows)</text></svg>')
+    return "".join(out)
+
+
+def best_sources(result: MatrixResult) -> list[dict]:
+    """Per target: the best source other than the target itself, and the reference source's cell."""
+    rows = []
+    for t in result.targets:
+        cands = [s for s in result.sources if s != t]
+        if not cands:
+            continue
+        best = max(cands, key=lambda s: (result.cells[s][t]["accuracy"], s))
+        c = result.cells[best][t]
+        row = {"target": t, "best_source": best, "best_accuracy": c["accuracy"]}
+        if result.reference is not None and result.reference != t:
+            r = result.cells[result.reference][t]
+            row.update(reference_accuracy=r["accuracy"], best_minus_reference=c.get("diff", 0.0),
+                       diff_lo=c.get("diff_lo", 0.0), diff_hi=c.get("diff_hi", 0.0))
+        rows.append(row)
+    return rows
+
+
+def render_matrix_report(result: MatrixResult) -> str:
+    from xling.runs.report import esc, page, table_html
+
+    acc = {s: {t: result.cells[s][t]["accuracy"] for t in result.targets} for s in result.sources}
+    note = {s: {t: f"[{result.cells[s][t]['lo']:.3f}, {result.cells[s][t]['hi']:.3f}]" for t in result.targets}
+            for s in result.sources}
+    body = [f"<h1>Transfer matrix: {esc(result.task)}</h1>",
+            f'<p class="muted">model {esc(result.model)}; method {esc(result.method)}; '
+            f'{len(result.sources)} sources x {len(result.targets)} targets; layer: {esc(result.meta.get("layer_choice"))}; '
+            f'reference source {esc(result.reference)}; matrix id {esc(result.matrix_id)}</p>',
+            matrix_svg("accuracy (row: trained on, column: tested on)", result.sources, result.targets, acc, note=note)]
+    body.append("<h2>Best source per target</h2>")
+    body.append('<p class="muted">The target itself excluded; the difference to the reference source with a 95% '
+                'paired bootstrap interval over the target\'s test items.</p>')
+    bs = best_sources(result)
+    body.append(table_html(["target", "best source", "accuracy", "reference", "best - reference", "95% CI"],
+                           [[r["target"], r["best_source"], r["best_accuracy"], r.get("reference_accuracy", ""),
+                             r.get("best_minus_reference", ""),
+                             f"[{r['diff_lo']:.3f}, {r['diff_hi']:.3f}]" if "diff_lo" in r else ""] for r in bs],
+                           left_cols=2))
+    body.append("<h2>Sources</h2>")
+    keys = sorted({k for p in result.probes.values() for k in p if k != "grid"})
+    body.append(table_html(["source", *keys], [[s, *[result.probes[s].get(k, "") for k in keys]]
+                                                for s in result.sources]))
+    body.append(f'<p class="muted">timings {esc(json.dumps(result.timings))}</p>')
+    return page(f"xling matrix: {result.task}", "".join(body))
+
+
+def format_summary(result: MatrixResult) -> str:
+    short = {lang: lang.split("_")[0] for lang in [*result.sources, *result.targets]}
+    lines = ["src\\tgt " + " ".join(f"{short[t]:>5s}" for t in result.targets)]
+    for s in result.sources:
+        lines.append(f"{short[s]:8s}" + " ".join(f"{result.cells[s][t]['accuracy']:5.3f}" for t in result.targets))
+    lines.append("")
+    bs = best_sources(result)
+    beats = [r for r in bs if r.get("diff_lo", 0) > 0]
+    lines.append(f"{result.model} {result.method} matrix on {result.task}: {len(result.sources)} sources x "
+                 f"{len(result.targets)} targets ({result.meta.get('layer_choice')}), {result.timings['total_s']:.0f} s")
+    if result.reference is not None:
+        n_not = sum(1 for r in bs if r["best_source"] != result.reference and "diff_lo" in r)
+        lines.append(f"best source is not {result.reference} for {n_not} of {len(bs)} targets; better than "
+                     f"{result.reference} beyond the 95% paired CI for {len(beats)}"
+                     + (f" ({', '.join(short[r['target']] + '<-' + short[r['best_source']] for r in beats)})"
+                        if beats else ""))
+    return "\n".join(lines)
+
+
+def add_matrix_parser(sub) -> None:
+    p = sub.add_parser("matrix", help="source x target transfer matrix (train on each language, test on every one)",
+                       description="Train on every source language in turn (default: a linear probe on frozen "
+                                   "features, layer and l2 chosen on each source's own dev set) and score every "
+                                   "target's test set; bootstrap CIs per cell and against the English source; pair "
+                                   "features (MEXA, retrieval, token overlap, training size) for xling rank.")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="built-in e5-small (default), a folder, a .gguf file or a hub id")
+    p.add_argument("--task", default="bible-genre", help="a classification task with training data in several "
+                                                         "languages (default bible-genre)")
+    p.add_argument("--task-option", action="append", metavar="KEY=VALUE", help="task builder option, e.g. train_size=500")
+    p.add_argument("--sources", default=None, help="comma-separated source languages (default: every language with "
+                                                   "training data)")
+    p.add_argument("--targets", default=None, help="comma-separated target languages (default: every test language)")
+    p.add_argument("--method", default="probe", choices=METHODS,
+                   help="probe (default: logistic regression on frozen features), lora or full (fine-tuning per source)")
+    p.add_argument("--reference", default=None, help="the source every cell is compared with (default: the task's "
+                                                     "source language, English)")
+    p.add_argument("--layer", default="auto", help="probe hidden state for every source, or auto (each source's dev set)")
+    p.add_argument("--l2", default=",".join(f"{v:g}" for v in DEFAULT_L2), help="comma-separated l2 grid of the probe")
+    p.add_argument("--pooling", default="auto")
+    p.add_argument("--max-train", type=int, default=None, help="at most N training examples per source")
+    p.add_argument("--max-test", type=int, default=None, help="at most N test examples per target")
+    p.add_argument("--epochs", type=int, default=3, help="fine-tuning epochs (--method lora|full)")
+    p.add_argument("--lr", type=float, default=None, help="fine-tuning learning rate (default: 5e-5 full, 5e-4 lora)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples per cell")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--out", default=str(DEFAULT_OUT))
+    p.add_argument("--store", default=str(DEFAULT_STORE), help="results store (SQLite); 'none' to skip")
+    p.add_argument("--no-cache", action="store_true", help="recompute the embeddings")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_matrix)
+
+
+def _langs(value):
+    return [x.strip() for x in value.split(",") if x.strip()] if value else None
+
+
+def cmd_matrix(args) -> int:
+    from xling.runs.eval import _load_task_cli
+
+    try:
+        l2 = tuple(float(v) for v in args.l2.split(",") if v.strip())
+    except ValueError:
+        raise XlingError(f"--l2 expects comma-separated numbers, got {args.l2!r}") from None
+    cfg = MatrixConfig(model=args.model, task=args.task, sources=_langs(args.sources),
+                       targets=_langs(args.targets), method=args.method, reference=args.reference, layer=args.layer,
+                       l2=l2, pooling=args.pooling, max_train=args.max_train, max_test=args.max_test,
+                       epochs=args.epochs, lr=args.lr, seed=args.seed, n_boot=args.n_boot, batch_size=args.batch_size,
+                       max_length=args.max_length, device=args.device, dtype=args.dtype, threads=args.threads,
+                       out=args.out, store=None if args.store.lower() == "none" else args.store,
+                       cache=not args.no_cache, progress=not args.quiet)
+    if cfg.store is not None:  # an unusable store fails before the task is built
+        from xling.runs.store import ResultsStore
+
+        ResultsStore(cfg.store).check()
+    cfg.task = _load_task_cli(args)
+    result = transfer_matrix(cfg)
+    print(format_summary(result))
+    print(f"wrote {args.out}/report.html, matrix.csv, features.csv"
+          + ("" if cfg.store is None else f"; results store {cfg.store} (matrix {result.matrix_id})"))
+    return 0
+
+
+__all__ = ["MatrixConfig", "MatrixResult", "transfer_matrix", "format_summary", "add_matrix_parser", "best_sources"]
