@@ -913,18 +913,21 @@ def cka(pair: PairEmbeddings, *, form: str = "auto") -> dict[str, torch.Tensor]:
     """
     _check_choice("cka", "form", form, ("auto", "gram", "feature"))
     Xc, Yc = pair.Xc, pair.Yc
-    if form == "gram" or (form == "auto" and pair.n <= pair.d):
-        Kx = torch.bmm(Xc, Xc.transpose(1, 2)).to(torch.float64)
-        Ky = torch.bmm(Yc, Yc.transpose(1, 2)).to(torch.float64)
-        num = (Kx * Ky).sum(dim=(1, 2))
-        nx = Kx.square().sum(dim=(1, 2)).sqrt()
-        ny = Ky.square().sum(dim=(1, 2)).sqrt()
-    else:
-        Xt = Xc.transpose(1, 2)
-        Yt = Yc.transpose(1, 2)
-        num = torch.bmm(Yt, Xc).to(torch.float64).square().sum(dim=(1, 2))
-        nx = torch.bmm(Xt, Xc).to(torch.float64).square().sum(dim=(1, 2)).sqrt()
-        ny = torch.bmm(Yt, Yc).to(torch.float64).square().sum(dim=(1, 2)).sqrt()
+    gram = form == "gram" or (form == "auto" and pair.n <= pair.d)
+    nums, nxs, nys = [], [], []
+    for layer in range(pair.L):  # one product per layer: the same bits whatever the layer chunking
+        x, y = Xc[layer], Yc[layer]
+        if gram:
+            Kx = (x @ x.T).to(torch.float64)
+            Ky = (y @ y.T).to(torch.float64)
+            nums.append((Kx * Ky).sum())
+            nxs.append(Kx.square().sum().sqrt())
+            nys.append(Ky.square().sum().sqrt())
+        else:
+            nums.append((y.T @ x).to(torch.float64).square().sum())
+            nxs.append((x.T @ x).to(torch.float64).square().sum().sqrt())
+            nys.append((y.T @ y).to(torch.float64).square().sum().sqrt())
+    num, nx, ny = torch.stack(nums), torch.stack(nxs), torch.stack(nys)
     den = nx * ny
     ok = den > 0
     value = torch.where(ok, num / torch.where(ok, den, torch.ones_like(den)), torch.zeros_like(den))

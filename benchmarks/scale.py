@@ -1,0 +1,179 @@
+"""Benchmark: memory and time of the alignment metrics as the number of sentences grows.
+
+On the Bible corpus (English + one language, ``--lang``, default German), every
+hidden state of the built-in e5-small (13 layers x 384 dims), at n = 1k, 5k, 10k
+and 31,102 verses (``--sizes``):
+
+1. the parent embeds the verses once, in chunks cached by the engine's embedding
+   cache (so a size reuses the smaller sizes' work and a second run embeds nothing),
+   and writes the first n rows of both languages to one safetensors file;
+2. for each n a fresh subprocess reads exactly those rows, runs every default metric
+   (MEXA, retrieval, xSIM, bitext F1, CKA, ANC) with ``compute_metrics`` under the
+   memory budget (``--budget``, default 1GB: blocked above it), and reports its wall
+   time and peak RSS (``VmHWM`` of ``/proc/self/status``), plus the RSS before the
+   metrics (Python, torch, the embeddings themselves);
+3. at the smallest n it also runs the dense path (no budget) and a forced blocked one,
+   and checks that the three give identical numbers.
+
+It prints one table: per n and path, wall time, peak RSS, the metrics' own memory
+(peak minus the RSS with the inputs loaded), and the ratios to the previous size
+(time, memory, n, n^2), so "grows like n*d, not n^2" can be read off directly.
+
+    XLING_WHEELHOUSE=/tmp/whl python benchmarks/scale.py [--sizes 1000,5000,10000,31102] [--lang deu]
+        [--threads 2] [--budget 1GB] [--work /tmp/xling-scale]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+METRICS = ["mexa", "retrieval", "xsim", "bitext_f1", "cka", "anc"]
+
+
+def rss_mb(field: str = "VmHWM") -> float:
+    """Peak (VmHWM) or current (VmRSS) resident memory of this process, MB. Not getrusage's
+    ru_maxrss: after fork + exec it keeps the parent's high-water mark."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def child(args) -> None:
+    """Read the first n rows of both sides, run the metrics, print one JSON line."""
+    import torch
+    from safetensors import safe_open
+
+    from xling.methods.metrics import PairEmbeddings, compute_metrics, parse_memory, plan_blocks
+
+    torch.set_num_threads(args.threads)
+    with safe_open(args.child, framework="pt") as f:
+        X = f.get_slice("pivot")[:, : args.n, :]
+        Y = f.get_slice("other")[:, : args.n, :]
+    base = rss_mb("VmRSS")
+    pair = PairEmbeddings(X, Y)
+    kw = {"memory_budget": None} if args.mode == "dense" else {"memory_budget": parse_memory(args.budget)}
+    if args.block:
+        kw["block_size"] = args.block
+    block = plan_blocks(pair.n, pair.L, pair.dtype, memory_budget=kw["memory_budget"], block_size=kw.get("block_size"))
+    t0 = time.perf_counter()
+    out = compute_metrics(pair, METRICS, **kw)
+    wall = time.perf_counter() - t0
+    print(json.dumps({
+        "n": args.n, "mode": args.mode, "block": block, "wall_s": wall, "peak_rss_mb": rss_mb(), "base_rss_mb": base,
+        "L": pair.L, "d": pair.d, "values": {k: v.tolist() for k, v in out.items()},
+    }))
+
+
+def run_child(path: Path, n: int, mode: str, threads: int, budget: str, block: int | None = None) -> dict:
+    cmd = [sys.executable, __file__, "--child", str(path), "--n", str(n), "--mode", mode,
+           "--threads", str(threads), "--budget", budget] + (["--block", str(block)] if block else [])
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        sys.exit(f"child failed (n={n}, {mode}):\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="1000,5000,10000,31102")
+    ap.add_argument("--lang", default="deu")
+    ap.add_argument("--model", default="e5-small")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--budget", default="1GB")
+    ap.add_argument("--work", default="/tmp/xling-scale")
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--n", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--mode", default="blocked", help=argparse.SUPPRESS)
+    ap.add_argument("--block", type=int, default=0, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        return child(args)
+
+    import torch
+    from safetensors.torch import save_file
+
+    from xling.data.readers import load_corpus
+    from xling.engine.embed import EmbedConfig, EmbeddingCache, embed_cached
+    from xling.models.loading import load_model
+
+    torch.set_num_threads(args.threads)
+    sizes = sorted(int(s) for s in args.sizes.split(","))
+    corpus = load_corpus("bible", langs=["eng", args.lang])
+    pivot = corpus.resolve("eng")
+    other = [x for x in corpus.langs if x != pivot][0]
+    sizes = [min(s, len(corpus)) for s in sizes]
+    lm = load_model(args.model, quiet=True, lazy=True)
+    ecfg = EmbedConfig(pooling="auto", batch_size=args.batch_size).resolved(lm)
+    cache = EmbeddingCache()
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    path = work / "embeddings.safetensors"
+    print(f"{lm.name} on bible {pivot}+{other}: sizes {sizes}, {args.threads} threads, budget {args.budget}", flush=True)
+
+    parts = {pivot: [], other: []}
+    done = 0
+    results = []
+    for n in sizes:
+        t0 = time.perf_counter()
+        if n > done:  # embed the new chunk of verses [done, n) of both languages (cached)
+            for lang in (pivot, other):
+                emb, hit = embed_cached(lm, corpus.sentences[lang][done:n], ecfg, cache)
+                parts[lang].append(emb)
+            done = n
+        X = torch.cat(parts[pivot], dim=1).contiguous()
+        Y = torch.cat(parts[other], dim=1).contiguous()
+        save_file({"pivot": X, "other": Y}, str(path))
+        del X, Y
+        print(f"n={n}: embeddings ready ({time.perf_counter() - t0:.0f} s)", flush=True)
+        runs = [("blocked", None)]
+        if n == sizes[0]:
+            runs = [("dense", None), ("blocked", None), ("blocked", 256)]
+        for mode, block in runs:
+            r = run_child(path, n, mode, args.threads, args.budget, block)
+            r["label"] = mode if block is None else f"blocked/{block}"
+            results.append(r)
+            print(f"  {r['label']:<12} block {r['block']}  {r['wall_s']:8.1f} s  peak RSS {r['peak_rss_mb'] / 1024:6.2f} GB"
+                  f"  (inputs loaded {r['base_rss_mb'] / 1024:.2f} GB)", flush=True)
+        if n == sizes[0]:
+            vals = [r["values"] for r in results]
+            same = all(v == vals[0] for v in vals)
+            print(f"  dense and blocked results identical: {'yes' if same else 'NO'}", flush=True)
+            if not same:
+                sys.exit("dense and blocked paths differ")
+
+    print()
+    head = f"{'n':>6} {'path':<12} {'block':>6} {'wall s':>8} {'peak GB':>8} {'metrics GB':>10}" \
+           f" {'x n':>6} {'x n^2':>7} {'x time':>7} {'x peak':>7} {'x metr':>7}"
+    print(head)
+    print("-" * len(head))
+    prev = None
+    for r in results:
+        metr = (r["peak_rss_mb"] - r["base_rss_mb"]) / 1024
+        line = (f"{r['n']:>6} {r['label']:<12} {str(r['block'] or '-'):>6} {r['wall_s']:>8.1f}"
+                f" {r['peak_rss_mb'] / 1024:>8.2f} {metr:>10.2f}")
+        if prev is not None and r["label"] == "blocked" and prev["n"] != r["n"]:
+            pm = (prev["peak_rss_mb"] - prev["base_rss_mb"]) / 1024
+            f = r["n"] / prev["n"]
+            line += (f" {f:>6.1f} {f * f:>7.1f} {r['wall_s'] / prev['wall_s']:>7.1f}"
+                     f" {r['peak_rss_mb'] / prev['peak_rss_mb']:>7.2f} {metr / pm if pm > 0 else float('nan'):>7.2f}")
+        print(line)
+        if r["label"] == "blocked":
+            prev = r
+    first = results[0]
+    print(f"\n{first['L']} layers x {first['d']} dims; 'metrics GB' = peak RSS minus RSS with the inputs loaded;"
+          f" ratios are to the previous size (blocked path)")
+
+
+if __name__ == "__main__":
+    main()
