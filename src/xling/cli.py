@@ -86,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--memory-budget", default="1GB", metavar="SIZE",
                    help="working memory of the metrics, e.g. 2GB or 512MB (default 1GB): above it the similarity "
                         "matrix is streamed in row blocks, with the same results")
+    a.add_argument("--center", action="store_true",
+                   help="subtract each language's mean embedding (per layer) before scoring; not MEXA's protocol, "
+                        "a diagnostic for decoders whose few huge activation dimensions dominate cosine similarity")
     a.add_argument("--quiet", action="store_true", help="no progress bar")
     a.set_defaults(func=cmd_align)
 
@@ -151,7 +154,7 @@ def cmd_align(args) -> int:
             max_sentences=args.max_sentences or None, batch_size=args.batch_size, max_length=args.max_length,
             prefix=args.prefix, device=args.device, dtype=args.dtype, out=args.out,
             store=None if args.store.lower() == "none" else args.store, cache=not args.no_cache,
-            progress=not args.quiet, memory_budget=args.memory_budget,
+            progress=not args.quiet, memory_budget=args.memory_budget, center=args.center,
         )
     for w in caught:
         if issubclass(w.category, IgnoredOptionWarning):
@@ -215,8 +218,10 @@ def cmd_corpus(args) -> int:
     note = selection_note(corpus)
     if note:
         print(f"note: {note}")
+    usable = corpus.meta.get("usable_messages") or {}
     for lang in corpus.langs:
-        print(f"  {lang:10s} {lang_name(lang)}")
+        own = f"  ({usable[lang]} usable messages of its own)" if lang in usable else ""
+        print(f"  {lang:10s} {lang_name(lang)}{own}")
     other = corpus.meta.get("other_langs")
     if other:
         print(f"  also available with --langs (fewer shared sentences): {', '.join(other)}")

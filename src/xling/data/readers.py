@@ -76,6 +76,13 @@ def _libreoffice_help(langs, max_sentences):
     return libreoffice_help_corpus(langs=list(langs) if langs is not None else None, max_sentences=max_sentences)
 
 
+@register_provider("firefox")
+def _firefox(langs, max_sentences):
+    from xling.data.firefox import firefox_corpus
+
+    return firefox_corpus(langs=list(langs) if langs is not None else None, max_sentences=max_sentences)
+
+
 @register_provider("bible")
 def _bible(langs, max_sentences):
     from xling.data.bible import bible_corpus
