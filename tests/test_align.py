@@ -173,3 +173,24 @@ def test_builtin_default_end_to_end(tmp_path, monkeypatch):
     assert len(run["langs"]) == 5 and run["n_sentences"] == 100
     # a real multilingual encoder aligns these languages far above chance (1/100)
     assert run["best_layer_mean_mexa"] > 0.5
+
+
+def test_center_subtracts_each_languages_mean_and_is_labelled(tmp_path):
+    """--center: metrics see per-language mean-centred embeddings; rows say so in their pooling."""
+    import torch
+
+    from xling.engine.embed import EmbedConfig, embed_sentences
+    from xling.methods.metrics import PairEmbeddings, compute_metrics
+
+    model, tok = tiny_models.build("llama")
+    lm = from_objects(model, tok, "tiny-llama")
+    corpus = _corpus().select(["eng_Latn", "deu_Latn"])
+    res = align(lm=lm, corpus=corpus, out=None, store=None, progress=False, center=True, metrics=["mexa", "cka"])
+    assert res.pooling == "weighted-mean+center" and {r["pooling"] for r in res.rows} == {"weighted-mean+center"}
+    ecfg = EmbedConfig(pooling="weighted-mean")
+    X = embed_sentences(lm, corpus.sentences["eng_Latn"], ecfg)
+    Y = embed_sentences(lm, corpus.sentences["deu_Latn"], ecfg)
+    ref = compute_metrics(PairEmbeddings(X - X.mean(1, keepdim=True), Y - Y.mean(1, keepdim=True)), ["mexa"], {})
+    assert [v for v in res.values("mexa")["deu_Latn"].values()] == pytest.approx(ref["mexa"].tolist())
+    plain = align(lm=lm, corpus=corpus, out=None, store=None, progress=False, metrics=["mexa"])
+    assert plain.pooling == "weighted-mean"

@@ -55,6 +55,7 @@ class AlignConfig:
     store: str | Path | None = DEFAULT_STORE
     cache: bool = True
     progress: bool = True
+    center: bool = False  # subtract each language's mean embedding per layer before every metric (not MEXA's default)
     memory_budget: int | str | None = "1GB"  # working memory of the metrics (bytes or "2GB"); None: always dense
 
     def __post_init__(self):
@@ -255,6 +256,7 @@ def align(config: AlignConfig | None = None, *, lm=None, corpus=None, **kwargs) 
     t_model = time.perf_counter()
 
     n = len(sub)
+    pooling_label = ecfg.pooling + ("+center" if cfg.center else "")  # centred scores never pass for MEXA's
     progress = _Progress(n * len(sub.langs), cfg.progress)
     rows: list[dict] = []
     cached_langs = 0
@@ -262,10 +264,14 @@ def align(config: AlignConfig | None = None, *, lm=None, corpus=None, **kwargs) 
         progress.describe(f"embedding {pivot}")
         X, hit = embed_cached(lm, sub.sentences[pivot], ecfg, cache, progress, refresh=not cfg.cache)
         cached_langs += hit
+        if cfg.center:  # per-language mean-centring: removes the offset all sentences share (massive activations)
+            X = X - X.mean(dim=1, keepdim=True)
         for lang in others:
             progress.describe(f"embedding {lang}")
             Y, hit = embed_cached(lm, sub.sentences[lang], ecfg, cache, progress, refresh=not cfg.cache)
             cached_langs += hit
+            if cfg.center:
+                Y = Y - Y.mean(dim=1, keepdim=True)
             values = compute_metrics(PairEmbeddings(X, Y), cfg.metrics, cfg.metric_options,
                                      memory_budget=cfg.memory_budget)
             for metric, per_layer in values.items():
@@ -273,7 +279,7 @@ def align(config: AlignConfig | None = None, *, lm=None, corpus=None, **kwargs) 
                 for layer, v in zip(layer_ids, per_layer):
                     rows.append({
                         "model": lm.name, "corpus": sub.name, "lang": lang, "layer": layer,
-                        "pooling": ecfg.pooling, "metric": metric, "value": float(v),
+                        "pooling": pooling_label, "metric": metric, "value": float(v),
                     })
             del Y
     finally:
@@ -282,7 +288,7 @@ def align(config: AlignConfig | None = None, *, lm=None, corpus=None, **kwargs) 
 
     result = AlignResult(
         rows=rows, config=cfg, run_id=uuid.uuid4().hex[:12], model=lm.name, corpus=sub.name, pivot=pivot,
-        langs=others, n_sentences=n, layers=layer_ids, pooling=ecfg.pooling,
+        langs=others, n_sentences=n, layers=layer_ids, pooling=pooling_label,
         timings={
             "data_s": round(t_data - t0, 3), "model_load_s": round(t_model - t_data, 3),
             "embed_and_metrics_s": round(t_done - t_model, 3), "total_s": round(t_done - t0, 3),
