@@ -258,7 +258,7 @@ def clean_property(value: str) -> str | None:
         return None
     if any(html.unescape(e) == e for e in _ENTITY_REF.findall(value)):  # not an HTML entity: a DTD reference
         return None
-    s = _PRINTF.sub(" ", value).replace("%%", "%")
+    s = "\x00".join(_PRINTF.sub(" ", part) for part in value.split("%%")).replace("\x00", "%")
     return " ".join(s.split())
 
 

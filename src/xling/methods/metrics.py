@@ -387,7 +387,8 @@ def compute_metrics(
         if block is not None:
             chunk.block_rows = block
             chunk.topk_hint = topk_hint
-            chunk.ties_hint = {t for t in ties_hint if t in TIE_RULES} or {"strict"}
+            chunk.ties_hint = {t for t in ties_hint if t in TIE_RULES}
+            chunk.needs_hint = _needs_hint(names, resolved)
         produced: set[str] = set()
         for name in names:
             out = METRICS[name].fn(chunk, **resolved[name])
@@ -507,6 +508,18 @@ def _topk_hint(names: list[str], resolved: Mapping[str, Mapping[str, Any]], n: i
     return max(1, min(int(want), n))
 
 
+def _needs_hint(names: list[str], resolved: Mapping[str, Mapping[str, Any]]) -> set[str]:
+    """Which optional parts of the shared streaming pass (:func:`_pass1`) the selected metrics read."""
+    needs = set()
+    if "xsim" in names:
+        needs |= {"row_top", "col_top"}
+    if "retrieval" in names and resolved["retrieval"].get("ties") == "strict":
+        needs.add("col_top")
+    if "bitext_f1" in names and resolved["bitext_f1"].get("ties") == "first":
+        needs.add("row_arg")
+    return needs
+
+
 def _sim_rows(xn: torch.Tensor, yn: torch.Tensor, start: int, stop: int) -> torch.Tensor:
     """Rows ``start:stop`` of ``xn @ yn.T`` (one layer), one :data:`SIM_TILE` tile per product.
 
@@ -529,16 +542,15 @@ def _n_above_rows(Mb: torch.Tensor, gold: torch.Tensor, b0: int, ties: str,
                   candidates: torch.Tensor | None = None) -> torch.Tensor:
     """:func:`_n_above_gold` for rows ``b0:b0+b`` of a score matrix (queries are rows; gold (b,))."""
     b, n = Mb.shape
-    rows = torch.arange(b0, b0 + b, device=Mb.device).unsqueeze(-1)
-    cols = torch.arange(n, device=Mb.device).unsqueeze(0)
-    g = gold.unsqueeze(-1)
-    above = ~(g > Mb)
+    r = torch.arange(b, device=Mb.device)
+    above = torch.gt(gold.unsqueeze(-1), Mb)
+    above.logical_not_()  # not strictly below the gold: ties and NaN rank above it
     if ties == "first":
-        above &= ~((Mb == g) & (cols > rows))
-    above &= cols != rows
+        cols = torch.arange(n, device=Mb.device).unsqueeze(0)
+        above &= ~((Mb == gold.unsqueeze(-1)) & (cols > (r + b0).unsqueeze(-1)))
     if candidates is not None:
         above &= candidates
-    return above.sum(dim=-1)
+    return above.sum(dim=-1) - above[r, r + b0].long()  # the gold itself is no competitor
 
 
 def _n_above_cols(Mb: torch.Tensor, gold: torch.Tensor, b0: int, ties: str,
@@ -546,81 +558,105 @@ def _n_above_cols(Mb: torch.Tensor, gold: torch.Tensor, b0: int, ties: str,
     """Per column j (queries are columns; gold (n,)), the rows ``b0:b0+b`` ranked above ``gold[j]``:
     the transposed form of :func:`_n_above_gold`, summed over the block; ``first``: a tie with row i < j ranks above."""
     b, n = Mb.shape
-    rows = torch.arange(b0, b0 + b, device=Mb.device).unsqueeze(-1)
-    cols = torch.arange(n, device=Mb.device).unsqueeze(0)
-    g = gold.unsqueeze(0)
-    above = ~(g > Mb)
+    r = torch.arange(b, device=Mb.device)
+    above = torch.gt(gold.unsqueeze(0), Mb)
+    above.logical_not_()
     if ties == "first":
-        above &= ~((Mb == g) & (rows > cols))
-    above &= cols != rows
+        cols = torch.arange(n, device=Mb.device).unsqueeze(0)
+        above &= ~((Mb == gold.unsqueeze(0)) & ((r + b0).unsqueeze(-1) > cols))
     if candidates is not None:
         above &= candidates
-    return above.sum(dim=0)
+    counts = above.sum(dim=0)
+    counts[r + b0] -= above[r, r + b0].long()  # the gold itself is no competitor
+    return counts
 
 
 @dataclasses.dataclass
 class _Pass1:
     """What one streaming pass over S gives, per layer: the gold diagonal, row and column
     off-diagonal maxima, row argmaxes, row and column top-K values (sorted, with and
-    without the gold), and per-row counts of competitors above the gold per tie rule."""
+    without the gold), and per-row counts of competitors above the gold per tie rule.
+    Parts not in ``needs`` are ``None``."""
 
     K: int
     ties: frozenset
+    needs: frozenset
     diag: torch.Tensor  # (L, n)
     row_offmax: torch.Tensor  # (L, n)
     col_offmax: torch.Tensor  # (L, n)
-    row_arg: torch.Tensor  # (L, n) argmax of the row (first index)
     row_offarg: torch.Tensor  # (L, n) argmax of the row without the gold (first index)
     row_above: dict  # ties -> (L, n) counts
-    row_top: torch.Tensor  # (L, n, K) top-K of each row, the gold included
-    col_top: torch.Tensor  # (L, K, n) top-K of each column, the gold included
-    col_top_off: torch.Tensor  # (L, K, n) top-K of each column without the gold
+    row_arg: torch.Tensor | None  # (L, n) argmax of the row (first index); needs "row_arg"
+    row_top: torch.Tensor | None  # (L, n, K) top-K of each row, the gold included; needs "row_top"
+    col_top: torch.Tensor | None  # (L, K, n) top-K of each column, the gold included; needs "col_top"
+    col_top_off: torch.Tensor | None  # (L, K, n) top-K of each column without the gold; needs "col_top"
 
 
-def _pass1(pair: PairEmbeddings, K: int, ties: Iterable[str] = ()) -> _Pass1:
+def _drop_gold(top: torch.Tensor, gold: torch.Tensor) -> torch.Tensor:
+    """Top-(K+1) values of each column (K+1, n), sorted, gold included -> top-K without one copy of the gold.
+
+    Exact multiset arithmetic: if the gold's value is among the K+1, one copy of it goes; else the last one."""
+    K1, n = top.shape
+    hit = top == gold.unsqueeze(0)
+    first = torch.where(hit.any(dim=0), hit.to(torch.int8).argmax(dim=0), torch.full_like(gold, K1 - 1, dtype=torch.long))
+    keep = torch.arange(K1, device=top.device).unsqueeze(-1) != first.unsqueeze(0)
+    return top.T[keep.T].view(n, K1 - 1).T.contiguous()
+
+
+def _pass1(pair: PairEmbeddings, K: int, ties: Iterable[str] = (), needs: Iterable[str] = ()) -> _Pass1:
     """The shared streaming pass (cached on the pair; redone only if more is asked)."""
     K = max(1, min(K, pair.n))
     ties = frozenset(ties) | frozenset(getattr(pair, "ties_hint", ()))
+    needs = frozenset(needs) | frozenset(getattr(pair, "needs_hint", ()))
     cached = pair.__dict__.get("_pass1")
-    if cached is not None and cached.K >= K and ties <= cached.ties:
+    if cached is not None and cached.K >= K and ties <= cached.ties and needs <= cached.needs:
         return cached
     if cached is not None:
         ties |= cached.ties
+        needs |= cached.needs
+        K = max(K, cached.K)
     K = max(K, min(pair.topk_hint, pair.n))
+    K1 = min(K + 1, pair.n)  # columns keep one more, to drop the gold exactly
     L, n, dev, dt = pair.L, pair.n, pair.device, pair.dtype
     neg = float("-inf")
     diag = torch.empty(L, n, dtype=dt, device=dev)
     row_offmax = torch.empty(L, n, dtype=dt, device=dev)
     col_offmax = torch.full((L, n), neg, dtype=dt, device=dev)
-    row_arg = torch.empty(L, n, dtype=torch.long, device=dev)
     row_offarg = torch.empty(L, n, dtype=torch.long, device=dev)
     row_above = {t: torch.empty(L, n, dtype=torch.long, device=dev) for t in ties}
-    row_top = torch.empty(L, n, K, dtype=dt, device=dev)
-    col_top = torch.empty(L, K, n, dtype=dt, device=dev)
-    col_top_off = torch.empty(L, K, n, dtype=dt, device=dev)
+    row_arg = torch.empty(L, n, dtype=torch.long, device=dev) if "row_arg" in needs else None
+    row_top = torch.empty(L, n, K, dtype=dt, device=dev) if "row_top" in needs else None
+    col_top = torch.empty(L, K, n, dtype=dt, device=dev) if "col_top" in needs else None
+    col_top_off = torch.empty(L, K, n, dtype=dt, device=dev) if "col_top" in needs else None
     for layer in range(L):
-        ct = torch.empty(0, n, dtype=dt, device=dev)
-        cto = torch.empty(0, n, dtype=dt, device=dev)
+        ct = None
         for b0, b1, Sb in _blocks(pair, layer):
             r = torch.arange(b1 - b0, device=dev)
             c = r + b0
             D = Sb[r, c]
             diag[layer, b0:b1] = D
-            off = Sb.clone()
-            off[r, c] = neg
-            row_offmax[layer, b0:b1] = off.amax(dim=-1)
-            row_offarg[layer, b0:b1] = off.argmax(dim=-1)
-            row_arg[layer, b0:b1] = Sb.argmax(dim=-1)
             for t in ties:
                 row_above[t][layer, b0:b1] = _n_above_rows(Sb, D, b0, t)
-            row_top[layer, b0:b1] = Sb.topk(K, dim=-1).values
-            torch.maximum(col_offmax[layer], off.amax(dim=0), out=col_offmax[layer])
-            ct = torch.cat([ct, Sb]).topk(min(K, ct.shape[0] + b1 - b0), dim=0).values
-            cto = torch.cat([cto, off]).topk(min(K, cto.shape[0] + b1 - b0), dim=0).values
-            del off, Sb
-        col_top[layer] = ct
-        col_top_off[layer] = cto
-    out = _Pass1(K, ties, diag, row_offmax, col_offmax, row_arg, row_offarg, row_above, row_top, col_top, col_top_off)
+            if row_arg is not None:
+                row_arg[layer, b0:b1] = Sb.max(dim=-1).indices  # the first maximal value
+            if row_top is not None:
+                row_top[layer, b0:b1] = Sb.topk(K, dim=-1).values
+            if col_top is not None:
+                top = Sb.topk(min(K1, b1 - b0), dim=0).values
+                ct = top if ct is None else torch.cat([ct, top]).topk(min(K1, ct.shape[0] + top.shape[0]), dim=0).values
+            Sb[r, c] = neg  # from here on: the off-diagonal entries
+            best = Sb.max(dim=-1)
+            row_offmax[layer, b0:b1] = best.values
+            row_offarg[layer, b0:b1] = best.indices
+            torch.maximum(col_offmax[layer], Sb.amax(dim=0), out=col_offmax[layer])
+            del Sb
+        if col_top is not None:
+            col_top[layer] = ct[:K]
+            off = _drop_gold(ct, diag[layer])  # min(K, n - 1) rows
+            col_top_off[layer, : off.shape[0]] = off[:K]
+            col_top_off[layer, off.shape[0]:] = neg  # K = n: the n-th competitor does not exist
+    out = _Pass1(K, ties, needs, diag, row_offmax, col_offmax, row_offarg, row_above, row_arg, row_top, col_top,
+                 col_top_off)
     pair.__dict__["_pass1"] = out
     return out
 
@@ -694,7 +730,7 @@ def retrieval(pair: PairEmbeddings, *, ks: Iterable[int] = (1, 5), ties: str = "
         _check_pos_int("retrieval", "ks", k)
     out: dict[str, torch.Tensor] = {}
     if pair.blocked:
-        st = _pass1(pair, max(ks), (ties,))
+        st = _pass1(pair, max(ks), (ties,), ("col_top",) if ties == "strict" else ())
         above_p2l = st.row_above[ties]
         above_l2p = _column_counts(pair, st, ties) if ties == "first" else None
         for k in ks:
@@ -792,7 +828,7 @@ def xsim(
 
 def _xsim_blocked(pair: PairEmbeddings, margin: str, kk: int, candidates: str, ties: str) -> dict[str, torch.Tensor]:
     """:func:`xsim` in two streaming passes: neighbourhoods and gold scores first, then margins."""
-    st = _pass1(pair, kk)
+    st = _pass1(pair, kk, (), ("row_top", "col_top"))
     L, n, dev = pair.L, pair.n, pair.device
     ok_p2l = torch.empty(L, n, dtype=torch.bool, device=dev)
     ok_l2p = torch.empty(L, n, dtype=torch.bool, device=dev)
@@ -859,7 +895,7 @@ def bitext_f1(pair: PairEmbeddings, *, ties: str = "strict", precision_recall: b
     n = pair.n
     idx = torch.arange(n, device=pair.device)
     if pair.blocked:
-        st = _pass1(pair, 1, (ties,) if ties == "strict" else ())
+        st = _pass1(pair, 1, (ties,) if ties == "strict" else (), ("row_arg",) if ties == "first" else ())
         if ties == "first":
             pred = st.row_arg
             correct = pred == idx
