@@ -210,7 +210,8 @@ def test_corpus_parallel_by_id_without_fallbacks(fake_packs):
     assert rows[F + "uses-var"] == ("Downloading now please", "Lade jetzt herunter")
     assert P + "same" not in rows  # identical to English: an untranslated fallback
     assert P + "title" in rows
-    assert F + "uses-term" not in rows and F + "multi" not in rows  # dropped in English
+    assert F + "uses-term" not in rows  # a term reference: dropped
+    assert rows[F + "multi"][0] == "First line of a long message that goes on here. And a paragraph after a blank line."
     assert corpus.meta["locales"] == {"eng_Latn": "en-gb", "deu_Latn": "de"}
     assert corpus.meta["usable_messages"]["deu_Latn"] == len(rows)
 
