@@ -89,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--center", action="store_true",
                    help="subtract each language's mean embedding (per layer) before scoring; not MEXA's protocol, "
                         "a diagnostic for decoders whose few huge activation dimensions dominate cosine similarity")
+    a.add_argument("--save-embeddings", default=None, metavar="DIR",
+                   help="also write each language's pooled per-layer embeddings to DIR (safetensors + index.json, "
+                        "format xling-embeddings/1, see xling.runs.saved_embeddings)")
     a.add_argument("--quiet", action="store_true", help="no progress bar")
     a.set_defaults(func=cmd_align)
 
@@ -154,7 +157,7 @@ def cmd_align(args) -> int:
             max_sentences=args.max_sentences or None, batch_size=args.batch_size, max_length=args.max_length,
             prefix=args.prefix, device=args.device, dtype=args.dtype, out=args.out,
             store=None if args.store.lower() == "none" else args.store, cache=not args.no_cache,
-            progress=not args.quiet, memory_budget=args.memory_budget, center=args.center,
+            progress=not args.quiet, memory_budget=args.memory_budget, save_embeddings=args.save_embeddings, center=args.center,
         )
     for w in caught:
         if issubclass(w.category, IgnoredOptionWarning):

@@ -57,6 +57,7 @@ class AlignConfig:
     progress: bool = True
     center: bool = False  # subtract each language's mean embedding per layer before every metric (not MEXA's default)
     memory_budget: int | str | None = "1GB"  # working memory of the metrics (bytes or "2GB"); None: always dense
+    save_embeddings: str | Path | None = None  # folder for each language's pooled embeddings (xling-embeddings/1)
 
     def __post_init__(self):
         from xling.data.langcodes import normalize_lang
@@ -260,16 +261,30 @@ def align(config: AlignConfig | None = None, *, lm=None, corpus=None, **kwargs) 
     progress = _Progress(n * len(sub.langs), cfg.progress)
     rows: list[dict] = []
     cached_langs = 0
+    saver = None
+    if cfg.save_embeddings is not None:
+        from xling.runs.saved_embeddings import EmbeddingWriter
+
+        saver = EmbeddingWriter(cfg.save_embeddings, {
+            "model": lm.name, "model_fingerprint": lm.fingerprint, "corpus": sub.name,
+            "corpus_fingerprint": sub.fingerprint(), "pooling": ecfg.pooling, "layers": layer_ids,
+            "dim": None, "dtype": "float32", "n_sentences": n, "pivot": pivot,
+        }, sub.meta.get("ids") or [str(i) for i in range(n)])
     try:
         progress.describe(f"embedding {pivot}")
         X, hit = embed_cached(lm, sub.sentences[pivot], ecfg, cache, progress, refresh=not cfg.cache)
         cached_langs += hit
+        if saver is not None:  # the pooled embeddings as the engine gives them (before any centring)
+            saver.index["dim"] = int(X.shape[-1])
+            saver.add(pivot, X, sub.sentences[pivot])
         if cfg.center:  # per-language mean-centring: removes the offset all sentences share (massive activations)
             X = X - X.mean(dim=1, keepdim=True)
         for lang in others:
             progress.describe(f"embedding {lang}")
             Y, hit = embed_cached(lm, sub.sentences[lang], ecfg, cache, progress, refresh=not cfg.cache)
             cached_langs += hit
+            if saver is not None:
+                saver.add(lang, Y, sub.sentences[lang])
             if cfg.center:
                 Y = Y - Y.mean(dim=1, keepdim=True)
             values = compute_metrics(PairEmbeddings(X, Y), cfg.metrics, cfg.metric_options,
@@ -282,6 +297,12 @@ def align(config: AlignConfig | None = None, *, lm=None, corpus=None, **kwargs) 
                         "pooling": pooling_label, "metric": metric, "value": float(v),
                     })
             del Y
+        if saver is not None:
+            saver.finish()
+    except BaseException as exc:
+        if saver is not None:
+            saver.abort(exc)  # nothing half-written: the temporary folder goes
+        raise
     finally:
         progress.close()
     t_done = time.perf_counter()
