@@ -119,9 +119,9 @@ def test_blocked_path_never_builds_the_full_matrix(monkeypatch):
 
 def test_budget_picks_dense_or_blocks():
     f32 = torch.float32
-    assert plan_blocks(1000, 13, f32) is None  # 13 x 1000^2 x 32 B < 1 GiB: dense
+    assert plan_blocks(1000, 13, f32) is None  # 13 x 1000^2 x 48 B < 1 GiB: dense
     block = plan_blocks(31102, 13, f32)
-    assert block is not None and block % mm.SIM_TILE == 0 and block * 31102 * 32 <= 1 << 30
+    assert block is not None and block % mm.SIM_TILE == 0 and block * 31102 * 48 <= 1 << 30
     assert plan_blocks(31102, 13, f32, memory_budget=2 << 30) == 2 * block or \
         abs(plan_blocks(31102, 13, f32, memory_budget=2 << 30) - 2 * block) <= mm.SIM_TILE
     assert plan_blocks(10**6, 1, f32, memory_budget=1 << 20) == mm.SIM_TILE  # at least one tile
@@ -141,7 +141,7 @@ def test_budget_switches_path_with_identical_results(monkeypatch):
     monkeypatch.setattr(mm, "_pass1", lambda *a, **k: calls.append(1) or real(*a, **k))
     dense = compute_metrics(PairEmbeddings(X, Y), ALL)  # default budget: dense for this size
     assert not calls
-    small = compute_metrics(PairEmbeddings(X, Y), ALL, memory_budget=60 * 32 * 16)  # 16 rows fit
+    small = compute_metrics(PairEmbeddings(X, Y), ALL, memory_budget=60 * 48 * 16)  # 16 rows fit
     assert calls
     for key in dense:
         assert torch.equal(small[key], dense[key]), key
