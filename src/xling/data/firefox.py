@@ -340,8 +340,11 @@ def _fetch(locale: str) -> Path:
     return fetch_package(PACKAGE_PREFIX + locale)
 
 
-def locale_table(locale: str, fetch: Callable[[str], Path] | None = None) -> dict[str, str]:
-    """Cleaned messages of one locale's pack (downloaded and parsed on first use, then cached)."""
+def locale_table(locale: str, fetch: Callable[[str], Path] | None = None,
+                 building: Callable[[str], None] | None = None) -> dict[str, str]:
+    """Cleaned messages of one locale's pack (downloaded and parsed on first use, then cached).
+
+    ``building(locale)`` is called before a pack is parsed (not when the cache answers)."""
     root = (fetch or _fetch)(locale)
     stamp = root / ".xling-extracted"
     version = stamp.read_text().strip() if stamp.is_file() else "unversioned"
@@ -355,6 +358,8 @@ def locale_table(locale: str, fetch: Callable[[str], Path] | None = None) -> dic
                     return data["messages"]
             except (OSError, ValueError):
                 pass
+        if building is not None:
+            building(locale)
         packs = sorted(root.glob("usr/lib/firefox-esr/browser/extensions/langpack-*.xpi"))
         if not packs:
             raise XlingError(f"Debian package {PACKAGE_PREFIX}{locale} holds no language pack (langpack-*.xpi)")
@@ -378,7 +383,15 @@ def firefox_corpus(
     import sys
 
     available = locales()
-    english = locale_table(REFERENCE, fetch)
+    shown = []
+
+    def building(locale: str) -> None:
+        if not quiet:
+            print(f"\rxling: firefox corpus: parsing the {locale} language pack (once)", end="", file=sys.stderr,
+                  flush=True)
+            shown.append(locale)
+
+    english = locale_table(REFERENCE, fetch, building)
     if langs is None:
         chosen = [lang for lang in sorted(available) if lang != PIVOT]
     else:
@@ -396,13 +409,10 @@ def firefox_corpus(
                 chosen.append(match)
     tables: dict[str, dict[str, str]] = {}
     counts: dict[str, int] = {}
-    for i, lang in enumerate(chosen):
-        if not quiet:
-            print(f"\rxling: firefox corpus: reading {available[lang]} ({i + 1}/{len(chosen)})",
-                  end="", file=sys.stderr, flush=True)
-        tables[lang] = locale_table(available[lang], fetch)
+    for lang in chosen:
+        tables[lang] = locale_table(available[lang], fetch, building)
         counts[lang] = len(usable(english, tables[lang]))
-    if not quiet and chosen:
+    if shown:
         print(file=sys.stderr)
     if langs is None:
         small = sorted(k for k in chosen if counts[k] < min_messages)
