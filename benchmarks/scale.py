@@ -10,8 +10,8 @@ and 31,102 verses (``--sizes``):
 2. for each n a fresh subprocess reads exactly those rows, runs every default metric
    (MEXA, retrieval, xSIM, bitext F1, CKA, ANC) with ``compute_metrics`` under the
    memory budget (``--budget``, default 1GB: blocked above it), and reports its wall
-   time and peak RSS (``VmHWM`` of ``/proc/self/status``), plus the RSS before the
-   metrics (Python, torch, the embeddings themselves);
+   time and peak RSS (``VmHWM`` of ``/proc/self/status``), plus the memory before the
+   metrics (Python and torch resident, plus the size of the two embedding tensors);
 3. at the smallest n it also runs the dense path (no budget) and a forced blocked one,
    and checks that the three give identical numbers.
 
@@ -58,7 +58,8 @@ def child(args) -> None:
     with safe_open(args.child, framework="pt") as f:
         X = f.get_slice("pivot")[:, : args.n, :]
         Y = f.get_slice("other")[:, : args.n, :]
-    base = rss_mb("VmRSS")
+    base = rss_mb("VmRSS")  # Python + torch; the inputs are mapped pages, resident once the metrics touch them
+    inputs_mb = (X.nelement() + Y.nelement()) * X.element_size() / 2**20
     pair = PairEmbeddings(X, Y)
     if args.layers_run:  # memory check: every layer's inputs held, the metrics run on the first layers only
         pair = pair.select_layers(0, args.layers_run)
@@ -70,7 +71,7 @@ def child(args) -> None:
     out = compute_metrics(pair, METRICS, **kw)
     wall = time.perf_counter() - t0
     print(json.dumps({
-        "n": args.n, "mode": args.mode, "block": block, "wall_s": wall, "peak_rss_mb": rss_mb(), "base_rss_mb": base,
+        "n": args.n, "mode": args.mode, "block": block, "wall_s": wall, "peak_rss_mb": rss_mb(), "base_rss_mb": base + inputs_mb,
         "L": X.shape[0], "d": pair.d, "layers_run": pair.L, "values": {k: v.tolist() for k, v in out.items()},
     }))
 
@@ -172,7 +173,7 @@ def main() -> None:
             runs = [("dense", None), ("blocked", None), ("blocked", 256)]
         for mode, block in runs:
             r = run_child(path, n, mode, args.threads, args.budget, block)
-            r["label"] = mode if block is None else f"blocked/{block}"
+            r["label"] = "dense" if mode == "dense" else ("budget" if block is None else f"blocked/{block}")
             results.append(r)
             print(f"  {r['label']:<12} block {r['block']}  {r['wall_s']:8.1f} s  peak RSS {r['peak_rss_mb'] / 1024:6.2f} GB"
                   f"  (inputs loaded {r['base_rss_mb'] / 1024:.2f} GB)", flush=True)
@@ -193,17 +194,17 @@ def main() -> None:
         metr = (r["peak_rss_mb"] - r["base_rss_mb"]) / 1024
         line = (f"{r['n']:>6} {r['label']:<12} {str(r['block'] or '-'):>6} {r['wall_s']:>8.1f}"
                 f" {r['peak_rss_mb'] / 1024:>8.2f} {metr:>10.2f}")
-        if prev is not None and r["label"] == "blocked" and prev["n"] != r["n"]:
+        if prev is not None and r["label"] == "budget" and prev["n"] != r["n"]:
             pm = (prev["peak_rss_mb"] - prev["base_rss_mb"]) / 1024
             f = r["n"] / prev["n"]
             line += (f" {f:>6.1f} {f * f:>7.1f} {r['wall_s'] / prev['wall_s']:>7.1f}"
                      f" {r['peak_rss_mb'] / prev['peak_rss_mb']:>7.2f} {metr / pm if pm > 0 else float('nan'):>7.2f}")
         print(line)
-        if r["label"] == "blocked":
+        if r["label"] == "budget":
             prev = r
     first = results[0]
     print(f"\n{first['L']} layers x {first['d']} dims; 'metrics GB' = peak RSS minus RSS with the inputs loaded;"
-          f" ratios are to the previous size (blocked path)")
+          f" 'budget': the path --budget picks (dense while it fits, else blocked); ratios to the previous size")
 
 
 if __name__ == "__main__":
