@@ -144,6 +144,8 @@ class PairEmbeddings:
         self.dtype = dtype
         self.block_rows: int | None = None  # set by compute_metrics: None = dense (L, n, n) path
         self.topk_hint = 1  # largest top-k the selected metrics need (shared streaming pass)
+        self.ties_hint: set[str] = set()  # tie rules they count with
+        self.needs_hint: set[str] = set()  # optional parts of the pass they read
         self.X = X.to(dtype)
         self.Y = Y.to(dtype)
         for side, T in (("pivot", self.X), ("other", self.Y)):
@@ -178,6 +180,8 @@ class PairEmbeddings:
         sub.Y = self.Y[start:stop]
         sub.block_rows = self.block_rows
         sub.topk_hint = self.topk_hint
+        sub.ties_hint = self.ties_hint
+        sub.needs_hint = self.needs_hint
         for name in ("Xn", "Yn", "Xc", "Yc", "sim", "sim_diag"):
             if name in self.__dict__:
                 sub.__dict__[name] = self.__dict__[name][start:stop]
@@ -607,8 +611,8 @@ def _drop_gold(top: torch.Tensor, gold: torch.Tensor) -> torch.Tensor:
 def _pass1(pair: PairEmbeddings, K: int, ties: Iterable[str] = (), needs: Iterable[str] = ()) -> _Pass1:
     """The shared streaming pass (cached on the pair; redone only if more is asked)."""
     K = max(1, min(K, pair.n))
-    ties = frozenset(ties) | frozenset(getattr(pair, "ties_hint", ()))
-    needs = frozenset(needs) | frozenset(getattr(pair, "needs_hint", ()))
+    ties = frozenset(ties) | frozenset(pair.ties_hint)
+    needs = frozenset(needs) | frozenset(pair.needs_hint)
     cached = pair.__dict__.get("_pass1")
     if cached is not None and cached.K >= K and ties <= cached.ties and needs <= cached.needs:
         return cached
