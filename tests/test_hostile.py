@@ -510,3 +510,12 @@ def test_hostile_module_json_is_one_line(tmp_path, name, capsys):
         (folder / name).write_text(bad, encoding="utf-8")
         with pytest.raises(XlingError, match=name.replace(".", r"\.")):
             LoraModule(folder)
+
+
+def test_option_values_that_json_cannot_hold_are_one_line(capsys):
+    from xling.cli import main
+
+    for bad in ("9" * 5000, "[" * 100_000):
+        assert main(["align", "--metric-option", f"xsim.k={bad}"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("xling: error:") and "Traceback" not in err

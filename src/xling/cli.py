@@ -8,11 +8,11 @@ mistakes (:class:`~xling.errors.XlingError`) print one line, ``xling: error:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
 from xling.errors import XlingError
+from xling.options import option_value  # noqa: F401 - re-exported for older imports
 
 
 def _csv_list(value: str | None) -> list[str] | None:
@@ -20,14 +20,6 @@ def _csv_list(value: str | None) -> list[str] | None:
         return None
     items = [v.strip() for v in value.split(",") if v.strip()]
     return items or None
-
-
-def option_value(raw: str):
-    """A ``KEY=VALUE`` flag's value: JSON when it parses (numbers, booleans, lists), else the string."""
-    try:
-        return json.loads(raw)
-    except json.JSONDecodeError:
-        return raw
 
 
 def _metric_options(pairs: list[str] | None) -> dict[str, dict]:

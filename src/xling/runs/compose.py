@@ -166,7 +166,7 @@ def format_summary(result: ComposeResult) -> str:
 
 def parse_options(pairs: list[str] | None) -> dict[str, Any]:
     """``["density=0.5", "normalize=false"]`` -> ``{"density": 0.5, "normalize": False}`` (JSON values when possible)."""
-    from xling.cli import option_value
+    from xling.options import option_value
 
     out: dict[str, Any] = {}
     for pair in pairs or []:

@@ -652,7 +652,7 @@ def _csv_list(value):
 
 
 def _task_options(args) -> dict:
-    from xling.cli import option_value
+    from xling.options import option_value
 
     opts = {}
     for pair in getattr(args, "task_option", None) or []:

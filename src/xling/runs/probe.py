@@ -221,7 +221,7 @@ def add_probe_parser(sub) -> None:
 
 
 def cmd_probe(args) -> int:
-    from xling.cli import option_value
+    from xling.options import option_value
 
     opts = {}
     for pair in args.task_option or []:
