@@ -183,3 +183,17 @@ def test_matrix_lora_on_a_tiny_model(tiny_model_dirs, tmp_path, one_thread):
                                          store=None, progress=False, n_boot=50))
     assert all(p["reused"] for p in again.probes.values())
     assert again.score("deu_Latn", "fra_Latn") == res.score("deu_Latn", "fra_Latn")
+
+
+def test_matrix_report_escapes_everything():
+    from xling.runs.matrix import MatrixResult, render_matrix_report
+
+    bad = '<script>alert("x")</script>'
+    cell = {"accuracy": 0.5, "lo": 0.4, "hi": 0.6, "macro_f1": 0.5}
+    res = MatrixResult(matrix_id=bad, model=bad, task=bad, method="probe", reference=bad, sources=[bad, "eng_Latn"],
+                       targets=[bad, "fra_Latn"], cells={s: {t: dict(cell) for t in [bad, "fra_Latn"]}
+                                                         for s in [bad, "eng_Latn"]},
+                       features={}, alignment={}, probes={bad: {"layer": bad}, "eng_Latn": {"layer": 1}}, layers=[0],
+                       n_test={}, timings={"x": bad}, meta={"layer_choice": bad})
+    html = render_matrix_report(res)
+    assert "<script" not in html and "&lt;script&gt;" in html
