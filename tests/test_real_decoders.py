@@ -35,7 +35,7 @@ def test_builtin_decoder_shape_and_perplexity(name, layers, hidden, vocab):
         assert lm.tokenizer.decode(ids["input_ids"][0], skip_special_tokens=True).strip() == text
         with torch.no_grad():
             ppl[k] = float(causal(**ids, labels=ids["input_ids"]).loss.exp())
-    assert ppl["en"] < 30 and ppl["en"] < ppl["sw"]
+    assert ppl["en"] < 60 and ppl["en"] * 3 < ppl["sw"]  # one short verse each: noisy, but Swahili is far harder for both
 
 
 def test_multilingual_decoder_aligns_spanish_better_than_the_english_centric_one():
