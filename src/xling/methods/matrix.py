@@ -60,30 +60,20 @@ def probe_matrix(
     Returns the chosen probes and ``preds[src][tgt]``: (k,) predicted labels.
     Ties on dev accuracy keep the first (lowest layer, smallest l2) candidate.
     """
-    from xling.methods.probe import fit_logreg
+    from xling.methods.probe import select_probe
 
     if not layers or not l2_grid:
         raise XlingError("transfer matrix: no layer or l2 to fit")
     probes: dict[str, SourceProbe] = {}
     preds: dict[str, dict[str, torch.Tensor]] = {}
     for src, x in train.items():
-        y = train_labels[src]
         d = dev.get(src) if dev else None
         if d is None and (len(layers) > 1 or len(l2_grid) > 1):
             raise XlingError(f"transfer matrix: source {src} has no dev set to choose the layer and l2 on; "
                              f"pass one --layer and one --l2")
-        best = None
-        grid = []
-        for li in layers:
-            for l2 in l2_grid:
-                clf = fit_logreg(x[li], y, num_labels, l2=float(l2))
-                acc = None if d is None else float((clf.predict(d[0][li]) == d[1]).float().mean())
-                grid.append({"layer_index": li, "l2": float(l2), "dev_accuracy": acc})
-                if best is None or (acc is not None and acc > best[0] + 1e-12):
-                    best = (acc, li, float(l2), clf)
-        acc, li, l2, clf = best
-        probes[src] = SourceProbe(src, li, l2, acc, grid, clf)
-        preds[src] = {tgt: clf.predict(t[li]) for tgt, t in test.items()}
+        choice = select_probe(x, train_labels[src], num_labels, layers, l2_grid, d)
+        probes[src] = SourceProbe(src, choice.layer_index, choice.l2, choice.dev_accuracy, choice.grid, choice.clf)
+        preds[src] = {tgt: choice.clf.predict(t[choice.layer_index]) for tgt, t in test.items()}
     return probes, preds
 
 

@@ -80,4 +80,42 @@ def fit_logreg(x: torch.Tensor, y: torch.Tensor, num_classes: int, l2: float = 1
     return LogReg(mean.float(), std.float(), w.detach().float(), b.detach().float(), final, iters)
 
 
-__all__ = ["LogReg", "fit_logreg"]
+@dataclass
+class ProbeChoice:
+    """The probe kept by :func:`select_probe` and every candidate's dev accuracy."""
+
+    layer_index: int
+    l2: float
+    dev_accuracy: float | None
+    grid: list[dict]
+    clf: LogReg
+
+
+def select_probe(x: torch.Tensor, y: torch.Tensor, num_classes: int, layers, l2_grid,
+                 dev: tuple[torch.Tensor, torch.Tensor] | None = None) -> ProbeChoice:
+    """Fit a probe at every (layer, l2) and keep the best accuracy on ``dev``.
+
+    ``x``: (L, n, d) features of the training set, all hidden states; ``layers``:
+    indices into its first axis; ``dev``: (features (L, m, d), labels), or None
+    when there is one candidate only (nothing to choose). Ties keep the first
+    candidate (lowest layer, then smallest l2 in grid order). The choice is made on
+    dev data only, never on test.
+    """
+    layers, l2_grid = list(layers), [float(v) for v in l2_grid]
+    if not layers or not l2_grid:
+        raise XlingError("linear probe: no layer or l2 to fit")
+    if dev is None and (len(layers) > 1 or len(l2_grid) > 1):
+        raise XlingError("linear probe: choosing the layer or l2 needs a dev set; pass one layer and one l2")
+    best: ProbeChoice | None = None
+    grid = []
+    for li in layers:
+        for l2 in l2_grid:
+            clf = fit_logreg(x[li], y, num_classes, l2=l2)
+            acc = None if dev is None else float((clf.predict(dev[0][li]) == dev[1]).float().mean())
+            grid.append({"layer_index": li, "l2": l2, "dev_accuracy": acc})
+            if best is None or (acc is not None and acc > best.dev_accuracy + 1e-12):
+                best = ProbeChoice(li, l2, acc, grid, clf)
+    return best
+
+
+__all__ = ["LogReg", "fit_logreg", "ProbeChoice", "select_probe"]

@@ -86,18 +86,9 @@ class MatrixConfig:
     def __post_init__(self):
         if self.method not in METHODS:
             raise XlingError(f"--method must be one of {', '.join(METHODS)}, got {self.method!r}")
-        if isinstance(self.layer, str) and self.layer != "auto":
-            try:
-                self.layer = int(self.layer)
-            except ValueError:
-                raise XlingError(f"--layer must be auto or a hidden-state index, got {self.layer!r}") from None
-        self.l2 = tuple(float(v) for v in self.l2)
-        if not self.l2 or any(not v >= 0 for v in self.l2):
-            raise XlingError(f"--l2 must be one or more values >= 0, got {self.l2}")
-        for name in ("max_train", "max_test", "threads"):
-            v = getattr(self, name)
-            if v is not None and v < 1:
-                raise XlingError(f"--{name.replace('_', '-')} must be at least 1, got {v}")
+        from xling.runs.probe import check_probe_options
+
+        check_probe_options(self)
         for name in ("epochs", "n_boot", "batch_size"):
             if getattr(self, name) < 1:
                 raise XlingError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")

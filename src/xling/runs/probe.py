@@ -57,26 +57,29 @@ class ProbeConfig:
     progress: bool = True
 
     def __post_init__(self):
-        if isinstance(self.layer, str) and self.layer != "auto":
-            try:
-                self.layer = int(self.layer)
-            except ValueError:
-                raise XlingError(f"--layer must be auto or a hidden-state index, got {self.layer!r}") from None
-        self.l2 = tuple(float(v) for v in self.l2)
-        if not self.l2 or any(not v >= 0 for v in self.l2):
-            raise XlingError(f"--l2 must be one or more values >= 0, got {self.l2}")
-        for name in ("max_train", "max_test"):
-            v = getattr(self, name)
-            if v is not None and v < 1:
-                raise XlingError(f"--{name.replace('_', '-')} must be at least 1, got {v}")
-        if self.threads is not None and self.threads < 1:
-            raise XlingError(f"--threads must be at least 1, got {self.threads}")
+        check_probe_options(self)
+
+
+def check_probe_options(cfg) -> None:
+    """Validate (and normalise) the probe options a config shares: layer, l2, max_train, max_test, threads."""
+    if isinstance(cfg.layer, str) and cfg.layer != "auto":
+        try:
+            cfg.layer = int(cfg.layer)
+        except ValueError:
+            raise XlingError(f"--layer must be auto or a hidden-state index, got {cfg.layer!r}") from None
+    cfg.l2 = tuple(float(v) for v in cfg.l2)
+    if not cfg.l2 or any(not v >= 0 for v in cfg.l2):
+        raise XlingError(f"--l2 must be one or more values >= 0, got {cfg.l2}")
+    for name in ("max_train", "max_test", "threads"):
+        v = getattr(cfg, name)
+        if v is not None and v < 1:
+            raise XlingError(f"--{name.replace('_', '-')} must be at least 1, got {v}")
 
 
 def probe(config: ProbeConfig | None = None, **kwargs):
     """Run the probe recipe; returns an :class:`~xling.runs.eval.EvalResult`."""
     from xling.engine.embed import EmbedConfig, EmbeddingCache, embed_cached
-    from xling.methods.probe import fit_logreg
+    from xling.methods.probe import select_probe
     from xling.models.loading import load_model
     from xling.runs.eval import EvalResult
     from xling.tasks import load_task
@@ -133,16 +136,11 @@ def probe(config: ProbeConfig | None = None, **kwargs):
         candidates = [layers.index(cfg.layer if cfg.layer >= 0 else len(layers) + cfg.layer)]
     else:
         candidates = list(range(len(layers)))
-    grid = []
-    best = None
-    for li in candidates:
-        for l2 in cfg.l2:
-            clf = fit_logreg(feats[("train", src)][li], ytr, task.num_labels, l2=l2)
-            dev_acc = float((clf.predict(feats[("dev", src)][li]) == ydev).float().mean())
-            grid.append({"layer": layers[li], "l2": l2, "dev_accuracy": round(dev_acc, 6)})
-            if best is None or dev_acc > best[0] + 1e-12:
-                best = (dev_acc, li, l2, clf)
-    dev_acc, li, l2, clf = best
+    choice = select_probe(feats[("train", src)], ytr, task.num_labels, candidates, cfg.l2,
+                          (feats[("dev", src)], ydev))
+    li, l2, dev_acc, clf = choice.layer_index, choice.l2, choice.dev_accuracy, choice.clf
+    grid = [{"layer": layers[g["layer_index"]], "l2": g["l2"], "dev_accuracy": round(g["dev_accuracy"], 6)}
+            for g in choice.grid]
     rows = []
     n_examples = {}
     for lang in langs:
@@ -247,4 +245,4 @@ def cmd_probe(args) -> int:
     return 0
 
 
-__all__ = ["ProbeConfig", "probe", "format_summary", "add_probe_parser"]
+__all__ = ["ProbeConfig", "probe", "format_summary", "add_probe_parser", "check_probe_options"]
