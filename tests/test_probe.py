@@ -207,3 +207,14 @@ def test_align_several_models_side_by_side(tiny_model_dirs, tmp_path, one_thread
     assert len(rows) == 2 * 2  # two models x two languages
     assert {r["num_hidden_states"] for r in rows} == {"4"}
     assert (tmp_path / "out" / "bert" / "alignment.csv").exists() or any((tmp_path / "out").glob("*bert*/alignment.csv"))
+
+
+def test_align_several_models_checks_every_name_first(tiny_model_dirs, tmp_path, monkeypatch):
+    import xling.runs.align as align_mod
+
+    ran = []
+    monkeypatch.setattr(align_mod, "align", lambda cfg: ran.append(cfg.model))
+    with pytest.raises(XlingError, match="model not found"):
+        align_mod.align_models([str(tiny_model_dirs["bert"]), str(tmp_path / "missing")],
+                               align_mod.AlignConfig(out=None, store=None, progress=False))
+    assert ran == []

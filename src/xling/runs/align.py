@@ -411,6 +411,10 @@ def align_models(models: list[str], config: AlignConfig | None = None, **kwargs)
     cfg = config if config is not None else AlignConfig(**kwargs)
     if len(models) < 2:
         raise XlingError("several models need at least two names, comma-separated")
+    from xling.models.loading import model_folder
+
+    for m in models:  # fail fast: a bad name in the list is an error before the first model's run
+        model_folder(m, quiet=not cfg.progress)
     results: dict[str, AlignResult] = {}
     for m in models:
         sub = Path(cfg.out) / (re.sub(r"[^A-Za-z0-9._-]+", "_", m).strip("_")[:60] or "model") if cfg.out else None
