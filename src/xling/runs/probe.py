@@ -100,10 +100,16 @@ def probe(config: ProbeConfig | None = None, **kwargs):
     langs = [task.resolve_lang(x) for x in cfg.langs] if cfg.langs else task.langs("test")
     if src not in langs:
         langs = [src, *langs]
-    ecfg = EmbedConfig(pooling=cfg.pooling, batch_size=cfg.batch_size, max_length=cfg.max_length)
-    cache = EmbeddingCache() if cfg.cache else None
-    if cache is not None and not cfg.cache:
-        cache = None
+    ecfg = EmbedConfig(pooling=cfg.pooling, batch_size=cfg.batch_size, max_length=cfg.max_length).resolved(lm)
+    layers = list(ecfg.layers)
+    if cfg.layer != "auto":  # checked before any embedding
+        index = cfg.layer + len(layers) if cfg.layer < 0 else cfg.layer
+        if not 0 <= index < len(layers):
+            raise XlingError(f"--layer {cfg.layer} is not a hidden state of {cfg.model} (0..{len(layers) - 1})")
+        candidates = [index]
+    else:
+        candidates = list(range(len(layers)))
+    cache = EmbeddingCache()  # --no-cache: recompute, and write over the entries (as xling align does)
     sets = {("train", src): task.examples("train", src)[: cfg.max_train],
             ("dev", src): task.examples("dev", src)}
     for lang in langs:
@@ -119,23 +125,15 @@ def probe(config: ProbeConfig | None = None, **kwargs):
     for key, exs in sets.items():
         if bar is not None:
             bar.set_description(f"embedding {key[0]} {key[1]}")
-        emb, hit = embed_cached(lm, [e.text for e in exs], ecfg, cache, bar.update if bar else None)
-        if cache is not None and not cfg.cache:
-            hit = False
+        emb, hit = embed_cached(lm, [e.text for e in exs], ecfg, cache, bar.update if bar else None,
+                                refresh=not cfg.cache)
         cached += int(hit)
         feats[key] = emb
     if bar is not None:
         bar.close()
     t_embed = time.perf_counter() - t0
-    layers = list(ecfg.resolved(lm).layers)
     ytr = torch.tensor([e.label for e in sets[("train", src)]])
     ydev = torch.tensor([e.label for e in sets[("dev", src)]])
-    if cfg.layer != "auto":
-        if cfg.layer not in layers and cfg.layer - len(layers) not in [li - len(layers) for li in layers]:
-            raise XlingError(f"--layer {cfg.layer} is not a hidden state of {cfg.model} (0..{len(layers) - 1})")
-        candidates = [layers.index(cfg.layer if cfg.layer >= 0 else len(layers) + cfg.layer)]
-    else:
-        candidates = list(range(len(layers)))
     choice = select_probe(feats[("train", src)], ytr, task.num_labels, candidates, cfg.l2,
                           (feats[("dev", src)], ydev))
     li, l2, dev_acc, clf = choice.layer_index, choice.l2, choice.dev_accuracy, choice.clf
@@ -153,7 +151,7 @@ def probe(config: ProbeConfig | None = None, **kwargs):
                          "value": float(value)})
     meta = {
         "method": "probe", "started": started, "model_fingerprint": lm.fingerprint,
-        "task_fingerprint": task.fingerprint(), "pooling": ecfg.resolved(lm).pooling,
+        "task_fingerprint": task.fingerprint(), "pooling": ecfg.pooling,
         "probe": {"layer": layers[li], "l2": l2, "dev_accuracy": dev_acc, "train_examples": len(ytr),
                   "grid": grid, "cached_sets": cached, "of_sets": len(sets)},
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
@@ -213,7 +211,7 @@ def add_probe_parser(sub) -> None:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", default=str(DEFAULT_OUT))
     p.add_argument("--store", default=str(DEFAULT_STORE), help="results store (SQLite); 'none' to skip")
-    p.add_argument("--no-cache", action="store_true", help="recompute the embeddings")
+    p.add_argument("--no-cache", action="store_true", help="recompute the embeddings and write them over their cache entries")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_probe)
 
