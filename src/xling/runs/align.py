@@ -406,7 +406,8 @@ def align_models(models: list[str], config: AlignConfig | None = None, **kwargs)
     and ``models.csv`` (best layer and mean MEXA per model and language).
     """
     import dataclasses
-    import re
+
+    from xling.runs.store import run_folder_name
 
     cfg = config if config is not None else AlignConfig(**kwargs)
     if len(models) < 2:
@@ -417,7 +418,7 @@ def align_models(models: list[str], config: AlignConfig | None = None, **kwargs)
         model_folder(m, quiet=not cfg.progress)
     results: dict[str, AlignResult] = {}
     for m in models:
-        sub = Path(cfg.out) / (re.sub(r"[^A-Za-z0-9._-]+", "_", m).strip("_")[:60] or "model") if cfg.out else None
+        sub = Path(cfg.out) / run_folder_name(m) if cfg.out else None
         results[m] = align(dataclasses.replace(cfg, model=m, out=sub))
     if cfg.out is not None:
         from xling.io import atomic_write_text, output_lock

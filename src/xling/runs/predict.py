@@ -26,7 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from xling.errors import XlingError
-from xling.runs.store import DEFAULT_STORE
+from xling.runs.store import DEFAULT_STORE, run_folder_name
 
 DEFAULT_OUT = Path("xling-out") / "predict"
 
@@ -446,12 +446,6 @@ class MultiPredictResult:
     n_boot: int
 
 
-def _safe_name(model: str) -> str:
-    import re
-
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", model).strip("_")[:60] or "model"
-
-
 def predict_models(models: list[str], config: PredictConfig | None = None, **kwargs) -> MultiPredictResult:
     """Score ~ alignment for each model (its own eval and align runs), then averaged over models.
 
@@ -472,7 +466,7 @@ def predict_models(models: list[str], config: PredictConfig | None = None, **kwa
         raise XlingError("--models needs at least two models (use --model for one)")
     per: dict[str, PredictResult] = {}
     for m in models:
-        out = Path(cfg.out) / _safe_name(m) if cfg.out is not None else None
+        out = Path(cfg.out) / run_folder_name(m) if cfg.out is not None else None
         per[m] = predict(dataclasses.replace(cfg, model=m, align_model=m, out=out))
     averaged: dict[str, dict[str, dict]] = {}
     for block in ("mean_layers", "lolo"):

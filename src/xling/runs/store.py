@@ -203,3 +203,10 @@ def run_headline(store: "ResultsStore", run: dict) -> str:
         head = f"{metric}: " + (f"source {vals[src]:.3f}, " if src in vals else "")
         return head + (f"mean over {len(tgt)} targets {sum(tgt) / len(tgt):.3f}" if tgt else "no target scores")
     return ""
+
+
+def run_folder_name(model: str) -> str:
+    """A model name as one safe folder name (``gemma-3-270m``, ``_tmp_models_x``) for per-model output folders."""
+    import re
+
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", model).strip("_")[:60] or "model"
