@@ -179,8 +179,9 @@ def _capture_for(lm: LoadedModel, layers: list[int]) -> "_LayerCapture | None":
     try:
         blocks = lm.blocks()
     except XlingError:
-        return None
-    if len(blocks) != lm.num_hidden_states - 1:
+        blocks = None
+    if blocks is None or len(blocks) != lm.num_hidden_states - 1:
+        lm.meta["layer_capture"] = "hidden_states"  # decided once per model, not searched again every batch
         return None
     capture = _LayerCapture(blocks, lm.num_hidden_states, layers)
     capture.verified = lm.meta.get("layer_capture") == "hooks"
