@@ -549,40 +549,75 @@ def save_to_store(result: EvalResult, path: Path, cfg: EvalConfig | None = None)
     )
 
 
-def render_eval_report(result: EvalResult, alignment: dict | None = None) -> str:
-    import html
+def chance_level(result: EvalResult) -> tuple[float, str] | None:
+    """The score of guessing, and how it was found: 1 / number of labels for accuracy on a classification
+    task, the majority-class rate when the run recorded label counts; None where no chance level applies."""
+    counts = result.meta.get("label_counts")
+    if result.main_metric != "accuracy":
+        return None
+    if isinstance(counts, dict) and counts and all(isinstance(v, (int, float)) for v in counts.values()):
+        total = sum(counts.values())
+        if total > 0:
+            return max(counts.values()) / total, "majority class"
+    labels = result.meta.get("labels") or []
+    if result.task_type == "classification" and len(labels) >= 2:
+        return 1.0 / len(labels), f"chance (1/{len(labels)} labels)"
+    return None
 
+
+def render_eval_report(result: EvalResult, alignment: dict | None = None) -> str:
     from xling.methods.predict import pearson, spearman
-    from xling.runs.report import bar_chart_svg, esc, page, scatter_svg, table_html
+    from xling.runs.report import (bar_chart_svg, correlation_note, display_lang, esc, fit_line_ci, fmt, fmt_signed,
+                                   headline_html, page, scatter_svg, table_html)
 
     m = result.main_metric
     scores = result.scores()
-    body = [f"<h1>Cross-lingual transfer: {html.escape(result.task)}</h1>"]
+    body = [f"<h1>Cross-lingual transfer: {esc(result.task)}</h1>"]
+    chance = chance_level(result)
     try:
         g = result.gap()
-        body.append(
-            f"<p>Model <b>{html.escape(result.model)}</b>"
-            + (f" (base {html.escape(result.base_model)})" if result.base_model else "")
-            + f", {esc(result.task_type)}, {esc(result.split)} split. Source <b>{esc(result.source)}</b> {esc(m)} "
-            f"<b>{g['source']:.3f}</b>; mean over {esc(g['n_targets'])} target languages <b>{g['mean_target']:.3f}</b>; "
-            f"transfer gap <b>{g['gap']:.3f}</b> (XTREME: source minus mean target).</p>")
     except XlingError:
         g = None
-        body.append(f"<p>Model <b>{html.escape(result.model)}</b>; the source language was not evaluated (no gap).</p>")
+    if g is not None:
+        if g["n_targets"]:
+            head = [f"Source <b>{esc(display_lang(result.source))}</b> {esc(m)} <b>{esc(fmt(g['source']))}</b>; "
+                    f"mean over {esc(g['n_targets'])} target languages <b>{esc(fmt(g['mean_target']))}</b>; "
+                    f"mean transfer gap <b>{esc(fmt(g['gap']))}</b> (source minus mean target, XTREME)."]
+        else:
+            head = [f"Source <b>{esc(display_lang(result.source))}</b> {esc(m)} <b>{esc(fmt(g['source']))}</b>; "
+                    "no target languages were evaluated, so there is no transfer gap."]
+    else:
+        tg = [v for k, v in scores.items() if k != result.source]
+        head = [f"The source language {esc(result.source)} was not evaluated, so there is no transfer gap"
+                + (f"; mean {esc(m)} over {len(tg)} languages <b>{esc(fmt(sum(tg) / len(tg)))}</b>." if tg else ".")]
+    if chance is not None:
+        head.append(f"{esc(chance[1]).capitalize()}: {esc(fmt(chance[0]))}.")
+    body.append(headline_html(head))
+    body.append(f"<p>Model <b>{esc(result.model)}</b>"
+                + (f" (base {esc(result.base_model)})" if result.base_model else "")
+                + f", {esc(result.task_type)}, {esc(result.split)} split.</p>")
     wide = wide_rows(result)
     metrics = [k for k in wide[0] if k not in ("lang", "name", "n", "role")]
     src = scores.get(result.source)
-    order = sorted(wide, key=lambda r: -r[m])
+    order = sorted(wide, key=lambda r: -r[m] if r[m] == r[m] else 1.0)
     for lang, warning in (result.meta.get("warnings") or {}).items():
         body.append(f"<p><b>Warning</b>, {esc(lang)}: {esc(warning)}</p>")
     body.append("<h2>Per language</h2>")
-    head = ["lang", "name", "role", "n", *metrics] + ([f"{m} - source"] if src is not None else [])
-    rows = [[r["lang"], r["name"], r["role"], r["n"], *[r[k] for k in metrics]] + ([r[m] - src] if src is not None else [])
-            for r in order]
-    body.append(table_html(head, rows, left_cols=3))
+    thead = ["lang", "name", "role", "n", *metrics] + ([f"{m} - source"] if src is not None else [])
+    rows = [[r["lang"], r["name"], r["role"], r["n"], *[r[k] for k in metrics]]
+            + ([fmt_signed(r[m] - src)] if src is not None else []) for r in order]
+    body.append(table_html(thead, rows, left_cols=3, sortable=True))
     body.append("<h2>Chart</h2>")
-    body.append(bar_chart_svg(f"{m} per language", [(f"{r['lang']}", r[m]) for r in order], lo=0.0, hi=1.0,
-                              highlight={result.source}, ref=g["mean_target"] if g else None, ref_label="mean target"))
+    refs = []
+    if g is not None and g["n_targets"]:
+        refs.append((g["mean_target"], "mean target"))
+    if chance is not None:
+        refs.append((chance[0], chance[1]))
+    body.append(bar_chart_svg(f"{m} per language (dark: source)", [(display_lang(r["lang"]), r[m]) for r in order],
+                              lo=0.0, hi=1.0, highlight={display_lang(result.source)}, refs=refs))
+    if chance is None:
+        body.append(f'<p class="muted">No chance line: {esc(m)} on a {esc(result.task_type)} task has no simple '
+                    'guessing level.</p>')
     if alignment:
         vals = alignment["values"]
         common = [lang for lang in result.langs if lang in vals and lang != result.source]
@@ -591,14 +626,24 @@ def render_eval_report(result: EvalResult, alignment: dict | None = None) -> str
             xs = [vals[lang] for lang in common]
             ys = [scores[lang] for lang in common]
             r, rho = pearson(xs, ys), spearman(xs, ys)
+            why = correlation_note(xs, ys, f"{alignment['metric']} values", f"{m} scores")
+            corr = (f"Pearson <b>{esc(fmt(r))}</b>, Spearman <b>{esc(fmt(rho))}</b>" if not why
+                    else f"<span class=\"note\">{esc(why)}</span>")
+            fit = fit_line_ci(xs, ys)
             body.append(f"<p>{esc(alignment['metric'])} (mean over layers) from align run {esc(alignment['run_id'])} "
-                        f"on {html.escape(str(alignment['corpus']))}, {len(common)} languages: Pearson <b>{r:.3f}</b>, "
-                        f"Spearman <b>{rho:.3f}</b>. For leave-one-language-out prediction with confidence intervals, "
-                        f"run <code>xling predict</code>.</p>")
+                        f"on {esc(alignment['corpus'])}, {len(common)} target languages: {corr}. "
+                        + (f"Least-squares line {esc(m)} = {esc(fmt(fit['a']))} x {esc(alignment['metric'])} "
+                           f"{esc(fmt_signed(fit['b']))}, shaded: its 95% confidence band. " if fit["a"] is not None else "")
+                        + (f"<span class=\"note\">{esc(fit['note'])}.</span> " if fit["note"] else "")
+                        + "For leave-one-language-out prediction with confidence intervals, run "
+                        "<code>xling predict</code>.</p>")
+            band = (fit["x"], fit["lo"], fit["hi"]) if fit["lo"] else None
             body.append(scatter_svg(f"{m} vs {alignment['metric']}", [(lang, vals[lang], scores[lang]) for lang in common],
-                                    f"{alignment['metric']} (mean over layers)", m))
+                                    f"{alignment['metric']} (mean over layers)", m,
+                                    line=(fit["a"], fit["b"]) if fit["a"] is not None else None, band=band))
         else:
-            body.append("<p>Fewer than 3 languages have both alignment and task scores.</p>")
+            body.append(f"<p>Only {len(common)} target language{'s' if len(common) != 1 else ''} have both alignment "
+                        "and task scores: no correlation (at least 3 needed).</p>")
     curve = result.meta.get("dev_curve")
     if curve:
         body.append("<h2>Training (source-language dev)</h2>")
@@ -617,7 +662,7 @@ def render_eval_report(result: EvalResult, alignment: dict | None = None) -> str
     body.append(table_html(["", ""], [[a, str(b)] for a, b in info], left_cols=2))
     body.append('<p class="muted">Protocol and transfer gap: XTREME (Hu et al. 2020). Macro-F1 is the unweighted mean '
                 'of per-class F1; entity F1 counts exact spans (CoNLL). Generated by xling.</p>')
-    return page(f"xling eval: {result.task}", "".join(body))
+    return page(f"xling eval: {result.task}", "".join(body), script=True)
 
 
 def format_summary(result: EvalResult) -> str:
@@ -720,6 +765,21 @@ def add_eval_parsers(sub) -> None:
     t.add_argument("--lora-r", type=int, default=8)
     t.add_argument("--lora-alpha", type=int, default=16)
     t.add_argument("--adapter", action="append", default=[], help="LoRA folder merged under the new training (repeatable)")
+    g = t.add_argument_group("middle-layer alignment (Liu & Niehues 2025)")
+    g.add_argument("--align-data", default=None, metavar="CORPUS",
+                   help="parallel text for a contrastive alignment loss (any --data spec, e.g. bible); off by default")
+    g.add_argument("--align-langs", default=None,
+                   help="languages paired with the source language (default: every language of the task's test split)")
+    g.add_argument("--align-layer", default="auto",
+                   help="hidden-state index to align, or auto: the best-aligned layer of the middle half (default)")
+    g.add_argument("--align-weight", type=float, default=1.0, help="weight of the alignment loss (default 1.0)")
+    g.add_argument("--align-mode", default="alternate", choices=["alternate", "sum"],
+                   help="alternate task and alignment steps (the paper, default) or sum the two losses")
+    g.add_argument("--align-temperature", type=float, default=0.1, help="InfoNCE temperature (default 0.1)")
+    g.add_argument("--align-batch-size", type=int, default=None, help="pairs per alignment batch (default --batch-size)")
+    g.add_argument("--align-max-pairs", type=int, default=4000, help="at most N pairs, a seeded sample (default 4000)")
+    g.add_argument("--align-drop-overlap", action="store_true",
+                   help="remove pairs containing a dev/test item of the task (default: refuse them)")
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(func=cmd_train)
 
@@ -760,10 +820,26 @@ def cmd_train(args) -> int:
         max_length=args.max_length, warmup_ratio=args.warmup_ratio, weight_decay=args.weight_decay,
         patience=args.patience, eval_every=args.eval_every, seed=args.seed, max_train=args.max_train,
         freeze_embeddings=not args.train_embeddings, lora_r=args.lora_r, lora_alpha=args.lora_alpha,
+        align_weight=args.align_weight, align_mode=args.align_mode, align_temperature=args.align_temperature,
+        align_batch_size=args.align_batch_size,
         device=args.device, dtype=args.dtype, threads=args.threads, progress=not args.quiet,
     )
     task = _load_task_cli(args)
-    out = train_task(args.model, task, lang=args.lang, out=args.out, adapters=args.adapter, config=cfg)
+    pairs, align_info = None, None
+    if args.align_data:
+        from xling.methods.train import check_align_pairs
+        from xling.runs.alignment_data import read_align_pairs, resolve_align_layer
+
+        source = task.resolve_lang(args.lang, "train") if args.lang else task.source_lang
+        langs = [task.resolve_lang(x) for x in _csv_list(args.align_langs)] if args.align_langs else \
+            [x for x in task.langs("test") if x != source]
+        pairs, align_info = read_align_pairs(args.align_data, source, langs, args.align_max_pairs, args.seed)
+        pairs = check_align_pairs(pairs, task, args.align_drop_overlap, where=f"--align-data {args.align_data}")
+        cfg.align_layer, layer_info = resolve_align_layer(args.align_layer, args.model, args.align_data, source,
+                                                          align_info["langs"], device=args.device, dtype=args.dtype)
+        align_info["layer_rule"] = layer_info
+    out = train_task(args.model, task, lang=args.lang, out=args.out, adapters=args.adapter, config=cfg,
+                     align_pairs=pairs, align_info=align_info)
     info = read_train_info(out) or {}
     best = info.get("best_dev")
     print(f"wrote {out} ({info.get('method')}; {info.get('train_examples')} {info.get('language')} examples, "

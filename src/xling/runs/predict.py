@@ -367,51 +367,82 @@ def correlation_notes(result: PredictResult) -> list[str]:
     return notes
 
 
-def render_predict_report(result: PredictResult) -> str:
-    import html
+def _ci_words(stats: dict, key: str) -> str:
+    """``0.812 [0.601, 0.930]``; an undefined value or interval said in words."""
+    from xling.runs.report import fmt
 
-    from xling.runs.report import esc, page, scatter_svg, table_html
+    v = stats.get(key)
+    lo, hi = stats.get(f"{key}_ci", (float("nan"), float("nan")))
+    if v is None or v != v:
+        return "undefined (see the note below)"
+    if lo is None or hi is None or lo != lo or hi != hi:
+        return f"{fmt(v)} (no CI: too few languages or resamples)"
+    return f"{fmt(v)} [{fmt(lo)}, {fmt(hi)}]"
+
+
+def render_predict_report(result: PredictResult) -> str:
+    from xling.runs.report import esc, fit_line_ci, fmt, fmt_signed, headline_html, page, scatter_svg, table_html
 
     p = result.prediction
     st = p.stats
     lvl = int(round(100 * st["level"]["ci"]))
-    body = [f"<h1>Predicting {html.escape(result.metric)} from {html.escape(result.align_metric)}</h1>",
+    r_lolo = st["lolo"].get("pearson")
+    head = [f"Leave-one-language-out Pearson r between predicted and true {esc(result.metric)}: "
+            f"<b>{esc(_ci_words(st['lolo'], 'pearson'))}</b> ({lvl}% CI over {len(p.known)} languages); "
+            f"MAE <b>{esc(_ci_words(st['lolo'], 'mae'))}</b>."]
+    if r_lolo is not None and r_lolo == r_lolo:
+        strength = "strongly" if abs(r_lolo) >= 0.7 else "moderately" if abs(r_lolo) >= 0.4 else "weakly"
+        head.append(f"{esc(result.align_metric)} ({esc(p.chosen)}) predicts the score of an unseen language "
+                    f"{strength} ({'positive' if r_lolo > 0 else 'negative'} relation).")
+    body = [f"<h1>Predicting {esc(result.metric)} from {esc(result.align_metric)}</h1>", headline_html(head),
             f"<p>{len(p.known)} languages with task scores, {len(p.unknown)} predicted. Predictor <b>{esc(p.model)}</b>; "
             f"the layer aggregation is chosen by leave-one-language-out (LOLO) error, inside each LOLO fold "
-            f"(nested, no leakage); final choice on all languages: <b>{html.escape(p.chosen)}</b>.</p>"]
+            f"(nested, no leakage); final choice on all languages: <b>{esc(p.chosen)}</b>.</p>"]
     body.append("<h2>How well does alignment predict the score?</h2>")
-    head = ["", "Pearson", "Spearman", "MAE"]
-    rows = [["LOLO predictions vs truth (honest)", _fmt_ci(st["lolo"], "pearson"), _fmt_ci(st["lolo"], "spearman"),
-             _fmt_ci(st["lolo"], "mae")],
-            [f"{p.chosen} vs truth (in-sample, chosen on these languages)", _fmt_ci(st["in_sample"], "pearson"),
-             _fmt_ci(st["in_sample"], "spearman"), ""]]
+    thead = ["", "Pearson", "Spearman", "MAE"]
+    rows = [["LOLO predictions vs truth (honest)", _ci_words(st["lolo"], "pearson"), _ci_words(st["lolo"], "spearman"),
+             _ci_words(st["lolo"], "mae")],
+            [f"{p.chosen} vs truth (in-sample, chosen on these languages)", _ci_words(st["in_sample"], "pearson"),
+             _ci_words(st["in_sample"], "spearman"), ""]]
     if st.get("mean_layers"):
-        rows.append(["mean over layers vs truth (MEXA, no selection)", _fmt_ci(st["mean_layers"], "pearson"),
-                     _fmt_ci(st["mean_layers"], "spearman"), ""])
-    body.append(table_html(head, rows))
+        rows.append(["mean over layers vs truth (MEXA, no selection)", _ci_words(st["mean_layers"], "pearson"),
+                     _ci_words(st["mean_layers"], "spearman"), ""])
+    body.append(table_html(thead, rows))
     for note in correlation_notes(result):
         body.append(f"<p><b>Note</b>: {esc(note)}.</p>")
     body.append(f'<p class="muted">[{lvl}% percentile bootstrap CI over languages, {esc(st["level"]["n_boot"])} resamples, '
                 f'seed {esc(st["level"]["seed"])}.]</p>')
     pts = [(lang, p.x_chosen[lang], p.y[lang]) for lang in p.known]
     pts += [(lang, p.x_chosen[lang], p.predicted[lang]) for lang in p.unknown]
-    line = (p.fit["a"], p.fit["b"]) if p.model == "linear" else None
     curve = list(zip(p.fit["x"], p.fit["y"])) if p.model == "isotonic" else None
+    fit = fit_line_ci([p.x_chosen[k] for k in p.known], [p.y[k] for k in p.known], level=st["level"]["ci"])
+    band = (fit["x"], fit["lo"], fit["hi"]) if fit["lo"] else None
+    line = (fit["a"], fit["b"]) if fit["a"] is not None else None
+    if p.model == "linear" and line is not None:
+        body.append(f"<p>Least-squares line on the {len(p.known)} known languages: {esc(result.metric)} = "
+                    f"{esc(fmt(fit['a']))} x alignment {esc(fmt_signed(fit['b']))}; shaded: its {lvl}% confidence "
+                    "band (t distribution, fitted mean).</p>")
+    elif line is not None:
+        body.append(f"<p>Dashed: the isotonic fit. Solid: the least-squares line for comparison, shaded: its {lvl}% "
+                    "confidence band.</p>")
+    if fit["note"]:
+        body.append(f'<p class="note">{esc(fit["note"])}.</p>')
     body.append(scatter_svg(f"{result.metric} vs {result.align_metric} ({p.chosen}); open circles: predicted", pts,
                             f"{result.align_metric} ({p.chosen})", result.metric, line=line, hollow=set(p.unknown),
-                            curve=curve))
+                            curve=curve, band=band, band_label=f"{lvl}% confidence band of the least-squares line"))
     body.append("<h2>Per language</h2>")
     cols = ["lang", "name", "status", "alignment", "score", "lolo_pred", "abs_err", "fold_choice", "predicted"]
-    body.append(table_html(cols, [[("" if r[c] is None else r[c]) for c in cols] for r in table_rows(result)], left_cols=3))
+    body.append(table_html(cols, [[("" if r[c] is None else r[c]) for c in cols] for r in table_rows(result)],
+                           left_cols=3, sortable=True))
     body.append("<h2>Aggregations (LOLO MAE on all known languages)</h2>")
     body.append(table_html(["aggregation", "LOLO MAE"], sorted(([k, v] for k, v in p.chosen_lolo_mae.items()),
-                                                               key=lambda r: r[1])))
+                                                               key=lambda r: r[1]), sortable=True))
     body.append("<h2>Inputs</h2>")
     body.append(table_html(["", ""], [[k, json.dumps(v, default=str)] for k, v in result.sources.items()]
                            + [["excluded", ", ".join(result.meta.get("excluded", []))]], left_cols=2))
     body.append('<p class="muted">Method: MEXA (Kargaran et al. 2024) alignment as a predictor of per-language task '
                 'scores; transfer protocol: XTREME (Hu et al. 2020). Generated by xling.</p>')
-    return page(f"xling predict: {result.metric}", "".join(body))
+    return page(f"xling predict: {result.metric}", "".join(body), script=True)
 
 
 def format_summary(result: PredictResult) -> str:

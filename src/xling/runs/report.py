@@ -1,4 +1,4 @@
-"""Self-contained HTML reports: inline CSS and SVG, no scripts, no network.
+"""Self-contained HTML reports: inline CSS and SVG, one small optional script, no network.
 
 A report opens offline in any browser and can be mailed as one file. Alignment
 reports hold, per metric, a language x layer heatmap, the best layer of each
@@ -11,14 +11,45 @@ import html
 from typing import Iterable
 
 CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem auto;max-width:1200px;color:#222;padding:0 1rem}
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem auto;max-width:1320px;color:#222;padding:0 1rem}
 h1{font-size:1.5rem}h2{font-size:1.2rem;margin-top:2rem;border-bottom:1px solid #ddd}
-table{border-collapse:collapse;font-size:.85rem;margin:.5rem 0}.scroll{overflow-x:auto}
+table{border-collapse:collapse;font-size:.85rem;margin:.5rem 0}.scroll{overflow-x:auto;max-width:100%}
 td,th{border:1px solid #ddd;padding:.2rem .5rem;text-align:right}th{background:#f4f4f4}
 td.l,th.l{text-align:left}.muted{color:#777;font-size:.85rem}
-.grid{display:flex;flex-wrap:wrap;gap:1.5rem}.card{flex:0 0 auto}
-svg text{font-family:system-ui,sans-serif}
+table.sortable th{cursor:pointer}table.sortable th:hover{background:#e4e8f0}
+td.best{font-weight:700;background:#eef6e8}
+.headline{background:#f3f6fb;border-left:4px solid #3b528b;padding:.6rem 1rem;margin:1rem 0;font-size:1.02rem}
+.headline p{margin:.2rem 0}.note{color:#8a5300}
+.grid{display:flex;flex-wrap:wrap;gap:1.5rem}.card{flex:0 0 auto;max-width:100%;overflow-x:auto}
+svg{max-width:100%;height:auto}svg text{font-family:system-ui,sans-serif}
+svg .lg{cursor:pointer}svg .lg.off{opacity:.3}svg .s.off{display:none}
+svg.hl .s{opacity:.12}svg.hl .s.on{opacity:1}svg.hl .s.on polyline{stroke-width:3.5}
 """
+
+#: The reports' only script: sortable tables and clickable/hoverable legends. Hand-written, no data
+#: in it, and optional: every value is already in the HTML and SVG when scripts are off.
+JS = """(function(){
+function num(t){var v=parseFloat(t);return isNaN(v)?null:v}
+function key(r,i){var c=r.children[i];return c?(c.getAttribute('data-v')||c.textContent).trim():''}
+document.querySelectorAll('table.sortable').forEach(function(t){
+var hr=t.querySelector('tr');if(!hr)return;
+Array.prototype.forEach.call(hr.children,function(th,i){th.title='click to sort';
+th.addEventListener('click',function(){var asc=th.getAttribute('data-asc')!=='1';
+Array.prototype.forEach.call(hr.children,function(h){h.removeAttribute('data-asc')});th.setAttribute('data-asc',asc?'1':'0');
+var rows=Array.prototype.slice.call(t.querySelectorAll('tr')).filter(function(r){return r!==hr&&!r.hasAttribute('data-fixed')});
+rows.sort(function(a,b){var x=key(a,i),y=key(b,i),nx=num(x),ny=num(y);
+var d=(nx!==null&&ny!==null)?nx-ny:(nx!==null?-1:(ny!==null?1:x.localeCompare(y)));return asc?d:-d});
+var fixed=Array.prototype.slice.call(t.querySelectorAll('tr[data-fixed]'));
+rows.concat(fixed).forEach(function(r){r.parentNode.appendChild(r)})})})});
+document.querySelectorAll('svg .lg').forEach(function(el){var svg=el.ownerSVGElement,k=el.getAttribute('data-s');
+function mine(){return svg.querySelectorAll('.s[data-s="'+k+'"]')}
+el.addEventListener('click',function(){var off=!el.classList.contains('off');el.classList.toggle('off',off);
+mine().forEach(function(s){s.classList.toggle('off',off)})});
+el.addEventListener('mouseenter',function(){svg.classList.add('hl');mine().forEach(function(s){s.classList.add('on')})});
+el.addEventListener('mouseleave',function(){svg.classList.remove('hl');mine().forEach(function(s){s.classList.remove('on')})})});
+})();"""
+
+SCRIPT_TAG = f"<script>{JS}</script>"
 
 # Viridis, sampled at 9 points; values are interpolated linearly between them.
 _VIRIDIS = [(68, 1, 84), (71, 44, 122), (59, 81, 139), (44, 113, 142), (33, 144, 141),
@@ -30,6 +61,46 @@ def esc(value) -> str:
     return html.escape(str(value), quote=True)
 
 
+def fmt(value, digits: int = 3) -> str:
+    """One way to show a number in every report: floats with ``digits`` decimals (no ``-0.000``),
+    integers as they are, ``None`` as a dash, NaN as ``undefined`` (say why next to it)."""
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return str(value)
+    try:
+        import numpy as np
+
+        if isinstance(value, np.generic):
+            value = value.item()
+    except ImportError:  # pragma: no cover
+        pass
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if value != value:
+            return "undefined"
+        if value in (float("inf"), float("-inf")):
+            return "∞" if value > 0 else "-∞"
+        s = f"{value:.{digits}f}"
+        return s[1:] if s.startswith("-") and not s.strip("-0.") else s
+    return str(value)
+
+
+def fmt_signed(value, digits: int = 3) -> str:
+    """``fmt`` with a sign: ``+0.012``, ``-0.004``."""
+    s = fmt(value, digits)
+    return s if s.startswith("-") or not s[:1].isdigit() else "+" + s
+
+
+def display_lang(code: str) -> str:
+    """``German (deu_Latn)``; the code alone when no name is known (or it is not a language code)."""
+    from xling.data.langcodes import lang_name
+
+    name = lang_name(code).replace(" (individual language)", "")
+    return code if name == code else f"{name} ({code})"
+
+
 def color(t: float) -> str:
     t = 0.0 if t != t else min(1.0, max(0.0, t))  # NaN -> 0
     x = t * (len(_VIRIDIS) - 1)
@@ -39,63 +110,139 @@ def color(t: float) -> str:
     return "#%02x%02x%02x" % tuple(round(a[k] + (b[k] - a[k]) * f) for k in range(3))
 
 
+def _text_width(text: str, size: float) -> float:
+    """A generous estimate of a text's width in px (system-ui, mostly Latin)."""
+    return len(str(text)) * size * 0.58
+
+
+def colorbar_svg(x: float, y: float, height: float, lo: float, hi: float, label: str, lower_is_better: bool) -> str:
+    """A vertical colour bar: high values on top, five labelled ticks, and which way is better."""
+    out = [f'<text x="{x}" y="{y - 8}" font-size="11" font-weight="600">{esc(label)}</text>']
+    steps = 24
+    for k in range(steps):
+        t = 1 - (k + 0.5) / steps
+        out.append(f'<rect x="{x}" y="{y + k * height / steps:.1f}" width="14" height="{height / steps + 0.6:.1f}" '
+                   f'fill="{color(t)}"/>')
+    out.append(f'<rect x="{x}" y="{y}" width="14" height="{height}" fill="none" stroke="#888"/>')
+    for k in range(5):
+        v = hi - (hi - lo) * k / 4
+        ty = y + height * k / 4
+        out.append(f'<line x1="{x + 14}" y1="{ty:.1f}" x2="{x + 18}" y2="{ty:.1f}" stroke="#444"/>')
+        out.append(f'<text x="{x + 21}" y="{ty + 4:.1f}" font-size="11">{esc(fmt(v, 2))}</text>')
+    better = "lower is better" if lower_is_better else "higher is better"
+    out.append(f'<text x="{x}" y="{y + height + 16}" font-size="11" font-weight="{600 if lower_is_better else 400}">'
+               f'{better}</text>')
+    return "".join(out)
+
+
 def heatmap_svg(title: str, rows: list[str], cols: list[int], values: dict[str, dict[int, float]],
-                lo: float | None = None, hi: float | None = None, reverse: bool = False) -> str:
-    """A rows x cols heatmap; ``reverse`` when lower is better (errors)."""
-    flat = [values[r][c] for r in rows for c in cols if c in values.get(r, {})]
-    lo = min(flat) if lo is None else lo
-    hi = max(flat) if hi is None else hi
+                lo: float | None = None, hi: float | None = None, reverse: bool = False,
+                labels: dict[str, str] | None = None, best: dict[str, int] | None = None) -> str:
+    """A rows x cols heatmap with a labelled colour bar.
+
+    Colours always follow the value (bright = high); ``reverse`` (lower is better, errors) is said in
+    the title and under the colour bar instead of flipping the scale. ``labels`` maps a row to its
+    display name; ``best`` maps a row to its best column, marked with a ringed dot.
+    """
+    flat = [values[r][c] for r in rows for c in cols if c in values.get(r, {}) and values[r][c] == values[r][c]]
+    lo = (min(flat) if flat else 0.0) if lo is None else lo
+    hi = (max(flat) if flat else 1.0) if hi is None else hi
     span = (hi - lo) or 1.0
-    cw, ch, left, top = max(18, min(34, 700 // max(1, len(cols)))), 16, 120, 34
-    width, height = left + cw * len(cols) + 70, top + ch * len(rows) + 30
+    labels = labels or {}
+    shown = [labels.get(r, r) for r in rows]
+    cw = max(14, min(34, 640 // max(1, len(cols))))
+    ch = 19
+    left = int(min(280, max(60, max((_text_width(x, 12) for x in shown), default=40) + 10)))
+    top = 44
+    grid_h = ch * len(rows)
+    bar_h = max(110, min(grid_h, 260))
+    width = left + cw * len(cols) + 110
+    height = top + max(grid_h, bar_h + 24) + 34
+    name = f"{title} (lower is better)" if reverse else title
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
-           f'aria-label="{html.escape(title)}">',
-           f'<text x="0" y="14" font-size="13" font-weight="600">{html.escape(title)}</text>']
+           f'aria-label="{esc(name)}">',
+           f'<text x="0" y="15" font-size="14" font-weight="600">{esc(name)}</text>']
+    every = 1 if cw >= 16 else 2
     for j, c in enumerate(cols):
-        out.append(f'<text x="{left + j * cw + cw / 2}" y="{top - 4}" font-size="9" text-anchor="middle">{esc(c)}</text>')
+        if j % every == 0 or j == len(cols) - 1:
+            out.append(f'<text x="{left + j * cw + cw / 2}" y="{top - 5}" font-size="10" text-anchor="middle">'
+                       f'{esc(c)}</text>')
     for i, r in enumerate(rows):
         y = top + i * ch
-        out.append(f'<text x="{left - 4}" y="{y + ch - 4}" font-size="10" text-anchor="end">{html.escape(r)}</text>')
+        out.append(f'<text x="{left - 5}" y="{y + ch - 5}" font-size="12" text-anchor="end">{esc(shown[i])}</text>')
         for j, c in enumerate(cols):
             v = values.get(r, {}).get(c)
             if v is None:
                 continue
             t = (v - lo) / span
             out.append(
-                f'<rect x="{left + j * cw}" y="{y}" width="{cw - 1}" height="{ch - 1}" fill="{color(1 - t if reverse else t)}">'
-                f'<title>{html.escape(r)} layer {esc(c)}: {v:.4f}</title></rect>'
+                f'<rect x="{left + j * cw}" y="{y}" width="{cw - 1}" height="{ch - 1}" fill="{color(t)}">'
+                f'<title>{esc(shown[i])}, layer {esc(c)}: {esc(fmt(v))}</title></rect>'
             )
-    # legend
-    lx = left + cw * len(cols) + 12
-    for k in range(10):
-        t = 1 - k / 9
-        out.append(f'<rect x="{lx}" y="{top + k * 12}" width="12" height="12" fill="{color(1 - t if reverse else t)}"/>')
-    out.append(f'<text x="{lx + 16}" y="{top + 10}" font-size="9">{hi:.2f}</text>')
-    out.append(f'<text x="{lx + 16}" y="{top + 118}" font-size="9">{lo:.2f}</text>')
-    out.append(f'<text x="{left + cw * len(cols) / 2}" y="{height - 6}" font-size="10" text-anchor="middle">layer</text>')
+        if best and r in best and best[r] in cols:
+            j = cols.index(best[r])
+            out.append(f'<circle cx="{left + j * cw + (cw - 1) / 2:.1f}" cy="{y + (ch - 1) / 2:.1f}" r="3.6" '
+                       f'fill="#fff" stroke="#000" stroke-width="1.5"><title>{esc(shown[i])}: best layer '
+                       f'{esc(best[r])}</title></circle>')
+    out.append(f'<text x="{left + cw * len(cols) / 2}" y="{top + grid_h + 16}" font-size="11" '
+               f'text-anchor="middle">layer (0 = embeddings)'
+               + ('; ringed dot: best layer of the language' if best else '') + '</text>')
+    out.append(colorbar_svg(left + cw * len(cols) + 16, top + 8, bar_h, lo, hi, "value", reverse))
     out.append("</svg>")
     return "".join(out)
 
 
-def table_html(head: list[str], rows: Iterable[list], left_cols: int = 1) -> str:
+def table_html(head: list[str], rows: Iterable[list], left_cols: int = 1, sortable: bool = False,
+               marks: set[tuple[int, int]] | None = None) -> str:
+    """A table; floats through :func:`fmt`. ``sortable``: headers sort on click (when scripts run);
+    ``marks``: ``(row, column)`` cells drawn as best (bold, shaded)."""
     cls = lambda i: ' class="l"' if i < left_cols else ""  # noqa: E731
-    parts = ['<div class="scroll"><table><tr>' + "".join(f"<th{cls(i)}>{html.escape(str(h))}</th>" for i, h in enumerate(head)) + "</tr>"]
-    for r in rows:
+    klass = ' class="sortable"' if sortable else ""
+    parts = [f'<div class="scroll"><table{klass}><tr>'
+             + "".join(f"<th{cls(i)}>{esc(h)}</th>" for i, h in enumerate(head)) + "</tr>"]
+    for ri, r in enumerate(rows):
         cells = []
         for i, v in enumerate(r):
-            s = f"{v:.3f}" if isinstance(v, float) else str(v)
-            cells.append(f"<td{cls(i)}>{html.escape(s)}</td>")
+            s = fmt(v)
+            c = cls(i)
+            if marks and (ri, i) in marks:
+                c = ' class="best"' if not c else ' class="l best"'
+            cells.append(f"<td{c}>{esc(s)}</td>")
         parts.append("<tr>" + "".join(cells) + "</tr>")
     parts.append("</table></div>")
     return "".join(parts)
 
 
-def page(title: str, body: str) -> str:
-    return (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
-            f"<style>{CSS}</style></head><body>{body}</body></html>\n")
+def headline_html(sentences: list[str]) -> str:
+    """The finding in the first screen; each sentence is already-escaped HTML."""
+    return '<div class="headline">' + "".join(f"<p>{s}</p>" for s in sentences if s) + "</div>"
+
+
+def page(title: str, body: str, script: bool = False) -> str:
+    """The whole document; ``script`` adds :data:`JS` (sortable tables, legends), the only script ever."""
+    tail = SCRIPT_TAG if script else ""
+    return (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{esc(title)}</title>"
+            f"<style>{CSS}</style></head><body>{body}{tail}</body></html>\n")
 
 
 _BOUNDED = ("mexa", "retrieval", "xsim_err", "bitext", "cka", "anc")
+#: Metrics plotted per layer and language in the align report, when the run has them.
+_KEY_METRICS = ("mexa", "retrieval_p2l@1", "xsim_err_p2l", "bitext_f1", "cka", "anc")
+
+
+def _bounded(metric: str) -> bool:
+    return metric.startswith(_BOUNDED) and metric != "anc_signed"
+
+
+def metric_range(metric: str, values: Iterable[float]) -> tuple[float, float]:
+    """0..1 for bounded metrics, else the data's own min..max."""
+    if _bounded(metric):
+        return 0.0, 1.0
+    vals = [v for v in values if v == v]
+    if not vals:
+        return 0.0, 1.0
+    lo, hi = min(vals), max(vals)
+    return (lo, hi) if hi > lo else (lo - 0.5, hi + 0.5)
 
 
 def render_align_report(result) -> str:
@@ -106,46 +253,92 @@ def render_align_report(result) -> str:
     metrics = result.metrics()
     summ = {(s["lang"], s["metric"]): s for s in result.summary()}
     main = "mexa" if "mexa" in metrics else metrics[0]
-    langs = sorted(result.langs, key=lambda lang: -summ[(lang, main)]["mean"])
+    lower = _lower_is_better(main)
+    langs = sorted(result.langs, key=lambda lang: (1 if lower else -1) * summ[(lang, main)]["mean"])
+    names = {lang: display_lang(lang) for lang in result.langs}
     best_l, best_v = result.best_layer(main)
-    body = [f"<h1>Cross-lingual alignment: {html.escape(result.model)}</h1>",
-            f"<p>{len(result.langs)} languages against pivot <b>{html.escape(result.pivot)}</b> on "
-            f"<b>{html.escape(result.corpus)}</b>, {esc(result.n_sentences)} parallel sentences each; "
-            f"pooling <b>{html.escape(result.pooling)}</b>; hidden states {esc(result.layers[0])}..{esc(result.layers[-1])} "
-            f"(0 = embeddings). Best layer by mean {esc(main)}: <b>{esc(best_l)}</b> ({best_v:.3f}).</p>"]
+    main_vals = [r["value"] for r in result.rows if r["metric"] == main]
+    mean_all = sum(main_vals) / len(main_vals) if main_vals else float("nan")
+    first, last = langs[0], langs[-1]
+    better = "lowest" if lower else "highest"
+    head = [f"Best layer by mean {esc(main)}{' (lower is better)' if lower else ''}: <b>{esc(best_l)}</b> of "
+            f"{esc(result.layers[0])}..{esc(result.layers[-1])}, mean over {len(result.langs)} languages "
+            f"<b>{esc(fmt(best_v))}</b> (mean over all layers {esc(fmt(mean_all))}).",
+            f"{better.capitalize()} mean {esc(main)}: <b>{esc(names[first])}</b> {esc(fmt(summ[(first, main)]['mean']))}"
+            + (f"; {'highest' if lower else 'lowest'}: <b>{esc(names[last])}</b> "
+               f"{esc(fmt(summ[(last, main)]['mean']))}." if last != first else ".")]
+    body = [f"<h1>Cross-lingual alignment: {esc(result.model)}</h1>", headline_html(head),
+            f"<p>{len(result.langs)} languages against pivot <b>{esc(display_lang(result.pivot))}</b> on "
+            f"<b>{esc(result.corpus)}</b>, {esc(result.n_sentences)} parallel sentences each; "
+            f"pooling <b>{esc(result.pooling)}</b>; hidden states {esc(result.layers[0])}..{esc(result.layers[-1])} "
+            f"(0 = embeddings).</p>"]
 
     body.append("<h2>Per language</h2>")
     key = ("mexa", "retrieval_p2l@1", "retrieval_l2p@1", "xsim_err_p2l", "xsim_err_l2p", "bitext_f1", "cka", "anc", "svcca")
     extra = [m for m in metrics if m != main and m in key] or [m for m in metrics if m != main]
-    head = ["lang", "name", f"{main} mean", f"{main} max", "best layer"] + [f"{m} @best" for m in extra]
-    rows = []
-    for lang in langs:
+    best_word = "min" if lower else "max"
+    thead = ["lang", "name", f"{main} mean", f"{main} {best_word}", "best layer"] + [f"{m} @best" for m in extra]
+    rows, marks = [], set()
+    top_mean = min if lower else max
+    top = top_mean(summ[(lang, main)]["mean"] for lang in langs)
+    for i, lang in enumerate(langs):
         s = summ[(lang, main)]
         row = [lang, lang_name(lang), s["mean"], s["best"], s["best_layer"]]
         row += [result.values(m)[lang].get(s["best_layer"], float("nan")) for m in extra]
+        if s["mean"] == top:
+            marks.add((i, 2))
         rows.append(row)
-    body.append(table_html(head, rows, left_cols=2))
-    body.append('<p class="muted">Values of the other metrics are at each language\'s best layer by '
-                f'{esc(main)}. Every metric at every layer is in alignment.csv.</p>')
+    body.append(table_html(thead, rows, left_cols=2, sortable=True, marks=marks))
+    body.append(f'<p class="muted">Best layer: each language\'s own best layer by {esc(main)}; the other metrics are '
+                f'at that layer. Click a header to sort. Every metric at every layer is in alignment.csv.</p>')
 
-    body.append("<h2>Layer x language heatmaps</h2><div class=\"grid\">")
+    plotted = [m for m in _KEY_METRICS if m in metrics] or metrics[:3]
+    body.append("<h2>Per layer and language</h2>")
+    body.append('<p class="muted">One line per language; hover a name in the legend to highlight its line, click it '
+                'to hide it. The dashed line is the best layer by mean.</p><div class="grid">')
+    for m in plotted:
+        vals = result.values(m)
+        series = {names[lang]: [(layer, vals.get(lang, {}).get(layer, float("nan"))) for layer in result.layers]
+                  for lang in langs}
+        lo, hi = metric_range(m, [v for d in vals.values() for v in d.values()])
+        mb, _ = result.best_layer(m)
+        title = f"{m} per layer" + (" (lower is better)" if _lower_is_better(m) else "")
+        body.append('<div class="card">' + line_chart_svg(title, series, "layer (0 = embeddings)", m, lo=lo, hi=hi,
+                                                          vline=(mb, f"best {mb}"), integer_x=True, width=380,
+                                                          height=300) + "</div>")
+    body.append("</div>")
+
+    body.append("<h2>Layer x language heatmaps</h2>")
+    body.append('<p class="muted">Colours follow the value (bright = high) with each metric\'s own scale: 0..1 for '
+                'bounded metrics, the data\'s min..max otherwise. For errors (xSIM) lower is better, as each title '
+                'says; the ringed dot marks each language\'s best layer.</p><div class="grid">')
     for m in metrics:
         vals = result.values(m)
-        bounded = m.startswith(_BOUNDED)
-        body.append('<div class="card">' + heatmap_svg(
-            m, langs, result.layers, vals, lo=0.0 if bounded and m != "anc_signed" else None,
-            hi=1.0 if bounded and m != "anc_signed" else None, reverse=_lower_is_better(m)) + "</div>")
+        lo, hi = metric_range(m, [v for d in vals.values() for v in d.values()])
+        bests = {lang: summ[(lang, m)]["best_layer"] for lang in langs if (lang, m) in summ}
+        body.append('<div class="card">' + heatmap_svg(m, langs, result.layers, vals, lo=lo, hi=hi,
+                                                       reverse=_lower_is_better(m), labels=names, best=bests) + "</div>")
     body.append("</div>")
 
     body.append("<h2>Mean over languages, per layer</h2>")
-    per_layer = []
-    for layer in result.layers:
-        row = [layer]
-        for m in metrics:
+    per_layer, marks = [], set()
+    means_by_metric: dict[str, dict[int, float]] = {}
+    for m in metrics:
+        per = {}
+        for layer in result.layers:
             v = [r["value"] for r in result.rows if r["metric"] == m and r["layer"] == layer]
-            row.append(sum(v) / len(v))
-        per_layer.append(row)
-    body.append(table_html(["layer", *metrics], per_layer))
+            per[layer] = sum(v) / len(v) if v else float("nan")
+        means_by_metric[m] = per
+    for i, layer in enumerate(result.layers):
+        per_layer.append([layer, *(means_by_metric[m][layer] for m in metrics)])
+    for j, m in enumerate(metrics):
+        per = {k: v for k, v in means_by_metric[m].items() if v == v}
+        if per:
+            pick = min if _lower_is_better(m) else max
+            b = pick(per, key=lambda k: per[k])
+            marks.add((result.layers.index(b), j + 1))
+    body.append(table_html(["layer", *metrics], per_layer, sortable=True, marks=marks))
+    body.append('<p class="muted">Shaded: the best layer of each metric.</p>')
 
     body.append("<h2>Run</h2>")
     info = [["run id", result.run_id], ["model", result.model], ["corpus", result.corpus],
@@ -155,55 +348,80 @@ def render_align_report(result) -> str:
     body.append('<p class="muted">Definitions: MEXA (Kargaran et al. 2024), strict both directions; retrieval '
                 'accuracy (XTREME); xSIM error with ratio margin, k=4 (Artetxe &amp; Schwenk 2019); bitext-mining F1 '
                 '(MTEB); linear CKA (Kornblith et al. 2019); ANC (Del &amp; Fishel). Generated by xling.</p>')
-    return page(f"xling align: {result.model}", "".join(body))
+    return page(f"xling align: {result.model}", "".join(body), script=True)
 
 
 # ----------------------------------------------------------------------------- bar charts and scatter plots
 
 
 def bar_chart_svg(title: str, items: list[tuple[str, float]], lo: float = 0.0, hi: float | None = None,
-                  highlight: set[str] | None = None, ref: float | None = None, ref_label: str = "") -> str:
-    """Horizontal bars, one per ``(label, value)``; ``highlight`` labels drawn darker, ``ref`` a dashed line."""
+                  highlight: set[str] | None = None, ref: float | None = None, ref_label: str = "",
+                  refs: list[tuple[float, str]] | None = None) -> str:
+    """Horizontal bars, one per ``(label, value)``; ``highlight`` labels drawn darker; ``ref`` (or several
+    ``refs``: ``(value, label)``) dashed reference lines, each labelled with its name and value."""
+    lines = ([(ref, ref_label)] if ref is not None else []) + list(refs or [])
+    lines = [(v, lab) for v, lab in lines if v is not None and v == v]
     vals = [v for _, v in items if v == v]
-    hi = max([*vals, lo + 1e-9]) if hi is None else hi
+    hi = max([*vals, *(v for v, _ in lines), lo + 1e-9]) if hi is None else hi
     span = (hi - lo) or 1.0
-    left, top, bh, width = 130, 30, 16, 460
-    height = top + bh * len(items) + 34
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{left + width + 70}" height="{height}" role="img" '
-           f'aria-label="{html.escape(title)}">',
-           f'<text x="0" y="14" font-size="13" font-weight="600">{html.escape(title)}</text>']
+    left = int(min(300, max(90, max((_text_width(lab, 11) for lab, _ in items), default=40) + 12)))
+    top, bh, width = 34 + 14 * len(lines), 18, 460
+    height = top + bh * len(items) + 36
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{left + width + 60}" height="{height}" role="img" '
+           f'aria-label="{esc(title)}">',
+           f'<text x="0" y="15" font-size="14" font-weight="600">{esc(title)}</text>']
     for i, (label, v) in enumerate(items):
         y = top + i * bh
-        out.append(f'<text x="{left - 4}" y="{y + bh - 4}" font-size="10" text-anchor="end">{html.escape(label)}</text>')
+        out.append(f'<text x="{left - 4}" y="{y + bh - 5}" font-size="11" text-anchor="end">{esc(label)}</text>')
         if v != v:
+            out.append(f'<text x="{left + 3}" y="{y + bh - 5}" font-size="10" fill="#777">undefined</text>')
             continue
         w = max(0.0, min(1.0, (v - lo) / span)) * width
         fill = "#3b528b" if highlight and label in highlight else "#5ec962"
         out.append(f'<rect x="{left}" y="{y + 1}" width="{w:.1f}" height="{bh - 3}" fill="{fill}">'
-                   f'<title>{html.escape(label)}: {v:.4f}</title></rect>')
-        out.append(f'<text x="{left + w + 3:.1f}" y="{y + bh - 4}" font-size="9">{v:.3f}</text>')
-    if ref is not None and ref == ref:
-        x = left + max(0.0, min(1.0, (ref - lo) / span)) * width
-        out.append(f'<line x1="{x:.1f}" y1="{top - 4}" x2="{x:.1f}" y2="{top + bh * len(items)}" stroke="#c0392b" '
-                   f'stroke-dasharray="4 3"/>')
-        out.append(f'<text x="{x:.1f}" y="{top - 6}" font-size="9" fill="#c0392b" text-anchor="middle">'
-                   f'{html.escape(ref_label)}</text>')
-    axis_y = top + bh * len(items) + 12
+                   f'<title>{esc(label)}: {esc(fmt(v))}</title></rect>')
+        out.append(f'<text x="{left + w + 3:.1f}" y="{y + bh - 5}" font-size="10">{esc(fmt(v))}</text>')
+    palette = ("#c0392b", "#7f8c8d", "#8e44ad", "#d35400")
+    for k, (v, lab) in enumerate(lines):
+        c = palette[k % len(palette)]
+        x = left + max(0.0, min(1.0, (v - lo) / span)) * width
+        ly = 30 + 14 * k
+        out.append(f'<line x1="{x:.1f}" y1="{ly + 2}" x2="{x:.1f}" y2="{top + bh * len(items)}" stroke="{c}" '
+                   f'stroke-width="1.5" stroke-dasharray="5 3"/>')
+        anchor = "end" if x > left + width * 0.6 else "start"
+        dx = -4 if anchor == "end" else 4
+        out.append(f'<text x="{x + dx:.1f}" y="{ly}" font-size="11" fill="{c}" text-anchor="{anchor}">'
+                   f'{esc(lab)} {esc(fmt(v))}</text>')
+    axis_y = top + bh * len(items) + 14
     for k in range(5):
         t = lo + span * k / 4
         x = left + width * k / 4
-        out.append(f'<text x="{x:.1f}" y="{axis_y}" font-size="9" text-anchor="middle">{t:.2f}</text>')
+        out.append(f'<text x="{x:.1f}" y="{axis_y}" font-size="10" text-anchor="middle">{esc(fmt(t, 2))}</text>')
     out.append("</svg>")
     return "".join(out)
 
 
-_SERIES_COLORS = ("#3b528b", "#e67e22", "#21918c", "#c0392b", "#8e44ad", "#5ec962", "#7f8c8d", "#d4ac0d")
+#: Twenty distinguishable colours (Tableau 20 order, dark shades first); beyond them lines are dashed.
+_SERIES_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+                  "#bcbd22", "#17becf", "#393b79", "#ad494a", "#637939", "#8c6d31", "#7b4173", "#3182bd",
+                  "#e6550d", "#31a354", "#756bb1", "#636363")
 
 
 def line_chart_svg(title: str, series: dict[str, list[tuple[float, float]]], xlabel: str, ylabel: str,
-                   lo: float = 0.0, hi: float = 1.0, width: int = 520, height: int = 260) -> str:
-    """One line per series (``name -> [(x, y), ...]``) with a legend; x spans the data, y ``lo..hi``."""
-    left, top, right, bottom = 46, 28, 150, 40
+                   lo: float | None = 0.0, hi: float | None = 1.0, width: int = 520, height: int = 260,
+                   vline: tuple[float, str] | None = None, integer_x: bool = False) -> str:
+    """One line per series (``name -> [(x, y), ...]``) with a legend; x spans the data, y ``lo..hi``
+    (``None``: the data's range). Legend entries highlight their line on hover and hide it on click
+    when scripts run; ``vline`` = ``(x, label)`` a dashed marker (e.g. the best layer)."""
+    ys = [y for pts in series.values() for _, y in pts if y == y]
+    if lo is None or hi is None:
+        dlo, dhi = (min(ys), max(ys)) if ys else (0.0, 1.0)
+        pad = (dhi - dlo) * 0.05 or 0.5
+        lo = dlo - pad if lo is None else lo
+        hi = dhi + pad if hi is None else hi
+    legend_w = int(min(280, max(60, max((_text_width(n, 11) for n in series), default=40) + 34)))
+    left, top, right, bottom = 50, 30, legend_w, 42
+    height = max(height, 16 * len(series) + 10)
     xs = [x for pts in series.values() for x, _ in pts]
     x0, x1 = (min(xs), max(xs)) if xs else (0.0, 1.0)
     xspan = (x1 - x0) or 1.0
@@ -217,29 +435,48 @@ def line_chart_svg(title: str, series: dict[str, list[tuple[float, float]]], xla
 
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{left + width + right}" height="{top + height + bottom}" '
            f'role="img" aria-label="{esc(title)}">',
-           f'<text x="0" y="16" font-size="13" font-weight="600">{esc(title)}</text>']
+           f'<text x="0" y="16" font-size="14" font-weight="600">{esc(title)}</text>']
     for k in range(5):
         t = lo + yspan * k / 4
         y = py(t)
         out.append(f'<line x1="{left}" y1="{y:.1f}" x2="{left + width}" y2="{y:.1f}" stroke="#eee"/>')
-        out.append(f'<text x="{left - 4}" y="{y + 3:.1f}" font-size="9" text-anchor="end">{t:.2f}</text>')
-    for k in range(5):
-        t = x0 + xspan * k / 4
-        out.append(f'<text x="{px(t):.1f}" y="{top + height + 14}" font-size="9" text-anchor="middle">{t:.2f}</text>')
-    out.append(f'<text x="{left + width / 2}" y="{top + height + 32}" font-size="10" text-anchor="middle">{esc(xlabel)}</text>')
-    out.append(f'<text x="10" y="{top + height / 2}" font-size="10" text-anchor="middle" '
+        out.append(f'<text x="{left - 4}" y="{y + 3:.1f}" font-size="10" text-anchor="end">{esc(fmt(t, 2))}</text>')
+    if integer_x and xs:
+        n = int(x1 - x0) + 1
+        step = max(1, -(-n // 12))
+        ticks = [float(v) for v in range(int(x0), int(x1) + 1, step)]
+    else:
+        ticks = [x0 + xspan * k / 4 for k in range(5)]
+    for t in ticks:
+        label = str(int(t)) if integer_x else fmt(t, 2)
+        out.append(f'<text x="{px(t):.1f}" y="{top + height + 14}" font-size="10" text-anchor="middle">{esc(label)}</text>')
+    out.append(f'<text x="{left + width / 2}" y="{top + height + 32}" font-size="11" text-anchor="middle">{esc(xlabel)}</text>')
+    out.append(f'<text x="10" y="{top + height / 2}" font-size="11" text-anchor="middle" '
                f'transform="rotate(-90 10 {top + height / 2})">{esc(ylabel)}</text>')
+    if vline is not None and x0 <= vline[0] <= x1:
+        vx = px(vline[0])
+        out.append(f'<line x1="{vx:.1f}" y1="{top}" x2="{vx:.1f}" y2="{top + height}" stroke="#444" '
+                   f'stroke-dasharray="4 3"/>')
+        out.append(f'<text x="{vx + 3:.1f}" y="{top + 10}" font-size="10" fill="#444">{esc(vline[1])}</text>')
     for i, (name, pts) in enumerate(series.items()):
         c = _SERIES_COLORS[i % len(_SERIES_COLORS)]
+        dash = ' stroke-dasharray="6 3"' if i >= len(_SERIES_COLORS) else ""
         good = [(x, y) for x, y in pts if y == y]
+        out.append(f'<g class="s" data-s="{i}">')
         if good:
             d = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in good)
-            out.append(f'<polyline points="{d}" fill="none" stroke="{c}" stroke-width="2"><title>{esc(name)}</title></polyline>')
+            out.append(f'<polyline points="{d}" fill="none" stroke="{c}" stroke-width="2"{dash}>'
+                       f'<title>{esc(name)}</title></polyline>')
             for x, y in good:
-                out.append(f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="2.5" fill="{c}"><title>{esc(name)}: {y:.3f}</title></circle>')
-        ly = top + 12 + 16 * i
-        out.append(f'<rect x="{left + width + 12}" y="{ly - 8}" width="12" height="3" fill="{c}"/>')
-        out.append(f'<text x="{left + width + 28}" y="{ly - 4}" font-size="10">{esc(name)}</text>')
+                xl = str(int(x)) if integer_x else fmt(x, 2)
+                out.append(f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="2.5" fill="{c}"><title>{esc(name)}, '
+                           f'{esc(xl)}: {esc(fmt(y))}</title></circle>')
+        out.append("</g>")
+        ly = top + 10 + 16 * i
+        out.append(f'<g class="lg" data-s="{i}"><rect x="{left + width + 12}" y="{ly - 9}" width="16" height="12" '
+                   f'fill="#fff"/><line x1="{left + width + 12}" y1="{ly - 3}" x2="{left + width + 28}" '
+                   f'y2="{ly - 3}" stroke="{c}" stroke-width="3"{dash}/>'
+                   f'<text x="{left + width + 32}" y="{ly + 1}" font-size="11">{esc(name)}</text></g>')
     out.append("</svg>")
     return "".join(out)
 
@@ -250,15 +487,12 @@ def render_models_report(results: dict, metric: str = "mexa") -> str:
     Layers are drawn at their relative depth (layer / number of layers), so a
     12-layer encoder and a 30-layer decoder share one axis.
     """
-    from xling.data.langcodes import lang_name
+    from xling.runs.align import _lower_is_better
 
     first = next(iter(results.values()))
-    body = [f"<h1>Alignment of {len(results)} models on {esc(first.corpus)}</h1>",
-            f"<p>{esc(metric)} against {esc(lang_name(first.pivot))} ({esc(first.pivot)}), "
-            f"{esc(first.n_sentences)} sentences per language; each model's own pooling "
-            f"({', '.join(esc(m) + ': ' + esc(r.pooling) for m, r in results.items())}). "
-            "Layers at relative depth, 0 = embeddings, 1 = last layer.</p>"]
-    series = {}
+    lower = _lower_is_better(metric)
+    pick = min if lower else max
+    series, bests = {}, {}
     for m, r in results.items():
         vals = r.values(metric)
         n = max(r.layers) or 1
@@ -267,79 +501,218 @@ def render_models_report(results: dict, metric: str = "mexa") -> str:
             v = [vals[lang][layer] for lang in vals if layer in vals[lang]]
             pts.append((layer / n, sum(v) / len(v) if v else float("nan")))
         series[m] = pts
+        good = {layer: y for layer, (_, y) in zip(r.layers, pts) if y == y}
+        if good:
+            b = pick(good, key=lambda k: good[k])
+            bests[m] = (b, good[b], len(r.layers))
+    lo, hi = metric_range(metric, [y for pts in series.values() for _, y in pts])
+    winner = pick(bests, key=lambda k: bests[k][1]) if bests else None
+    head = [f"Best model by mean {esc(metric)}{' (lower is better)' if lower else ''}: <b>{esc(winner)}</b>, "
+            f"{esc(fmt(bests[winner][1]))} at layer {esc(bests[winner][0])} of {esc(bests[winner][2] - 1)}."
+            if winner else "",
+            "; ".join(f"{esc(m)}: {esc(fmt(b[1]))} at layer {esc(b[0])}" for m, b in bests.items() if m != winner)]
+    body = [f"<h1>Alignment of {len(results)} models on {esc(first.corpus)}</h1>", headline_html(head),
+            f"<p>{esc(metric)} against {esc(display_lang(first.pivot))}, "
+            f"{esc(first.n_sentences)} sentences per language; each model's own pooling "
+            f"({', '.join(esc(m) + ': ' + esc(r.pooling) for m, r in results.items())}). "
+            "Layers at relative depth, 0 = embeddings, 1 = last layer.</p>"]
     body.append('<div class="card">' + line_chart_svg(f"mean {metric} over languages, per layer", series,
-                                                        "relative depth", f"mean {metric}") + "</div>")
+                                                        "relative depth", f"mean {metric}", lo=lo, hi=hi) + "</div>")
     langs = sorted({lang for r in results.values() for lang in r.values(metric)})
-    body.append('<div class="grid">')
+    body.append('<h2>Per language</h2><p class="muted">Hover or click a model in a legend to highlight or hide '
+                'it.</p><div class="grid">')
     for lang in langs:
         per = {}
         for m, r in results.items():
             vals = r.values(metric).get(lang, {})
             n = max(r.layers) or 1
             per[m] = [(layer / n, vals[layer]) for layer in r.layers if layer in vals]
-        body.append('<div class="card">' + line_chart_svg(f"{lang_name(lang)} ({lang})", per, "relative depth",
-                                                            metric, width=300, height=150) + "</div>")
+        body.append('<div class="card">' + line_chart_svg(display_lang(lang), per, "relative depth",
+                                                            metric, lo=lo, hi=hi, width=300, height=150) + "</div>")
     body.append("</div>")
-    head = ["language"] + [f"{m}: {metric} max (layer)" for m in results] + [f"{m}: mean over layers" for m in results]
-    rows = []
-    for lang in langs:
-        row = [f"{lang_name(lang)} ({lang})"]
+    thead = ["language"] + [f"{m}: {metric} {'min' if lower else 'max'} (layer)" for m in results] \
+        + [f"{m}: mean over layers" for m in results]
+    rows, marks = [], set()
+    for i, lang in enumerate(langs):
+        row = [display_lang(lang)]
         means = []
         for m, r in results.items():
             vals = r.values(metric).get(lang, {})
             if vals:
-                layer = max(vals, key=lambda k: vals[k])
-                row.append(f"{vals[layer]:.3f} ({layer})")
-                means.append(f"{sum(vals.values()) / len(vals):.3f}")
+                layer = pick(vals, key=lambda k: vals[k])
+                row.append(f"{fmt(vals[layer])} ({layer})")
+                means.append(sum(vals.values()) / len(vals))
             else:
                 row.append("-")
-                means.append("-")
+                means.append(None)
+        good = [v for v in means if v is not None]
+        if good:
+            marks.add((i, 1 + len(results) + means.index(pick(good))))
         rows.append(row + means)
-    body.append("<h2>Per language</h2>" + table_html(head, rows))
+    body.append(table_html(thead, rows, sortable=True, marks=marks))
+    body.append('<p class="muted">Shaded: the best model for the language (mean over layers). Click a header to '
+                'sort.</p>')
     runs = "".join(f"<li>{esc(m)}: run {esc(r.run_id)}, {esc(len(r.layers))} hidden states</li>" for m, r in results.items())
     body.append(f"<h2>Runs</h2><ul>{runs}</ul>")
-    return page(f"xling align: {len(results)} models", "".join(body))
+    return page(f"xling align: {len(results)} models", "".join(body), script=True)
+
+
+# ----------------------------------------------------------------------------- least squares with a confidence band
+
+
+def t_quantile(p: float, df: int) -> float:
+    """Student-t quantile without scipy: exact for 1 and 2 degrees of freedom, else the Cornish-Fisher
+    expansion around the normal quantile (relative error < 1e-4 for df >= 3 at the usual levels)."""
+    from statistics import NormalDist
+
+    import math
+
+    if df < 1:
+        raise ValueError("df must be >= 1")
+    if df == 1:
+        return math.tan(math.pi * (p - 0.5))
+    if df == 2:
+        return (2 * p - 1) / math.sqrt(2 * p * (1 - p))
+    z = NormalDist().inv_cdf(p)
+    n = float(df)
+    g1 = (z ** 3 + z) / 4
+    g2 = (5 * z ** 5 + 16 * z ** 3 + 3 * z) / 96
+    g3 = (3 * z ** 7 + 19 * z ** 5 + 17 * z ** 3 - 15 * z) / 384
+    g4 = (79 * z ** 9 + 776 * z ** 7 + 1482 * z ** 5 - 1920 * z ** 3 - 945 * z) / 92160
+    return z + g1 / n + g2 / n ** 2 + g3 / n ** 3 + g4 / n ** 4
+
+
+def fit_line_ci(xs, ys, level: float = 0.95, points: int = 40) -> dict:
+    """Least-squares line ``y = a x + b`` and the ``level`` confidence band of the fitted mean.
+
+    Returns ``{"a", "b", "n", "x", "lo", "hi", "note"}``: ``x`` a grid over the data's range and
+    ``lo``/``hi`` the band there (``t_{n-2}`` times the standard error of the mean response). With two
+    points the line has no band, with fewer or with one x value no line; ``note`` says so in words.
+    """
+    import numpy as np
+
+    x = np.asarray(xs, dtype=float)
+    y = np.asarray(ys, dtype=float)
+    ok = np.isfinite(x) & np.isfinite(y)
+    x, y = x[ok], y[ok]
+    n = len(x)
+    out = {"a": None, "b": None, "n": n, "x": [], "lo": [], "hi": [], "note": ""}
+    if n < 2:
+        out["note"] = f"no fitted line: only {n} point{'s' if n != 1 else ''}"
+        return out
+    sxx = float(((x - x.mean()) ** 2).sum())
+    if sxx == 0:
+        out["note"] = "no fitted line: all x values are equal"
+        return out
+    a = float(((x - x.mean()) * (y - y.mean())).sum() / sxx)
+    b = float(y.mean() - a * x.mean())
+    out.update(a=a, b=b)
+    grid = np.linspace(x.min(), x.max(), points)
+    out["x"] = grid.tolist()
+    if n < 3:
+        out["note"] = "only 2 points: a line through them, no confidence band"
+        return out
+    resid = y - (a * x + b)
+    s = float(np.sqrt((resid ** 2).sum() / (n - 2)))
+    t = t_quantile(0.5 + level / 2, n - 2)
+    se = s * np.sqrt(1 / n + (grid - x.mean()) ** 2 / sxx)
+    fit = a * grid + b
+    out["lo"] = (fit - t * se).tolist()
+    out["hi"] = (fit + t * se).tolist()
+    return out
+
+
+def correlation_note(xs, ys, what_x: str = "alignment values", what_y: str = "scores") -> str:
+    """Why Pearson r is undefined, in words, or "" when it is defined."""
+    vals = [(a, b) for a, b in zip(xs, ys) if a == a and b == b]
+    if len(vals) < 2:
+        return f"Pearson r undefined: only {len(vals)} language{'s' if len(vals) != 1 else ''}"
+    if len({b for _, b in vals}) == 1:
+        return f"Pearson r undefined: all {what_y} are equal ({fmt(vals[0][1])})"
+    if len({a for a, _ in vals}) == 1:
+        return f"Pearson r undefined: all {what_x} are equal ({fmt(vals[0][0])})"
+    return ""
+
+
+def _place_labels(items, bounds, size: float = 10.0):
+    """Greedy label placement: each ``(label, px, py)`` gets the first of eight spots around its point that
+    overlaps no placed label, no point and stays inside ``bounds``; labels that fit nowhere are dropped
+    (their point keeps its tooltip). Returns ``[(label, x, y, anchor)]``."""
+    x0, y0, x1, y1 = bounds
+    h = size + 1
+    boxes = [(px - 4, py - 4, px + 4, py + 4) for _, px, py in items]
+    placed = []
+    spots = ((6, -5, "start"), (6, 11, "start"), (-6, -5, "end"), (-6, 11, "end"), (0, -8, "middle"),
+             (0, 17, "middle"), (9, 3, "start"), (-9, 3, "end"))
+    for label, px, py in items:
+        w = _text_width(label, size)
+        for dx, dy, anchor in spots:
+            tx, ty = px + dx, py + dy
+            bx0 = tx if anchor == "start" else tx - w if anchor == "end" else tx - w / 2
+            box = (bx0, ty - h + 2, bx0 + w, ty + 2)
+            if box[0] < x0 or box[2] > x1 or box[1] < y0 or box[3] > y1:
+                continue
+            if any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in boxes):
+                continue
+            boxes.append(box)
+            placed.append((label, tx, ty, anchor))
+            break
+    return placed
 
 
 def scatter_svg(title: str, points: list[tuple[str, float, float]], xlabel: str, ylabel: str,
                 line: tuple[float, float] | None = None, hollow: set[str] | None = None,
-                curve: list[tuple[float, float]] | None = None) -> str:
+                curve: list[tuple[float, float]] | None = None,
+                band: tuple[list[float], list[float], list[float]] | None = None, band_label: str = "") -> str:
     """A labelled scatter plot; ``line`` = (slope, intercept) drawn over the x range, ``curve`` a polyline,
-    ``hollow`` labels drawn as open circles (e.g. predicted, not measured)."""
+    ``band`` = ``(x, lo, hi)`` a shaded confidence band, ``hollow`` labels drawn as open circles (e.g.
+    predicted, not measured). Labels never overlap: one that finds no free spot is left to the point's
+    tooltip."""
     pts = [(lab, x, y) for lab, x, y in points if x == x and y == y]
-    W, H, L, B, T, R = 560, 400, 60, 44, 28, 20
+    W, H, L, B, T, R = 620, 420, 62, 46, 30, 20
     if not pts:
-        return f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="40"><text x="0" y="20">{html.escape(title)}: no data</text></svg>'
+        return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="40" role="img" aria-label="{esc(title)}">'
+                f'<text x="0" y="20">{esc(title)}: no data</text></svg>')
     xs, ys = [p[1] for p in pts], [p[2] for p in pts]
     x0, x1 = min(xs), max(xs)
     y0, y1 = min(ys), max(ys)
     if line is not None:
         y0, y1 = min(y0, line[0] * x0 + line[1], line[0] * x1 + line[1]), max(y1, line[0] * x0 + line[1], line[0] * x1 + line[1])
+    if band and band[0]:
+        y0, y1 = min(y0, *band[1]), max(y1, *band[2])
     padx, pady = (x1 - x0) * 0.06 or 0.05, (y1 - y0) * 0.08 or 0.05
     x0, x1, y0, y1 = x0 - padx, x1 + padx, y0 - pady, y1 + pady
     sx = lambda v: L + (v - x0) / (x1 - x0) * (W - L - R)  # noqa: E731
     sy = lambda v: H - B - (v - y0) / (y1 - y0) * (H - B - T)  # noqa: E731
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" role="img" aria-label="{html.escape(title)}">',
-           f'<text x="0" y="14" font-size="13" font-weight="600">{html.escape(title)}</text>',
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" role="img" aria-label="{esc(title)}">',
+           f'<text x="0" y="15" font-size="14" font-weight="600">{esc(title)}</text>',
            f'<rect x="{L}" y="{T}" width="{W - L - R}" height="{H - B - T}" fill="none" stroke="#ccc"/>']
     for k in range(5):
         xv, yv = x0 + (x1 - x0) * k / 4, y0 + (y1 - y0) * k / 4
-        out.append(f'<text x="{sx(xv):.1f}" y="{H - B + 14}" font-size="9" text-anchor="middle">{xv:.2f}</text>')
-        out.append(f'<text x="{L - 4}" y="{sy(yv) + 3:.1f}" font-size="9" text-anchor="end">{yv:.2f}</text>')
-    out.append(f'<text x="{(L + W - R) / 2}" y="{H - 8}" font-size="11" text-anchor="middle">{html.escape(xlabel)}</text>')
-    out.append(f'<text x="12" y="{(T + H - B) / 2}" font-size="11" text-anchor="middle" '
-               f'transform="rotate(-90 12 {(T + H - B) / 2})">{html.escape(ylabel)}</text>')
+        out.append(f'<text x="{sx(xv):.1f}" y="{H - B + 15}" font-size="10" text-anchor="middle">{esc(fmt(xv, 2))}</text>')
+        out.append(f'<text x="{L - 4}" y="{sy(yv) + 3:.1f}" font-size="10" text-anchor="end">{esc(fmt(yv, 2))}</text>')
+    out.append(f'<text x="{(L + W - R) / 2}" y="{H - 8}" font-size="12" text-anchor="middle">{esc(xlabel)}</text>')
+    out.append(f'<text x="12" y="{(T + H - B) / 2}" font-size="12" text-anchor="middle" '
+               f'transform="rotate(-90 12 {(T + H - B) / 2})">{esc(ylabel)}</text>')
+    if band and band[0]:
+        upper = " ".join(f"{sx(x):.1f},{sy(v):.1f}" for x, v in zip(band[0], band[2]))
+        lower = " ".join(f"{sx(x):.1f},{sy(v):.1f}" for x, v in reversed(list(zip(band[0], band[1]))))
+        out.append(f'<polygon points="{upper} {lower}" fill="#c0392b" fill-opacity="0.13" stroke="none">'
+                   f'<title>{esc(band_label or "95% confidence band of the fitted line")}</title></polygon>')
     if line is not None:
         a, b = line
-        out.append(f'<line x1="{sx(x0):.1f}" y1="{sy(a * x0 + b):.1f}" x2="{sx(x1):.1f}" y2="{sy(a * x1 + b):.1f}" '
-                   f'stroke="#c0392b" stroke-dasharray="5 3"/>')
+        lx0, lx1 = min(xs), max(xs)
+        out.append(f'<line x1="{sx(lx0):.1f}" y1="{sy(a * lx0 + b):.1f}" x2="{sx(lx1):.1f}" y2="{sy(a * lx1 + b):.1f}" '
+                   f'stroke="#c0392b" stroke-width="1.5"/>')
     if curve:
         path = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in curve)
         out.append(f'<polyline points="{path}" fill="none" stroke="#c0392b" stroke-dasharray="5 3"/>')
     for lab, x, y in pts:
         open_ = hollow and lab in hollow
         out.append(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="4" fill="{"white" if open_ else "#3b528b"}" '
-                   f'stroke="#3b528b"><title>{html.escape(lab)}: x={x:.4f}, y={y:.4f}</title></circle>')
-        out.append(f'<text x="{sx(x) + 5:.1f}" y="{sy(y) - 4:.1f}" font-size="9">{html.escape(lab)}</text>')
+                   f'stroke="#3b528b"><title>{esc(lab)}: x={esc(fmt(x))}, y={esc(fmt(y))}</title></circle>')
+    order = sorted(pts, key=lambda p: (p[2], p[1]), reverse=True)
+    for lab, tx, ty, anchor in _place_labels([(lab, sx(x), sy(y)) for lab, x, y in order], (L, T, W - R, H - B)):
+        out.append(f'<text x="{tx:.1f}" y="{ty:.1f}" font-size="10" text-anchor="{anchor}">{esc(lab)}</text>')
     out.append("</svg>")
     return "".join(out)
