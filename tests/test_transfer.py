@@ -26,13 +26,38 @@ def _texts(root: Path) -> str:
     return str(root / "{lang}.txt")
 
 
+def translated_task(n_train=32, n_dev=8, n_test=24, seed=0):
+    """The tiny task with gold translations of train and dev in deu/fra (translate-train possible)."""
+    from xling.tasks.core import Example
+
+    task = tiny_task(n_train=n_train, n_dev=n_dev, n_test=n_test, seed=seed)
+    for split in ("train", "dev"):
+        for lg, m in TR.items():
+            task.data[split][f"{lg}_Latn"] = [Example(text=" ".join(m[w] for w in e.text.split()), label=e.label,
+                                                      id=e.id) for e in task.data[split]["eng_Latn"]]
+    return task
+
+
+def _pairs_file(root: Path) -> str:
+    """A parallel TSV (eng, deu, fra) of other sentences of the tiny vocabulary, for the alignment loss."""
+    other = tiny_task(n_train=60, n_dev=0, n_test=0, seed=11)
+    lines = ["eng\tdeu\tfra"]
+    for e in other.data["train"]["eng_Latn"]:
+        ws = e.text.split()
+        lines.append("\t".join([e.text, *(" ".join(TR[lg][w] for w in ws) for lg in ("deu", "fra"))]))
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "pairs.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return str(root / "pairs.tsv")
+
+
 @pytest.fixture(scope="module")
 def experiment(tiny_model_dirs, tmp_path_factory):
     root = tmp_path_factory.mktemp("transfer")
-    task = tiny_task(n_train=32, n_dev=8, n_test=24)
+    task = translated_task()
     cfg = TransferConfig(model=str(tiny_model_dirs["bert"]), task="tiny", langs=["de", "fr"], text=_texts(root / "text"),
-                         lang_steps=3, lang_batch_size=8, task_epochs=1, task_lr=1e-2, bootstrap=200, swap=(1, 1, 0),
-                         out=root / "out", store=root / "results.sqlite", progress=False)
+                         lang_steps=3, lang_batch_size=8, task_epochs=1, task_lr=1e-2, bootstrap=200,
+                         lambdas=[0.5, 1.0], align_data=_pairs_file(root / "pairs"), align_layer=2,
+                         align_drop_overlap=True, out=root / "out", store=root / "results.sqlite", progress=False)
     return cfg, task, run_transfer(cfg, task=task)
 
 
@@ -48,7 +73,9 @@ def test_every_condition_is_scored_on_every_target(experiment):
         else:
             with pytest.raises(KeyError):
                 res.score(c.name, "eng_Latn")
-    assert set(res.modules) == {"lang:eng_Latn", "lang:deu_Latn", "lang:fra_Latn", "task", "task@src"}
+    assert set(res.modules) == {"lang:eng_Latn", "lang:deu_Latn", "lang:fra_Latn", "task", "task@src", "task+align",
+                                "tt:deu_Latn", "tt:fra_Latn"}
+    assert res.modules["task+align"]["alignment"]["layer"] == 2 and res.modules["task+align"]["alignment"]["steps"] > 0
     out = Path(cfg.out)
     for f in ("transfer.csv", "summary.csv", "report.html", "run.json"):
         assert (out / f).is_file(), f
@@ -58,9 +85,22 @@ def test_every_condition_is_scored_on_every_target(experiment):
     assert "mean tgt" in table and "stack" in table
     summary = {s["condition"]: s for s in res.summary}
     assert summary["task"]["delta"] == 0.0 and summary["task"]["delta_lo"] is None
+    ceiling = res.mean("translate-train") - res.mean("task")
     for s in res.summary[1:]:
         assert s["delta_lo"] <= s["delta"] <= s["delta_hi"]
         assert s["delta"] == pytest.approx(res.mean(s["condition"]) - res.mean("task"), abs=1e-9)
+        if ceiling > 0:
+            assert s["gap_closed"] == pytest.approx(s["delta"] / ceiling, abs=1e-6)
+        else:
+            assert s["gap_closed"] is None
+    for r in res.rows:
+        if r["role"] == "target" and r["condition"] != "task":
+            assert r["delta_lo"] <= r["delta"] <= r["delta_hi"]
+            assert r["delta"] == pytest.approx(r["accuracy"] - res.score("task", r["lang"]), abs=1e-6)
+    chosen = {(c["condition"], c["lang"]) for c in res.choices}
+    assert chosen == {(c, t) for c in ("add", "add-swap", "layer-swap") for t in res.targets}
+    for c in res.choices:
+        assert c["split"] == "dev:eng_Latn" and len(c["candidates"]) == 2
     from xling.runs.store import ResultsStore
 
     runs = ResultsStore(cfg.store).runs("transfer")
@@ -77,11 +117,18 @@ def test_in_memory_compositions_equal_compose_then_eval(experiment, tmp_path):
     cfg, task, res = experiment
     m = {role: Path(info["path"]) for role, info in res.modules.items()}
     lang = "deu_Latn"
+    pick = {(c["condition"], c["lang"]): c["chosen"] for c in res.choices}
+    lam = pick[("add-swap", lang)]
+    b, t, w = pick[("layer-swap", lang)]
     cases = {
         "stack": ("stack", [m["task@src"], m["lang:deu_Latn"]], None, None),
-        "add-swap": ("add", [m["task"], m["lang:deu_Latn"], m["lang:eng_Latn"]], [1.0, 1.0, -1.0], None),
-        "layer-swap": ("layer_swap", [m["task"], m["lang:deu_Latn"]], None, {"bottom": 1, "top": 1, "transition": 0}),
+        "madx2": ("madx2", [m["task@src"], m["lang:deu_Latn"]], None, None),
+        "add-swap": ("add", [m["task"], m["lang:deu_Latn"], m["lang:eng_Latn"]], [1.0, lam, -lam], None),
+        "layer-swap": ("layer_swap", [m["task"], m["lang:deu_Latn"]], None, {"bottom": b, "top": t, "transition": w}),
         "src-lang": ("stack", [m["task@src"], m["lang:eng_Latn"]], None, None),
+        "lang-expert": ("add", [m["task"], m["lang:deu_Latn"]], [0.0, 1.0], None),
+        "translate-train": ("add", [m["tt:deu_Latn"]], None, None),
+        "align": ("add", [m["task+align"]], None, None),
     }
     for name, (method, inputs, weights, options) in cases.items():
         out = compose_to_lora(inputs, method, weights, options, out=tmp_path / name, num_layers=3)
@@ -153,6 +200,61 @@ def test_second_run_reuses_modules_and_predictions(experiment):
     assert set(third.modules) == {"lang:eng_Latn", "lang:deu_Latn", "lang:fra_Latn", "task@src"}
     assert not any(info["reused"] for info in third.modules.values())  # task@src sits on a retrained module
     assert third.conditions == ["stack"] and {r["condition"] for r in third.rows} == {"stack"}
+
+
+def test_choices_on_dev_never_see_test(experiment, tmp_path):
+    """Permuting the test labels (and texts) changes test scores, never the choices made on dev."""
+    import random
+
+    cfg, task, res = experiment
+    shuffled = translated_task()
+    rng = random.Random(5)
+    for lang, exs in shuffled.data["test"].items():
+        for e in exs:
+            e.label = rng.randrange(len(shuffled.labels))
+            e.text = e.text + " " + rng.choice(["the", "and", "one"])
+    other = run_transfer(TransferConfig(**{**cfg.__dict__, "out": tmp_path / "o", "store": None,
+                                           "modules_dir": Path(cfg.out) / "modules"}), task=shuffled)
+    assert [(c["condition"], c["lang"], c["chosen"], c["candidates"]) for c in other.choices] == \
+        [(c["condition"], c["lang"], c["chosen"], c["candidates"]) for c in res.choices]
+    assert other.rows != res.rows
+
+
+def test_select_on_target_dev_uses_each_targets_dev(experiment, tmp_path):
+    cfg, task, res = experiment
+    other = run_transfer(TransferConfig(**{**cfg.__dict__, "out": tmp_path / "o", "store": None, "bootstrap": 0,
+                                           "select_on": "target-dev", "conditions": ["task", "add"],
+                                           "modules_dir": Path(cfg.out) / "modules"}), task=task)
+    assert {c["lang"]: c["split"] for c in other.choices} == {t: f"dev:{t}" for t in res.targets}
+
+
+def test_default_conditions_skip_what_the_task_cannot_support(tiny_model_dirs, tmp_path):
+    task = tiny_task(n_train=16, n_dev=4, n_test=8)
+    res = run_transfer(TransferConfig(model=str(tiny_model_dirs["bert"]), task="tiny", langs=["de"],
+                                      text=_texts(tmp_path / "text"), lang_steps=2, lang_batch_size=8,
+                                      conditions=None, bootstrap=0, out=tmp_path / "o", store=None,
+                                      progress=False, lambdas=[1.0], swap=(1, 1, 0)), task=task)
+    assert "translate-train" not in res.conditions and "align" not in res.conditions
+    assert any("translate-train skipped" in n for n in res.notes)
+    with pytest.raises(XlingError, match="translate-train needs gold translations"):
+        run_transfer(TransferConfig(model=str(tiny_model_dirs["bert"]), task="tiny", langs=["de"],
+                                    conditions=["task", "translate-train"], out=tmp_path / "o2", store=None,
+                                    progress=False), task=task)
+
+
+def test_bootstrap_study_gap_closed_matches_direct_ratio():
+    from xling.runs.transfer import bootstrap_study
+
+    task = [[1, 0, 0, 0], [0, 0, 1, 0]]
+    method = [[1, 1, 0, 0], [0, 0, 1, 1]]
+    ceil = [[1, 1, 1, 0], [1, 1, 1, 0]]
+    st = bootstrap_study({"task": task, "m": method, "tt": ceil}, "task", "tt", 400, seed=3)
+    d = ((2 / 4 - 1 / 4) + (2 / 4 - 1 / 4)) / 2
+    g = ((3 / 4 - 1 / 4) + (3 / 4 - 1 / 4)) / 2
+    assert st["m"]["delta"] == pytest.approx(d) and st["m"]["gap_closed"] == pytest.approx(d / g)
+    assert st["tt"]["gap_closed"] == pytest.approx(1.0)
+    assert st["m"]["lang_delta"] == pytest.approx([0.25, 0.25])
+    assert st["task"]["delta_lo"] is None and st["task"]["gap_closed"] is None
 
 
 def test_paired_bootstrap_matches_direct_difference():

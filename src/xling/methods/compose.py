@@ -452,6 +452,29 @@ register_composer(
 )(_linear(_layer_swap_coefs))
 
 
+def _madx2_coefs(weights: Sequence[float], ctx: TensorContext, *, drop_last: int) -> list[float]:
+    """MAD-X 2.0: stacking, with the language modules (inputs 2..) left out of the last ``drop_last`` blocks."""
+    L = int(ctx.num_layers)
+    if not 0 <= drop_last <= L:
+        raise XlingError(f"madx2: drop_last must be in 0..{L}, got {drop_last}")
+    out = list(weights)
+    if ctx.layer is not None and ctx.layer >= L - drop_last:
+        out[1:] = [0.0] * (len(out) - 1)
+    return out
+
+
+register_composer(
+    "madx2",
+    description="MAD-X 2.0: stacking (task module first, then language modules) with the language modules "
+                "dropped from the last drop_last transformer layers (default 1) at inference",
+    citation="Pfeiffer et al. 2021, UNKs everywhere: adapting multilingual language models to new scripts",
+    defaults={"drop_last": 1},
+    min_inputs=2,
+    linear=_madx2_coefs,
+    needs_layer=True,
+)(_linear(_madx2_coefs))
+
+
 def layer_swap_state_dict(
     task: Mapping[str, torch.Tensor],
     language: Mapping[str, torch.Tensor],

@@ -89,6 +89,13 @@ class TrainConfig:
     lora_dropout: float = 0.1
     max_train: int | None = None
     eval_batch_size: int = 32
+    # middle-layer alignment (Liu & Niehues 2025); used when train_task gets align_pairs
+    align_layer: int | None = None
+    align_weight: float = 1.0
+    align_mode: str = "alternate"
+    align_temperature: float = 0.1
+    align_batch_size: int | None = None       # default: batch_size
+    align_max_length: int = 64
     device: str = "auto"
     dtype: str = "fp32"
     threads: int | None = None
@@ -112,6 +119,18 @@ class TrainConfig:
             raise XlingError(f"patience must be >= 0, got {self.patience}")
         if self.max_length < 4:
             raise XlingError(f"max length must be at least 4, got {self.max_length}")
+        from xling.methods.align_loss import MODES
+
+        if self.align_mode not in MODES:
+            raise XlingError(f"unknown alignment mode {self.align_mode!r} (use {' or '.join(MODES)})")
+        if not (self.align_weight >= 0 and math.isfinite(self.align_weight)):
+            raise XlingError(f"alignment weight must be a finite number >= 0, got {self.align_weight}")
+        if not self.align_temperature > 0:
+            raise XlingError(f"alignment temperature must be positive, got {self.align_temperature}")
+        if self.align_batch_size is not None and self.align_batch_size < 2:
+            raise XlingError(f"align-batch-size must be at least 2 (in-batch negatives), got {self.align_batch_size}")
+        if self.align_layer is not None and self.align_layer < 0:
+            raise XlingError(f"align-layer must be >= 0, got {self.align_layer}")
 
 
 @dataclass
@@ -124,6 +143,8 @@ class FitResult:
     stopped_early: bool = False
     seconds: float = 0.0
     final_train_loss: float | None = None
+    align_steps: int = 0
+    final_align_loss: float | None = None
 
 
 def set_seed(seed: int) -> None:
@@ -171,6 +192,7 @@ def fit(
     dev_fn: Callable[[torch.nn.Module], float] | None,
     cfg: TrainConfig,
     steps_per_epoch: int | None = None,
+    aux: Callable[[torch.nn.Module], torch.Tensor] | None = None,
 ) -> FitResult:
     """Train ``model`` (its forward must return ``.loss``) and keep the best dev weights.
 
@@ -181,6 +203,13 @@ def fit(
     ``requires_grad`` are optimised. Evaluation runs after each epoch or every
     ``cfg.eval_every`` optimizer steps; training stops after ``cfg.patience``
     evaluations without improvement (0: never stop early).
+
+    ``aux(model) -> loss``: an auxiliary objective that draws its own next batch
+    (the middle-layer alignment loss of :mod:`xling.methods.align_loss`), weighted
+    by ``cfg.align_weight``. ``cfg.align_mode="alternate"`` (Liu & Niehues 2025):
+    after every task optimizer step, one alignment optimizer step on
+    ``align_weight * aux`` at the current learning rate (the schedule counts task
+    steps). ``"sum"``: each task micro-batch's loss is ``task + align_weight * aux``.
     """
     t0 = time.perf_counter()
     device = next(model.parameters()).device
@@ -201,11 +230,22 @@ def fit(
 
         bar = tqdm(total=total, unit="step", desc="training", file=sys.stderr, dynamic_ncols=True)
     params = [p for p in model.parameters() if p.requires_grad]
+    use_aux = aux is not None and cfg.align_weight > 0
+    aux_sum, aux_n = 0.0, 0
+
+    def aux_loss() -> torch.Tensor:
+        nonlocal aux_sum, aux_n
+        value = aux(model)
+        aux_sum += float(value.detach())
+        aux_n += 1
+        return cfg.align_weight * value
 
     def evaluate(epoch_pos: float, loss: float) -> bool:
         """Record a point of the curve; True to stop early."""
         nonlocal best_state, bad
         point = {"step": step, "epoch": round(epoch_pos, 3), "train_loss": round(loss, 6)}
+        if use_aux and aux_n:
+            point["align_loss"] = round(aux_sum / aux_n, 6)
         if dev_fn is not None:
             score = float(dev_fn(model))
             model.train()
@@ -234,7 +274,8 @@ def fit(
                 loss = out.loss
                 if loss is None:
                     raise XlingError("the model returned no loss: are the batches missing labels?")
-                (loss / cfg.grad_accum).backward()
+                total_loss = loss + aux_loss() if use_aux and cfg.align_mode == "sum" else loss
+                (total_loss / cfg.grad_accum).backward()
                 run_loss += float(loss.detach())
                 run_n += 1
                 last = i + 1 == n_batches
@@ -242,8 +283,15 @@ def fit(
                     if cfg.max_grad_norm:
                         torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
                     opt.step()
-                    sched.step()
                     opt.zero_grad(set_to_none=True)
+                    if use_aux and cfg.align_mode == "alternate":
+                        aux_loss().backward()
+                        if cfg.max_grad_norm:
+                            torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+                        opt.step()
+                        opt.zero_grad(set_to_none=True)
+                        result.align_steps += 1
+                    sched.step()
                     step += 1
                     if bar is not None:
                         bar.update(1)
@@ -262,6 +310,10 @@ def fit(
             bar.close()
     result.steps = step
     result.stopped_early = stop
+    if use_aux and aux_n:
+        result.final_align_loss = round(aux_sum / aux_n, 6)
+        if cfg.align_mode == "sum":
+            result.align_steps = aux_n
     if best_state is not None:
         with torch.no_grad():
             named = dict(model.named_parameters())
@@ -489,6 +541,8 @@ def train_task(
     tokenizer=None,
     adapters: Sequence[str | Path] = (),
     config: TrainConfig | None = None,
+    align_pairs: Sequence[tuple[str, str]] | None = None,
+    align_info: dict | None = None,
     **hparams,
 ) -> Path:
     """Fine-tune ``model`` on ``task``'s ``lang`` training split; return the saved folder.
@@ -500,6 +554,14 @@ def train_task(
     (default the task's). ``method``: ``full`` or ``lora``. ``adapters``: LoRA
     folders merged into the base before training (stacking). ``hparams``: fields
     of :class:`TrainConfig` (epochs, lr, batch_size, grad_accum, seed, ...).
+
+    ``align_pairs``: parallel sentence pairs (source, target) for the middle-layer
+    alignment loss (Liu & Niehues 2025; :mod:`xling.methods.align_loss`) at
+    hidden-state ``cfg.align_layer`` (required then), weighted by
+    ``cfg.align_weight``, alternated with or summed to the task loss
+    (``cfg.align_mode``). Checking the pairs against the task's dev and test items
+    is the caller's job (:func:`check_align_pairs`). ``align_info`` (where the
+    pairs and the layer came from) is recorded in ``xling_train.json``.
     """
     from xling.io import atomic_path
     from xling.models.loading import resolve_device, resolve_dtype
@@ -554,11 +616,19 @@ def train_task(
     encoded = encode(tokenizer, task.type, train_ex, cfg.max_length)
     make, n_batches = _train_batches(encoded, cfg, pad_id(tokenizer), token_types)
     dev_fn = dev_scorer(task, src, tokenizer, cfg)
+    aux = None
+    if align_pairs:
+        if cfg.align_layer is None:
+            raise XlingError("alignment pairs given without an alignment layer (align_layer)")
+        aux = alignment_objective(task_model, tokenizer, align_pairs, cfg, dev, token_types)
     if cfg.progress:
         print(f"training {base_name} ({cfg.method}, {n_trainable:,} of {n_total:,} parameters) on {task.name} "
               f"{src}: {len(train_ex)} examples, {cfg.epochs} epochs x {n_batches} batches"
               + ("" if dev_fn else "; no dev split: keeping the last weights"), file=sys.stderr, flush=True)
-    res = fit(task_model, make, dev_fn, cfg, steps_per_epoch=n_batches)
+    if cfg.progress and aux is not None:
+        print(f"middle-layer alignment: {len(align_pairs)} parallel pairs at layer {cfg.align_layer}, "
+              f"weight {cfg.align_weight}, {cfg.align_mode}", file=sys.stderr, flush=True)
+    res = fit(task_model, make, dev_fn, cfg, steps_per_epoch=n_batches, aux=aux)
 
     info = {
         "format": "xling-train/1", "method": cfg.method, "task": task.name, "task_type": task.type,
@@ -570,6 +640,10 @@ def train_task(
         "dev_examples": len(task.data.get("dev", {}).get(src, [])), "curve": res.curve,
         "best_dev": res.best_dev, "best_epoch": res.best_epoch, "best_step": res.best_step, "steps": res.steps,
         "stopped_early": res.stopped_early, "train_seconds": res.seconds,
+        "alignment": None if aux is None else {
+            **(align_info or {}), "pairs": len(align_pairs), "pairs_hash": pairs_hash(align_pairs),
+            "layer": cfg.align_layer, "weight": cfg.align_weight, "mode": cfg.align_mode,
+            "temperature": cfg.align_temperature, "steps": res.align_steps, "final_loss": res.final_align_loss},
         "trainable_parameters": n_trainable, "total_parameters": n_total,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "torch": torch.__version__,
     }
@@ -581,6 +655,81 @@ def train_task(
         best = f"best dev {res.best_dev:.4f} at epoch {res.best_epoch}" if res.best_dev is not None else "no dev"
         print(f"saved {out} ({best}; {res.steps} steps in {res.seconds:.0f}s)", file=sys.stderr, flush=True)
     return out
+
+
+def pairs_hash(pairs: Sequence[tuple[str, str]]) -> str:
+    h = hashlib.sha256()
+    for a, b in pairs:
+        h.update(json.dumps([a, b], ensure_ascii=False).encode())
+    return h.hexdigest()[:16]
+
+
+def check_align_pairs(pairs: Sequence[tuple[str, str]], task, drop_overlap: bool = False,
+                      where: str = "alignment data") -> list[tuple[str, str]]:
+    """Refuse (or, with ``drop_overlap``, remove) pairs that contain a dev or test item of ``task``.
+
+    Compared after :func:`xling.methods.align_loss.normalize_text`, in every
+    language of the task's dev and test splits.
+    """
+    from xling.methods.align_loss import overlapping
+
+    protected = []
+    for split in ("dev", "test"):
+        for examples in (task.data.get(split) or {}).values():
+            for e in examples:
+                protected.extend(t for t in (e.text, e.text_pair) if t)
+                if e.tokens:
+                    protected.append(" ".join(e.tokens))
+    bad = overlapping(pairs, protected)
+    if not bad:
+        return list(pairs)
+    if not drop_overlap:
+        a, b = pairs[bad[0]]
+        raise XlingError(f"{where}: {len(bad)} of {len(pairs)} parallel pairs contain a dev or test item of "
+                         f"task {task.name} (e.g. {a[:60]!r}); pass --align-drop-overlap to remove them")
+    drop = set(bad)
+    kept = [p for i, p in enumerate(pairs) if i not in drop]
+    if not kept:
+        raise XlingError(f"{where}: every parallel pair overlaps task {task.name}'s dev or test items")
+    from xling.io import note
+
+    note(f"{where}: removed {len(bad)} of {len(pairs)} parallel pairs that contain a dev or test item of {task.name}")
+    return kept
+
+
+def alignment_objective(model: torch.nn.Module, tokenizer, pairs: Sequence[tuple[str, str]], cfg: TrainConfig,
+                        device, token_types: bool) -> Callable[[torch.nn.Module], torch.Tensor]:
+    """``aux(model) -> L_align`` drawing the next batch of ``pairs`` (reshuffled with the seed each pass)."""
+    from xling.methods.align_loss import LayerTap, alignment_loss
+
+    size = cfg.align_batch_size or cfg.batch_size
+    if len(pairs) < 2:
+        raise XlingError(f"middle-layer alignment needs at least 2 parallel pairs (in-batch negatives), got {len(pairs)}")
+    size = min(size, len(pairs))
+    tap = LayerTap(model, int(cfg.align_layer))
+    rng = random.Random(cfg.seed * 7919 + 17)
+    order: list[int] = []
+
+    def tok(texts):
+        enc = tokenizer(list(texts), padding=True, truncation=True, max_length=cfg.align_max_length,
+                        return_tensors="pt")
+        batch = {"input_ids": enc["input_ids"].to(device), "attention_mask": enc["attention_mask"].to(device)}
+        if token_types and "token_type_ids" in enc:
+            batch["token_type_ids"] = enc["token_type_ids"].to(device)
+        return batch
+
+    def aux(_model: torch.nn.Module) -> torch.Tensor:
+        nonlocal order
+        if len(order) < size:
+            fresh = list(range(len(pairs)))
+            rng.shuffle(fresh)
+            order = order + fresh
+        idx, order = order[:size], order[size:]
+        src = tok(pairs[i][0] for i in idx)
+        tgt = tok(pairs[i][1] for i in idx)
+        return alignment_loss(tap, src, tgt, cfg.align_temperature)
+
+    return aux
 
 
 def save_trained(model: torch.nn.Module, tokenizer, folder: Path, info: dict) -> None:

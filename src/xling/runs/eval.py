@@ -64,8 +64,15 @@ class EvalConfig:
     store: str | Path | None = DEFAULT_STORE
     cache: bool = True
     progress: bool = True
+    executor: str = "local"  # where the languages run: local (this process) or ray (xling.runs.executor)
+    ray_address: str | None = None  # executor ray: a running cluster; None starts a local Ray
+    ray_workers: int = 2  # executor ray: actors at a time (torch threads each: threads, default 1)
 
     def __post_init__(self):
+        from xling.runs.executor import check_executor, check_workers
+
+        check_executor(self.executor)
+        check_workers(self.ray_workers)
         if self.batch_size < 1:
             raise XlingError(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.max_length is not None and self.max_length < 4:
@@ -342,17 +349,72 @@ class _Model:
         return predict(model, tok, self.task.type, examples, self.cfg.batch_size, self.max_length, progress)
 
 
+# ----------------------------------------------------------------------------- the units
+
+
+def _returns(value):
+    return value
+
+
+def _task_stub(task):
+    """What a worker needs of the task (name, type, labels): not its data, which the units carry."""
+    import dataclasses
+
+    return dataclasses.replace(task, data={}, meta={})
+
+
+class _EvalUnits:
+    """The worker of an evaluation: unit ``(lang, examples, cache key, cache meta)`` -> its predictions.
+
+    Reads the prediction cache (unless ``--no-cache``); otherwise predicts, loading the model
+    on first use, and writes the entry (atomic, checksummed). In this process it gets the
+    driver's model handle and progress bar; on Ray (picklable) it builds its own handle.
+    """
+
+    def __init__(self, cfg: EvalConfig, task, cache_root: str | Path, handle=None, bar=None):
+        self.cfg = cfg
+        self.task = task
+        self.handle = handle if handle is not None else _Model(cfg, task)
+        self.cache = PredictionCache(cache_root)
+        self.bar = bar
+
+    def __call__(self, unit) -> dict:
+        lang, examples, key, meta = unit
+        task, bar = self.task, self.bar
+        if bar is not None:
+            bar.set_description(f"evaluating {lang}")
+        check = functools.partial(prediction_problem, task.type, task.labels, examples)
+        preds = self.cache.get(key, check) if self.cfg.cache else None
+        if preds is not None:
+            if bar is not None:
+                bar.update(len(examples))
+            return {"preds": preds, "cached": True, "infer_s": 0.0, "loaded": self.handle.loaded}
+        ti = time.perf_counter()
+        preds = self.handle.predict(examples, bar.update if bar is not None else None)
+        infer_s = time.perf_counter() - ti
+        self.cache.put(key, preds, meta)
+        return {"preds": preds, "cached": False, "infer_s": infer_s, "loaded": self.handle.loaded}
+
+
 # ----------------------------------------------------------------------------- the recipe
 
 
-def evaluate(config: EvalConfig | None = None, *, task=None, **kwargs) -> EvalResult:
+def evaluate(config: EvalConfig | None = None, *, task=None, executor=None, **kwargs) -> EvalResult:
     """Evaluate a trained model (or a decoder, zero-shot) on every language of a task.
 
     Pass an :class:`EvalConfig` or its fields as keywords; ``task`` may be a
-    ready :class:`~xling.tasks.core.Task`.
+    ready :class:`~xling.tasks.core.Task`. ``executor`` (:mod:`xling.runs.executor`)
+    overrides the one ``config.executor`` names: with ``ray`` each language's
+    predictions are made on a Ray worker (the model loaded once per worker) and
+    written to the prediction cache there; the driver reads the cached languages
+    itself, computes the scores and writes the outputs and the store.
     """
+    import dataclasses
+
     import torch
 
+    from xling.runs.align import worker_model_name
+    from xling.runs.executor import make_executor
     from xling.tasks.metrics import main_metric, task_metrics
     from xling.tasks.registry import load_task
 
@@ -401,36 +463,63 @@ def evaluate(config: EvalConfig | None = None, *, task=None, **kwargs) -> EvalRe
     warned: dict[str, str] = {}
     metric = main_metric(task.type)
     t_infer = 0.0
+    units = []
+    for lang in langs:
+        spec = {"model": handle.fingerprint, "task": task.name, "data": task.fingerprint(cfg.split, lang),
+                "lang": lang, **handle.settings()}
+        units.append((lang, table[lang], PredictionCache.key(spec),
+                      {"model": handle.name, **{k: v for k, v in spec.items() if k != "verbalizers"}}))
+    ex = executor if executor is not None else make_executor(
+        cfg.executor, address=cfg.ray_address, workers=cfg.ray_workers, threads=cfg.threads or 1)
+    remote = ex.name != "local"
+    predicted: dict[str, dict] = {}
     try:
-        for lang in langs:
-            examples = table[lang]
-            if bar is not None:
-                bar.set_description(f"evaluating {lang}")
-            spec = {"model": handle.fingerprint, "task": task.name, "data": task.fingerprint(cfg.split, lang),
-                    "lang": lang, **handle.settings()}
-            key = PredictionCache.key(spec)
-            check = functools.partial(prediction_problem, task.type, task.labels, examples)
-            preds = cache.get(key, check) if cfg.cache else None
-            if preds is not None:
-                from_cache += 1
+        if not remote:  # in this process: today's loop, the progress bar per batch
+            worker = _EvalUnits(cfg, task, cache.root, handle, bar)
+            todo = units
+        else:  # cached languages are read here; the others go to the workers, each loading the model once
+            worker, todo = None, []
+            for unit in units:
+                lang, examples, key, _ = unit
+                check = functools.partial(prediction_problem, task.type, task.labels, examples)
+                preds = cache.get(key, check) if cfg.cache else None
+                if preds is None:
+                    todo.append(unit)
+                    continue
+                predicted[lang] = {"preds": preds, "cached": True, "infer_s": 0.0, "loaded": False}
                 if bar is not None:
                     bar.update(len(examples))
-            else:
-                ti = time.perf_counter()
-                preds = handle.predict(examples, bar.update if bar is not None else None)
-                t_infer += time.perf_counter() - ti
-                cache.put(key, preds, {"model": handle.name, **{k: v for k, v in spec.items() if k != "verbalizers"}})
-            gold = [e.tags if task.type == "token-classification" else e.label for e in examples]
-            n_examples[lang] = len(examples)
-            warning = one_class_warning(task.type, task.labels, preds)
-            if warning:
-                warned[lang] = warning
-            for m, v in task_metrics(task.type, task.labels, gold, preds).items():
-                rows.append({"model": handle.name, "task": task.name, "lang": lang, "split": cfg.split,
-                             "metric": m, "value": float(v)})
+        remote_cfg = dataclasses.replace(cfg, model=worker_model_name(str(cfg.model)), progress=False)
+        make = functools.partial(_returns, worker) if worker is not None else \
+            functools.partial(_EvalUnits, remote_cfg, _task_stub(task), str(cache.root))
+
+        def on_result(j, u, value):
+            predicted[todo[u][0]] = value
+            if remote and bar is not None:
+                bar.update(len(todo[u][1]))
+                bar.set_description(f"evaluating: {len(predicted)}/{len(units)} languages done")
+
+        from xling.runs.executor import Job
+
+        ex.run([Job(make, todo, [f"eval {handle.name}, language {u[0]}" for u in todo])], on_result=on_result)
     finally:
         if bar is not None:
             bar.close()
+    for lang in langs:
+        value = predicted[lang]
+        preds = value["preds"]
+        from_cache += value["cached"]
+        t_infer += value["infer_s"]
+        examples = table[lang]
+        gold = [e.tags if task.type == "token-classification" else e.label for e in examples]
+        n_examples[lang] = len(examples)
+        warning = one_class_warning(task.type, task.labels, preds)
+        if warning:
+            warned[lang] = warning
+        for m, v in task_metrics(task.type, task.labels, gold, preds).items():
+            rows.append({"model": handle.name, "task": task.name, "lang": lang, "split": cfg.split,
+                         "metric": m, "value": float(v)})
+    model_loaded = handle.loaded or any(v["loaded"] for v in predicted.values())
     for lang, warning in warned.items():  # after the progress bar: one line per language
         print(f"xling: warning: {lang}: {warning}", file=sys.stderr)
     t_done = time.perf_counter()
@@ -439,7 +528,7 @@ def evaluate(config: EvalConfig | None = None, *, task=None, **kwargs) -> EvalRe
         rows=rows, run_id=uuid.uuid4().hex[:12], model=handle.name, base_model=handle.base_model, task=task.name,
         task_type=task.type, split=cfg.split, source=source, langs=langs, n_examples=n_examples, main_metric=metric,
         timings={"data_s": round(t_data - t0, 3), "inference_s": round(t_infer, 3), "total_s": round(t_done - t0, 3),
-                 "languages_from_cache": from_cache, "model_loaded": handle.loaded,
+                 "languages_from_cache": from_cache, "model_loaded": model_loaded,
                  "examples_per_s": round(n_total / t_infer, 1) if t_infer > 0 else None},
         meta={"model_fingerprint": handle.fingerprint, "task_fingerprint": task.fingerprint(cfg.split),
               "settings": handle.settings(), "train_info": {k: v for k, v in handle.info.items() if k != "curve"},
@@ -802,6 +891,9 @@ def add_eval_parsers(sub) -> None:
     e.add_argument("--store", default=str(DEFAULT_STORE), help="results store (SQLite); 'none' to skip")
     e.add_argument("--no-cache", action="store_true", help="recompute predictions and write them over their cache entries")
     e.add_argument("--quiet", action="store_true")
+    from xling.runs.executor import add_executor_flags
+
+    add_executor_flags(e)
     e.set_defaults(func=cmd_eval)
 
     k = sub.add_parser("task", help="show a task: splits, languages, labels, examples")
@@ -854,7 +946,7 @@ def cmd_eval(args) -> int:
         batch_size=args.batch_size, max_length=args.max_length, zero_shot=args.zero_shot, template=args.template,
         normalize=args.normalize, task_options=_task_options(args), device=args.device, dtype=args.dtype,
         threads=args.threads, out=args.out, store=None if args.store.lower() == "none" else args.store, cache=not args.no_cache,
-        progress=not args.quiet,
+        progress=not args.quiet, executor=args.executor, ray_address=args.ray_address, ray_workers=args.ray_workers,
     )
     result = evaluate(cfg)  # checks --model (and the store) before it loads the task
     print(format_summary(result))

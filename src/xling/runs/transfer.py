@@ -6,8 +6,11 @@ on every target language of a task:
 * language modules: a LoRA per language (the source and each target) trained by
   masked LM (encoders) or causal LM (decoders) on unlabeled text
   (default ``unlabeled:<task>``: the task's domain text without its dev/test text);
-* task modules: a task LoRA trained on the base (``task``), and one trained on top of
-  the source-language module (``task@src``, MAD-X; Pfeiffer et al. 2020).
+* task modules: a task LoRA trained on the base (``task``), one trained on top of
+  the source-language module (``task@src``, MAD-X; Pfeiffer et al. 2020), one trained
+  with the middle-layer alignment loss on parallel text (``task+align``; Liu &
+  Niehues 2025), and, for the ceiling, one per target trained on the gold
+  translations of the training set (``tt:<lang>``, translate-train).
 
 Conditions (:data:`CONDITIONS`; a per-target one is built for each target language):
 
@@ -20,7 +23,26 @@ Conditions (:data:`CONDITIONS`; a per-target one is built for each target langua
 ``add-swap``   arithmetic: ``dW_task + lambda (dW_tgt - dW_src)``
 ``layer-swap`` the task module with its bottom b / top t layers from the target-language
                module (Bandarkar et al. 2025), optional linear transition zone
+``align``      the task module trained with middle-layer alignment (Liu & Niehues 2025)
+``madx2``      MAD-X 2.0: ``stack`` without the language module in the last layer
+               (Pfeiffer et al. 2021)
+``lang-expert`` baseline: the target-language module alone, with the task module's head
+``translate-train`` the ceiling: a task module trained on the target language's gold
+               translations of the training set
 =============  ==========================================================================
+
+Choices are made on dev, never on test (:func:`_select`): the lambda of ``add`` and
+``add-swap`` from ``--lambdas`` and the bottom/top/transition of ``layer-swap`` from
+``--swap auto`` (a grid scaled to the depth of the model), per target language, by
+the accuracy of each candidate composition on the source-language dev set
+(``--select-on source-dev``, the zero-shot protocol: no target label is used) or on
+the target language's dev set (``target-dev``: a few hundred target labels, not
+zero-shot; Keung et al. 2020 show English dev selection can mislead).
+
+Each condition is reported per language with the difference to ``task`` and its 95%
+paired-bootstrap interval, and, when ``translate-train`` ran, the share of the
+transfer gap it closes, ``(score - task) / (ceiling - task)`` (mean over targets of
+numerator and denominator), with a bootstrap interval from the same resamples.
 
 Every composition is exact arithmetic on dW (:func:`xling.modules.apply.compose_into`,
 the same code as ``xling compose``), applied to one in-memory copy of the base
@@ -73,6 +95,8 @@ class Condition:
     weights: tuple[Any, ...] | None = None
     per_target: bool = True
     baseline: bool = False
+    choice: str | None = None      # "lambda" or "swap": chosen on dev among candidates
+    ceiling: bool = False
 
 
 CONDITIONS: dict[str, Condition] = {c.name: c for c in (
@@ -82,13 +106,45 @@ CONDITIONS: dict[str, Condition] = {c.name: c for c in (
     Condition("src-lang", "baseline: MAD-X task module + source-language module kept", "stack",
               ("task@src", "lang:src"), per_target=False, baseline=True),
     Condition("stack", "MAD-X: target-language module replaces the source one", "stack", ("task@src", "lang:tgt")),
-    Condition("add", "arithmetic: task + lambda * target-language module", "add", ("task", "lang:tgt"),
-              (1.0, "lambda")),
-    Condition("add-swap", "arithmetic: task + lambda * (target - source language module)", "add",
-              ("task", "lang:tgt", "lang:src"), (1.0, "lambda", "-lambda")),
-    Condition("layer-swap", "task module, bottom/top layers from the target-language module", "layer_swap",
-              ("task", "lang:tgt")),
+    Condition("madx2", "MAD-X 2.0: stack, without the language module in the last layer", "madx2",
+              ("task@src", "lang:tgt")),
+    Condition("add", "arithmetic: task + lambda * target-language module (lambda chosen on dev)", "add",
+              ("task", "lang:tgt"), (1.0, "lambda"), choice="lambda"),
+    Condition("add-swap", "arithmetic: task + lambda * (target - source language module) (lambda chosen on dev)",
+              "add", ("task", "lang:tgt", "lang:src"), (1.0, "lambda", "-lambda"), choice="lambda"),
+    Condition("layer-swap", "task module, bottom/top layers from the target-language module (chosen on dev)",
+              "layer_swap", ("task", "lang:tgt"), choice="swap"),
+    Condition("lang-expert", "baseline: target-language module alone, with the task head", "add",
+              ("task", "lang:tgt"), (0.0, 1.0), baseline=True),
+    Condition("align", "task module trained with middle-layer alignment on parallel text", "add",
+              ("task+align",), per_target=False),
+    Condition("translate-train", "ceiling: task module trained on the target language's gold translations",
+              "add", ("tt:tgt",), ceiling=True),
 )}
+
+#: Conditions that need data a task may not have; dropped from the default set (with a note) when it is missing.
+OPTIONAL = ("align", "translate-train")
+DEFAULT_LAMBDAS = (0.25, 0.5, 1.0, 2.0)
+#: Built-in parallel text for the alignment loss, per task (train-split text only, never dev/test).
+DEFAULT_ALIGN_DATA = {"bible-genre": "bible-genre:align"}
+SELECT_ON = ("source-dev", "target-dev")
+
+
+def swap_grid(num_layers: int) -> list[tuple[int, int, int]]:
+    """``--swap auto`` candidates (bottom, top, transition), scaled to the depth ``L``.
+
+    Bandarkar et al. (2025) swap the bottom 5 and top 2 of 32 layers (about L/6 and
+    L/16) with 1-layer transitions; the grid spans bottom in {L/8, L/6, L/4}, top in
+    {1, 2} and transition in {0, 1}, rounded, at least 1, deduplicated.
+    """
+    bottoms = sorted({max(1, round(num_layers * f)) for f in (1 / 8, 1 / 6, 1 / 4)})
+    out = []
+    for b in bottoms:
+        for t in (1, 2):
+            for w in (0, 1):
+                if b + t + 2 * w <= num_layers:
+                    out.append((b, t, w))
+    return out or [(1, 1, 0)]
 
 
 @dataclass
@@ -113,8 +169,17 @@ class TransferConfig:
     task_max_length: int = 128
     r: int = 8
     alpha: int = 16
-    add_lambda: float = 1.0
-    swap: tuple[int, int, int] = (3, 1, 0)  # bottom, top, transition
+    add_lambda: float | None = None         # one fixed lambda (no dev choice); default: choose among lambdas
+    lambdas: list[float] = field(default_factory=lambda: list(DEFAULT_LAMBDAS))
+    swap: tuple[int, int, int] | str = "auto"  # bottom, top, transition; "auto": chosen on dev from swap_grid
+    select_on: str = "source-dev"
+    max_dev: int | None = 300
+    align_data: str | None = None           # parallel text for "align"; default DEFAULT_ALIGN_DATA[task]
+    align_layer: str | int = "auto"
+    align_weight: float = 1.0
+    align_mode: str = "alternate"
+    align_max_pairs: int = 4000
+    align_drop_overlap: bool = False
     max_test: int | None = None
     batch_size: int = 32
     bootstrap: int = 1000
@@ -135,7 +200,8 @@ class TransferConfig:
             raise XlingError(f"unknown condition {unknown[0]!r} (available: {', '.join(CONDITIONS)})")
         if not names:
             raise XlingError("no conditions to run")
-        self.conditions = list(dict.fromkeys(names))
+        if self.conditions is not None:  # None: the default set (all, less what the task cannot support)
+            self.conditions = list(dict.fromkeys(names))
         for name, v in (("lang_steps", self.lang_steps), ("task_epochs", self.task_epochs), ("r", self.r),
                         ("batch_size", self.batch_size), ("lang_batch_size", self.lang_batch_size),
                         ("task_batch_size", self.task_batch_size)):
@@ -145,9 +211,26 @@ class TransferConfig:
             raise XlingError(f"--max-test must be at least 1, got {self.max_test}")
         if self.bootstrap < 0:
             raise XlingError(f"--bootstrap must be >= 0, got {self.bootstrap}")
-        if len(self.swap) != 3 or any(int(x) < 0 for x in self.swap):
-            raise XlingError(f"--swap takes BOTTOM,TOP[,TRANSITION] >= 0, got {self.swap}")
-        self.swap = tuple(int(x) for x in self.swap)
+        if isinstance(self.swap, str):
+            if self.swap != "auto":
+                raise XlingError(f"--swap takes auto or BOTTOM,TOP[,TRANSITION], got {self.swap!r}")
+        else:
+            if len(self.swap) != 3 or any(int(x) < 0 for x in self.swap):
+                raise XlingError(f"--swap takes BOTTOM,TOP[,TRANSITION] >= 0, got {self.swap}")
+            self.swap = tuple(int(x) for x in self.swap)
+        if self.add_lambda is not None:
+            self.lambdas = [float(self.add_lambda)]
+        self.lambdas = [float(x) for x in self.lambdas]
+        if not self.lambdas or any(not (x == x) or x < 0 for x in self.lambdas):
+            raise XlingError(f"--lambdas takes numbers >= 0, got {self.lambdas}")
+        if self.select_on not in SELECT_ON:
+            raise XlingError(f"--select-on takes {' or '.join(SELECT_ON)}, got {self.select_on!r}")
+        if self.max_dev is not None and self.max_dev < 1:
+            raise XlingError(f"--max-dev must be at least 1, got {self.max_dev}")
+        if self.align_mode not in ("alternate", "sum"):
+            raise XlingError(f"--align-mode takes alternate or sum, got {self.align_mode!r}")
+        if not self.align_weight >= 0:
+            raise XlingError(f"--align-weight must be >= 0, got {self.align_weight}")
 
 
 @dataclass
@@ -162,6 +245,8 @@ class TransferResult:
     run_id: str
     timings: dict = field(default_factory=dict)
     config: dict = field(default_factory=dict)
+    choices: list[dict] = field(default_factory=list)   # condition, lang, chosen, split, candidates (dev scores)
+    notes: list[str] = field(default_factory=list)
 
     def score(self, condition: str, lang: str, metric: str | None = None) -> float:
         m = metric or self.metric
@@ -229,20 +314,21 @@ def module_fingerprint(folder: Path) -> str:
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:20]
 
 
-def _resolve_condition(cond: Condition, cfg: TransferConfig, paths: dict[str, Path], tgt: str | None):
-    """(input paths, weights, options) of ``cond`` for target ``tgt``."""
-    lam = float(cfg.add_lambda)
+def _resolve_condition(cond: Condition, cfg: TransferConfig, paths: dict[str, Path], tgt: str | None,
+                       choice: Any = None):
+    """(input paths, weights, options) of ``cond`` for target ``tgt``; ``choice``: its lambda or (b, t, w)."""
     inputs = []
     for role in cond.inputs:
-        key = f"lang:{tgt}" if role == "lang:tgt" else role
+        key = f"lang:{tgt}" if role == "lang:tgt" else f"tt:{tgt}" if role == "tt:tgt" else role
         inputs.append(paths[key])
     weights = None
     if cond.weights is not None:
+        lam = float(choice if cond.choice == "lambda" and choice is not None else cfg.lambdas[0])
         weights = [lam if w == "lambda" else -lam if w == "-lambda" else float(w) for w in cond.weights]
     options = {}
     if cond.method == "layer_swap":
-        b, t, w = cfg.swap
-        options = {"bottom": b, "top": t, "transition": w}
+        b, t, w = choice if choice is not None else cfg.swap
+        options = {"bottom": int(b), "top": int(t), "transition": int(w)}
     return inputs, weights, options
 
 
@@ -251,21 +337,64 @@ def paired_bootstrap(a: Sequence[Sequence[int]], b: Sequence[Sequence[int]], rep
 
     Examples are resampled within each language, the same draw for ``a`` and ``b``.
     """
+    out = bootstrap_study({"a": a, "b": b}, "b", None, reps, seed)["a"]
+    return out["delta"], out["delta_lo"], out["delta_hi"]
+
+
+def bootstrap_study(correct: dict[str, Sequence[Sequence[int]]], ref: str, ceiling: str | None, reps: int,
+                    seed: int = 0) -> dict[str, dict]:
+    """Paired bootstrap of every condition against ``ref`` (and the gap closed towards ``ceiling``).
+
+    ``correct[cond][j]``: per-example correctness (0/1) of ``cond`` on target ``j``;
+    the examples of target ``j`` are the same for every condition. One resample
+    draws, per language, the same example indices for every condition, so each
+    difference is paired. Returns per condition: ``delta`` (mean over targets of
+    ``acc - acc_ref``) with its 95% interval, the per-target ``lang_delta`` /
+    ``lang_lo`` / ``lang_hi``, and, with a ceiling, ``gap_closed`` =
+    ``mean(acc - acc_ref) / mean(acc_ceiling - acc_ref)`` with its interval (None
+    when the ceiling does not beat the reference).
+    """
     import numpy as np
 
-    A = [np.asarray(x, dtype=float) for x in a]
-    B = [np.asarray(x, dtype=float) for x in b]
-    point = float(np.mean([x.mean() - y.mean() for x, y in zip(A, B)]))
-    if reps == 0:
-        return point, None, None
+    names = list(correct)
+    n_lang = len(correct[ref])
+    arrays = {c: [np.asarray(x, dtype=float) for x in correct[c]] for c in names}
+    point = {c: np.array([x.mean() for x in arrays[c]]) for c in names}
     rng = np.random.default_rng(seed)
-    stats = np.zeros(reps)
-    for x, y in zip(A, B):
-        idx = rng.integers(0, len(x), size=(reps, len(x)))
-        stats += (x[idx] - y[idx]).mean(axis=1)
-    stats /= len(A)
-    lo, hi = np.percentile(stats, [2.5, 97.5])
-    return point, float(lo), float(hi)
+    boot = {c: np.zeros((reps, n_lang)) for c in names} if reps else None
+    if reps:
+        for j in range(n_lang):
+            n = len(arrays[ref][j])
+            idx = rng.integers(0, n, size=(reps, n))
+            for c in names:
+                boot[c][:, j] = arrays[c][j][idx].mean(axis=1)
+
+    def ci(v):
+        lo, hi = np.percentile(v, [2.5, 97.5])
+        return float(lo), float(hi)
+
+    out = {}
+    for c in names:
+        d = point[c] - point[ref]
+        r = {"delta": float(d.mean()), "delta_lo": None, "delta_hi": None,
+             "lang_delta": [float(x) for x in d], "lang_lo": [None] * n_lang, "lang_hi": [None] * n_lang,
+             "gap_closed": None, "gap_closed_lo": None, "gap_closed_hi": None}
+        if reps and c != ref:
+            bd = boot[c] - boot[ref]
+            r["delta_lo"], r["delta_hi"] = ci(bd.mean(axis=1))
+            for j in range(n_lang):
+                r["lang_lo"][j], r["lang_hi"][j] = ci(bd[:, j])
+        if ceiling is not None and c != ref:
+            gap = float((point[ceiling] - point[ref]).mean())
+            if gap > 0:
+                r["gap_closed"] = r["delta"] / gap
+                if reps:
+                    g = (boot[ceiling] - boot[ref]).mean(axis=1)
+                    ok = g > 0
+                    if ok.mean() > 0.95:
+                        r["gap_closed_lo"], r["gap_closed_hi"] = ci(bd.mean(axis=1)[ok] / g[ok])
+        out[c] = r
+    return out
 
 
 # ----------------------------------------------------------------------------- modules
@@ -311,30 +440,67 @@ def _train_modules(cfg: TransferConfig, task, source: str, targets: list[str], m
                                 "sentences": len(sentences)}
     task_hp = {"epochs": cfg.task_epochs, "lr": cfg.task_lr, "lora_r": cfg.r, "lora_alpha": cfg.alpha,
                "batch_size": cfg.task_batch_size, "max_length": cfg.task_max_length, "seed": cfg.seed}
-    for role in ("task", "task@src"):
-        if role not in needed:
-            continue
+    jobs = [role for role in ("task", "task@src", "task+align") if role in needed]
+    if "tt:tgt" in needed:
+        jobs += [f"tt:{t}" for t in targets]
+    for role in jobs:
         stacked = info[f"lang:{source}"] if role == "task@src" else None
+        lang = role[3:] if role.startswith("tt:") else source
+        hp = dict(task_hp)
+        extra: dict[str, Any] = {}
         recipe = {"v": RECIPE_VERSION, "kind": "task", "base": base_fp, "task": task.name,
-                  "data": task.fingerprint("train", source), "lang": source, "hparams": task_hp,
+                  "data": task.fingerprint("train", lang), "lang": lang, "hparams": task_hp,
                   "stacked_on": stacked["key"] if stacked else None}
+        if role == "task+align":
+            extra = _alignment_inputs(cfg, task, source, targets)
+            recipe["alignment"] = extra["recipe"]
         key = _key(recipe)
-        folder = mdir / ("task" if role == "task" else f"task-on-{source}")
+        folder = mdir / {"task": "task", "task@src": f"task-on-{source}", "task+align": "task-align"}.get(
+            role, f"task-tt-{lang}")
         t0 = time.perf_counter()
         reused = cfg.cache and _reusable(folder, key)
         if not reused:
-            what = f"on the {source} language module" if stacked else "on the base"
-            _log(f"task module ({task.name}, {source}, {what}): {cfg.task_epochs} epoch(s)", cfg.progress)
-            train_task_module(cfg.model, task, folder, lang=source,
+            what = (f"on the {source} language module" if stacked else
+                    f"with middle-layer alignment at layer {extra['layer']} ({len(extra['pairs'])} pairs)"
+                    if role == "task+align" else "translate-train" if role.startswith("tt:") else "on the base")
+            _log(f"task module ({task.name}, {lang}, {what}): {cfg.task_epochs} epoch(s)", cfg.progress)
+            kwargs = {}
+            if role == "task+align":
+                kwargs = {"align_pairs": extra["pairs"], "align_info": extra["info"], "align_layer": extra["layer"],
+                          "align_weight": cfg.align_weight, "align_mode": cfg.align_mode}
+            train_task_module(cfg.model, task, folder, lang=lang,
                               language_module=stacked["path"] if stacked else None, device=cfg.device,
-                              dtype=cfg.dtype, progress=cfg.progress, **task_hp)
+                              dtype=cfg.dtype, progress=cfg.progress, **hp, **kwargs)
             _mark(folder, key, recipe)
         else:
             _log(f"task module {role}: reusing {folder}", cfg.progress)
         tinfo = json.loads((folder / "xling_train.json").read_text(encoding="utf-8"))
         info[role] = {"path": folder, "key": key, "reused": reused, "seconds": round(time.perf_counter() - t0, 1),
-                      "best_dev": tinfo.get("best_dev"), "steps": tinfo.get("steps")}
+                      "best_dev": tinfo.get("best_dev"), "steps": tinfo.get("steps"), "lang": lang,
+                      "train_seconds": tinfo.get("train_seconds"), "train_examples": tinfo.get("train_examples")}
+        if tinfo.get("alignment"):
+            a = tinfo["alignment"]
+            info[role]["alignment"] = {k: a.get(k) for k in ("layer", "pairs", "weight", "mode", "steps",
+                                                             "final_loss", "data")}
     return info
+
+
+def _alignment_inputs(cfg: TransferConfig, task, source: str, targets: list[str]) -> dict:
+    """Pairs, layer and recipe of the ``task+align`` module (checked against the task's dev/test items)."""
+    from xling.methods.train import check_align_pairs, pairs_hash
+    from xling.runs.alignment_data import read_align_pairs, resolve_align_layer
+
+    spec = cfg.align_data or DEFAULT_ALIGN_DATA.get(task.name)
+    if spec is None:
+        raise XlingError(f"condition align needs parallel text: pass --align-data (task {task.name} has no built-in one)")
+    pairs, info = read_align_pairs(spec, source, targets, cfg.align_max_pairs, cfg.seed)
+    pairs = check_align_pairs(pairs, task, cfg.align_drop_overlap, where=f"--align-data {spec}")
+    layer, layer_info = resolve_align_layer(cfg.align_layer, cfg.model, spec, source, targets, device=cfg.device,
+                                            dtype=cfg.dtype)
+    info["layer_rule"] = layer_info
+    recipe = {"data": spec, "pairs": pairs_hash(pairs), "layer": layer, "weight": cfg.align_weight,
+              "mode": cfg.align_mode}
+    return {"pairs": pairs, "info": info, "layer": layer, "recipe": recipe}
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -427,12 +593,28 @@ def _run_transfer(config: TransferConfig, task) -> TransferResult:
             targets.append(lang)
     if not targets:
         raise XlingError("no target languages")
-    conds = [CONDITIONS[c] for c in cfg.conditions]
+    notes: list[str] = []
+    names = list(cfg.conditions) if cfg.conditions is not None else list(CONDITIONS)
+    if cfg.conditions is None:  # the default set: drop what this task cannot support, with a note
+        if not all(task.data.get("train", {}).get(t) for t in targets):
+            names.remove("translate-train")
+            notes.append(f"translate-train skipped: task {task.name} has no training data in every target language")
+        if cfg.align_data is None and task.name not in DEFAULT_ALIGN_DATA:
+            names.remove("align")
+            notes.append(f"align skipped: task {task.name} has no built-in parallel text; pass --align-data")
+    elif "translate-train" in names:
+        for t in targets:
+            if not task.data.get("train", {}).get(t):
+                raise XlingError(f"translate-train needs gold translations of the training set: task {task.name} "
+                                 f"has no training data in {t}")
+    for n in notes:
+        _log(n, cfg.progress)
+    conds = [CONDITIONS[c] for c in names]
     needed = {role for c in conds for role in c.inputs}
     out = Path(cfg.out)
     mdir = Path(cfg.modules_dir) if cfg.modules_dir is not None else out / "modules"
     mdir.mkdir(parents=True, exist_ok=True)
-    _log(f"{task.name}: source {source}, targets {', '.join(targets)}; conditions {', '.join(cfg.conditions)}",
+    _log(f"{task.name}: source {source}, targets {', '.join(targets)}; conditions {', '.join(names)}",
          cfg.progress)
     t_mod = time.perf_counter()
     modules = _train_modules(cfg, task, source, targets, mdir, needed)
@@ -445,62 +627,118 @@ def _run_transfer(config: TransferConfig, task) -> TransferResult:
 
     for m in modules.values():
         m["dw_norm"] = round(LoraModule(m["path"]).delta_norm(), 4)
+    n_layers = None
+    if any(c.choice == "swap" for c in conds) and cfg.swap == "auto":
+        from transformers import AutoConfig
 
-    # plan: (condition, evaluation languages, inputs, weights, options)
-    plan = []
-    for c in conds:
-        if c.per_target:
-            for t in targets:
-                plan.append((c, [t], *_resolve_condition(c, cfg, paths, t)))
-        else:
-            plan.append((c, [source, *targets], *_resolve_condition(c, cfg, paths, None)))
+        from xling.models.layers import num_layers
+        from xling.models.loading import load_model
+
+        n_layers = num_layers(AutoConfig.from_pretrained(load_model(cfg.model, quiet=True, lazy=True).path))
+
     examples = {}
     for lang in [source, *targets]:
         ex = task.examples("test", lang)
         examples[lang] = ex[: cfg.max_test] if cfg.max_test else ex
+    dev_examples: dict[str, list] = {}
+    if any(c.choice for c in conds):
+        for lang in ([source] if cfg.select_on == "source-dev" else targets):
+            if not (task.data.get("dev") or {}).get(lang):
+                raise XlingError(f"--select-on {cfg.select_on}: task {task.name} has no dev data in {lang}"
+                                 + ("; pass --lambda and --swap B,T,W to fix the choices" if lang == source else ""))
+            ex = task.examples("dev", lang)
+            dev_examples[lang] = ex[: cfg.max_dev] if cfg.max_dev else ex
     cache = PredictionCache()  # cfg.cache False (--no-cache): recompute, and write over the entries
-    bench = None
-    preds: dict[tuple[str, str], list[int]] = {}
-    total = sum(len(examples[lang]) for _, langs, *_ in plan for lang in langs)
+    state = {"bench": None, "current": None, "predicted": 0, "total": 0}
+
+    def candidates(c: Condition) -> list:
+        if c.choice == "lambda":
+            return list(cfg.lambdas)
+        if c.choice == "swap":
+            return swap_grid(n_layers) if cfg.swap == "auto" else [tuple(cfg.swap)]
+        return [None]
+
+    def predictions(c: Condition, choice, tgt, lang: str, split: str, ex: list, bar) -> list:
+        inputs, weights, options = _resolve_condition(c, cfg, paths, tgt, choice)
+        spec_base = {"transfer": RECIPE_VERSION, "base": modules[c.inputs[0].replace("tt:tgt", f"tt:{tgt}")]["key"],
+                     "method": c.method, "inputs": [fps[str(p)] for p in inputs], "weights": weights,
+                     "options": options, "max_length": cfg.task_max_length, "task": task.name}
+        key = PredictionCache.key({**spec_base, "data": task.fingerprint(split, lang), "lang": lang,
+                                   "n": len(ex), **({"split": split} if split != "test" else {})})
+        got = cache.get(key, functools.partial(prediction_problem, task.type, task.labels, ex)) if cfg.cache else None
+        if got is None:
+            if state["bench"] is None:
+                state["bench"] = _Bench(cfg, task, paths.get("task", paths.get("task@src", paths.get("task+align"))))
+            comp = json.dumps([str(p) for p in inputs] + [c.method, weights, options], default=str)
+            if state["current"] != comp:
+                state["bench"].set(inputs, c.method, weights, options)
+                state["current"] = comp
+            if bar is not None:
+                bar.set_description(f"{c.name} {lang} {split}")
+            got = state["bench"].predict(ex, bar.update if bar is not None else None)
+            state["predicted"] += len(ex)
+            cache.put(key, got, {"condition": c.name, "lang": lang, "split": split, **spec_base})
+        elif bar is not None:
+            bar.update(len(ex))
+        state["total"] += len(ex)
+        return got
+
+    def accuracy(preds, ex) -> float:
+        return sum(int(p == e.label) for p, e in zip(preds, ex)) / max(1, len(ex))
+
+    # the plan: per condition, the evaluation languages and (per target) the candidates to choose among on dev
+    total = 0
+    for c in conds:
+        n_cand = len(candidates(c))
+        if c.per_target:
+            for t in targets:
+                total += len(examples[t])
+                if n_cand > 1:
+                    total += n_cand * len(dev_examples[source if cfg.select_on == "source-dev" else t])
+        else:
+            total += sum(len(examples[lang]) for lang in [source, *targets])
     bar = None
     if cfg.progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=total, unit="ex", desc="evaluating", file=sys.stderr, dynamic_ncols=True)
     t_eval = time.perf_counter()
-    predicted = 0
+    preds: dict[tuple[str, str], list[int]] = {}
+    choices: list[dict] = []
     try:
-        for c, langs, inputs, weights, options in plan:
-            spec_base = {"transfer": RECIPE_VERSION, "base": modules[c.inputs[0]]["key"], "method": c.method,
-                         "inputs": [fps[str(p)] for p in inputs], "weights": weights, "options": options,
-                         "max_length": cfg.task_max_length, "task": task.name}
-            ready = False
-            for lang in langs:
-                ex = examples[lang]
-                key = PredictionCache.key({**spec_base, "data": task.fingerprint("test", lang), "lang": lang,
-                                           "n": len(ex)})
-                got = cache.get(key, functools.partial(prediction_problem, task.type, task.labels, ex)) \
-                    if cfg.cache else None
-                if got is None:
-                    if bench is None:
-                        bench = _Bench(cfg, task, paths.get("task", paths.get("task@src")))
-                    if not ready:
-                        bench.set(inputs, c.method, weights, options)
-                        ready = True
-                    if bar is not None:
-                        bar.set_description(f"{c.name} {lang}")
-                    got = bench.predict(ex, bar.update if bar is not None else None)
-                    predicted += len(ex)
-                    cache.put(key, got, {"condition": c.name, "lang": lang, **spec_base})
-                elif bar is not None:
-                    bar.update(len(ex))
-                preds[(c.name, lang)] = got
+        for c in conds:
+            if not c.per_target:
+                for lang in [source, *targets]:
+                    preds[(c.name, lang)] = predictions(c, None, None, lang, "test", examples[lang], bar)
+                continue
+            for t in targets:
+                cands = candidates(c)
+                chosen = cands[0]
+                if len(cands) > 1:
+                    dev_lang = source if cfg.select_on == "source-dev" else t
+                    scored = []
+                    for cand in cands:
+                        p = predictions(c, cand, t, dev_lang, "dev", dev_examples[dev_lang], bar)
+                        scored.append((accuracy(p, dev_examples[dev_lang]), cand))
+                    best = max(v for v, _ in scored)
+                    chosen = next(cand for v, cand in scored if v == best)  # ties: the first (gentlest) candidate
+                    choices.append({"condition": c.name, "lang": t, "chosen": chosen, "split": f"dev:{dev_lang}",
+                                    "candidates": [{"value": cand, "dev": round(v, 6)} for v, cand in scored]})
+                elif c.choice:
+                    choices.append({"condition": c.name, "lang": t, "chosen": chosen, "split": "fixed",
+                                    "candidates": []})
+                preds[(c.name, t)] = predictions(c, chosen, t, t, "test", examples[t], bar)
     finally:
         if bar is not None:
             bar.close()
     t_eval = time.perf_counter() - t_eval
 
     metric = main_metric(task.type)
+    correct = {(cn, lang): [int(p == e.label) for p, e in zip(v, examples[lang])] for (cn, lang), v in preds.items()}
+    ref = "task" if "task" in names else names[0]
+    ceiling = "translate-train" if "translate-train" in names else None
+    stats = bootstrap_study({c.name: [correct[(c.name, t)] for t in targets] for c in conds}, ref, ceiling,
+                            cfg.bootstrap, cfg.seed)
     rows = []
     for c in conds:
         for lang in [source, *targets]:
@@ -508,29 +746,39 @@ def _run_transfer(config: TransferConfig, task) -> TransferResult:
                 continue
             gold = [e.label for e in examples[lang]]
             scores = task_metrics(task.type, task.labels, gold, preds[(c.name, lang)])
-            rows.append({"lang": lang, "role": "source" if lang == source else "target", "condition": c.name,
-                         "n": len(gold), **{k: round(float(v), 6) for k, v in scores.items()}})
-    correct = {(c, lang): [int(p == e.label) for p, e in zip(v, examples[lang])] for (c, lang), v in preds.items()}
-    ref = "task" if "task" in cfg.conditions else cfg.conditions[0]
+            row = {"lang": lang, "role": "source" if lang == source else "target", "condition": c.name,
+                   "n": len(gold), **{k: round(float(v), 6) for k, v in scores.items()}}
+            if lang != source:
+                j = targets.index(lang)
+                st = stats[c.name]
+                row.update({"delta": round(st["lang_delta"][j], 6),
+                            "delta_lo": None if st["lang_lo"][j] is None else round(st["lang_lo"][j], 6),
+                            "delta_hi": None if st["lang_hi"][j] is None else round(st["lang_hi"][j], 6)})
+            rows.append(row)
     summary = []
+
+    def r6(v):
+        return None if v is None else round(v, 6)
+
     for c in conds:
         accs = [next(r[metric] for r in rows if r["condition"] == c.name and r["lang"] == t) for t in targets]
-        d, lo, hi = paired_bootstrap([correct[(c.name, t)] for t in targets], [correct[(ref, t)] for t in targets],
-                                     cfg.bootstrap if c.name != ref else 0, cfg.seed)
+        st = stats[c.name]
         src = next((r[metric] for r in rows if r["condition"] == c.name and r["lang"] == source), None)
         summary.append({"condition": c.name, "description": c.description, "method": c.method,
                         f"mean_target_{metric}": round(sum(accs) / len(accs), 6),
-                        f"source_{metric}": src, "reference": ref,
-                        "delta": round(d, 6), "delta_lo": None if lo is None else round(lo, 6),
-                        "delta_hi": None if hi is None else round(hi, 6)})
+                        f"source_{metric}": src, "reference": ref, "ceiling": ceiling,
+                        "delta": r6(st["delta"]), "delta_lo": r6(st["delta_lo"]), "delta_hi": r6(st["delta_hi"]),
+                        "gap_closed": r6(st["gap_closed"]), "gap_closed_lo": r6(st["gap_closed_lo"]),
+                        "gap_closed_hi": r6(st["gap_closed_hi"])})
     result = TransferResult(
-        rows=rows, summary=summary, source=source, targets=targets, conditions=list(cfg.conditions),
+        rows=rows, summary=summary, source=source, targets=targets, conditions=names,
         modules={role: {k: (str(v) if isinstance(v, Path) else v) for k, v in m.items()} for role, m in modules.items()},
         metric=metric, run_id=uuid.uuid4().hex[:12],
         timings={"modules_s": round(t_mod, 1), "eval_s": round(t_eval, 1),
-                 "total_s": round(time.perf_counter() - t0, 1), "examples": total, "predicted": predicted,
-                 "modules_trained": sum(not m["reused"] for m in modules.values())},
+                 "total_s": round(time.perf_counter() - t0, 1), "examples": state["total"],
+                 "predicted": state["predicted"], "modules_trained": sum(not m["reused"] for m in modules.values())},
         config={k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
+        choices=choices, notes=notes,
     )
     result.config["started"] = started
     _write(result, cfg, task)
@@ -566,6 +814,12 @@ def format_table(result: TransferResult, metric: str | None = None) -> str:
         else:
             deltas.append(f"{s['delta']:>+{width + 1}.3f}")
     lines.append(f"{'vs ' + str(ref):<10}" + "".join(deltas))
+    if any(s.get("gap_closed") is not None for s in result.summary):
+        cells = [f"{'-':>{width + 1}}" if s.get("gap_closed") is None else f"{s['gap_closed']:>+{width + 1}.2f}"
+                 for s in result.summary]
+        lines.append(f"{'gap closed':<10}" + "".join(cells))
+    for n in result.notes:
+        lines.append(f"note: {n}")
     return "\n".join(lines)
 
 
@@ -598,13 +852,20 @@ def render_report(result: TransferResult, task) -> str:
     for s in result.summary:
         ci = "" if s["delta_lo"] is None else f"{s['delta']:+.3f} [{s['delta_lo']:+.3f}, {s['delta_hi']:+.3f}]"
         src = "" if s[f"source_{m}"] is None else f"{s[f'source_{m}']:.3f}"
-        summ_rows.append([s["condition"], s["description"], s["method"], f"{s[f'mean_target_{m}']:.3f}", src, ci])
+        gap = "" if s.get("gap_closed") is None else (
+            f"{s['gap_closed']:+.2f}" + ("" if s.get("gap_closed_lo") is None else
+                                         f" [{s['gap_closed_lo']:+.2f}, {s['gap_closed_hi']:+.2f}]"))
+        summ_rows.append([s["condition"], s["description"], s["method"], f"{s[f'mean_target_{m}']:.3f}", src, ci,
+                          gap])
     mod_rows = []
     for role, info in result.modules.items():
         detail = (f"MLM/CLM loss {info.get('loss_before')} → {info.get('loss_after')}, {info.get('sentences')} sentences"
                   if role.startswith("lang:") else f"best dev {info.get('best_dev')}, {info.get('steps')} steps")
         mod_rows.append([role, str(info["path"]), detail, f"{info.get('dw_norm', float('nan')):.2f}",
                          "reused" if info["reused"] else f"{info['seconds']} s"])
+    choice_rows = [[ch["condition"], ch["lang"], str(ch["chosen"]), ch["split"],
+                    "; ".join(f"{c['value']}: {c['dev']:.3f}" for c in ch["candidates"])]
+                   for ch in getattr(result, "choices", [])]
     chart = bar_chart_svg(f"mean target {m} by condition", [(n, result.mean(n)) for n in result.conditions],
                           lo=0.0, hi=1.0)
     cfg = result.config
@@ -614,13 +875,17 @@ def render_report(result: TransferResult, task) -> str:
         f"{len(result.targets)} target languages. Metric: {escape(m)} on the test split "
         f"({escape(str(result.rows[0]['n'] if result.rows else 0))} examples per language). Compositions are exact "
         f"dW arithmetic on LoRA modules (rank {escape(str(cfg['r']))}, alpha {escape(str(cfg['alpha']))}); "
-        f"λ = {escape(str(cfg['add_lambda']))}, layer swap bottom/top/transition = {escape(str(tuple(cfg['swap'])))}.</p>"
+        f"λ candidates {escape(str(cfg.get('lambdas')))}, layer swap bottom/top/transition "
+        f"{escape(str(cfg.get('swap')))}, chosen on {escape(str(cfg.get('select_on', 'source-dev')))}.</p>"
         f"<h2>Scores</h2>{table_html(head, body_rows, left_cols=1)}"
         f"<h2>Conditions</h2><p>Δ: mean over targets of the per-language difference to "
         f"<b>{escape(str(result.summary[0]['reference']))}</b>, 95% paired bootstrap interval "
         f"({escape(str(cfg['bootstrap']))} resamples of the test examples within each language).</p>"
-        f"{table_html(['condition', 'what', 'method', 'mean target', 'source', 'Δ [95% CI]'], summ_rows, left_cols=3)}"
-        f"{chart}<h2>Modules</h2>{table_html(['role', 'folder', 'training', '‖dW‖_F', 'time'], mod_rows, left_cols=3)}"
+        f"{table_html(['condition', 'what', 'method', 'mean target', 'source', 'Δ [95% CI]', 'gap closed [95% CI]'], summ_rows, left_cols=3)}"
+        + (f"<h2>Choices made on dev</h2>{table_html(['condition', 'language', 'chosen', 'on', 'dev accuracy per candidate'], choice_rows, left_cols=4)}"
+           if choice_rows else "")
+        + "".join(f"<p>Note: {escape(n)}</p>" for n in getattr(result, "notes", []))
+        + f"{chart}<h2>Modules</h2>{table_html(['role', 'folder', 'training', '‖dW‖_F', 'time'], mod_rows, left_cols=3)}"
         + "<p>" + escape(f"Timings: modules {result.timings['modules_s']} s ({result.timings['modules_trained']} trained, "
                  f"the others reused), evaluation {result.timings['eval_s']} s ({result.timings['predicted']} of "
                  f"{result.timings['examples']} predictions computed, the others from the cache), "
@@ -637,14 +902,16 @@ def _write(result: TransferResult, cfg: TransferConfig, task) -> None:
     out.mkdir(parents=True, exist_ok=True)
     m = result.metric
     atomic_write_text(out / "transfer.csv", rows_to_csv(result.rows, ["lang", "role", "condition", "n", "accuracy",
-                                                               "macro_f1"]))
+                                                               "macro_f1", "delta", "delta_lo", "delta_hi"]))
     atomic_write_text(out / "summary.csv", rows_to_csv(result.summary, ["condition", "method", f"mean_target_{m}",
                                                                   f"source_{m}", "reference", "delta", "delta_lo",
-                                                                  "delta_hi", "description"]))
+                                                                  "delta_hi", "ceiling", "gap_closed",
+                                                                  "gap_closed_lo", "gap_closed_hi", "description"]))
     atomic_write_text(out / "report.html", render_report(result, task))
     run = {"run_id": result.run_id, "command": "transfer", "source": result.source, "targets": result.targets,
            "conditions": result.conditions, "summary": result.summary, "modules": result.modules,
-           "timings": result.timings, "config": result.config, "table": format_table(result)}
+           "timings": result.timings, "config": result.config, "choices": result.choices, "notes": result.notes,
+           "rows": result.rows, "table": format_table(result)}
     atomic_write_text(out / "run.json", json.dumps(run, indent=2, default=str) + "\n")
     if cfg.store is not None:
         from xling import __version__
@@ -688,8 +955,25 @@ def add_transfer_parser(sub) -> None:
     p.add_argument("--task-lr", type=float, default=1e-3)
     p.add_argument("--r", type=int, default=8, help="LoRA rank of every module")
     p.add_argument("--alpha", type=int, default=16, help="LoRA alpha of every module")
-    p.add_argument("--lambda", dest="add_lambda", type=float, default=1.0, help="scale of the language module in add")
-    p.add_argument("--swap", default="3,1,0", help="layer swap BOTTOM,TOP[,TRANSITION] (default 3,1,0)")
+    p.add_argument("--lambdas", default=",".join(str(x) for x in DEFAULT_LAMBDAS),
+                   help="candidate scales of the language module in add/add-swap, chosen on dev (default "
+                        + ",".join(str(x) for x in DEFAULT_LAMBDAS) + ")")
+    p.add_argument("--lambda", dest="add_lambda", type=float, default=None, help="one fixed scale instead (no choice)")
+    p.add_argument("--swap", default="auto", help="layer swap BOTTOM,TOP[,TRANSITION], or auto: chosen on dev from a "
+                                                  "grid scaled to the model's depth (default)")
+    p.add_argument("--select-on", default="source-dev", choices=list(SELECT_ON),
+                   help="where lambda and the swap are chosen: the source dev set (zero-shot, default) or each "
+                        "target's dev set (uses target labels)")
+    p.add_argument("--max-dev", type=int, default=300, help="dev examples per language for the choices (default 300)")
+    g = p.add_argument_group("condition align: middle-layer alignment (Liu & Niehues 2025)")
+    g.add_argument("--align-data", default=None,
+                   help="parallel text (any --data spec); default: the task's built-in one (bible-genre:align)")
+    g.add_argument("--align-layer", default="auto", help="hidden-state index, or auto (default; see xling train)")
+    g.add_argument("--align-weight", type=float, default=1.0)
+    g.add_argument("--align-mode", default="alternate", choices=["alternate", "sum"])
+    g.add_argument("--align-max-pairs", type=int, default=4000)
+    g.add_argument("--align-drop-overlap", action="store_true",
+                   help="remove pairs containing a dev/test item of the task (default: refuse them)")
     p.add_argument("--max-test", type=int, default=None, help="evaluate the first N test examples per language")
     p.add_argument("--batch-size", type=int, default=32, help="evaluation batch size")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the CIs (0: none)")
@@ -713,18 +997,28 @@ def _split(value: str | None) -> list[str] | None:
 
 
 def cmd_transfer(args) -> int:
+    if args.swap.strip().lower() == "auto":
+        swap: Any = "auto"
+    else:
+        try:
+            swap = tuple(int(x) for x in args.swap.split(","))
+        except ValueError:
+            raise XlingError(f"--swap takes auto or BOTTOM,TOP[,TRANSITION] as integers, got {args.swap!r}") from None
+        if len(swap) == 2:
+            swap = (*swap, 0)
     try:
-        swap = tuple(int(x) for x in args.swap.split(","))
+        lambdas = [float(x) for x in args.lambdas.split(",") if x.strip()]
     except ValueError:
-        raise XlingError(f"--swap takes BOTTOM,TOP[,TRANSITION] as integers, got {args.swap!r}") from None
-    if len(swap) == 2:
-        swap = (*swap, 0)
+        raise XlingError(f"--lambdas takes comma-separated numbers, got {args.lambdas!r}") from None
     cfg = TransferConfig(
         model=args.model, task=args.task, langs=_split(args.langs), source_lang=args.source_lang, text=args.text,
         conditions=_split(args.conditions), lang_steps=args.lang_steps, lang_lr=args.lang_lr,
         lang_batch_size=args.lang_batch_size, lang_max_length=args.lang_max_length,
         head_transform=not args.no_head_transform, task_epochs=args.task_epochs,
-        task_lr=args.task_lr, r=args.r, alpha=args.alpha, add_lambda=args.add_lambda, swap=swap,
+        task_lr=args.task_lr, r=args.r, alpha=args.alpha, add_lambda=args.add_lambda, lambdas=lambdas, swap=swap,
+        select_on=args.select_on, max_dev=args.max_dev, align_data=args.align_data, align_layer=args.align_layer,
+        align_weight=args.align_weight, align_mode=args.align_mode, align_max_pairs=args.align_max_pairs,
+        align_drop_overlap=args.align_drop_overlap,
         max_test=args.max_test, batch_size=args.batch_size, bootstrap=args.bootstrap, seed=args.seed,
         out=args.out, modules_dir=args.modules_dir, store=None if args.store.lower() == "none" else args.store,
         cache=not args.no_cache, device=args.device, dtype=args.dtype, threads=args.threads,

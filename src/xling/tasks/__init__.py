@@ -17,6 +17,7 @@ def _register_providers() -> None:
     from xling.tasks.provider import register_task_providers
 
     register_task_providers(sorted(TASKS))
+    import xling.tasks.bible  # noqa: F401 - registers the bible-genre:align corpus
 
 
 _register_providers()

@@ -98,4 +98,36 @@ def unlabeled_text(lang: str, task: Task | None = None, *, seed: int = 0) -> lis
             if _split_of(_chapter(vid), seed) == "train"]
 
 
-__all__ = ["bible_genre", "unlabeled_text", "LABELS", "NAME"]
+def align_corpus(langs: Sequence[str] | None = None, max_sentences: int | None = None, *, seed: int = 0):
+    """Parallel verses for alignment training (``--align-data bible-genre:align``).
+
+    The verses of train-split chapters, in every selected language, minus the
+    task's own training verses (their translations are translate-train's data,
+    not generic parallel text) and minus every dev and test chapter. So the
+    alignment loss never sees a dev or test verse, nor its chapter.
+    """
+    from xling.data.corpus import ParallelCorpus
+
+    corpus = bible_corpus(langs=list(langs) if langs is not None else None, quiet=True)
+    task = bible_genre(seed=seed, quiet=True)
+    trained = {e.id for e in task.data["train"][PIVOT]}
+    keep = [i for i, vid in enumerate(corpus.meta["ids"])
+            if _split_of(_chapter(vid), seed) == "train" and vid not in trained]
+    if max_sentences is not None:
+        keep = keep[: int(max_sentences)]
+    sentences = {lang: [corpus.sentences[lang][i] for i in keep] for lang in corpus.langs}
+    meta = {"ids": [corpus.meta["ids"][i] for i in keep], "source": corpus.meta["source"] +
+            " (train-split chapters of bible-genre, without its training verses)"}
+    return ParallelCorpus(f"{NAME}:align", sentences, meta)
+
+
+def _register_align_provider() -> None:
+    from xling.data.readers import PROVIDERS, register_provider
+
+    if f"{NAME}:align" not in PROVIDERS:
+        register_provider(f"{NAME}:align")(lambda langs, max_sentences: align_corpus(langs, max_sentences))
+
+
+_register_align_provider()
+
+__all__ = ["bible_genre", "unlabeled_text", "align_corpus", "LABELS", "NAME"]
