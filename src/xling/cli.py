@@ -85,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write each language's pooled per-layer embeddings to DIR (safetensors + index.json, "
                         "format xling-embeddings/1, see xling.runs.saved_embeddings)")
     a.add_argument("--quiet", action="store_true", help="no progress bar")
+    from xling.runs.executor import add_executor_flags
+
+    add_executor_flags(a)
     a.set_defaults(func=cmd_align)
 
     bm = sub.add_parser("models", help="list the built-in models (name, architecture, size, licence, status)",
@@ -103,6 +106,19 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--corpus", default=None, help="only runs on this corpus or task:<name>")
     rp.add_argument("--last", type=int, default=None, metavar="N", help="only the N most recent")
     rp.set_defaults(func=cmd_runs)
+
+    cp = sub.add_parser("compare", help="runs of the results store side by side (align runs on one corpus, eval or "
+                                        "transfer runs on one task)",
+                        description="Per-language scores of two or more runs side by side, the difference to the "
+                                    "first run with a 95%% bootstrap interval over languages, as compare.html, "
+                                    "compare.csv and a terminal table. Run ids may be unambiguous prefixes.")
+    cp.add_argument("run_ids", nargs="+", metavar="RUN_ID", help="two or more run ids (xling runs lists them)")
+    cp.add_argument("--store", default=str(DEFAULT_STORE), help="results store (default xling-out/results.sqlite)")
+    cp.add_argument("--out", default="xling-out/compare", help="folder for compare.html and compare.csv "
+                                                               "(default xling-out/compare)")
+    cp.add_argument("--metric", default=None, help="metric to compare (default: mexa for align runs, the task's "
+                                                   "main metric otherwise)")
+    cp.set_defaults(func=cmd_compare)
 
     m = sub.add_parser("metrics", help="list the alignment metrics and their options")
     m.set_defaults(func=cmd_metrics)
@@ -160,6 +176,7 @@ def cmd_align(args) -> int:
             prefix=args.prefix, device=args.device, dtype=args.dtype, out=args.out,
             store=None if args.store.lower() == "none" else args.store, cache=not args.no_cache,
             progress=not args.quiet, memory_budget=args.memory_budget, save_embeddings=args.save_embeddings, center=args.center,
+            executor=args.executor, ray_address=args.ray_address, ray_workers=args.ray_workers,
         )
     for w in caught:
         if issubclass(w.category, IgnoredOptionWarning):
@@ -232,6 +249,16 @@ def cmd_runs(args) -> int:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
         print("  ".join(v.ljust(w) for v, w in zip(row, widths)) + "  " + row[-1])
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from xling.runs.compare import compare_runs, format_compare, write_compare
+
+    result = compare_runs(args.store, args.run_ids, metric=args.metric)
+    paths = write_compare(result, args.out)
+    print(format_compare(result))
+    print(f"\nwrote {paths['report']} and {paths['csv']}")
     return 0
 
 

@@ -28,6 +28,7 @@ EXTRAS: dict[str, tuple[str, str]] = {
     "gguf": ("gguf", "gguf>=0.10"),
     "lightgbm": ("rank", "lightgbm>=4"),
     "urielplus": ("typology", "urielplus==1.3.2"),
+    "ray": ("ray", "ray>=2.9"),
 }
 
 

@@ -58,10 +58,17 @@ class AlignConfig:
     center: bool = False  # subtract each language's mean embedding per layer before every metric (not MEXA's default)
     memory_budget: int | str | None = "1GB"  # working memory of the metrics (bytes or "2GB"); None: always dense
     save_embeddings: str | Path | None = None  # folder for each language's pooled embeddings (xling-embeddings/1)
+    executor: str = "local"  # where the languages run: local (this process) or ray (xling.runs.executor)
+    ray_address: str | None = None  # executor ray: a running cluster; None starts a local Ray
+    ray_workers: int = 2  # executor ray: actors at a time
 
     def __post_init__(self):
         from xling.data.langcodes import normalize_lang
         from xling.methods.metrics import METRICS
+        from xling.runs.executor import check_executor, check_workers
+
+        check_executor(self.executor)
+        check_workers(self.ray_workers)
 
         if self.max_sentences is not None and self.max_sentences < 2:
             raise XlingError(f"--max-sentences must be at least 2, got {self.max_sentences}")
@@ -202,135 +209,260 @@ class _Progress:
             self.bar.close()
 
 
-def align(config: AlignConfig | None = None, *, lm=None, corpus=None, **kwargs) -> AlignResult:
+def align(config: AlignConfig | None = None, *, lm=None, corpus=None, executor=None, **kwargs) -> AlignResult:
     """Run per-layer alignment and write its outputs.
 
     Pass an :class:`AlignConfig` or its fields as keywords. ``lm`` (a
     :class:`~xling.models.loading.LoadedModel`) and ``corpus`` (a
     :class:`~xling.data.corpus.ParallelCorpus`) may be given directly to skip
-    loading (tests, notebooks).
+    loading (tests, notebooks). ``executor`` (:mod:`xling.runs.executor`) overrides
+    the one ``config.executor`` names: with ``ray`` the languages are embedded and
+    scored on Ray workers, each loading the model once (``lm``, if given, is sent
+    to them), and the results are the same.
     """
-    import torch
-
-    from xling.data.readers import load_corpus
-    from xling.engine.embed import EmbedConfig, EmbeddingCache, embed_cached
-    from xling.methods.metrics import PairEmbeddings, compute_metrics
-    from xling.models.layers import parse_layers
-    from xling.models.loading import load_model
-
     cfg = config if config is not None else AlignConfig(**kwargs)
-    t0 = time.perf_counter()
-    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    if cfg.store is not None:  # an unusable store fails now, not after the run
-        from xling.runs.store import ResultsStore
-
-        ResultsStore(cfg.store).check()
-
-    # Data first: corpus errors are cheap to find and need no model.
-    if corpus is None:
-        # Providers (the built-in corpus among them) build the corpus for the requested
-        # languages: messages translated in all of them, not in a default set.
-        corpus = load_corpus(cfg.data, langs=[cfg.pivot, *cfg.langs] if cfg.langs else None)
-    pivot = corpus.resolve(cfg.pivot)
-    if pivot is None:
-        raise XlingError(f"pivot language {cfg.pivot} is not in corpus {corpus.name}; it has: {', '.join(corpus.langs)}")
-    langs = cfg.langs if cfg.langs is not None else [x for x in corpus.langs if x != pivot]
-    sub = corpus.select([pivot, *langs], cfg.max_sentences)
-    others = [x for x in sub.langs if x != pivot]
-    if not others:
-        raise XlingError("choose at least one language besides the pivot")
-    from xling.data.selection import selection_note
-
-    note = selection_note(sub, cfg.max_sentences)
-    if note and cfg.progress:
-        print(f"xling: note: {note}", file=sys.stderr)
-    t_data = time.perf_counter()
-
-    if lm is None:
-        lm = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device, quiet=not cfg.progress, lazy=cfg.cache)
-    layer_ids = parse_layers(cfg.layers, lm.num_hidden_states)
-    ecfg = EmbedConfig(
-        pooling=cfg.pooling, layers=tuple(layer_ids), batch_size=cfg.batch_size,
-        max_length=cfg.max_length, prefix=cfg.prefix,
-    ).resolved(lm)
-    cache = EmbeddingCache()  # cfg.cache False (--no-cache): recompute, and write over the entries
-    t_model = time.perf_counter()
-
-    n = len(sub)
-    pooling_label = ecfg.pooling + ("+center" if cfg.center else "")  # centred scores never pass for MEXA's
-    progress = _Progress(n * len(sub.langs), cfg.progress)
-    rows: list[dict] = []
-    cached_langs = 0
-    saver = None
-    if cfg.save_embeddings is not None:
-        from xling.runs.saved_embeddings import EmbeddingWriter
-
-        saver = EmbeddingWriter(cfg.save_embeddings, {
-            "model": lm.name, "model_fingerprint": lm.fingerprint, "corpus": sub.name,
-            "corpus_fingerprint": sub.fingerprint(), "pooling": ecfg.pooling, "layers": layer_ids,
-            "dim": None, "dtype": "float32", "n_sentences": n, "pivot": pivot,
-        }, sub.meta.get("ids") or [str(i) for i in range(n)])
+    run = _AlignRun(cfg, lm, corpus, remote=_is_remote(cfg, executor))
+    ex = executor if executor is not None else _executor_for(cfg)
     try:
-        progress.describe(f"embedding {pivot}")
-        X, hit = embed_cached(lm, sub.sentences[pivot], ecfg, cache, progress, refresh=not cfg.cache)
-        cached_langs += hit
-        if saver is not None:  # the pooled embeddings as the engine gives them (before any centring)
-            saver.index["dim"] = int(X.shape[-1])
-            saver.add(pivot, X, sub.sentences[pivot])
-        if cfg.center:  # per-language mean-centring: removes the offset all sentences share (massive activations)
-            X = X - X.mean(dim=1, keepdim=True)
-        for lang in others:
-            progress.describe(f"embedding {lang}")
-            Y, hit = embed_cached(lm, sub.sentences[lang], ecfg, cache, progress, refresh=not cfg.cache)
-            cached_langs += hit
-            if saver is not None:
-                saver.add(lang, Y, sub.sentences[lang])
-            if cfg.center:
-                Y = Y - Y.mean(dim=1, keepdim=True)
-            values = compute_metrics(PairEmbeddings(X, Y), cfg.metrics, cfg.metric_options,
-                                     memory_budget=cfg.memory_budget)
-            for metric, per_layer in values.items():
-                per_layer = per_layer.tolist()
-                for layer, v in zip(layer_ids, per_layer):
-                    rows.append({
-                        "model": lm.name, "corpus": sub.name, "lang": lang, "layer": layer,
-                        "pooling": pooling_label, "metric": metric, "value": float(v),
-                    })
-            del Y
-        if saver is not None:
-            saver.finish()
+        ex.run([run.job()], on_result=lambda j, u, value: run.on_result(u, value))
     except BaseException as exc:
-        if saver is not None:
-            saver.abort(exc)  # nothing half-written: the temporary folder goes
+        run.abort(exc)
         raise
-    finally:
-        progress.close()
-    t_done = time.perf_counter()
+    return run.finish()
 
-    result = AlignResult(
-        rows=rows, config=cfg, run_id=uuid.uuid4().hex[:12], model=lm.name, corpus=sub.name, pivot=pivot,
-        langs=others, n_sentences=n, layers=layer_ids, pooling=pooling_label,
-        timings={
-            "data_s": round(t_data - t0, 3), "model_load_s": round(t_model - t_data, 3),
-            "embed_and_metrics_s": round(t_done - t_model, 3), "total_s": round(t_done - t0, 3),
-            "languages_from_cache": cached_langs, "model_loaded": lm.loaded,
-        },
-        meta={
-            "model_fingerprint": lm.fingerprint, "corpus_fingerprint": sub.fingerprint(),
-            "corpus_meta": {k: v for k, v in sub.meta.items() if isinstance(v, (str, int, float))},
-            "started": started, "device": str(lm.device), "dtype": str(lm.dtype).replace("torch.", ""),
-            "torch": torch.__version__,
-            **({"corpus_selection": note} if note else {}),
-        },
-    )
-    if cfg.out is not None:
-        from xling.io import output_lock
 
-        with output_lock(cfg.out):  # concurrent runs: the folder holds one run's files, never a mix
-            write_outputs(result, Path(cfg.out))
-    if cfg.store is not None:
-        save_to_store(result, Path(cfg.store))
-    return result
+def _executor_for(cfg: AlignConfig):
+    from xling.runs.executor import make_executor
+
+    return make_executor(cfg.executor, address=cfg.ray_address, workers=cfg.ray_workers)
+
+
+def _is_remote(cfg: AlignConfig, executor) -> bool:
+    return (executor.name if executor is not None else cfg.executor) != "local"
+
+
+def worker_model_name(name: str) -> str:
+    """The model name a worker process loads: a local path made absolute (workers may start elsewhere)."""
+    p = Path(name).expanduser()
+    return str(p.resolve()) if p.exists() else name
+
+
+class _AlignUnits:
+    """The worker of one model's alignment: unit ``(lang, sentences)`` -> that language's rows.
+
+    Unit 0 is the pivot (``sentences`` None: the spec's); it embeds the pivot (writing the
+    cache entry) and keeps it. The other units embed their language, then score it against
+    the pivot, which a worker that did not embed it reads from the cache (or embeds, when
+    the cache is not shared). Picklable, for Ray: ``lm`` None loads ``spec["model"]``.
+    """
+
+    def __init__(self, spec: dict, lm=None, progress=None):
+        from xling.engine.embed import EmbeddingCache
+
+        self.spec = spec
+        if lm is None:
+            from xling.models.loading import load_model
+
+            lm = load_model(spec["model"], dtype=spec["dtype"], device=spec["device"], quiet=True, lazy=True)
+        self.lm = lm
+        self.progress = progress
+        self.cache = EmbeddingCache(spec["cache_root"])
+        self.X = None
+
+    def _embed(self, lang: str, sentences, refresh: bool):
+        from xling.engine.embed import embed_cached
+
+        if self.progress is not None:
+            self.progress.describe(f"embedding {lang}")
+        return embed_cached(self.lm, sentences, self.spec["ecfg"], self.cache, self.progress, refresh=refresh)
+
+    def _center(self, E):
+        return E - E.mean(dim=1, keepdim=True) if self.spec["center"] else E
+
+    def __call__(self, unit) -> dict:
+        from xling.methods.metrics import PairEmbeddings, compute_metrics
+
+        spec = self.spec
+        lang, sentences = unit
+        refresh = spec["refresh"]
+        if sentences is None:  # the pivot
+            X, hit = self._embed(lang, spec["pivot_sentences"], refresh)
+            self.X = self._center(X)  # per-language mean-centring: removes the offset all sentences share
+            return {"lang": lang, "rows": [], "hit": hit, "loaded": self.lm.loaded, "n": len(spec["pivot_sentences"]),
+                    "emb": X if spec["return_embeddings"] else None}
+        if self.X is None:  # another worker embedded the pivot (unit 0): read it from the cache
+            X, _ = self._embed(spec["pivot"], spec["pivot_sentences"], False)
+            self.X = self._center(X)
+        Y, hit = self._embed(lang, sentences, refresh)
+        values = compute_metrics(PairEmbeddings(self.X, self._center(Y)), spec["metrics"], spec["metric_options"],
+                                 memory_budget=spec["memory_budget"])
+        rows = []
+        for metric, per_layer in values.items():
+            per_layer = per_layer.tolist()
+            for layer, v in zip(spec["layer_ids"], per_layer):
+                rows.append({
+                    "model": spec["model_name"], "corpus": spec["corpus"], "lang": lang, "layer": layer,
+                    "pooling": spec["pooling_label"], "metric": metric, "value": float(v),
+                })
+        return {"lang": lang, "rows": rows, "hit": hit, "loaded": self.lm.loaded, "n": len(sentences),
+                "emb": Y if spec["return_embeddings"] else None}
+
+
+class _AlignRun:
+    """One model's alignment on the driver: data, model metadata, the units' job, the outputs.
+
+    The driver reads the corpus and the model's config and tokenizer (``remote``: never its
+    weights), collects the units' rows in language order, and is the only writer of the
+    saved embeddings, the output folder and the results store.
+    """
+
+    def __init__(self, cfg: AlignConfig, lm=None, corpus=None, remote: bool = False):
+        from xling.data.readers import load_corpus
+        from xling.engine.embed import EmbedConfig, EmbeddingCache
+        from xling.models.layers import parse_layers
+        from xling.models.loading import load_model
+
+        self.cfg = cfg
+        self.remote = remote
+        self.t0 = time.perf_counter()
+        self.started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        if cfg.store is not None:  # an unusable store fails now, not after the run
+            from xling.runs.store import ResultsStore
+
+            ResultsStore(cfg.store).check()
+
+        # Data first: corpus errors are cheap to find and need no model.
+        if corpus is None:
+            # Providers (the built-in corpus among them) build the corpus for the requested
+            # languages: messages translated in all of them, not in a default set.
+            corpus = load_corpus(cfg.data, langs=[cfg.pivot, *cfg.langs] if cfg.langs else None)
+        pivot = corpus.resolve(cfg.pivot)
+        if pivot is None:
+            raise XlingError(f"pivot language {cfg.pivot} is not in corpus {corpus.name}; it has: {', '.join(corpus.langs)}")
+        langs = cfg.langs if cfg.langs is not None else [x for x in corpus.langs if x != pivot]
+        sub = corpus.select([pivot, *langs], cfg.max_sentences)
+        others = [x for x in sub.langs if x != pivot]
+        if not others:
+            raise XlingError("choose at least one language besides the pivot")
+        from xling.data.selection import selection_note
+
+        note = selection_note(sub, cfg.max_sentences)
+        if note and cfg.progress:
+            print(f"xling: note: {note}", file=sys.stderr)
+        self.t_data = time.perf_counter()
+
+        self.lm_given = lm
+        if lm is None:  # remote: only the config and tokenizer here; the workers read the weights
+            lm = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device, quiet=not cfg.progress,
+                            lazy=cfg.cache or remote)
+        self.lm = lm
+        self.layer_ids = parse_layers(cfg.layers, lm.num_hidden_states)
+        self.ecfg = EmbedConfig(
+            pooling=cfg.pooling, layers=tuple(self.layer_ids), batch_size=cfg.batch_size,
+            max_length=cfg.max_length, prefix=cfg.prefix,
+        ).resolved(lm)
+        self.cache = EmbeddingCache()  # cfg.cache False (--no-cache): recompute, and write over the entries
+        self.t_model = time.perf_counter()
+
+        self.sub, self.pivot, self.others, self.note = sub, pivot, others, note
+        self.n = len(sub)
+        self.pooling_label = self.ecfg.pooling + ("+center" if cfg.center else "")  # centred scores never pass for MEXA's
+        self.progress = _Progress(self.n * len(sub.langs), cfg.progress)
+        self.rows: list[dict] = []
+        self.cached_langs = 0
+        self.loaded = lm.loaded
+        self.done = 0
+        self.saver = None
+        if cfg.save_embeddings is not None:
+            from xling.runs.saved_embeddings import EmbeddingWriter
+
+            self.saver = EmbeddingWriter(cfg.save_embeddings, {
+                "model": lm.name, "model_fingerprint": lm.fingerprint, "corpus": sub.name,
+                "corpus_fingerprint": sub.fingerprint(), "pooling": self.ecfg.pooling, "layers": self.layer_ids,
+                "dim": None, "dtype": "float32", "n_sentences": self.n, "pivot": pivot,
+            }, sub.meta.get("ids") or [str(i) for i in range(self.n)])
+
+    def job(self):
+        from xling.runs.executor import Job
+
+        cfg, sub = self.cfg, self.sub
+        spec = {
+            "model": worker_model_name(cfg.model), "dtype": cfg.dtype, "device": cfg.device,
+            "model_name": self.lm.name, "corpus": sub.name, "ecfg": self.ecfg, "cache_root": str(self.cache.root),
+            "refresh": not cfg.cache, "center": cfg.center, "metrics": list(cfg.metrics),
+            "metric_options": cfg.metric_options, "memory_budget": cfg.memory_budget, "layer_ids": self.layer_ids,
+            "pooling_label": self.pooling_label, "pivot": self.pivot, "pivot_sentences": sub.sentences[self.pivot],
+            "return_embeddings": self.saver is not None,
+        }
+        import functools
+
+        if self.remote:
+            make = functools.partial(_AlignUnits, spec, self.lm_given)
+        else:  # in this process: the model loaded here, and the progress bar per batch
+            make = functools.partial(_AlignUnits, spec, self.lm, self.progress)
+        units = [(self.pivot, None)] + [(lang, sub.sentences[lang]) for lang in self.others]
+        labels = [f"align {self.lm.name}, language {lang}" for lang, _ in units]
+        return Job(make, units, labels, first_alone=True)
+
+    def on_result(self, u: int, value: dict) -> None:
+        """A unit's result, in language order (pivot first)."""
+        self.cached_langs += value["hit"]
+        self.loaded = self.loaded or value["loaded"]
+        self.rows.extend(value["rows"])
+        emb = value.pop("emb", None)  # not kept: one language's embeddings at a time
+        if self.saver is not None:  # the pooled embeddings as the engine gives them (before any centring)
+            if u == 0:
+                self.saver.index["dim"] = int(emb.shape[-1])
+            self.saver.add(value["lang"], emb, self.sub.sentences[value["lang"]])
+        if self.remote:
+            self.done += 1
+            self.progress(value["n"])
+            self.progress.describe(f"embedding: {self.done}/{len(self.others) + 1} languages done")
+
+    def abort(self, exc: BaseException) -> None:
+        try:
+            if self.saver is not None:
+                self.saver.abort(exc)  # nothing half-written: the temporary folder goes
+        finally:
+            self.progress.close()
+
+    def finish(self) -> AlignResult:
+        import torch
+
+        try:
+            if self.saver is not None:
+                self.saver.finish()
+        except BaseException as exc:
+            self.abort(exc)
+            raise
+        self.progress.close()
+        t_done = time.perf_counter()
+        cfg, lm, sub, note = self.cfg, self.lm, self.sub, self.note
+        result = AlignResult(
+            rows=self.rows, config=cfg, run_id=uuid.uuid4().hex[:12], model=lm.name, corpus=sub.name,
+            pivot=self.pivot, langs=self.others, n_sentences=self.n, layers=self.layer_ids,
+            pooling=self.pooling_label,
+            timings={
+                "data_s": round(self.t_data - self.t0, 3), "model_load_s": round(self.t_model - self.t_data, 3),
+                "embed_and_metrics_s": round(t_done - self.t_model, 3), "total_s": round(t_done - self.t0, 3),
+                "languages_from_cache": self.cached_langs, "model_loaded": self.loaded,
+            },
+            meta={
+                "model_fingerprint": lm.fingerprint, "corpus_fingerprint": sub.fingerprint(),
+                "corpus_meta": {k: v for k, v in sub.meta.items() if isinstance(v, (str, int, float))},
+                "started": self.started, "device": str(lm.device), "dtype": str(lm.dtype).replace("torch.", ""),
+                "torch": torch.__version__,
+                **({"corpus_selection": note} if note else {}),
+            },
+        )
+        if cfg.out is not None:
+            from xling.io import output_lock
+
+            with output_lock(cfg.out):  # concurrent runs: the folder holds one run's files, never a mix
+                write_outputs(result, Path(cfg.out))
+        if cfg.store is not None:
+            save_to_store(result, Path(cfg.store))
+        return result
 
 
 def rows_to_csv(rows: list[dict], columns: list[str]) -> str:
@@ -397,13 +529,15 @@ def save_to_store(result: AlignResult, path: Path) -> None:
     )
 
 
-def align_models(models: list[str], config: AlignConfig | None = None, **kwargs) -> dict[str, AlignResult]:
+def align_models(models: list[str], config: AlignConfig | None = None, *, executor=None,
+                 **kwargs) -> dict[str, AlignResult]:
     """:func:`align` for several models on the same corpus, and a side-by-side report.
 
     Each model's run goes to ``out/<model>/`` (and the store, as usual); ``out``
     gets ``report.html`` (per-layer curves of every model at relative depth, per
     language, and a table of bests: :func:`xling.runs.report.render_models_report`)
-    and ``models.csv`` (best layer and mean MEXA per model and language).
+    and ``models.csv`` (best layer and mean MEXA per model and language). With the
+    ``ray`` executor the (model, language) units of all models go to the workers at once.
     """
     import dataclasses
 
@@ -417,9 +551,22 @@ def align_models(models: list[str], config: AlignConfig | None = None, **kwargs)
     for m in models:  # fail fast: a bad name in the list is an error before the first model's run
         model_folder(m, quiet=not cfg.progress)
     results: dict[str, AlignResult] = {}
-    for m in models:
-        sub = Path(cfg.out) / run_folder_name(m) if cfg.out else None
-        results[m] = align(dataclasses.replace(cfg, model=m, out=sub))
+    configs = {m: dataclasses.replace(cfg, model=m, out=Path(cfg.out) / run_folder_name(m) if cfg.out else None)
+               for m in models}
+    if not _is_remote(cfg, executor):
+        for m in models:
+            results[m] = align(configs[m], executor=executor)
+    else:  # every model's languages in one fan-out: the workers run several models side by side
+        runs = {m: _AlignRun(configs[m], remote=True) for m in models}
+        ex = executor if executor is not None else _executor_for(cfg)
+        try:
+            ex.run([runs[m].job() for m in models], on_result=lambda j, u, value: runs[models[j]].on_result(u, value))
+        except BaseException as exc:
+            for r in runs.values():
+                r.abort(exc)
+            raise
+        for m in models:
+            results[m] = runs[m].finish()
     if cfg.out is not None:
         from xling.io import atomic_write_text, output_lock
         from xling.runs.report import render_models_report
