@@ -15,7 +15,7 @@ body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem auto;ma
 h1{font-size:1.5rem}h2{font-size:1.2rem;margin-top:2rem;border-bottom:1px solid #ddd}
 table{border-collapse:collapse;font-size:.85rem;margin:.5rem 0}.scroll{overflow-x:auto;max-width:100%}
 td,th{border:1px solid #ddd;padding:.2rem .5rem;text-align:right}th{background:#f4f4f4}
-td.l,th.l{text-align:left}.muted{color:#777;font-size:.85rem}
+td.l,th.l{text-align:left}td.l{white-space:nowrap}.muted{color:#777;font-size:.85rem}
 table.sortable th{cursor:pointer}table.sortable th:hover{background:#e4e8f0}
 td.best{font-weight:700;background:#eef6e8}
 .headline{background:#f3f6fb;border-left:4px solid #3b528b;padding:.6rem 1rem;margin:1rem 0;font-size:1.02rem}
@@ -112,7 +112,7 @@ def color(t: float) -> str:
 
 def _text_width(text: str, size: float) -> float:
     """A generous estimate of a text's width in px (system-ui, mostly Latin)."""
-    return len(str(text)) * size * 0.58
+    return len(str(text)) * size * 0.62 + 4
 
 
 def colorbar_svg(x: float, y: float, height: float, lo: float, hi: float, label: str, lower_is_better: bool) -> str:
@@ -561,11 +561,10 @@ def render_models_report(results: dict, metric: str = "mexa") -> str:
 
 
 def t_quantile(p: float, df: int) -> float:
-    """Student-t quantile without scipy: exact for 1 and 2 degrees of freedom, else the Cornish-Fisher
-    expansion around the normal quantile (relative error < 1e-4 for df >= 3 at the usual levels)."""
-    from statistics import NormalDist
-
+    """Student-t quantile without scipy: exact for 1 and 2 degrees of freedom; otherwise the Cornish-Fisher
+    expansion around the normal quantile, refined by Newton steps on the CDF (Simpson integral of the density)."""
     import math
+    from statistics import NormalDist
 
     if df < 1:
         raise ValueError("df must be >= 1")
@@ -575,11 +574,21 @@ def t_quantile(p: float, df: int) -> float:
         return (2 * p - 1) / math.sqrt(2 * p * (1 - p))
     z = NormalDist().inv_cdf(p)
     n = float(df)
-    g1 = (z ** 3 + z) / 4
-    g2 = (5 * z ** 5 + 16 * z ** 3 + 3 * z) / 96
-    g3 = (3 * z ** 7 + 19 * z ** 5 + 17 * z ** 3 - 15 * z) / 384
-    g4 = (79 * z ** 9 + 776 * z ** 7 + 1482 * z ** 5 - 1920 * z ** 3 - 945 * z) / 92160
-    return z + g1 / n + g2 / n ** 2 + g3 / n ** 3 + g4 / n ** 4
+    t = (z + (z ** 3 + z) / (4 * n) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * n ** 2)
+         + (3 * z ** 7 + 19 * z ** 5 + 17 * z ** 3 - 15 * z) / (384 * n ** 3))
+    c = math.exp(math.lgamma((n + 1) / 2) - math.lgamma(n / 2)) / math.sqrt(n * math.pi)
+
+    def pdf(x):
+        return c * (1 + x * x / n) ** (-(n + 1) / 2)
+
+    def cdf(x, steps=400):
+        h = x / steps
+        total = pdf(0) + pdf(x) + sum((4 if k % 2 else 2) * pdf(k * h) for k in range(1, steps))
+        return 0.5 + total * h / 3
+
+    for _ in range(4):
+        t -= (cdf(t) - p) / pdf(t)
+    return t
 
 
 def fit_line_ci(xs, ys, level: float = 0.95, points: int = 40) -> dict:

@@ -1,0 +1,443 @@
+"""``xling compare``: runs of the results store side by side (pure logic and rendering, no argparse).
+
+Two kinds of comparison:
+
+* **align runs on one corpus** (two models, a base and a trimmed model, a
+  centred and a plain run): per-layer curves of each run at relative depth, each
+  language's best layer and mean over layers side by side, and the difference to
+  the first run;
+* **task runs on one task** (``eval`` runs, and each condition of ``transfer``
+  runs): per-language scores side by side and the difference to the first series,
+  over the target languages (the source language is left out of the means).
+
+Differences come with a 95% interval. The results store keeps per-language
+scores only (no per-item predictions), so the interval is a percentile bootstrap
+over languages, labelled as such: it says how much the mean difference depends on
+which languages were chosen, not how noisy each language's test set is.
+
+Runs with nothing in common (an align run and an eval run, align runs on different
+corpora, task runs on different tasks), unknown run ids and fewer than two runs are
+refused with one line (:class:`~xling.errors.XlingError`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+
+from xling.errors import XlingError
+
+DEFAULT_OUT = Path("xling-out") / "compare"
+GROUPS = {"align": "align", "eval": "task", "transfer": "task"}
+CI_METHOD = "95% percentile bootstrap over languages (the store has no per-item predictions)"
+
+
+@dataclass
+class Series:
+    """One column of the comparison: a run (or one condition of a transfer run)."""
+
+    label: str
+    run_id: str
+    command: str
+    model: str
+    values: dict[str, float]                      # lang -> score (align: mean over layers)
+    best: dict[str, tuple[int, float]] = field(default_factory=dict)   # align: lang -> (layer, value)
+    curve: list[tuple[float, float]] = field(default_factory=list)     # align: (relative depth, mean over langs)
+    layers: int = 0
+
+
+@dataclass
+class CompareResult:
+    kind: str                 # "align" or "task"
+    what: str                 # the shared corpus or task
+    metric: str
+    series: list[Series]
+    langs: list[str]          # languages every series has
+    source: str | None
+    diffs: list[dict]         # per series after the first: quantity, mean, lo, hi, n, note
+    lower_is_better: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def reference(self) -> Series:
+        return self.series[0]
+
+    def targets(self) -> list[str]:
+        return [lang for lang in self.langs if lang != self.source]
+
+
+# ----------------------------------------------------------------------------- reading the store
+
+
+def resolve_runs(store, ids: list[str]) -> list[dict]:
+    """Store runs for ids or unambiguous id prefixes, in the order given (duplicates dropped)."""
+    ids = list(dict.fromkeys(str(i).strip() for i in ids if str(i).strip()))
+    if len(ids) < 2:
+        raise XlingError(f"compare needs at least 2 run ids, got {len(ids)} (xling runs lists them)")
+    runs = store.runs()
+    out, seen = [], set()
+    for rid in ids:
+        exact = [r for r in runs if r["run_id"] == rid]
+        hits = exact or [r for r in runs if r["run_id"].startswith(rid)]
+        if not hits:
+            raise XlingError(f"unknown run id {rid!r} in {store.path} (xling runs --store {store.path} lists them)")
+        if len(hits) > 1:
+            raise XlingError(f"run id prefix {rid!r} is ambiguous: {', '.join(r['run_id'] for r in hits[:5])}")
+        if hits[0]["run_id"] not in seen:
+            seen.add(hits[0]["run_id"])
+            out.append(hits[0])
+    if len(out) < 2:
+        raise XlingError("compare needs at least 2 different runs; the ids given name one run")
+    return out
+
+
+def align_result_from_store(store, run: dict):
+    """An :class:`~xling.runs.align.AlignResult` rebuilt from the store (for reports without recomputing)."""
+    from xling.runs.align import AlignResult
+
+    rows = store.alignment(run["run_id"])
+    conf = run.get("config") or {}
+    langs = list(dict.fromkeys(r["lang"] for r in rows))
+    layers = sorted({int(r["layer"]) for r in rows})
+    metrics = list(dict.fromkeys(r["metric"] for r in rows))
+    for r in rows:
+        r["layer"] = int(r["layer"])
+    return AlignResult(
+        rows=rows, config=SimpleNamespace(metrics=(conf.get("config") or {}).get("metrics") or metrics),
+        run_id=run["run_id"], model=run.get("model") or "?", corpus=run.get("corpus") or "?",
+        pivot=conf.get("pivot") or "eng_Latn", langs=conf.get("langs") or langs,
+        n_sentences=conf.get("n_sentences") or 0, layers=conf.get("layers") or layers,
+        pooling=rows[0]["pooling"] if rows else "?", timings=conf.get("timings") or {},
+        meta={k: conf[k] for k in ("model_fingerprint", "corpus_fingerprint", "started", "device", "dtype")
+              if k in conf},
+    )
+
+
+def _task_of(run: dict) -> str:
+    if run["command"] == "transfer":
+        return str((run.get("config") or {}).get("task") or run.get("corpus") or "?")
+    corpus = str(run.get("corpus") or "")
+    return corpus[5:] if corpus.startswith("task:") else corpus
+
+
+def _short(run_id: str) -> str:
+    return run_id[:6]
+
+
+def _align_series(store, runs: list[dict], metric: str | None) -> tuple[list[Series], str, bool]:
+    from xling.runs.align import _lower_is_better
+
+    rows_by = {r["run_id"]: store.alignment(r["run_id"]) for r in runs}
+    for r in runs:
+        if not rows_by[r["run_id"]]:
+            raise XlingError(f"align run {r['run_id']} has no alignment rows in the store")
+    common = set.intersection(*({x["metric"] for x in rows} for rows in rows_by.values()))
+    if metric is None:
+        metric = "mexa" if "mexa" in common else (sorted(common)[0] if common else None)
+    if metric is None or metric not in common:
+        have = ", ".join(sorted(common)) or "none"
+        raise XlingError(f"metric {metric!r} is not in every run (metrics all runs have: {have})")
+    lower = _lower_is_better(metric)
+    pick = min if lower else max
+    models = [r.get("model") or "?" for r in runs]
+    series = []
+    for r in runs:
+        per: dict[str, dict[int, float]] = {}
+        for x in rows_by[r["run_id"]]:
+            if x["metric"] == metric:
+                per.setdefault(x["lang"], {})[int(x["layer"])] = float(x["value"])
+        layers = sorted({k for d in per.values() for k in d})
+        n = max(layers) or 1
+        curve = []
+        for layer in layers:
+            v = [d[layer] for d in per.values() if layer in d]
+            curve.append((layer / n, sum(v) / len(v)))
+        label = r.get("model") or "?"
+        if models.count(label) > 1:
+            label = f"{label} ({_short(r['run_id'])})"
+        best = {}
+        for lang, d in per.items():
+            b = pick(d, key=lambda k: d[k])
+            best[lang] = (b, d[b])
+        series.append(Series(label=label, run_id=r["run_id"], command="align", model=r.get("model") or "?",
+                             values={lang: sum(d.values()) / len(d) for lang, d in per.items()}, best=best,
+                             curve=curve, layers=len(layers)))
+    return series, metric, lower
+
+
+def _task_series(store, runs: list[dict], metric: str | None) -> tuple[list[Series], str]:
+    raw = []
+    for r in runs:
+        conf = r.get("config") or {}
+        rows = store.task_scores(r["run_id"])
+        if r["command"] == "eval":
+            split = conf.get("split") or "test"
+            raw.append((r, r.get("model") or "?", [x for x in rows if x["split"] == split], conf.get("main_metric")))
+        else:
+            conds = list(dict.fromkeys(x["model"] for x in rows))
+            for c in conds:
+                name = c.split(":", 1)[1] if c.startswith("transfer:") else c
+                raw.append((r, name, [x for x in rows if x["model"] == c], None))
+    metrics = [set(x["metric"] for x in rows) for _, _, rows, _ in raw]
+    if not metrics or not all(metrics):
+        raise XlingError("a task run has no scores in the store")
+    common = set.intersection(*metrics)
+    if metric is None:
+        wanted = [m for _, _, _, m in raw if m] + ["accuracy", "entity_f1"]
+        metric = next((m for m in wanted if m in common), sorted(common)[0] if common else None)
+    if metric is None or metric not in common:
+        have = ", ".join(sorted(common)) or "none"
+        raise XlingError(f"metric {metric!r} is not in every run (metrics all runs have: {have})")
+    labels = [name for _, name, _, _ in raw]
+    series = []
+    for r, name, rows, _ in raw:
+        label = name if labels.count(name) == 1 else f"{name} ({_short(r['run_id'])})"
+        series.append(Series(label=label, run_id=r["run_id"], command=r["command"], model=r.get("model") or "?",
+                             values={x["lang"]: float(x["value"]) for x in rows if x["metric"] == metric}))
+    return series, metric
+
+
+def bootstrap_mean_diff(diffs: list[float], reps: int = 2000, seed: int = 0) -> tuple[float, float | None, float | None]:
+    """Mean of per-language differences and its 95% percentile bootstrap interval (languages resampled)."""
+    import numpy as np
+
+    d = np.asarray(diffs, dtype=float)
+    if len(d) == 0:
+        return float("nan"), None, None
+    point = float(d.mean())
+    if len(d) < 2 or reps <= 0:
+        return point, None, None
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(d), size=(reps, len(d)))
+    lo, hi = np.percentile(d[idx].mean(axis=1), [2.5, 97.5])
+    return point, float(lo), float(hi)
+
+
+def compare_runs(store_path: str | Path, ids: list[str], metric: str | None = None, bootstrap: int = 2000,
+                 seed: int = 0) -> CompareResult:
+    """Read the runs ``ids`` (or unique prefixes) from the store and line them up; see the module doc."""
+    from xling.runs.store import ResultsStore
+
+    path = Path(store_path)
+    if not path.is_file():
+        raise XlingError(f"results store not found: {path} (run a command first, or pass --store)")
+    store = ResultsStore(path)
+    runs = resolve_runs(store, ids)
+    for r in runs:
+        if r["command"] not in GROUPS:
+            raise XlingError(f"cannot compare {r['command']} run {r['run_id']}: compare takes align, eval and "
+                             "transfer runs")
+    groups = {GROUPS[r["command"]] for r in runs}
+    if len(groups) > 1:
+        a = next(r for r in runs if GROUPS[r["command"]] == "align")
+        b = next(r for r in runs if GROUPS[r["command"]] == "task")
+        raise XlingError(f"runs {a['run_id']} ({a['command']}) and {b['run_id']} ({b['command']}) have nothing in "
+                         "common: an align run scores a corpus, an eval or transfer run a task")
+    kind = groups.pop()
+    notes: list[str] = []
+    source = None
+    lower = False
+    if kind == "align":
+        corpora = list(dict.fromkeys(str(r.get("corpus")) for r in runs))
+        if len(corpora) > 1:
+            raise XlingError(f"runs have nothing in common: align runs on different corpora ({', '.join(corpora)})")
+        what = corpora[0]
+        series, metric, lower = _align_series(store, runs, metric)
+        pivots = {str((r.get("config") or {}).get("pivot")) for r in runs}
+        if len(pivots) > 1:
+            notes.append(f"the runs use different pivots ({', '.join(sorted(pivots))})")
+    else:
+        tasks = list(dict.fromkeys(_task_of(r) for r in runs))
+        if len(tasks) > 1:
+            raise XlingError(f"runs have nothing in common: different tasks ({', '.join(tasks)})")
+        what = tasks[0]
+        series, metric = _task_series(store, runs, metric)
+        sources = {s for s in ((r.get("config") or {}).get("source") or (r.get("config") or {}).get("source_lang")
+                               for r in runs) if s}
+        if len(sources) == 1:
+            source = sources.pop()
+        elif len(sources) > 1:
+            notes.append(f"the runs have different source languages ({', '.join(sorted(sources))}); every language "
+                         "counts in the means")
+        else:
+            notes.append("no run names its source language; every language counts in the means")
+    langs = sorted(set.intersection(*(set(s.values) for s in series)))
+    if not langs:
+        raise XlingError("runs have nothing in common: no language has a score in every run")
+    only = sorted(set.union(*(set(s.values) for s in series)) - set(langs))
+    if only:
+        notes.append(f"{len(only)} language{'s' if len(only) != 1 else ''} not in every run left out: "
+                     f"{', '.join(only[:8])}{' ...' if len(only) > 8 else ''}")
+    result = CompareResult(kind=kind, what=what, metric=metric, series=series, langs=langs, source=source, diffs=[],
+                           lower_is_better=lower, notes=notes)
+    targets = result.targets()
+    ref = series[0]
+    quantities = [("mean over layers", "values"), ("best layer", "best")] if kind == "align" else [(metric, "values")]
+    for s in series[1:]:
+        for qname, attr in quantities:
+            get = (lambda x, lang: x.values[lang]) if attr == "values" else (lambda x, lang: x.best[lang][1])
+            d = [get(s, lang) - get(ref, lang) for lang in targets]
+            mean, lo, hi = bootstrap_mean_diff(d, bootstrap, seed)
+            note = "" if lo is not None else (f"only {len(d)} language{'s' if len(d) != 1 else ''}: no CI"
+                                              if len(d) < 2 else "no bootstrap: no CI")
+            result.diffs.append({"series": s.label, "reference": ref.label, "quantity": qname, "mean": mean,
+                                 "lo": lo, "hi": hi, "n": len(d), "note": note,
+                                 "wins": sum(x > 0 for x in d), "losses": sum(x < 0 for x in d)})
+    return result
+
+
+# ----------------------------------------------------------------------------- outputs
+
+
+def _ci(d: dict) -> str:
+    from xling.runs.report import fmt_signed
+
+    if d["lo"] is None:
+        return f"{fmt_signed(d['mean'])} ({d['note']})"
+    return f"{fmt_signed(d['mean'])} [{fmt_signed(d['lo'])}, {fmt_signed(d['hi'])}]"
+
+
+def csv_rows(result: CompareResult) -> list[dict]:
+    """Tidy rows: one per language and series, with the difference to the first series."""
+    from xling.data.langcodes import lang_name
+
+    ref = result.reference
+    out = []
+    for lang in result.langs:
+        for s in result.series:
+            row = {"lang": lang, "name": lang_name(lang), "role": "source" if lang == result.source else "target",
+                   "series": s.label, "run_id": s.run_id, "command": s.command, "metric": result.metric,
+                   "value": s.values[lang], "diff_vs_first": s.values[lang] - ref.values[lang]}
+            if result.kind == "align":
+                row["value_is"] = "mean over layers"
+                row["best_layer"], row["best_value"] = s.best[lang]
+            out.append(row)
+    return out
+
+
+def format_compare(result: CompareResult) -> str:
+    """A terminal table: one line per language, one column per series, then the mean differences."""
+    from xling.runs.report import fmt, fmt_signed
+
+    ref = result.reference
+    labels = [s.label for s in result.series]
+    head = ["lang", *labels, *(f"{s.label[:14]} - {ref.label[:14]}" for s in result.series[1:])]
+    lines = []
+    for lang in result.langs:
+        cells = [lang + (" *" if lang == result.source else "")]
+        for s in result.series:
+            v = fmt(s.values[lang])
+            if result.kind == "align":
+                v += f" (L{s.best[lang][0]})"
+            cells.append(v)
+        cells += [fmt_signed(s.values[lang] - ref.values[lang]) for s in result.series[1:]]
+        lines.append(cells)
+    widths = [max(len(h), *(len(r[i]) for r in lines)) for i, h in enumerate(head)]
+    row = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
+    text = [row(head), row(["-" * w for w in widths])] + [row(r) for r in lines]
+    what = "mean over layers (best layer in brackets)" if result.kind == "align" else "score"
+    text.append("")
+    text.append(f"{result.metric} on {result.what}: {what}" + ("; * = source, left out of the means"
+                                                                if result.source else ""))
+    for d in result.diffs:
+        text.append(f"{d['series']} - {d['reference']} ({d['quantity']}, {d['n']} languages): {_ci(d)}; "
+                    f"higher in {d['wins']}, lower in {d['losses']}")
+    text.append(f"intervals: {CI_METHOD}")
+    text.extend(f"note: {n}" for n in result.notes)
+    return "\n".join(text)
+
+
+def render_compare_report(result: CompareResult) -> str:
+    from xling.runs.report import (bar_chart_svg, display_lang, esc, fmt, headline_html, line_chart_svg,
+                                   metric_range, page, table_html)
+
+    ref = result.reference
+    m = result.metric
+    head = []
+    for d in result.diffs:
+        if result.kind == "align" and d["quantity"] != "mean over layers":
+            continue
+        head.append(f"<b>{esc(d['series'])}</b> vs <b>{esc(d['reference'])}</b>: mean difference in {esc(m)}"
+                    f"{' (' + esc(d['quantity']) + ')' if result.kind == 'align' else ''} <b>{esc(_ci(d))}</b> over "
+                    f"{esc(d['n'])} languages; higher in {esc(d['wins'])}, lower in {esc(d['losses'])}.")
+    if result.lower_is_better:
+        head.append(f"{esc(m)} is an error: lower is better.")
+    kind = "alignment runs" if result.kind == "align" else "task runs"
+    body = [f"<h1>Comparing {len(result.series)} {kind} on {esc(result.what)}</h1>", headline_html(head),
+            f'<p class="muted">Differences are to the first series ({esc(ref.label)}); intervals: {esc(CI_METHOD)}. '
+            'They show how much the mean difference depends on the choice of languages, not the test-set noise '
+            'within each language.</p>']
+    for n in result.notes:
+        body.append(f'<p class="note">Note: {esc(n)}.</p>')
+    if result.kind == "align":
+        lo, hi = metric_range(m, [y for s in result.series for _, y in s.curve])
+        body.append("<h2>Per layer</h2>")
+        body.append('<div class="card">' + line_chart_svg(
+            f"mean {m} over languages, per layer", {s.label: s.curve for s in result.series}, "relative depth "
+            "(0 = embeddings, 1 = last layer)", f"mean {m}", lo=lo, hi=hi) + "</div>")
+        summ = [[s.label, s.run_id, s.model, s.layers,
+                 max(s.curve, key=lambda p: -p[1] if result.lower_is_better else p[1])[1] if s.curve else None,
+                 sum(s.values[lang] for lang in result.langs) / len(result.langs)] for s in result.series]
+        body.append(table_html(["series", "run", "model", "hidden states", f"best mean {m}", "mean over layers"],
+                               summ, left_cols=3))
+    else:
+        tg = result.targets()
+        items = [(s.label, sum(s.values[lang] for lang in tg) / len(tg)) for s in result.series] if tg else []
+        refs = []
+        src = result.source
+        if src and all(src in s.values for s in result.series):
+            refs.append((ref.values[src], f"{ref.label} on the source"))
+        body.append("<h2>Mean over target languages</h2>")
+        body.append(bar_chart_svg(f"mean target {m}", items, lo=0.0, hi=1.0, highlight={ref.label}, refs=refs))
+    body.append("<h2>Differences</h2>")
+    body.append(table_html(["series", "vs", "quantity", "languages", "mean difference [95% CI]", "higher in",
+                            "lower in"],
+                           [[d["series"], d["reference"], d["quantity"], d["n"], _ci(d), d["wins"], d["losses"]]
+                            for d in result.diffs], left_cols=3))
+    body.append("<h2>Per language</h2>")
+    thead = ["language"]
+    for s in result.series:
+        thead += [f"{s.label}: best (layer)", f"{s.label}: mean"] if result.kind == "align" else [s.label]
+    thead += [f"{s.label} - {ref.label}" for s in result.series[1:]]
+    rows, marks = [], set()
+    pick = min if result.lower_is_better else max
+    for i, lang in enumerate(result.langs):
+        row = [display_lang(lang) + (" — source" if lang == result.source else "")]
+        vals = [s.values[lang] for s in result.series]
+        for s in result.series:
+            if result.kind == "align":
+                row += [f"{fmt(s.best[lang][1])} ({s.best[lang][0]})", s.values[lang]]
+            else:
+                row.append(s.values[lang])
+        width = 2 if result.kind == "align" else 1
+        marks.add((i, 1 + width * vals.index(pick(vals)) + (width - 1)))
+        row += [s.values[lang] - ref.values[lang] for s in result.series[1:]]
+        rows.append(row)
+    body.append(table_html(thead, rows, sortable=True, marks=marks))
+    body.append(f'<p class="muted">{"Mean over layers and each run&#x27;s best layer per language. " if result.kind == "align" else ""}'
+                'Shaded: the best series for the language. Click a header to sort. All values are in compare.csv.</p>')
+    body.append("<h2>Runs</h2>")
+    body.append(table_html(["series", "run", "command", "model"],
+                           [[s.label, s.run_id, s.command, s.model] for s in result.series], left_cols=4))
+    return page(f"xling compare: {result.what}", "".join(body), script=True)
+
+
+def write_compare(result: CompareResult, out: str | Path) -> dict[str, Path]:
+    """``compare.html`` and ``compare.csv`` in ``out``, each written atomically."""
+    from xling.io import atomic_write_text, output_lock
+    from xling.runs.align import rows_to_csv
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"report": out / "compare.html", "csv": out / "compare.csv"}
+    rows = csv_rows(result)
+    cols = list(rows[0]) if rows else ["lang"]
+    with output_lock(out):
+        atomic_write_text(paths["csv"], rows_to_csv(rows, cols))
+        atomic_write_text(paths["report"], render_compare_report(result))
+    return paths
+
+
+__all__ = ["CompareResult", "Series", "compare_runs", "resolve_runs", "align_result_from_store", "format_compare",
+           "render_compare_report", "write_compare", "bootstrap_mean_diff", "csv_rows"]

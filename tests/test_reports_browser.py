@@ -1,0 +1,124 @@
+"""Every HTML report opened in headless Chromium at 1400 px: no script errors, plots drawn, language names
+shown, nothing wider than the window. Slow (a browser start per report): ``pytest -m slow``."""
+
+import json
+import re
+import shutil
+import subprocess
+from types import SimpleNamespace
+
+import pytest
+
+from test_reports import LANGS, align_result, eval_result
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+#: Injected by the test only: collects script errors, exercises the report's own script (sort a table, click
+#: and hover a legend entry), then writes what it found into the DOM for --dump-dom.
+PROBE = """<script>window.__errs=[];window.onerror=function(m){window.__errs.push(String(m))};
+window.addEventListener('load',function(){var W=window.innerWidth,over=[];
+try{var th=document.querySelector('table.sortable th');if(th){th.click();th.click()}
+var lg=document.querySelector('svg .lg');if(lg){lg.dispatchEvent(new MouseEvent('click',{bubbles:true}));
+lg.dispatchEvent(new MouseEvent('mouseenter'));lg.dispatchEvent(new MouseEvent('mouseleave'));
+lg.dispatchEvent(new MouseEvent('click',{bubbles:true}))}}catch(e){window.__errs.push('probe: '+e)}
+if(document.documentElement.scrollWidth>W)over.push('page '+document.documentElement.scrollWidth);
+document.querySelectorAll('.scroll').forEach(function(e){if(e.scrollWidth>e.clientWidth+1)over.push('table '+e.scrollWidth)});
+document.querySelectorAll('svg,h1,p,table').forEach(function(e){var r=e.getBoundingClientRect();
+if(r.right>W+1)over.push(e.tagName+' '+Math.round(r.right))});
+var svgs=document.querySelectorAll('body > svg, body svg'),empty=0;
+svgs.forEach(function(s){if(!s.querySelector('rect,polyline,circle,polygon,path'))empty++});
+var d=document.createElement('pre');d.id='xling-probe';d.textContent=JSON.stringify({errors:window.__errs,
+overflow:over,svgs:svgs.length,empty:empty,width:W});document.body.appendChild(d)});</script>"""
+
+
+def open_in_chromium(html: str, tmp_path, name: str) -> tuple[dict, str]:
+    page = tmp_path / f"{name}.html"
+    page.write_text(html.replace("<head>", "<head>" + PROBE, 1))
+    proc = subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1400,1000",
+         f"--user-data-dir={tmp_path / ('profile-' + name)}", "--enable-logging=stderr", "--v=0",
+         "--virtual-time-budget=3000", "--dump-dom", page.as_uri()],
+        capture_output=True, text=True, timeout=120)
+    dom = proc.stdout
+    m = re.search(r'<pre id="xling-probe">(.*?)</pre>', dom, re.S)
+    assert m, f"{name}: the page never finished loading\n{proc.stderr[-2000:]}"
+    probe = json.loads(m.group(1).replace("&quot;", '"').replace("&amp;", "&").replace("&lt;", "<").replace("&gt;", ">"))
+    assert "Uncaught" not in proc.stderr, proc.stderr[-2000:]
+    return probe, dom
+
+
+def reports(tmp_path) -> dict[str, tuple[str, list[str]]]:
+    """name -> (html, language names that must be visible)."""
+    from xling.runs.compare import compare_runs, render_compare_report
+    from xling.runs.eval import render_eval_report
+    from xling.runs.matrix import MatrixResult, render_matrix_report
+    from xling.runs.predict import PredictConfig, predict, render_predict_report
+    from xling.runs.report import render_align_report, render_models_report
+    from xling.runs.transfer import TransferResult
+    from xling.runs.transfer_report import render_transfer_report
+
+    names = ["German", "Swahili", "Japanese"]
+    out = {"align": (render_align_report(align_result()), names),
+           "align-models": (render_models_report({"m1": align_result(), "m2": align_result("m2", 0.6, "r2")}), names)}
+    ev = eval_result({"eng_Latn": 0.9, "deu_Latn": 0.7, "fra_Latn": 0.6, "swh_Latn": 0.3, "jpn_Jpan": 0.45})
+    out["eval"] = (render_eval_report(ev, {"run_id": "a", "corpus": "toy", "metric": "mexa", "values": {
+        "deu_Latn": 0.7, "fra_Latn": 0.65, "swh_Latn": 0.2, "jpn_Jpan": 0.4}}), names)
+    langs = ["deu_Latn", "fra_Latn", "swh_Latn", "jpn_Jpan", "tur_Latn", "hin_Deva"]
+    alignment = {lang: {0: 0.1 * i, 1: 0.2 * i + 0.01 * (i % 2)} for i, lang in enumerate(langs)}
+    scores = {lang: 0.3 + 0.08 * i + 0.01 * (i % 3) for i, lang in enumerate(langs[:5])}
+    pred = predict(PredictConfig(out=None, store=None, n_boot=50), alignment=alignment, scores=scores)
+    out["predict"] = (render_predict_report(pred), ["German", "Swahili"])
+    conds = ["task", "stack", "add", "translate-train"]
+    targets = ["deu_Latn", "swh_Latn", "jpn_Jpan"]
+    rows = [{"lang": lang, "role": "target", "condition": c, "accuracy": 0.35 + 0.1 * i + 0.02 * j, "macro_f1": 0.3,
+             "n": 20} for i, c in enumerate(conds) for j, lang in enumerate(["eng_Latn", *targets])]
+    summary = [{"condition": c, "description": f"condition {c}", "method": "add", "mean_target_accuracy": 0.37 + 0.1 * i,
+                "source_accuracy": 0.35 + 0.1 * i, "reference": "task", "delta": 0.1 * i,
+                "delta_lo": None if i == 0 else 0.1 * i - 0.05, "delta_hi": None if i == 0 else 0.1 * i + 0.05,
+                "gap_closed": None if i == 0 else i / 3, "ceiling": "translate-train"} for i, c in enumerate(conds)]
+    tr = TransferResult(rows=rows, summary=summary, source="eng_Latn", targets=targets, conditions=conds,
+                        modules={"lang:deu_Latn": {"path": "m/deu", "reused": True, "dw_norm": 1.5}},
+                        metric="accuracy", run_id="t1",
+                        timings={"modules_s": 1, "modules_trained": 0, "eval_s": 2, "predicted": 0, "examples": 80,
+                                 "total_s": 3},
+                        config={"model": "m", "r": 8, "alpha": 16, "add_lambda": 1.0, "swap": [3, 1, 0],
+                                "bootstrap": 100})
+    out["transfer"] = (render_transfer_report(tr, SimpleNamespace(name="topic")), names)
+    cell = {"accuracy": 0.5, "lo": 0.4, "hi": 0.6, "macro_f1": 0.5}
+    mx = MatrixResult(matrix_id="x", model="m", task="t", method="probe", reference="eng_Latn",
+                      sources=["eng_Latn", "deu_Latn"], targets=["deu_Latn", "swh_Latn"],
+                      cells={s: {t: dict(cell) for t in ["deu_Latn", "swh_Latn"]} for s in ["eng_Latn", "deu_Latn"]},
+                      features={}, alignment={}, probes={"eng_Latn": {"layer": 1}, "deu_Latn": {"layer": 2}},
+                      layers=[0], n_test={}, timings={"total_s": 1}, meta={"layer_choice": "dev"})
+    out["matrix"] = (render_matrix_report(mx), [])
+    from xling.runs.align import save_to_store
+
+    store = tmp_path / "r.sqlite"
+    save_to_store(align_result("base", 1.0, "aaaa11112222"), store)
+    save_to_store(align_result("trimmed", 0.8, "bbbb33334444"), store)
+    out["compare"] = (render_compare_report(compare_runs(store, ["aaaa", "bbbb"])), names)
+    return out
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH (apt-get install chromium)")
+def test_every_report_in_a_real_browser(tmp_path):
+    from xling.data.langcodes import lang_name
+
+    assert lang_name("deu_Latn") == "German"
+    problems = []
+    for name, (html, names) in reports(tmp_path).items():
+        probe, dom = open_in_chromium(html, tmp_path, name)
+        text = re.sub(r"<[^>]+>", " ", dom)
+        if probe["errors"]:
+            problems.append(f"{name}: script errors {probe['errors']}")
+        if probe["overflow"]:
+            problems.append(f"{name}: wider than {probe['width']} px: {probe['overflow']}")
+        if probe["svgs"] == 0 or probe["empty"]:
+            problems.append(f"{name}: {probe['svgs']} plots, {probe['empty']} of them empty")
+        missing = [n for n in names if n not in text]
+        if missing:
+            problems.append(f"{name}: language names not shown: {missing}")
+    assert not problems, "\n".join(problems)
+    assert LANGS  # the synthetic results cover these languages
