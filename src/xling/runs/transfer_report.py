@@ -132,6 +132,23 @@ def render_transfer_report(result, task) -> str:
                       _num(s.get(f"mean_target_{m}")), _num(s.get(f"source_{m}")), _ci(s)]
                      + ([_gap(s)] if has_gap else []))
     body.append(table_html(shead, srows, left_cols=3, sortable=True))
+    lang_rows = []
+    for r in result.rows:
+        if r.get("role") == "target" and r.get("delta_lo") is not None:
+            lang_rows.append([r["condition"], display_lang(r["lang"]), fmt(r.get(m)), _ci(r)])
+    if lang_rows:
+        body.append("<h2>Per language: difference to the reference</h2>"
+                    + table_html(["condition", "language", m, "Δ [95% CI]"], lang_rows, left_cols=2, sortable=True))
+    choices = getattr(result, "choices", None) or []
+    if choices:
+        body.append("<h2>Choices made on dev (never on test)</h2>")
+        body.append(table_html(
+            ["condition", "language", "chosen", "chosen on", "dev accuracy per candidate"],
+            [[c["condition"], display_lang(c["lang"]), str(c["chosen"]), c["split"],
+              "; ".join(f"{x['value']}: {fmt(x['dev'])}" for x in c["candidates"]) or "fixed"] for c in choices],
+            left_cols=4))
+    for n in getattr(result, "notes", None) or []:
+        body.append(f"<p>Note: {esc(n)}</p>")
 
     body.append("<h2>Modules</h2>")
     mod_rows = []
