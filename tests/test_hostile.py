@@ -298,12 +298,13 @@ def test_ctrl_c_at_any_moment(tmp_path):
 
 def test_interrupt_wording_in_process(monkeypatch, capsys):
     import xling.cli as cli
+    import xling.cli.align as align_cli
 
     def interrupted(args):
         raise KeyboardInterrupt
 
     for command, resumes in (("metrics", False), ("align", True)):
-        monkeypatch.setattr(cli, "cmd_metrics" if command == "metrics" else "cmd_align", interrupted)
+        monkeypatch.setattr(align_cli, "cmd_metrics" if command == "metrics" else "cmd_align", interrupted)
         assert cli.main([command]) == 130
         err = capsys.readouterr().err.strip()
         assert err == ("xling: interrupted (finished languages are cached; run again to resume)" if resumes

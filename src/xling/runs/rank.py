@@ -347,35 +347,4 @@ def format_summary(result: RankResult) -> str:
     return "\n".join(lines)
 
 
-def add_rank_parser(sub) -> None:
-    p = sub.add_parser("rank", help="rank source languages for a target (LangRank-style, from xling matrix results)",
-                       description="Learn to rank source languages from a transfer matrix in the results store "
-                                   "(LightGBM lambdarank over URIEL distances, MEXA/retrieval, token overlap and "
-                                   "training size), evaluated leave-one-target-out against single features and "
-                                   "always-English; --target ranks sources for a language without labelled data.")
-    p.add_argument("--store", default=str(DEFAULT_STORE), help="results store holding xling matrix runs")
-    p.add_argument("--matrix", default=None, help="matrix id (default: the latest in the store)")
-    p.add_argument("--metric", default="accuracy", help="matrix score to rank by (accuracy or macro_f1)")
-    p.add_argument("--target", default=None, help="comma-separated languages to recommend sources for")
-    p.add_argument("--features", default=None, help="comma-separated features (default: all available)")
-    p.add_argument("--no-typology", action="store_true", help="no URIEL distances (no typology extra needed)")
-    p.add_argument("--k", type=int, default=3, help="NDCG cut-off (default 3)")
-    p.add_argument("--n-boot", type=int, default=1000)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=str(DEFAULT_OUT))
-    p.set_defaults(func=cmd_rank)
-
-
-def cmd_rank(args) -> int:
-    split = lambda v: [x.strip() for x in v.split(",") if x.strip()] if v else None  # noqa: E731
-    cfg = RankConfig(store=args.store, matrix=args.matrix, metric=args.metric, targets=split(args.target),
-                     features=split(args.features), typology=not args.no_typology, k=args.k, n_boot=args.n_boot,
-                     seed=args.seed, out=args.out)
-    result = rank_sources(cfg)
-    print(format_summary(result))
-    print(f"wrote {args.out}/report.html, summary.csv, loto.csv, importances.csv, recommendations.csv")
-    return 0
-
-
-__all__ = ["RankConfig", "RankResult", "load_matrix", "rank_sources", "recommend", "format_summary",
-           "add_rank_parser"]
+__all__ = ["RankConfig", "RankResult", "load_matrix", "rank_sources", "recommend", "format_summary"]

@@ -1,0 +1,87 @@
+"""The ``xling`` command line: a thin layer over the Python API.
+
+Each subcommand parses flags into the API's config dataclass and calls it. User
+mistakes (:class:`~xling.errors.XlingError`) print one line, ``xling: error:
+...``, and exit with status 2; no traceback. ``XLING_DEBUG=1`` shows tracebacks.
+
+One module per command group holds all of its ``argparse`` and its thin
+``cmd_*`` handlers (flags -> config -> recipe call -> print); the recipes are in
+:mod:`xling.runs`:
+
+* :mod:`xling.cli.align` -- ``align``, ``models``, ``metrics``, ``corpus``
+* :mod:`xling.cli.runs` -- ``runs``, ``compare``
+* :mod:`xling.cli.vocab` -- ``vocab trim|extend|compare``
+* :mod:`xling.cli.modules` -- ``compose``, ``modules list|show``, ``train-module``
+* :mod:`xling.cli.eval` -- ``train``, ``eval``, ``task``, ``predict``
+* :mod:`xling.cli.probe` -- ``probe``
+* :mod:`xling.cli.matrix` -- ``matrix``, ``rank``
+* :mod:`xling.cli.transfer` -- ``transfer``
+* :mod:`xling.cli.common` -- flag helpers shared by the groups
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from xling.cli.align import cmd_align, cmd_corpus, cmd_metrics, cmd_models  # noqa: F401 - older imports
+from xling.cli.common import add_model_flags as _add_model_flags  # noqa: F401 - older imports
+from xling.cli.common import csv_list as _csv_list  # noqa: F401 - older imports
+from xling.cli.common import metric_options as _metric_options  # noqa: F401 - older imports
+from xling.cli.runs import cmd_compare, cmd_runs  # noqa: F401 - older imports
+from xling.errors import XlingError
+from xling.options import option_value  # noqa: F401 - re-exported for older imports
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from xling import __version__
+    from xling.cli import align, matrix, modules, probe, runs, transfer, vocab
+    from xling.cli import eval as eval_cmds
+
+    parser = argparse.ArgumentParser(prog="xling", description="Cross-lingual transfer of language models.")
+    parser.add_argument("--version", action="version", version=f"xling {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    align.add_align_parser(sub)
+    align.add_models_parser(sub)
+    runs.add_runs_parser(sub)
+    runs.add_compare_parser(sub)
+    align.add_metrics_parser(sub)
+    align.add_corpus_parser(sub)
+    vocab.add_vocab_parser(sub)  # xling vocab trim|extend|compare
+    modules.add_compose_parsers(sub)  # xling compose, xling modules list|show
+    eval_cmds.add_eval_parsers(sub)  # xling train, eval, task, predict
+    modules.add_train_module_parser(sub)  # xling train-module
+    probe.add_probe_parser(sub)  # xling probe (linear probe on frozen features)
+    matrix.add_matrix_parser(sub)  # xling matrix (source x target transfer matrix)
+    matrix.add_rank_parser(sub)  # xling rank (which source language to transfer from)
+    transfer.add_transfer_parser(sub)  # xling transfer (the modular transfer experiment)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from xling.errors import interrupted_message
+
+    try:
+        for arg in sys.argv[1:] if argv is None else argv:
+            try:
+                str(arg).encode("utf-8")
+            except UnicodeEncodeError:  # undecodable bytes in argv arrive as lone surrogates
+                raise XlingError(f"command-line argument {ascii(arg)} is not valid UTF-8 text") from None
+        parser = build_parser()  # imports the subcommands (torch, transformers): Ctrl-C may land here
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 2
+        return args.func(args)
+    except XlingError as exc:
+        if os.environ.get("XLING_DEBUG"):
+            raise
+        print(f"xling: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(interrupted_message(sys.argv[1:] if argv is None else argv), file=sys.stderr)
+        return 130
+
+
+__all__ = ["build_parser", "main"]

