@@ -30,6 +30,7 @@ def __getattr__(name):  # lazy: importing xling stays cheap (no torch until need
         return load_model
     if name == "load_corpus":
         from xling.data.readers import load_corpus
+        import xling.tasks  # noqa: F401 - registers the task:<name> corpora
 
         return load_corpus
     raise AttributeError(name)

@@ -148,6 +148,7 @@ def cmd_metrics(args) -> int:
 def cmd_corpus(args) -> int:
     from xling.data.langcodes import lang_name
     from xling.data.readers import load_corpus
+    import xling.tasks  # noqa: F401 - registers the task:<name> and bible-genre:align corpora
     from xling.data.selection import selection_note
 
     corpus = load_corpus(args.data, langs=csv_list(args.langs))

@@ -518,8 +518,10 @@ def load_corpus(
     text = os.fspath(spec)
     key = text.strip().lower() if isinstance(text, str) else ""
     bare_name = isinstance(spec, str) and not any(sep in text for sep in ("/", "\\", os.sep))
-    if key.startswith("task:") and key not in PROVIDERS:
-        import xling.tasks  # noqa: F401 - registers a task:<name> provider per task
+    if key.startswith("task:") and key not in PROVIDERS and "xling.tasks" not in sys.modules:
+        # The data layer imports nothing above it: importing xling.tasks registers the task:<name>
+        # providers (the command line, the recipes and xling.load_corpus do it first).
+        raise XlingError(f"{text}: task corpora are provided by the tasks package; import xling.tasks first")
 
     if key in PROVIDERS and bare_name:
         # A bare name is a provider even if a folder of that name exists

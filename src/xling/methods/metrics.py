@@ -69,6 +69,7 @@ __all__ = [
     "PairEmbeddings",
     "compute_metrics",
     "higher_is_better",
+    "lower_is_better",
     "register_metric",
     "resolve_options",
     "validate_options",
@@ -339,6 +340,15 @@ def higher_is_better(output: str) -> bool:
         except KeyError:
             continue
     raise KeyError(f"no registered metric produces {output!r}")
+
+
+def lower_is_better(output: str) -> bool:
+    """Whether smaller values of an output are better (xSIM errors); an unknown output (rows of an old store) falls
+    back to its name: ``xsim_err*`` is an error rate."""
+    try:
+        return not higher_is_better(output)
+    except KeyError:
+        return output.startswith("xsim_err")
 
 
 def compute_metrics(

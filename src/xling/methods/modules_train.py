@@ -69,6 +69,7 @@ def read_module_text(text, lang: str, max_sentences: int | None = None) -> list[
         lines, where = unlabeled_text(text.split(":", 1)[1], code), text
     else:
         from xling.data.readers import load_corpus, read_lines
+        import xling.tasks  # noqa: F401 - registers the task:<name> and bible-genre:align corpora
 
         path = Path(str(text)).expanduser()
         if path.is_file() and path.suffix.lower() not in (".tsv", ".jsonl", ".ndjson"):

@@ -149,13 +149,9 @@ def unused_option_messages(metrics: list[str], options: dict[str, dict]) -> list
 
 
 def _lower_is_better(metric: str) -> bool:
-    """Errors (xSIM) are better when lower; the metric registry says which outputs are."""
-    from xling.methods.metrics import higher_is_better
+    from xling.methods.metrics import lower_is_better  # lazy: importing this module stays free of torch
 
-    try:
-        return not higher_is_better(metric)
-    except KeyError:  # an output no registered metric produces (e.g. rows read from an old store)
-        return metric.startswith("xsim_err")
+    return lower_is_better(metric)
 
 
 def summarize(rows: list[dict]) -> list[dict]:
@@ -318,6 +314,7 @@ class _AlignRun:
 
     def __init__(self, cfg: AlignConfig, lm=None, corpus=None, remote: bool = False):
         from xling.data.readers import load_corpus
+        import xling.tasks  # noqa: F401 - registers the task:<name> and bible-genre:align corpora
         from xling.engine.embed import EmbedConfig, EmbeddingCache
         from xling.models.layers import parse_layers
         from xling.models.loading import load_model

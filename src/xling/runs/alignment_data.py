@@ -31,6 +31,7 @@ def read_align_pairs(spec: str, source: str, langs: Sequence[str], max_pairs: in
     """``(pairs, info)``: source-target sentence pairs of corpus ``spec`` for each of ``langs``."""
     from xling.data.langcodes import normalize_lang
     from xling.data.readers import load_corpus
+    import xling.tasks  # noqa: F401 - registers the task:<name> and bible-genre:align corpora
 
     if max_pairs is not None and max_pairs < 2:
         raise XlingError(f"--align-max-pairs must be at least 2, got {max_pairs}")

@@ -126,7 +126,7 @@ def _short(run_id: str) -> str:
 
 
 def _align_series(store, runs: list[dict], metric: str | None) -> tuple[list[Series], str, bool]:
-    from xling.runs.align import _lower_is_better
+    from xling.methods.metrics import lower_is_better as _lower_is_better
 
     rows_by = {r["run_id"]: store.alignment(r["run_id"]) for r in runs}
     for r in runs:

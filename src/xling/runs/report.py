@@ -248,7 +248,7 @@ def metric_range(metric: str, values: Iterable[float]) -> tuple[float, float]:
 def render_align_report(result) -> str:
     """HTML for an :class:`~xling.runs.align.AlignResult`."""
     from xling.data.langcodes import lang_name
-    from xling.runs.align import _lower_is_better
+    from xling.methods.metrics import lower_is_better as _lower_is_better
 
     metrics = result.metrics()
     summ = {(s["lang"], s["metric"]): s for s in result.summary()}
@@ -487,7 +487,7 @@ def render_models_report(results: dict, metric: str = "mexa") -> str:
     Layers are drawn at their relative depth (layer / number of layers), so a
     12-layer encoder and a 30-layer decoder share one axis.
     """
-    from xling.runs.align import _lower_is_better
+    from xling.methods.metrics import lower_is_better as _lower_is_better
 
     first = next(iter(results.values()))
     lower = _lower_is_better(metric)

@@ -100,6 +100,7 @@ def _read_plain(path: Path) -> list[str]:
 def load_sources(spec: str, langs: Sequence[str]) -> list[TextSource]:
     """Read a corpus spec (see the module docstring) into one source per language and part."""
     from xling.data.readers import load_corpus
+    import xling.tasks  # noqa: F401 - registers the task:<name> and bible-genre:align corpora
 
     if not spec or not str(spec).strip():
         raise XlingError("no corpus given")
