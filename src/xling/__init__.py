@@ -6,10 +6,11 @@ The Python API that the ``xling`` command line wraps:
 >>> result = xling.align()                      # built-in model and corpus
 >>> result.summary()                            # per-language MEXA, best layer, ...
 
-Layers: ``xling.data`` (corpora, language codes), ``xling.models`` (loading,
-layer access), ``xling.engine`` (batched hidden states), ``xling.methods``
-(metrics: pure tensor functions in a registry), ``xling.runs`` (recipes,
-results store, reports), ``xling.cli`` (the command line).
+Layers, low to high: ``xling.data`` (corpora, language codes), ``xling.models``
+(loading, layer access), ``xling.engine`` (batched hidden states), ``xling.tasks``,
+then ``xling.modules`` and ``xling.methods`` (metrics, composition, training),
+``xling.runs`` (recipes, results store, reports), ``xling.cli`` (the command
+line). No module imports a higher layer (``tests/test_layers.py``).
 """
 
 from xling.errors import XlingError
