@@ -21,6 +21,23 @@ It prints one table: per n and path, wall time, peak RSS, the metrics' own memor
 
     XLING_WHEELHOUSE=/tmp/whl python benchmarks/scale.py [--sizes 1000,5000,10000,31102] [--lang deu]
         [--threads 2] [--budget 1GB] [--work /tmp/xling-scale]
+
+``--executor ray`` measures the fan-out instead (``xling align --executor ray``), side by
+side in one run, on a local Ray started once (its start time is printed apart):
+
+1. ``align`` of the built-in e5-small on the built-in corpus (``--ray-langs``, default 8
+   languages + English, ``--ray-sentences`` each, every layer, embeddings recomputed: no
+   cache) in this process on 1 torch thread, then on Ray with 1 worker and with
+   ``--workers`` (default 2), 1 torch thread each: wall times, the speed-up of N workers
+   against 1 and against local, and a check that the rows are the same (max |difference|);
+2. the overhead per unit: ``--units`` trivially small units (``executor.map``) on 1 Ray
+   worker against the same in this process: (Ray time - local time) / units, after the
+   actor's start (one unit) is timed and subtracted;
+3. units of fixed CPU work (0.5 s each) on 1 and N workers: the speed-up the machine
+   allows at that moment (on a shared machine, other jobs' load caps it).
+
+    python benchmarks/scale.py --executor ray [--workers 2] [--ray-langs deu,fra,spa,rus,swe,hun,ell,jpn]
+        [--ray-sentences 200] [--units 300]
 """
 
 from __future__ import annotations
@@ -109,6 +126,92 @@ def synthetic(args) -> None:
     path.unlink()
 
 
+def _trivial(x):
+    return x + 1
+
+
+def _busy(x):
+    """A unit of fixed CPU work (0.5 s of this process's CPU time, whatever the machine's load)."""
+    t = time.process_time()
+    while time.process_time() - t < 0.5:
+        pass
+    return x
+
+
+def ray_bench(args) -> None:
+    """Local vs Ray (1 and N workers) on one align run, and Ray's overhead per unit."""
+    import logging
+
+    import ray
+    import torch
+
+    from xling.runs.align import align
+    from xling.runs.executor import LocalExecutor, RayExecutor
+
+    torch.set_num_threads(1)
+    langs = [x for x in args.ray_langs.split(",") if x]
+    t = time.perf_counter()
+    ray.init(num_cpus=args.workers, include_dashboard=False, logging_level=logging.WARNING)
+    t_init = time.perf_counter() - t
+    print(f"ray {ray.__version__}: local Ray with {args.workers} CPUs started in {t_init:.1f} s", flush=True)
+    kw = dict(model=args.model, langs=langs, max_sentences=args.ray_sentences, batch_size=16, cache=False,
+              out=None, store=None, progress=False)
+    runs = []
+    for label, ex in (("local, 1 thread", LocalExecutor()), ("ray, 1 worker", RayExecutor(workers=1)),
+                      (f"ray, {args.workers} workers", RayExecutor(workers=args.workers))):
+        t = time.perf_counter()
+        res = align(executor=ex, **kw)
+        wall = time.perf_counter() - t
+        runs.append((label, wall, res))
+        print(f"  {label:<16} {wall:7.1f} s", flush=True)
+    ref = runs[0][2].rows
+    diff = max(max(abs(a["value"] - b["value"]) for a, b in zip(r.rows, ref)) for _, _, r in runs[1:])
+    same_keys = all([{k: v for k, v in a.items() if k != "value"} for a in r.rows] ==
+                    [{k: v for k, v in b.items() if k != "value"} for b in ref] for _, _, r in runs[1:])
+
+    units = list(range(args.units))
+    t = time.perf_counter()
+    LocalExecutor().map(_trivial, units)
+    t_local = time.perf_counter() - t
+    one = RayExecutor(workers=1)
+    t = time.perf_counter()
+    one.map(_trivial, [0])
+    t_start = time.perf_counter() - t
+    t = time.perf_counter()
+    got = one.map(_trivial, units)
+    t_ray = time.perf_counter() - t
+    assert got == [u + 1 for u in units]
+    per_unit = (t_ray - t_start) / len(units) - t_local / len(units)
+    busy = list(range(4 * args.workers))  # fixed CPU work: what N workers can gain on this machine now
+    t_busy = {}
+    for w in (1, args.workers):
+        t = time.perf_counter()
+        RayExecutor(workers=w).map(_busy, busy)
+        t_busy[w] = time.perf_counter() - t
+    ray.shutdown()
+
+    n_units = len(langs) + 1
+    (_, t_l, res), (_, t1, _), (_, tn, _) = runs
+    print()
+    print(f"{res.model} on {res.corpus}: {n_units} units (English + {len(langs)} languages) x {res.n_sentences} "
+          f"sentences x {len(res.layers)} layers, no cache")
+    head = f"{'executor':<18} {'wall s':>7} {'s/unit':>7} {'vs 1 worker':>12} {'vs local':>9}"
+    print(head)
+    print("-" * len(head))
+    for label, wall, _ in runs:
+        print(f"{label:<18} {wall:>7.1f} {wall / n_units:>7.2f} {t1 / wall:>11.2f}x {t_l / wall:>8.2f}x")
+    print(f"\nspeed-up of {args.workers} workers against 1: {t1 / tn:.2f}x; against local: {t_l / tn:.2f}x; "
+          f"rows identical: {'yes' if same_keys else 'NO'} (max |difference| {diff:.1e})")
+    print(f"overhead: Ray start {t_init:.1f} s (once); an actor's start (process, imports, one unit) {t_start:.2f} s; "
+          f"per unit {per_unit * 1e3:.2f} ms ({len(units)} trivial units: Ray {t_ray:.2f} s - actor start, "
+          f"local {t_local * 1e3:.2f} ms)")
+    print(f"fixed-CPU units ({len(busy)} x 0.5 s of CPU): 1 worker {t_busy[1]:.1f} s, {args.workers} workers "
+          f"{t_busy[args.workers]:.1f} s: {t_busy[1] / t_busy[args.workers]:.2f}x (the parallelism the machine "
+          f"allows now; {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f})")
+    if not same_keys or diff > 1e-6:
+        sys.exit("Ray and local results differ")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="1000,5000,10000,31102")
@@ -122,6 +225,12 @@ def main() -> None:
                     help="instead: a memory check at N sentences on random embeddings of e5-small's shape "
                          "(13 x N x 384 per side, all held), metrics on the first --layers-run layers")
     ap.add_argument("--layers-run", type=int, default=0)
+    ap.add_argument("--executor", default="local", choices=["local", "ray"],
+                    help="ray: instead, local vs Ray workers on one align run, and Ray's overhead per unit")
+    ap.add_argument("--workers", type=int, default=2, help="--executor ray: Ray workers to compare with 1")
+    ap.add_argument("--ray-langs", default="deu,fra,spa,rus,swe,hun,ell,jpn")
+    ap.add_argument("--ray-sentences", type=int, default=200)
+    ap.add_argument("--units", type=int, default=300, help="--executor ray: trivial units for the overhead")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--n", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--mode", default="blocked", help=argparse.SUPPRESS)
@@ -129,6 +238,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.child:
         return child(args)
+    if args.executor == "ray":
+        return ray_bench(args)
 
     import torch
     from safetensors.torch import save_file

@@ -141,6 +141,12 @@ def test_ray_unit_error_names_the_unit(ray_session):
     with pytest.raises(XlingError, match=r"^align m, language bad: sentence 1 tokenizes to nothing$"):
         RayExecutor(workers=2).run([Job(make, ["ok", "bad"], ["align m, language ok", "align m, language bad"])])
 
+    def make_fails():
+        raise XlingError("model m: no .safetensors weights in /x")
+
+    with pytest.raises(XlingError, match=r"^align m, language ok: model m: no .safetensors weights in /x$"):
+        RayExecutor(workers=1).run([Job(make_fails, ["ok"], ["align m, language ok"])])
+
 
 def _same_rows(a, b):
     assert [{k: v for k, v in r.items() if k != "value"} for r in a] == \
@@ -177,7 +183,7 @@ def test_ray_align_matches_local(ray_session, tiny_model_dirs, tmp_path):
 
 
 @pytest.mark.slow
-def test_ray_align_resumes_from_the_units_already_cached(ray_session, tiny_model_dirs, tmp_path):
+def test_ray_align_resumes_from_the_units_already_cached(ray_session, tiny_model_dirs, tmp_path, monkeypatch):
     from xling.runs.align import align
 
     kw = dict(model=str(tiny_model_dirs["bert"]), corpus=_corpus(), progress=False, metrics=["mexa"],
@@ -187,6 +193,14 @@ def test_ray_align_resumes_from_the_units_already_cached(ray_session, tiny_model
     full = align(executor=RayExecutor(workers=2), **kw)
     assert full.timings["languages_from_cache"] == 2  # the pivot and German
     _same_rows([r for r in full.rows if r["lang"] == "deu_Latn"], first.rows)
+    # a model folder given by a relative path: the workers load it by its absolute path, and the cache
+    # entries they write are keyed like the local run's
+    monkeypatch.chdir(tiny_model_dirs["gpt2"].parent)
+    kw["model"] = "gpt2"
+    local = align(**kw)
+    remote = align(executor=RayExecutor(workers=2), **kw)
+    assert local.timings["languages_from_cache"] == 0 and remote.timings["languages_from_cache"] == 4
+    assert remote.rows == local.rows and {r["model"] for r in remote.rows} == {"gpt2"}
 
 
 @pytest.mark.slow

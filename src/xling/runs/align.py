@@ -260,6 +260,9 @@ class _AlignUnits:
             from xling.models.loading import load_model
 
             lm = load_model(spec["model"], dtype=spec["dtype"], device=spec["device"], quiet=True, lazy=True)
+            # the same folder as the driver's, maybe spelled differently (made absolute), which its config
+            # records: the driver's fingerprint keys the cache entries, so local and Ray runs share them
+            lm.fingerprint = spec["fingerprint"]
         self.lm = lm
         self.progress = progress
         self.cache = EmbeddingCache(spec["cache_root"])
@@ -385,7 +388,8 @@ class _AlignRun:
         cfg, sub = self.cfg, self.sub
         spec = {
             "model": worker_model_name(cfg.model), "dtype": cfg.dtype, "device": cfg.device,
-            "model_name": self.lm.name, "corpus": sub.name, "ecfg": self.ecfg, "cache_root": str(self.cache.root),
+            "model_name": self.lm.name, "fingerprint": self.lm.fingerprint, "corpus": sub.name, "ecfg": self.ecfg,
+            "cache_root": str(self.cache.root),
             "refresh": not cfg.cache, "center": cfg.center, "metrics": list(cfg.metrics),
             "metric_options": cfg.metric_options, "memory_budget": cfg.memory_budget, "layer_ids": self.layer_ids,
             "pooling_label": self.pooling_label, "pivot": self.pivot, "pivot_sentences": sub.sentences[self.pivot],

@@ -142,9 +142,15 @@ def _actor_class():
             import torch
 
             torch.set_num_threads(threads)
-            self.worker = make()
+            self.worker = self.error = None
+            try:  # built at once (the model loads while other units run), but an error here (a model
+                self.worker = make()  # that fails to load) is raised by the first call: the unit's error,
+            except Exception as exc:  # noqa: BLE001 - with its own message, not an actor death
+                self.error = exc
 
         def call(self, unit):
+            if self.error is not None:
+                raise self.error
             return self.worker(unit)
 
     return XlingWorker
@@ -242,16 +248,23 @@ class RayExecutor:
                         idle.remove(actor)
                         del actors[actor]
                         ray.kill(actor)
-                # free slots: a new actor for the job with the most units per actor still to hand out
+                # free slots: a new actor for the job with the most units per actor still to hand out; with
+                # none to hand out now, one for a job waiting on its first unit (it starts while that runs)
                 while len(actors) < self.workers:
                     busy = {k: sum(1 for a in actors.values() if a == k) for k in range(len(jobs))}
                     want = [(handable(k) / (busy[k] + 1), -k) for k in range(len(jobs)) if handable(k) > busy[k]]
+                    if not want:
+                        want = [(len(queues[k]) / (busy[k] + 1), -k) for k in range(len(jobs))
+                                if gate[k] and len(queues[k]) > busy[k] - 1]
                     if not want:
                         break
                     j = -max(want)[1]
                     actor = cls.remote(jobs[j].make, env, self.threads)
                     actors[actor] = j
-                    submit(actor, j)
+                    if handable(j):
+                        submit(actor, j)
+                    else:
+                        idle.append(actor)
                 if not inflight:  # cannot happen: every job with units left has an actor or a slot
                     raise RuntimeError("RayExecutor: nothing in flight with units left")
                 ready, _ = ray.wait(list(inflight), num_returns=1)
