@@ -294,3 +294,17 @@ def test_cli_eval_and_align_with_ray(ray_session, trained, tiny_model_dirs, tmp_
     assert main(args + ["--out", str(tmp_path / "ar"), "--executor", "ray"]) == 0
     assert (tmp_path / "ar" / "alignment.csv").read_text() == (tmp_path / "al" / "alignment.csv").read_text()
     capsys.readouterr()
+
+
+@pytest.mark.slow
+def test_ray_zero_shot_eval_matches_local(ray_session, tiny_model_dirs):
+    from test_train import tiny_task
+
+    from xling.runs.eval import evaluate
+
+    task = tiny_task(n_train=2, n_dev=2, n_test=5)
+    kw = dict(model=str(tiny_model_dirs["llama"]), task=task, zero_shot=True, out=None, store=None, progress=False,
+              cache=False)
+    local = evaluate(**kw)
+    remote = evaluate(executor=RayExecutor(workers=2), **kw)
+    assert remote.rows == local.rows and remote.timings["model_loaded"]
