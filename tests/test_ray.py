@@ -61,6 +61,9 @@ def test_missing_ray_extra_is_one_line(monkeypatch, tmp_path, capsys, tiny_model
     err = capsys.readouterr().err
     assert rc == 2 and err.strip().splitlines() == [f"xling: error: {msg}"]
     assert not (tmp_path / "o").exists()
+    # before anything else: eval's --model is not checked, its task not built
+    rc = main(["eval", "--model", str(tmp_path / "nope"), "--executor", "ray", "--store", "none", "--quiet"])
+    assert rc == 2 and capsys.readouterr().err.strip().splitlines() == [f"xling: error: {msg}"]
 
 
 def test_local_executor_runs_jobs_in_order():

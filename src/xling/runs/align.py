@@ -217,8 +217,8 @@ def align(config: AlignConfig | None = None, *, lm=None, corpus=None, executor=N
     to them), and the results are the same.
     """
     cfg = config if config is not None else AlignConfig(**kwargs)
-    run = _AlignRun(cfg, lm, corpus, remote=_is_remote(cfg, executor))
-    ex = executor if executor is not None else _executor_for(cfg)
+    ex = executor if executor is not None else _executor_for(cfg)  # a missing ray fails now, before any data
+    run = _AlignRun(cfg, lm, corpus, remote=ex.name != "local")
     try:
         ex.run([run.job()], on_result=lambda j, u, value: run.on_result(u, value))
     except BaseException as exc:
@@ -398,6 +398,7 @@ class _AlignRun:
         import functools
 
         if self.remote:
+            self.progress.describe(f"embedding {len(self.others) + 1} languages on Ray")
             make = functools.partial(_AlignUnits, spec, self.lm_given)
         else:  # in this process: the model loaded here, and the progress bar per batch
             make = functools.partial(_AlignUnits, spec, self.lm, self.progress)
@@ -558,8 +559,8 @@ def align_models(models: list[str], config: AlignConfig | None = None, *, execut
         for m in models:
             results[m] = align(configs[m], executor=executor)
     else:  # every model's languages in one fan-out: the workers run several models side by side
-        runs = {m: _AlignRun(configs[m], remote=True) for m in models}
         ex = executor if executor is not None else _executor_for(cfg)
+        runs = {m: _AlignRun(configs[m], remote=True) for m in models}
         try:
             ex.run([runs[m].job() for m in models], on_result=lambda j, u, value: runs[models[j]].on_result(u, value))
         except BaseException as exc:

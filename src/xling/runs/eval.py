@@ -425,6 +425,8 @@ def evaluate(config: EvalConfig | None = None, *, task=None, executor=None, **kw
     if task is not None and not hasattr(task, "data"):  # a name or path: a config field
         kwargs["task"], task = str(task), None
     cfg = config if config is not None else EvalConfig(**kwargs)
+    ex = executor if executor is not None else make_executor(  # a missing ray fails now, before the task
+        cfg.executor, address=cfg.ray_address, workers=cfg.ray_workers, threads=cfg.threads or 1)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     t0 = time.perf_counter()
@@ -473,8 +475,6 @@ def evaluate(config: EvalConfig | None = None, *, task=None, executor=None, **kw
                 "lang": lang, **handle.settings()}
         units.append((lang, table[lang], PredictionCache.key(spec),
                       {"model": handle.name, **{k: v for k, v in spec.items() if k != "verbalizers"}}))
-    ex = executor if executor is not None else make_executor(
-        cfg.executor, address=cfg.ray_address, workers=cfg.ray_workers, threads=cfg.threads or 1)
     remote = ex.name != "local"
     predicted: dict[str, dict] = {}
     try:

@@ -174,6 +174,9 @@ class RayExecutor:
 
     def __init__(self, address: str | None = None, workers: int = DEFAULT_RAY_WORKERS, threads: int = 1,
                  retries: int = 1):
+        from xling.deps import require
+
+        require("ray", "--executor ray")  # a missing extra is one line now, before the run reads any data
         self.address = address
         self.workers = check_workers(workers)
         self.threads = max(1, int(threads))
