@@ -20,7 +20,7 @@ def add_transfer_parser(sub) -> None:
                     "(on the base and on the source-language module), then compare on every target: "
                     + "; ".join(f"{c.name} = {c.description}" for c in CONDITIONS.values()) + ".")
     p.add_argument("--model", default=DEFAULT_MODEL, help="base model (default: the built-in multilingual-e5-small)")
-    p.add_argument("--task", default=DEFAULT_TASK, help="task name or file (default libreoffice-topic)")
+    p.add_argument("--task", default=DEFAULT_TASK, help="task name or file (default bible-genre: parallel train/dev/test, so translate-train and alignment data are built in)")
     p.add_argument("--langs", default=None, help="target languages, comma-separated (default: "
                                                  + ",".join(DEFAULT_TARGETS) + ")")
     p.add_argument("--source-lang", default=None, help="source language (default: the task's)")

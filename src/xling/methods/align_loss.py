@@ -29,13 +29,12 @@ Pieces, all pure (tensors and models in, tensors out):
 
 from __future__ import annotations
 
-import re
-import unicodedata
-from typing import Iterable, Mapping, Sequence
+from typing import Mapping
 
 import torch
 import torch.nn.functional as F
 
+from xling.data.overlap import normalize_text, overlapping  # noqa: F401 - re-exported
 from xling.errors import XlingError
 
 DEFAULT_TEMPERATURE = 0.1
@@ -168,21 +167,6 @@ def pick_align_layer(scores: Mapping[int, float], num_layers: int) -> int:
     best = max(v for _, v in band)
     ties = [layer for layer, v in band if v >= best - 1e-12]
     return min(ties, key=lambda layer: (abs(layer - num_layers / 2), layer))
-
-
-_PUNCT = re.compile(r"[\W_]+", re.UNICODE)
-
-
-def normalize_text(text: str) -> str:
-    """Case-, space- and punctuation-insensitive form used to detect overlap."""
-    return _PUNCT.sub(" ", unicodedata.normalize("NFKC", text).casefold()).strip()
-
-
-def overlapping(pairs: Sequence[tuple[str, str]], protected: Iterable[str]) -> list[int]:
-    """Indices of pairs with either side equal (after :func:`normalize_text`) to a protected text."""
-    keys = {normalize_text(t) for t in protected if t}
-    keys.discard("")
-    return [i for i, (a, b) in enumerate(pairs) if normalize_text(a) in keys or normalize_text(b) in keys]
 
 
 __all__ = ["info_nce", "LayerTap", "mean_pool", "pooled_layer", "alignment_loss", "pick_align_layer",
