@@ -30,8 +30,10 @@ def add_compare_parser(sub) -> None:
     cp = sub.add_parser("compare", help="runs of the results store side by side (align runs on one corpus, eval or "
                                         "transfer runs on one task)",
                         description="Per-language scores of two or more runs side by side, the difference to the "
-                                    "first run with a 95%% bootstrap interval over languages, as compare.html, "
-                                    "compare.csv and a terminal table. Run ids may be unambiguous prefixes.")
+                                    "first run with a 95%% interval (a paired bootstrap over items where both runs "
+                                    "carry per-item results for the same items, else a bootstrap over languages), "
+                                    "as compare.html, compare.csv and a terminal table. Run ids may be unambiguous "
+                                    "prefixes.")
     cp.add_argument("run_ids", nargs="+", metavar="RUN_ID", help="two or more run ids (xling runs lists them)")
     cp.add_argument("--store", default=str(DEFAULT_STORE), help="results store (default xling-out/results.sqlite)")
     cp.add_argument("--out", default="xling-out/compare", help="folder for compare.html and compare.csv "

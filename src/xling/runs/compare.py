@@ -10,10 +10,17 @@ Two kinds of comparison:
   runs): per-language scores side by side and the difference to the first series,
   over the target languages (the source language is left out of the means).
 
-Differences come with a 95% interval. The results store keeps per-language
-scores only (no per-item predictions), so the interval is a percentile bootstrap
-over languages, labelled as such: it says how much the mean difference depends on
-which languages were chosen, not how noisy each language's test set is.
+Differences come with a 95% interval, labelled with how it was drawn. Where both
+series carry per-item correctness in the store (``item_scores``: eval and transfer
+runs of classification and multiple-choice tasks) for the same items in the same
+order in every target language, and the metric is accuracy, it is a **paired
+bootstrap over items**: per language the same item indices are drawn for both
+series, and the overall difference is the mean over languages
+(:func:`xling.runs.transfer.bootstrap_study`); each language gets its own paired
+interval too. Otherwise (older runs, token tasks, other metrics, different items)
+it falls back to a percentile **bootstrap over languages**, with a note saying why:
+that interval says how much the mean difference depends on which languages were
+chosen, not how noisy each language's test set is.
 
 Runs with nothing in common (an align run and an eval run, align runs on different
 corpora, task runs on different tasks), unknown run ids and fewer than two runs are
@@ -30,7 +37,14 @@ from xling.errors import XlingError
 
 DEFAULT_OUT = Path("xling-out") / "compare"
 GROUPS = {"align": "align", "eval": "task", "transfer": "task"}
-CI_METHOD = "95% percentile bootstrap over languages (the store has no per-item predictions)"
+CI_METHOD = "95% percentile bootstrap over languages"
+CI_ITEMS = ("95% paired bootstrap over items (per language the same items resampled for both series; the overall "
+            "difference is the mean over languages)")
+BY_LANGS = "bootstrap over languages"
+BY_ITEMS = "paired bootstrap over items"
+_MEANS = {BY_ITEMS: "A paired bootstrap over items shows how much the difference depends on the test items drawn.",
+          BY_LANGS: "A bootstrap over languages shows how much the mean difference depends on the choice of "
+                    "languages, not the test-set noise within each language."}
 
 
 @dataclass
@@ -45,6 +59,7 @@ class Series:
     best: dict[str, tuple[int, float]] = field(default_factory=dict)   # align: lang -> (layer, value)
     curve: list[tuple[float, float]] = field(default_factory=list)     # align: (relative depth, mean over langs)
     layers: int = 0
+    items: dict[str, dict] = field(default_factory=dict)  # task: lang -> item_scores row (ids_hash, n, correct)
 
 
 @dataclass
@@ -55,7 +70,7 @@ class CompareResult:
     series: list[Series]
     langs: list[str]          # languages every series has
     source: str | None
-    diffs: list[dict]         # per series after the first: quantity, mean, lo, hi, n, note
+    diffs: list[dict]         # per series after the first: quantity, mean, lo, hi, n, note, method, per_lang
     lower_is_better: bool = False
     notes: list[str] = field(default_factory=list)
 
@@ -167,18 +182,21 @@ def _align_series(store, runs: list[dict], metric: str | None) -> tuple[list[Ser
 
 
 def _task_series(store, runs: list[dict], metric: str | None) -> tuple[list[Series], str]:
-    raw = []
+    raw, items = [], []
     for r in runs:
         conf = r.get("config") or {}
         rows = store.task_scores(r["run_id"])
+        item_rows = store.items(r["run_id"])
         if r["command"] == "eval":
             split = conf.get("split") or "test"
             raw.append((r, r.get("model") or "?", [x for x in rows if x["split"] == split], conf.get("main_metric")))
+            items.append({x["lang"]: x for x in item_rows if x["split"] == split})
         else:
             conds = list(dict.fromkeys(x["model"] for x in rows))
             for c in conds:
                 name = c.split(":", 1)[1] if c.startswith("transfer:") else c
                 raw.append((r, name, [x for x in rows if x["model"] == c], None))
+                items.append({x["lang"]: x for x in item_rows if x["model"] == c and x["split"] == "test"})
     metrics = [set(x["metric"] for x in rows) for _, _, rows, _ in raw]
     if not metrics or not all(metrics):
         raise XlingError("a task run has no scores in the store")
@@ -191,10 +209,10 @@ def _task_series(store, runs: list[dict], metric: str | None) -> tuple[list[Seri
         raise XlingError(f"metric {metric!r} is not in every run (metrics all runs have: {have})")
     labels = [name for _, name, _, _ in raw]
     series = []
-    for r, name, rows, _ in raw:
+    for (r, name, rows, _), its in zip(raw, items):
         label = name if labels.count(name) == 1 else f"{name} ({_short(r['run_id'])})"
         series.append(Series(label=label, run_id=r["run_id"], command=r["command"], model=r.get("model") or "?",
-                             values={x["lang"]: float(x["value"]) for x in rows if x["metric"] == metric}))
+                             values={x["lang"]: float(x["value"]) for x in rows if x["metric"] == metric}, items=its))
     return series, metric
 
 
@@ -212,6 +230,43 @@ def bootstrap_mean_diff(diffs: list[float], reps: int = 2000, seed: int = 0) -> 
     idx = rng.integers(0, len(d), size=(reps, len(d)))
     lo, hi = np.percentile(d[idx].mean(axis=1), [2.5, 97.5])
     return point, float(lo), float(hi)
+
+
+def _correct(s: Series, lang: str) -> list[int]:
+    return [int(c) for c in s.items[lang]["correct"]]
+
+
+def _unpaired(ref: Series, s: Series, lang: str, metric: str) -> str | None:
+    """Why ``s`` and ``ref`` cannot be paired over items in ``lang`` (None: they can)."""
+    a, b = ref.items.get(lang), s.items.get(lang)
+    if a is None or b is None:
+        return "no per-item results in the store"
+    if a["ids_hash"] != b["ids_hash"] or a["n"] != b["n"]:
+        return "the runs scored different items (ids differ)"
+    if not a["n"]:
+        return "no items"
+    if metric != "accuracy":
+        return f"{metric} is not a mean over items"
+    for x in (ref, s):
+        c = x.items[lang]["correct"]
+        if abs(c.count("1") / len(c) - x.values[lang]) > 1e-6:
+            return f"the per-item results of {x.label} do not match its score"
+    return None
+
+
+def paired_items(ref: Series, s: Series, langs: list[str], reps: int, seed: int) -> dict:
+    """Paired bootstrap over items of ``s - ref`` on ``langs`` (every one paired): overall and per language."""
+    from xling.runs.transfer import bootstrap_study
+
+    st = bootstrap_study({"ref": [_correct(ref, lang) for lang in langs], "s": [_correct(s, lang) for lang in langs]},
+                         "ref", None, reps, seed)["s"]
+    per = {lang: {"delta": st["lang_delta"][j], "lo": st["lang_lo"][j], "hi": st["lang_hi"][j],
+                  "n": ref.items[lang]["n"]} for j, lang in enumerate(langs)}
+    return {"mean": st["delta"], "lo": st["delta_lo"], "hi": st["delta_hi"], "per_lang": per}
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'s' if n != 1 else ''}"
 
 
 def compare_runs(store_path: str | Path, ids: list[str], metric: str | None = None, bootstrap: int = 2000,
@@ -278,16 +333,43 @@ def compare_runs(store_path: str | Path, ids: list[str], metric: str | None = No
         for qname, attr in quantities:
             get = (lambda x, lang: x.values[lang]) if attr == "values" else (lambda x, lang: x.best[lang][1])
             d = [get(s, lang) - get(ref, lang) for lang in targets]
-            mean, lo, hi = bootstrap_mean_diff(d, bootstrap, seed)
-            note = "" if lo is not None else (f"only {len(d)} language{'s' if len(d) != 1 else ''}: no CI"
-                                              if len(d) < 2 else "no bootstrap: no CI")
-            result.diffs.append({"series": s.label, "reference": ref.label, "quantity": qname, "mean": mean,
-                                 "lo": lo, "hi": hi, "n": len(d), "note": note,
-                                 "wins": sum(x > 0 for x in d), "losses": sum(x < 0 for x in d)})
+            entry = {"series": s.label, "reference": ref.label, "quantity": qname, "n": len(d),
+                     "wins": sum(x > 0 for x in d), "losses": sum(x < 0 for x in d), "method": BY_LANGS,
+                     "per_lang": {}, "items": 0}
+            why = {lang: _unpaired(ref, s, lang, metric) for lang in langs} if kind == "task" else {}
+            paired = [lang for lang in targets if why.get(lang) is None] if kind == "task" else []
+            p = paired_items(ref, s, paired, bootstrap, seed) if paired else None
+            if p is not None:  # per-language paired intervals wherever the items pair (the source too)
+                entry["per_lang"] = dict(p["per_lang"])
+            if source in why and why[source] is None:
+                entry["per_lang"].update(paired_items(ref, s, [source], bootstrap, seed)["per_lang"])
+            if p is not None and len(paired) == len(targets):
+                mean, lo, hi = p["mean"], p["lo"], p["hi"]
+                entry.update(method=BY_ITEMS, items=sum(ref.items[lang]["n"] for lang in targets))
+                note = "" if lo is not None else "no bootstrap: no CI"
+            else:
+                mean, lo, hi = bootstrap_mean_diff(d, bootstrap, seed)
+                note = "" if lo is not None else (f"only {_plural(len(d), 'language')}: no CI"
+                                                  if len(d) < 2 else "no bootstrap: no CI")
+                reasons: dict[str, list[str]] = {}
+                for lang in targets:
+                    if why.get(lang) is not None:
+                        reasons.setdefault(why[lang], []).append(lang)
+                if reasons:
+                    said = "; ".join(f"{r} ({', '.join(ls[:4])}{' ...' if len(ls) > 4 else ''})"
+                                     for r, ls in reasons.items())
+                    notes.append(f"{s.label} vs {ref.label}: {BY_LANGS}, not a {BY_ITEMS}: {said}")
+            entry.update(mean=mean, lo=lo, hi=hi, note=note)
+            result.diffs.append(entry)
     return result
 
 
 # ----------------------------------------------------------------------------- outputs
+
+
+def _how(d: dict) -> str:
+    m = d.get("method", BY_LANGS)
+    return f"{m} ({d['items']} items)" if m == BY_ITEMS else m
 
 
 def _ci(d: dict) -> str:
@@ -298,8 +380,21 @@ def _ci(d: dict) -> str:
     return f"{fmt_signed(d['mean'])} [{fmt_signed(d['lo'])}, {fmt_signed(d['hi'])}]"
 
 
+def _lang_ci(result: CompareResult, s: Series, lang: str) -> dict | None:
+    """The paired per-item interval of ``s - reference`` in ``lang``, if the items pair there."""
+    d = next((d for d in result.diffs if d["series"] == s.label), None)
+    return (d.get("per_lang") or {}).get(lang) if d is not None and s is not result.reference else None
+
+
+def methods_line(result: CompareResult) -> str:
+    """How the intervals were drawn: one phrase per method in use."""
+    used = list(dict.fromkeys(d.get("method", BY_LANGS) for d in result.diffs)) or [BY_LANGS]
+    return "; ".join(CI_ITEMS if m == BY_ITEMS else CI_METHOD for m in used)
+
+
 def csv_rows(result: CompareResult) -> list[dict]:
-    """Tidy rows: one per language and series, with the difference to the first series."""
+    """Tidy rows: one per language and series, with the difference to the first series
+    (task runs: and its paired per-item 95% interval where the items pair)."""
     from xling.data.langcodes import lang_name
 
     ref = result.reference
@@ -312,6 +407,11 @@ def csv_rows(result: CompareResult) -> list[dict]:
             if result.kind == "align":
                 row["value_is"] = "mean over layers"
                 row["best_layer"], row["best_value"] = s.best[lang]
+            else:
+                ci = _lang_ci(result, s, lang)
+                row["diff_lo"] = ci["lo"] if ci else None
+                row["diff_hi"] = ci["hi"] if ci else None
+                row["diff_ci"] = f"95% {BY_ITEMS} ({ci['n']} items)" if ci and ci["lo"] is not None else ""
             out.append(row)
     return out
 
@@ -342,15 +442,20 @@ def format_compare(result: CompareResult) -> str:
                                                                 if result.source else ""))
     for d in result.diffs:
         text.append(f"{d['series']} - {d['reference']} ({d['quantity']}, {d['n']} languages): {_ci(d)}; "
-                    f"higher in {d['wins']}, lower in {d['losses']}")
-    text.append(f"intervals: {CI_METHOD}")
+                    f"higher in {d['wins']}, lower in {d['losses']}; {_how(d)}")
+        for lang in result.langs:
+            ci = (d.get("per_lang") or {}).get(lang)
+            if ci is not None and ci["lo"] is not None:
+                text.append(f"  {lang}: {fmt_signed(ci['delta'])} [{fmt_signed(ci['lo'])}, {fmt_signed(ci['hi'])}] "
+                            f"({ci['n']} items, paired)")
+    text.append(f"intervals: {methods_line(result)}")
     text.extend(f"note: {n}" for n in result.notes)
     return "\n".join(text)
 
 
 def render_compare_report(result: CompareResult) -> str:
-    from xling.runs.report import (bar_chart_svg, display_lang, esc, fmt, headline_html, line_chart_svg,
-                                   metric_range, page, table_html)
+    from xling.runs.report import (bar_chart_svg, display_lang, esc, fmt, fmt_signed, headline_html,
+                                   line_chart_svg, metric_range, page, table_html)
 
     ref = result.reference
     m = result.metric
@@ -360,14 +465,16 @@ def render_compare_report(result: CompareResult) -> str:
             continue
         head.append(f"<b>{esc(d['series'])}</b> vs <b>{esc(d['reference'])}</b>: mean difference in {esc(m)}"
                     f"{' (' + esc(d['quantity']) + ')' if result.kind == 'align' else ''} <b>{esc(_ci(d))}</b> over "
-                    f"{esc(d['n'])} languages; higher in {esc(d['wins'])}, lower in {esc(d['losses'])}.")
+                    f"{esc(d['n'])} languages ({esc(_how(d))}); higher in {esc(d['wins'])}, lower in "
+                    f"{esc(d['losses'])}.")
     if result.lower_is_better:
         head.append(f"{esc(m)} is an error: lower is better.")
     kind = "alignment runs" if result.kind == "align" else "task runs"
     body = [f"<h1>Comparing {len(result.series)} {kind} on {esc(result.what)}</h1>", headline_html(head),
-            f'<p class="muted">Differences are to the first series ({esc(ref.label)}); intervals: {esc(CI_METHOD)}. '
-            'They show how much the mean difference depends on the choice of languages, not the test-set noise '
-            'within each language.</p>']
+            f'<p class="muted">Differences are to the first series ({esc(ref.label)}); intervals: '
+            f'{esc(methods_line(result))}. '
+            + " ".join(_MEANS[m] for m in dict.fromkeys(d.get("method", BY_LANGS) for d in result.diffs))
+            + '</p>']
     for n in result.notes:
         body.append(f'<p class="note">Note: {esc(n)}.</p>')
     if result.kind == "align":
@@ -391,15 +498,18 @@ def render_compare_report(result: CompareResult) -> str:
         body.append("<h2>Mean over target languages</h2>")
         body.append(bar_chart_svg(f"mean target {m}", items, lo=0.0, hi=1.0, highlight={ref.label}, refs=refs))
     body.append("<h2>Differences</h2>")
-    body.append(table_html(["series", "vs", "quantity", "languages", "mean difference [95% CI]", "higher in",
-                            "lower in"],
-                           [[d["series"], d["reference"], d["quantity"], d["n"], _ci(d), d["wins"], d["losses"]]
-                            for d in result.diffs], left_cols=3))
+    body.append(table_html(["series", "vs", "quantity", "languages", "mean difference [95% CI]", "interval",
+                            "higher in", "lower in"],
+                           [[d["series"], d["reference"], d["quantity"], d["n"], _ci(d), _how(d), d["wins"],
+                             d["losses"]] for d in result.diffs], left_cols=3))
     body.append("<h2>Per language</h2>")
     thead = ["language"]
     for s in result.series:
         thead += [f"{s.label}: best (layer)", f"{s.label}: mean"] if result.kind == "align" else [s.label]
     thead += [f"{s.label} - {ref.label}" for s in result.series[1:]]
+    with_ci = [s for s in result.series[1:] if any((_lang_ci(result, s, lang) or {}).get("lo") is not None
+                                                   for lang in result.langs)]
+    thead += [f"{s.label} - {ref.label}: 95% CI (paired, items)" for s in with_ci]
     rows, marks = [], set()
     pick = min if result.lower_is_better else max
     for i, lang in enumerate(result.langs):
@@ -413,6 +523,10 @@ def render_compare_report(result: CompareResult) -> str:
         width = 2 if result.kind == "align" else 1
         marks.add((i, 1 + width * vals.index(pick(vals)) + (width - 1)))
         row += [s.values[lang] - ref.values[lang] for s in result.series[1:]]
+        for s in with_ci:
+            ci = _lang_ci(result, s, lang)
+            row.append(f"[{fmt_signed(ci['lo'])}, {fmt_signed(ci['hi'])}] ({ci['n']} items)"
+                       if ci and ci["lo"] is not None else "–")
         rows.append(row)
     body.append(table_html(thead, rows, sortable=True, marks=marks))
     body.append(f'<p class="muted">{"Mean over layers and each run&#x27;s best layer per language. " if result.kind == "align" else ""}'
@@ -439,5 +553,6 @@ def write_compare(result: CompareResult, out: str | Path) -> dict[str, Path]:
     return paths
 
 
-__all__ = ["CompareResult", "Series", "compare_runs", "resolve_runs", "align_result_from_store", "format_compare",
+__all__ = ["CompareResult", "Series", "compare_runs", "paired_items", "resolve_runs", "align_result_from_store",
+           "format_compare",
            "render_compare_report", "write_compare", "bootstrap_mean_diff", "csv_rows"]

@@ -17,7 +17,9 @@ weights only if something is missing. Outputs, each written atomically, under
 ``out``: ``scores.csv`` (per language and metric), ``per_language.csv`` (wide),
 ``report.html`` (table, bar chart, and the alignment-vs-score scatter when the
 results store holds an ``align`` run of the same base model), ``run.json``; and
-the scores go to the results store (``task_scores``).
+the scores go to the results store (``task_scores``; classification and
+multiple-choice runs also per-item correctness, ``item_scores``, for paired
+intervals in ``xling compare``).
 
 The report and the summary are drawn by :mod:`xling.runs.eval_report`; the flags of
 ``xling train|eval|task`` are read by :mod:`xling.cli.eval`.
@@ -100,6 +102,8 @@ class EvalResult:
     main_metric: str
     timings: dict
     meta: dict = field(default_factory=dict)
+    correct: dict[str, list[int]] = field(default_factory=dict)   # lang -> 0/1 per example (not token tasks)
+    ids_hash: dict[str, str] = field(default_factory=dict)        # lang -> digest of its examples, in order
 
     def score(self, lang: str, metric: str | None = None) -> float:
         metric = metric or self.main_metric
@@ -419,6 +423,7 @@ def evaluate(config: EvalConfig | None = None, *, task=None, executor=None, **kw
 
     from xling.runs.align import worker_model_name
     from xling.runs.executor import make_executor
+    from xling.runs.store import items_hash
     from xling.tasks.metrics import main_metric, task_metrics
     from xling.tasks.registry import load_task
 
@@ -467,6 +472,8 @@ def evaluate(config: EvalConfig | None = None, *, task=None, executor=None, **kw
     n_examples: dict[str, int] = {}
     from_cache = 0
     warned: dict[str, str] = {}
+    correct: dict[str, list[int]] = {}
+    ids_hash: dict[str, str] = {}
     metric = main_metric(task.type)
     t_infer = 0.0
     units = []
@@ -520,6 +527,9 @@ def evaluate(config: EvalConfig | None = None, *, task=None, executor=None, **kw
         warning = one_class_warning(task.type, task.labels, preds)
         if warning:
             warned[lang] = warning
+        if task.type != "token-classification":  # per-item correctness: classification and multiple choice
+            correct[lang] = [int(p == g) for p, g in zip(preds, gold)]
+            ids_hash[lang] = items_hash(examples)
         for m, v in task_metrics(task.type, task.labels, gold, preds).items():
             rows.append({"model": handle.name, "task": task.name, "lang": lang, "split": cfg.split,
                          "metric": m, "value": float(v)})
@@ -538,6 +548,7 @@ def evaluate(config: EvalConfig | None = None, *, task=None, executor=None, **kw
               "settings": handle.settings(), "train_info": {k: v for k, v in handle.info.items() if k != "curve"},
               "dev_curve": handle.info.get("curve"), "started": started, "device": cfg.device,
               "torch": torch.__version__, "labels": task.labels, "warnings": warned},
+        correct=correct, ids_hash=ids_hash,
     )
     store_align = _alignment_for(result, Path(cfg.store)) if cfg.store is not None else None
     if cfg.out is not None:
@@ -616,15 +627,17 @@ def run_record(result: EvalResult, cfg: EvalConfig | None = None) -> dict:
 
 def save_to_store(result: EvalResult, path: Path, cfg: EvalConfig | None = None) -> None:
     from xling import __version__
-    from xling.runs.store import ResultsStore
+    from xling.runs.store import ResultsStore, item_row
 
+    items = [item_row(result.model, result.task, lang, result.split, result.ids_hash[lang], c)
+             for lang, c in result.correct.items() if lang in result.ids_hash]
     ResultsStore(path).add_run(
         {"run_id": result.run_id, "command": "eval", "model": result.model,
          "model_fingerprint": result.meta.get("model_fingerprint"), "corpus": f"task:{result.task}",
          "corpus_fingerprint": result.meta.get("task_fingerprint"), "config": run_record(result, cfg),
          "started": result.meta.get("started"), "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
          "xling_version": __version__},
-        task_scores=result.rows,
+        task_scores=result.rows, items=items,
     )
 
 

@@ -10,6 +10,12 @@ Tables
   config, started, finished, xling_version)``
 - ``alignment(run_id, model, corpus, lang, layer, pooling, metric, value)``
 - ``task_scores(run_id, model, task, lang, split, metric, value)``
+- ``item_scores(run_id, model, task, lang, split, ids_hash, n, correct)``: per-item
+  correctness of classification-style runs, ``correct`` a string of ``0``/``1`` in
+  item order and ``ids_hash`` (:func:`items_hash`) a digest of the items in that
+  order, so two runs are paired only when they scored the same items. Added later:
+  a store written before it gets the (empty) table on first open, and its runs
+  simply have no item rows.
 """
 
 from __future__ import annotations
@@ -39,6 +45,11 @@ CREATE TABLE IF NOT EXISTS task_scores (
   split TEXT, metric TEXT, value REAL
 );
 CREATE INDEX IF NOT EXISTS task_run ON task_scores(run_id);
+CREATE TABLE IF NOT EXISTS item_scores (
+  run_id TEXT NOT NULL REFERENCES runs(run_id), model TEXT, task TEXT, lang TEXT,
+  split TEXT, ids_hash TEXT, n INTEGER, correct TEXT
+);
+CREATE INDEX IF NOT EXISTS item_run ON item_scores(run_id);
 """
 
 #: Where every recipe keeps its results unless told otherwise (``--store``).
@@ -53,7 +64,27 @@ TABLE_COLUMNS = {
              "finished", "xling_version"),
     "alignment": ("run_id", "model", "corpus", "lang", "layer", "pooling", "metric", "value"),
     "task_scores": ("run_id", "model", "task", "lang", "split", "metric", "value"),
+    "item_scores": ("run_id", "model", "task", "lang", "split", "ids_hash", "n", "correct"),
 }
+
+ITEM_COLUMNS = ("model", "task", "lang", "split", "ids_hash", "n", "correct")
+
+
+def items_hash(items: Iterable) -> str:
+    """A digest of items in order (examples: all their fields, id, text and gold label; else their ``str``)."""
+    import hashlib
+
+    keys = [x.to_json() if hasattr(x, "to_json") else str(x) for x in items]
+    return hashlib.sha256(json.dumps(keys, sort_keys=True, ensure_ascii=False, default=str).encode()).hexdigest()[:16]
+
+
+def item_row(model: str, task: str, lang: str, split: str, ids_hash: str, correct) -> dict:
+    """One ``item_scores`` row; ``correct``: 0/1 per item (a sequence, or the ``"0110"`` string)."""
+    text = correct if isinstance(correct, str) else "".join("1" if int(c) else "0" for c in correct)
+    if set(text) - {"0", "1"}:
+        raise ValueError(f"item correctness must be 0 or 1, got {text[:20]!r}")
+    return {"model": model, "task": task, "lang": lang, "split": split, "ids_hash": ids_hash, "n": len(text),
+            "correct": text}
 
 _ELSEWHERE = "pass --store with another path, or --store none"
 
@@ -121,8 +152,10 @@ class ResultsStore:
             with self._db():
                 pass
 
-    def add_run(self, run: dict, alignment: Iterable[dict] = (), task_scores: Iterable[dict] = ()) -> None:
-        """Insert a run and its rows in one transaction (all or nothing)."""
+    def add_run(self, run: dict, alignment: Iterable[dict] = (), task_scores: Iterable[dict] = (),
+                items: Iterable[dict] = ()) -> None:
+        """Insert a run and its rows in one transaction (all or nothing); ``items``: :func:`item_row` dicts."""
+        items = [item_row(r["model"], r["task"], r["lang"], r["split"], r["ids_hash"], r["correct"]) for r in items]
         with self._db(write=True) as con:
             con.execute(
                 "INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?,?,?)",
@@ -141,6 +174,11 @@ class ResultsStore:
             con.executemany(
                 "INSERT INTO task_scores VALUES (?,?,?,?,?,?,?)",
                 ((run["run_id"], r["model"], r["task"], r["lang"], r["split"], r["metric"], r["value"]) for r in task_scores),
+            )
+            con.execute("DELETE FROM item_scores WHERE run_id = ?", (run["run_id"],))
+            con.executemany(
+                "INSERT INTO item_scores VALUES (?,?,?,?,?,?,?,?)",
+                ((run["run_id"], *(r[c] for c in ITEM_COLUMNS)) for r in items),
             )
 
     def runs(self, command: str | None = None) -> list[dict]:
@@ -174,6 +212,19 @@ class ResultsStore:
             con.row_factory = sqlite3.Row
             rows = con.execute("SELECT * FROM task_scores WHERE run_id = ? ORDER BY rowid", (run_id,)).fetchall()
         return [dict(r) for r in rows]
+
+    def items(self, run_id: str) -> list[dict]:
+        """The run's ``item_scores`` rows (``correct`` as its ``0``/``1`` string); none for runs without them."""
+        with self._db() as con:
+            con.row_factory = sqlite3.Row
+            rows = [dict(r) for r in con.execute(
+                "SELECT model, task, lang, split, ids_hash, n, correct FROM item_scores WHERE run_id = ? "
+                "ORDER BY rowid", (run_id,)).fetchall()]
+        for r in rows:
+            text = r["correct"]
+            if not isinstance(text, str) or set(text) - {"0", "1"} or r["n"] != len(text):
+                raise self._unusable(f"holds run {run_id!r} with unreadable item scores ({r['lang']})")
+        return rows
 
     def latest(self, command: str) -> dict | None:
         runs = self.runs(command)
