@@ -250,6 +250,7 @@ class TransferResult:
     config: dict = field(default_factory=dict)
     choices: list[dict] = field(default_factory=list)   # condition, lang, chosen, split, candidates (dev scores)
     notes: list[str] = field(default_factory=list)
+    items: list[dict] = field(default_factory=list)     # condition, lang, ids_hash, correct (0/1 per test example)
 
     def score(self, condition: str, lang: str, metric: str | None = None) -> float:
         m = metric or self.metric
@@ -458,7 +459,7 @@ def _train_modules(cfg: TransferConfig, task, source: str, targets: list[str], m
             extra = _alignment_inputs(cfg, task, source, targets)
             recipe["alignment"] = extra["recipe"]
         key = _key(recipe)
-        folder = mdir / {"task": "task", "task@src": f"task-on-{source}", "task+align": "task-align"}.get(
+        folder = mdir / {"task": "task", "task@src": f"task-on-{source}", "task+align": _align_folder(cfg)}.get(
             role, f"task-tt-{lang}")
         t0 = time.perf_counter()
         reused = cfg.cache and _reusable(folder, key)
@@ -486,6 +487,22 @@ def _train_modules(cfg: TransferConfig, task, source: str, targets: list[str], m
             info[role]["alignment"] = {k: a.get(k) for k in ("layer", "pairs", "weight", "mode", "steps",
                                                              "final_loss", "data")}
     return info
+
+
+def _align_folder(cfg: TransferConfig) -> str:
+    """``task-align``, or with non-default alignment settings a name that says them (variants sit side by side)."""
+    parts = []
+    if str(cfg.align_layer) != "auto":
+        parts.append(f"L{cfg.align_layer}")
+    if cfg.align_weight != 1.0:
+        parts.append(f"w{cfg.align_weight:g}")
+    if cfg.align_mode != "alternate":
+        parts.append(cfg.align_mode)
+    if cfg.align_max_pairs != 4000:
+        parts.append(f"p{cfg.align_max_pairs}")
+    if cfg.align_data is not None:
+        parts.append(hashlib.sha256(str(cfg.align_data).encode()).hexdigest()[:6])
+    return "task-align" + "".join(f"-{p}" for p in parts)
 
 
 def _alignment_inputs(cfg: TransferConfig, task, source: str, targets: list[str]) -> dict:
@@ -571,6 +588,7 @@ def _run_transfer(config: TransferConfig, task) -> TransferResult:
     import torch
 
     from xling.runs.eval import PredictionCache, prediction_problem
+    from xling.runs.store import items_hash
     from xling.tasks.metrics import main_metric, task_metrics
     from xling.tasks.registry import load_task
 
@@ -785,6 +803,8 @@ def _run_transfer(config: TransferConfig, task) -> TransferResult:
                  "predicted": state["predicted"], "modules_trained": sum(not m["reused"] for m in modules.values())},
         config={k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
         choices=choices, notes=notes,
+        items=[{"condition": cn, "lang": lang, "ids_hash": items_hash(examples[lang]), "correct": v}
+               for (cn, lang), v in correct.items()],
     )
     result.config["started"] = started
     _write(result, cfg, task)
@@ -857,7 +877,7 @@ def _write(result: TransferResult, cfg: TransferConfig, task) -> None:
     atomic_write_text(out / "run.json", json.dumps(run, indent=2, default=str) + "\n")
     if cfg.store is not None:
         from xling import __version__
-        from xling.runs.store import ResultsStore
+        from xling.runs.store import ResultsStore, item_row
 
         Path(cfg.store).parent.mkdir(parents=True, exist_ok=True)
         scores = [{"model": f"transfer:{r['condition']}", "task": task.name, "lang": r["lang"], "split": "test",
@@ -866,7 +886,9 @@ def _write(result: TransferResult, cfg: TransferConfig, task) -> None:
             {"run_id": result.run_id, "command": "transfer", "model": cfg.model, "corpus": task.name,
              "config": result.config, "started": result.config.get("started"),
              "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"), "xling_version": __version__},
-            task_scores=scores)
+            task_scores=scores,
+            items=[item_row(f"transfer:{x['condition']}", task.name, x["lang"], "test", x["ids_hash"], x["correct"])
+                   for x in result.items])
 
 
 __all__ = ["CONDITIONS", "Condition", "TransferConfig", "TransferResult", "run_transfer", "format_table",
