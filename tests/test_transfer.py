@@ -280,3 +280,30 @@ def test_bad_configs_are_one_line_errors(tiny_model_dirs, tmp_path, capsys):
     rc = main(["transfer", "--swap", "a,b", "--out", str(tmp_path / "x")])
     assert rc == 2 and "--swap" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_a_task_module_stuck_at_chance_is_retrained_at_half_the_lr(tiny_model_dirs, tmp_path, monkeypatch, capsys):
+    import json
+
+    import xling.methods.modules_train as mt
+
+    real = mt.train_task_module
+    calls = []
+
+    def fake(*args, **kw):
+        calls.append(kw["lr"])
+        out = real(*args, **kw)
+        f = Path(out) / "xling_train.json"  # the first training "diverged": its best dev accuracy is chance
+        info = json.loads(f.read_text())
+        info["best_dev"] = 0.5 if len(calls) == 1 else 1.0
+        f.write_text(json.dumps(info))
+        return out
+
+    monkeypatch.setattr(mt, "train_task_module", fake)
+    task = tiny_task(n_train=16, n_dev=4, n_test=8)
+    res = run_transfer(TransferConfig(model=str(tiny_model_dirs["bert"]), task="tiny", langs=["de"],
+                                      conditions=["task"], task_lr=1e-2, bootstrap=0, out=tmp_path / "o",
+                                      store=None, progress=False), task=task)
+    assert calls == [1e-2, 5e-3]
+    assert res.modules["task"]["lr"] == 5e-3
+    assert "at chance" in capsys.readouterr().err

@@ -36,8 +36,8 @@ def add_transfer_parser(sub) -> None:
     p.add_argument("--lang-max-length", type=int, default=64)
     p.add_argument("--no-head-transform", action="store_true",
                    help="language modules of an encoder without an MLM head: plain tied head, no trained transform")
-    p.add_argument("--task-epochs", type=int, default=1)
-    p.add_argument("--task-lr", type=float, default=1e-3)
+    p.add_argument("--task-epochs", type=int, default=3, help="task module epochs; the best on the source dev set is kept (default 3)")
+    p.add_argument("--task-lr", type=float, default=2e-3, help="task module learning rate (default 2e-3)")
     p.add_argument("--r", type=int, default=8, help="LoRA rank of every module")
     p.add_argument("--alpha", type=int, default=16, help="LoRA alpha of every module")
     p.add_argument("--lambdas", default=",".join(str(x) for x in DEFAULT_LAMBDAS),

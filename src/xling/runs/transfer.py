@@ -126,6 +126,8 @@ CONDITIONS: dict[str, Condition] = {c.name: c for c in (
 
 #: Conditions that need data a task may not have; dropped from the default set (with a note) when it is missing.
 OPTIONAL = ("align", "translate-train")
+#: A task module whose best dev accuracy is at most COLLAPSE x chance is retrained (twice at most) at half the lr.
+COLLAPSE = 1.25
 DEFAULT_LAMBDAS = (0.25, 0.5, 1.0, 2.0)
 #: Built-in parallel text for the alignment loss, per task (train-split text only, never dev/test).
 DEFAULT_ALIGN_DATA = {"bible-genre": "bible-genre:align"}
@@ -165,8 +167,8 @@ class TransferConfig:
     lang_max_length: int = 64
     lang_sentences: int | None = None       # default lang_steps * lang_batch_size
     head_transform: bool = True             # encoders without an MLM head: train a head transform (not saved in the LoRA)
-    task_epochs: int = 1
-    task_lr: float = 1e-3
+    task_epochs: int = 3          # best epoch on the source dev set (early stopping)
+    task_lr: float = 2e-3
     task_batch_size: int = 16
     task_max_length: int = 128
     r: int = 8
@@ -407,6 +409,7 @@ def bootstrap_study(correct: dict[str, Sequence[Sequence[int]]], ref: str, ceili
 def _train_modules(cfg: TransferConfig, task, source: str, targets: list[str], mdir: Path,
                    needed: set[str]) -> dict[str, dict]:
     """Train (or reuse) the modules the conditions need; returns role -> info (path, key, reused, seconds)."""
+    from xling.io import note
     from xling.methods.modules_train import read_module_text, text_hash, train_language_module, train_task_module
     from xling.models.loading import load_model
 
@@ -475,12 +478,23 @@ def _train_modules(cfg: TransferConfig, task, source: str, targets: list[str], m
             train_task_module(cfg.model, task, folder, lang=lang,
                               language_module=stacked["path"] if stacked else None, device=cfg.device,
                               dtype=cfg.dtype, progress=cfg.progress, **hp, **kwargs)
+            for _ in range(2):  # a module stuck at chance on dev diverged: retrain at half the learning rate
+                best = json.loads((folder / "xling_train.json").read_text(encoding="utf-8")).get("best_dev")
+                if best is None or best > COLLAPSE * (1 / len(task.labels)):
+                    break
+                hp["lr"] = hp["lr"] / 2
+                note(f"task module {role}: best dev accuracy {best:.3f} is at chance (1/{len(task.labels)}); "
+                     f"retraining at learning rate {hp['lr']:g}")
+                train_task_module(cfg.model, task, folder, lang=lang,
+                                  language_module=stacked["path"] if stacked else None, device=cfg.device,
+                                  dtype=cfg.dtype, progress=cfg.progress, **hp, **kwargs)
             _mark(folder, key, recipe)
         else:
             _log(f"task module {role}: reusing {folder}", cfg.progress)
         tinfo = json.loads((folder / "xling_train.json").read_text(encoding="utf-8"))
         info[role] = {"path": folder, "key": key, "reused": reused, "seconds": round(time.perf_counter() - t0, 1),
                       "best_dev": tinfo.get("best_dev"), "steps": tinfo.get("steps"), "lang": lang,
+                      "lr": tinfo.get("hparams", {}).get("lr"),
                       "train_seconds": tinfo.get("train_seconds"), "train_examples": tinfo.get("train_examples")}
         if tinfo.get("alignment"):
             a = tinfo["alignment"]
