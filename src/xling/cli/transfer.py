@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from xling.cli.common import task_options
+from xling.cli.common import add_executor_flags, task_options
 from xling.errors import XlingError
 
 
@@ -71,6 +71,7 @@ def add_transfer_parser(sub) -> None:
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--quiet", action="store_true")
+    add_executor_flags(p)  # the units here: the module trainings (each language module, each task module)
     p.set_defaults(func=cmd_transfer)
 
 
@@ -109,7 +110,7 @@ def cmd_transfer(args) -> int:
         max_test=args.max_test, batch_size=args.batch_size, bootstrap=args.bootstrap, seed=args.seed,
         out=args.out, modules_dir=args.modules_dir, store=None if args.store.lower() == "none" else args.store,
         cache=not args.no_cache, device=args.device, dtype=args.dtype, threads=args.threads,
-        progress=not args.quiet)
+        progress=not args.quiet, executor=args.executor, ray_address=args.ray_address, ray_workers=args.ray_workers)
     result = run_transfer(cfg)
     print(format_table(result))
     print(f"wrote {Path(cfg.out) / 'report.html'} (and transfer.csv, summary.csv, run.json)")

@@ -49,7 +49,9 @@ the same code as ``xling compose``), applied to one in-memory copy of the base
 task model: weights are restored between conditions, so the base is loaded once.
 Modules are saved in PEFT format under ``OUT/modules`` and reused when their
 recipe (base, text, hyper-parameters) is unchanged; predictions are cached, so an
-interrupted run resumes. Outputs: ``transfer.csv`` (per language and condition),
+interrupted run resumes. ``--executor ray`` trains the modules not reusable on Ray
+workers, one unit per module, each marked reusable as soon as it is trained; the
+evaluation stays in this process. Outputs: ``transfer.csv`` (per language and condition),
 ``summary.csv`` (per condition, with a paired bootstrap CI of the difference to
 ``task``), ``report.html``, ``run.json`` and the results store.
 """
@@ -197,8 +199,15 @@ class TransferConfig:
     task_options: dict = field(default_factory=dict)  # options of a built-in task (train_size=..., test_size=...)
     cache: bool = True
     progress: bool = True
+    executor: str = "local"  # where the module trainings run: local (this process) or ray (xling.runs.executor)
+    ray_address: str | None = None  # executor ray: a running cluster; None starts a local Ray
+    ray_workers: int = 2  # executor ray: actors at a time (torch threads each: threads, default 1)
 
     def __post_init__(self):
+        from xling.runs.executor import check_executor, check_workers
+
+        check_executor(self.executor)
+        check_workers(self.ray_workers)
         names = self.conditions if self.conditions is not None else list(CONDITIONS)
         unknown = [c for c in names if c not in CONDITIONS]
         if unknown:
@@ -406,19 +415,106 @@ def bootstrap_study(correct: dict[str, Sequence[Sequence[int]]], ref: str, ceili
 # ----------------------------------------------------------------------------- modules
 
 
-def _train_modules(cfg: TransferConfig, task, source: str, targets: list[str], mdir: Path,
-                   needed: set[str]) -> dict[str, dict]:
-    """Train (or reuse) the modules the conditions need; returns role -> info (path, key, reused, seconds)."""
-    from xling.io import note
-    from xling.methods.modules_train import read_module_text, text_hash, train_language_module, train_task_module
-    from xling.models.loading import load_model
+class _ModuleUnits:
+    """The worker of the module trainings: unit (a dict, see :func:`_train_modules`) -> its module trained.
 
+    A unit trains one module into its folder (the trainings write it atomically),
+    retrains a task module stuck at chance on dev at half the learning rate (twice at
+    most), then writes the recipe mark (atomic): a folder holds a marked module only
+    once it is complete, so a run that dies reuses every module finished before.
+    Returns the seconds taken and the notes for the driver to print (``local``: printed
+    here at once, in this process); the driver reads the rest from the folder.
+    Picklable, for Ray (each training loads its own model, so nothing is kept between
+    units).
+    """
+
+    def __init__(self, model: str, task, device: str, dtype: str, progress: bool, local: bool = False):
+        self.model, self.task, self.device, self.dtype, self.progress = model, task, device, dtype, progress
+        self.local = local
+
+    def __call__(self, unit: dict) -> dict:
+        from xling.methods.modules_train import train_language_module, train_task_module
+
+        t0 = time.perf_counter()
+        folder = Path(unit["folder"])
+        notes: list[str] = []
+        _log(unit["log"], self.progress)
+        if unit["kind"] == "language":
+            train_language_module(self.model, unit["lang"], unit["sentences"], folder, device=self.device,
+                                  dtype=self.dtype, progress=self.progress, **unit["kwargs"])
+        else:
+            hp = dict(unit["hparams"])
+            lm = unit["language_module"]
+            best = None
+            for attempt in range(3):  # a module stuck at chance on dev diverged: retrain at half the learning rate
+                if attempt:
+                    hp["lr"] = hp["lr"] / 2
+                    notes.append(f"task module {unit['role']}: best dev accuracy {best:.3f} is at chance "
+                                 f"(1/{len(self.task.labels)}); {'retraining' if self.local else 'retrained'} at "
+                                 f"learning rate {hp['lr']:g}")
+                    if self.local:
+                        from xling.io import note
+
+                        note(notes.pop())
+                train_task_module(self.model, self.task, folder, lang=unit["lang"], language_module=lm,
+                                  device=self.device, dtype=self.dtype, progress=self.progress, **hp,
+                                  **unit["kwargs"])
+                best = json.loads((folder / "xling_train.json").read_text(encoding="utf-8")).get("best_dev")
+                if best is None or best > COLLAPSE * (1 / len(self.task.labels)):
+                    break
+        _mark(folder, unit["key"], unit["recipe"])
+        return {"notes": notes, "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def _returns(value):
+    return value
+
+
+def _module_jobs(units: list[dict], make) -> tuple[list, list[list[int]]]:
+    """The executor's jobs: one per unit (each training loads its own model: a fresh worker frees its memory),
+    except that ``task@src`` follows the source-language module in one job when both are trained (it trains
+    on that module: ``first_alone``)."""
+    from xling.runs.executor import Job
+
+    def label(u):
+        return (f"transfer: language module {u['lang']}" if u["kind"] == "language"
+                else f"transfer: task module {u['role']}")
+
+    src = next((i for i, u in enumerate(units) if u.get("source_lang")), None)
+    dep = next((i for i, u in enumerate(units) if u["role"] == "task@src"), None)
+    jobs, index = [], []  # index[j][k]: the position in ``units`` of job j's unit k
+    if src is not None and dep is not None:
+        jobs.append(Job(make, [units[src], units[dep]], [label(units[src]), label(units[dep])], first_alone=True))
+        index.append([src, dep])
+    for i, u in enumerate(units):
+        if not (jobs and i in index[0]):
+            jobs.append(Job(make, [u], [label(u)]))
+            index.append([i])
+    return jobs, index
+
+
+def _train_modules(cfg: TransferConfig, task, source: str, targets: list[str], mdir: Path,
+                   needed: set[str], executor=None) -> dict[str, dict]:
+    """Train (or reuse) the modules the conditions need; returns role -> info (path, key, reused, seconds).
+
+    The modules not reusable are the executor's units (:class:`_ModuleUnits`): in this
+    process, or on Ray workers, where each trains its module into its folder and marks
+    it; the driver reads every module's files afterwards, in a fixed order.
+    """
+    from xling.io import note
+    from xling.methods.modules_train import read_module_text, text_hash
+    from xling.models.loading import load_model
+    from xling.runs.executor import LocalExecutor
+
+    ex = executor if executor is not None else LocalExecutor()
     lm = load_model(cfg.model, quiet=True, lazy=True)
     base_fp = lm.fingerprint
     text = cfg.text or f"unlabeled:{task.name}"
     n_sent = cfg.lang_sentences or cfg.lang_steps * cfg.lang_batch_size
-    info: dict[str, dict] = {}
+    plan: list[dict] = []  # every module, in the order of the info: role, folder, key, reused (+ unit when trained)
     langs = ([source] if {"lang:src", "task@src"} & needed else []) + (list(targets) if "lang:tgt" in needed else [])
+    keys: dict[str, str] = {}
+    folders: dict[str, Path] = {}
     for lang in langs:
         sentences = read_module_text(text.replace("{lang}", lang), lang, n_sent)
         hp = {"r": cfg.r, "alpha": cfg.alpha, "steps": cfg.lang_steps, "lr": cfg.lang_lr,
@@ -428,36 +524,34 @@ def _train_modules(cfg: TransferConfig, task, source: str, targets: list[str], m
                   "data": text_hash(sentences), "hparams": hp}
         key = _key(recipe)
         folder = mdir / f"lang-{lang}"
+        role = f"lang:{lang}"
+        keys[role], folders[role] = key, folder
         t0 = time.perf_counter()
-        reused = cfg.cache and _reusable(folder, key)
-        if not reused:
-            _log(f"language module {lang}: {len(sentences)} sentences, {cfg.lang_steps} steps", cfg.progress)
-            train_language_module(cfg.model, lang, sentences, folder, r=cfg.r, alpha=cfg.alpha, steps=cfg.lang_steps,
-                                  lr=cfg.lang_lr, batch_size=cfg.lang_batch_size, max_length=cfg.lang_max_length,
-                                  seed=cfg.seed, device=cfg.device, dtype=cfg.dtype, progress=cfg.progress,
-                                  name=f"lang-{lang}", head_transform=cfg.head_transform)
-            _mark(folder, key, recipe)
-        else:
+        item = {"role": role, "folder": folder, "key": key, "reused": cfg.cache and _reusable(folder, key),
+                "sentences": len(sentences)}
+        if item["reused"]:
+            item["seconds"] = round(time.perf_counter() - t0, 1)
             _log(f"language module {lang}: reusing {folder}", cfg.progress)
-        meta = json.loads((folder / "xling_module.json").read_text(encoding="utf-8"))
-        info[f"lang:{lang}"] = {"path": folder, "key": key, "reused": reused,
-                                "seconds": round(time.perf_counter() - t0, 1),
-                                "loss_before": meta["metrics"].get("eval_loss_before"),
-                                "loss_after": meta["metrics"].get("eval_loss_after"),
-                                "sentences": len(sentences)}
+        else:
+            item["unit"] = {"kind": "language", "role": role, "lang": lang, "source_lang": lang == source,
+                            "sentences": sentences, "folder": str(folder), "key": key, "recipe": recipe,
+                            "kwargs": dict(r=cfg.r, alpha=cfg.alpha, steps=cfg.lang_steps, lr=cfg.lang_lr,
+                                           batch_size=cfg.lang_batch_size, max_length=cfg.lang_max_length,
+                                           seed=cfg.seed, name=f"lang-{lang}", head_transform=cfg.head_transform)}
+            item["unit"]["log"] = f"language module {lang}: {len(sentences)} sentences, {cfg.lang_steps} steps"
+        plan.append(item)
     task_hp = {"epochs": cfg.task_epochs, "lr": cfg.task_lr, "lora_r": cfg.r, "lora_alpha": cfg.alpha,
                "batch_size": cfg.task_batch_size, "max_length": cfg.task_max_length, "seed": cfg.seed}
-    jobs = [role for role in ("task", "task@src", "task+align") if role in needed]
+    roles = [role for role in ("task", "task@src", "task+align") if role in needed]
     if "tt:tgt" in needed:
-        jobs += [f"tt:{t}" for t in targets]
-    for role in jobs:
-        stacked = info[f"lang:{source}"] if role == "task@src" else None
+        roles += [f"tt:{t}" for t in targets]
+    for role in roles:
+        stacked = f"lang:{source}" if role == "task@src" else None
         lang = role[3:] if role.startswith("tt:") else source
-        hp = dict(task_hp)
         extra: dict[str, Any] = {}
         recipe = {"v": RECIPE_VERSION, "kind": "task", "base": base_fp, "task": task.name,
                   "data": task.fingerprint("train", lang), "lang": lang, "hparams": task_hp,
-                  "stacked_on": stacked["key"] if stacked else None}
+                  "stacked_on": keys[stacked] if stacked else None}
         if role == "task+align":
             extra = _alignment_inputs(cfg, task, source, targets)
             recipe["alignment"] = extra["recipe"]
@@ -465,35 +559,69 @@ def _train_modules(cfg: TransferConfig, task, source: str, targets: list[str], m
         folder = mdir / {"task": "task", "task@src": f"task-on-{source}", "task+align": _align_folder(cfg)}.get(
             role, f"task-tt-{lang}")
         t0 = time.perf_counter()
-        reused = cfg.cache and _reusable(folder, key)
-        if not reused:
+        item = {"role": role, "folder": folder, "key": key, "reused": cfg.cache and _reusable(folder, key),
+                "lang": lang}
+        if item["reused"]:
+            item["seconds"] = round(time.perf_counter() - t0, 1)
+            _log(f"task module {role}: reusing {folder}", cfg.progress)
+        else:
             what = (f"on the {source} language module" if stacked else
                     f"with middle-layer alignment at layer {extra['layer']} ({len(extra['pairs'])} pairs)"
                     if role == "task+align" else "translate-train" if role.startswith("tt:") else "on the base")
-            _log(f"task module ({task.name}, {lang}, {what}): {cfg.task_epochs} epoch(s)", cfg.progress)
             kwargs = {}
             if role == "task+align":
                 kwargs = {"align_pairs": extra["pairs"], "align_info": extra["info"], "align_layer": extra["layer"],
                           "align_weight": cfg.align_weight, "align_mode": cfg.align_mode}
-            train_task_module(cfg.model, task, folder, lang=lang,
-                              language_module=stacked["path"] if stacked else None, device=cfg.device,
-                              dtype=cfg.dtype, progress=cfg.progress, **hp, **kwargs)
-            for _ in range(2):  # a module stuck at chance on dev diverged: retrain at half the learning rate
-                best = json.loads((folder / "xling_train.json").read_text(encoding="utf-8")).get("best_dev")
-                if best is None or best > COLLAPSE * (1 / len(task.labels)):
-                    break
-                hp["lr"] = hp["lr"] / 2
-                note(f"task module {role}: best dev accuracy {best:.3f} is at chance (1/{len(task.labels)}); "
-                     f"retraining at learning rate {hp['lr']:g}")
-                train_task_module(cfg.model, task, folder, lang=lang,
-                                  language_module=stacked["path"] if stacked else None, device=cfg.device,
-                                  dtype=cfg.dtype, progress=cfg.progress, **hp, **kwargs)
-            _mark(folder, key, recipe)
+            item["unit"] = {"kind": "task", "role": role, "lang": lang, "folder": str(folder), "key": key,
+                            "recipe": recipe, "hparams": dict(task_hp), "kwargs": kwargs,
+                            "language_module": str(folders[stacked]) if stacked else None}
+            item["unit"]["log"] = f"task module ({task.name}, {lang}, {what}): {cfg.task_epochs} epoch(s)"
+        plan.append(item)
+
+    todo = [item for item in plan if "unit" in item]
+    units = [item["unit"] for item in todo]
+    if todo:
+        remote = ex.name != "local"
+        if remote:
+            from xling.runs.align import worker_model_name
+
+            _log(f"training {len(units)} module(s) on {ex.describe()}", cfg.progress)
+            for u in units:  # workers may start in another folder
+                u["folder"] = str(Path(u["folder"]).resolve())
+                if u.get("language_module"):
+                    u["language_module"] = str(Path(u["language_module"]).resolve())
+            make = functools.partial(_ModuleUnits, worker_model_name(str(cfg.model)), task, cfg.device, cfg.dtype,
+                                     False)
         else:
-            _log(f"task module {role}: reusing {folder}", cfg.progress)
+            worker = _ModuleUnits(cfg.model, task, cfg.device, cfg.dtype, cfg.progress, local=True)
+            make = functools.partial(_returns, worker)  # the driver's worker, progress shown
+        jobs, index = _module_jobs(units, make)
+        if remote:  # in this process, each unit says what it trains as it starts
+            for item in todo:
+                _log(item["unit"]["log"], cfg.progress)
+
+        def on_result(j, k, value):
+            item = todo[index[j][k]]
+            for n in value["notes"]:
+                note(n)
+            item["seconds"] = value["seconds"]
+            if remote:
+                _log(f"module {item['role']} trained ({value['seconds']:.1f} s)", cfg.progress)
+
+        ex.run(jobs, on_result=on_result)
+    info: dict[str, dict] = {}
+    for item in plan:
+        role, folder = item["role"], item["folder"]
+        seconds = item["seconds"]
+        if role.startswith("lang:"):
+            meta = json.loads((folder / "xling_module.json").read_text(encoding="utf-8"))
+            info[role] = {"path": folder, "key": item["key"], "reused": item["reused"], "seconds": seconds,
+                          "loss_before": meta["metrics"].get("eval_loss_before"),
+                          "loss_after": meta["metrics"].get("eval_loss_after"), "sentences": item["sentences"]}
+            continue
         tinfo = json.loads((folder / "xling_train.json").read_text(encoding="utf-8"))
-        info[role] = {"path": folder, "key": key, "reused": reused, "seconds": round(time.perf_counter() - t0, 1),
-                      "best_dev": tinfo.get("best_dev"), "steps": tinfo.get("steps"), "lang": lang,
+        info[role] = {"path": folder, "key": item["key"], "reused": item["reused"], "seconds": seconds,
+                      "best_dev": tinfo.get("best_dev"), "steps": tinfo.get("steps"), "lang": item["lang"],
                       "lr": tinfo.get("hparams", {}).get("lr"),
                       "train_seconds": tinfo.get("train_seconds"), "train_examples": tinfo.get("train_examples")}
         if tinfo.get("alignment"):
@@ -585,20 +713,30 @@ class _Bench:
                            self.max_length, progress)
 
 
-def run_transfer(config: TransferConfig | None = None, *, task=None, **kwargs) -> TransferResult:
+def run_transfer(config: TransferConfig | None = None, *, task=None, executor=None, **kwargs) -> TransferResult:
     """Run the modular transfer experiment; see the module docstring.
 
     The run owns ``--out`` (where it trains and reuses its modules) from start to
     end: a second run into the same folder is refused with one line.
+
+    ``executor`` (:mod:`xling.runs.executor`) overrides the one ``config.executor``
+    names: with ``ray`` the modules to train (each language module, each task module)
+    are units trained on Ray workers, each into its folder, marked there as soon as
+    it is complete; the driver reads them, evaluates every condition in this process
+    (one base model in memory, the dev choices in order) and writes the outputs and
+    the store.
     """
     from xling.io import output_lock
+    from xling.runs.executor import make_executor
 
     cfg = config if config is not None else TransferConfig(**kwargs)
+    ex = executor if executor is not None else make_executor(  # a missing ray fails now, before anything is read
+        cfg.executor, address=cfg.ray_address, workers=cfg.ray_workers, threads=cfg.threads or 1)
     with output_lock(cfg.out, wait=False):
-        return _run_transfer(cfg, task)
+        return _run_transfer(cfg, task, ex)
 
 
-def _run_transfer(config: TransferConfig, task) -> TransferResult:
+def _run_transfer(config: TransferConfig, task, executor=None) -> TransferResult:
     import torch
 
     from xling.runs.eval import PredictionCache, prediction_problem
@@ -655,7 +793,7 @@ def _run_transfer(config: TransferConfig, task) -> TransferResult:
     _log(f"{task.name}: source {source}, targets {', '.join(targets)}; conditions {', '.join(names)}",
          cfg.progress)
     t_mod = time.perf_counter()
-    modules = _train_modules(cfg, task, source, targets, mdir, needed)
+    modules = _train_modules(cfg, task, source, targets, mdir, needed, executor)
     t_mod = time.perf_counter() - t_mod
     paths = {role: m["path"] for role, m in modules.items()}
     if "lang:src" in needed:
