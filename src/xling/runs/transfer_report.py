@@ -26,6 +26,26 @@ def _ci(s: dict) -> str:
     return f"{fmt_signed(d)} [{fmt_signed(lo)}, {fmt_signed(hi)}]"
 
 
+def _lambdas(cfg: dict) -> str:
+    if cfg.get("add_lambda") is not None:
+        return f"= {cfg['add_lambda']}"
+    lams = cfg.get("lambdas")
+    return f"from {', '.join(str(x) for x in lams)}" if lams else "= 1.0"
+
+
+def _swap(cfg: dict) -> str:
+    swap = cfg.get("swap")
+    if swap == "auto":
+        return "from the depth-scaled grid (--swap auto)"
+    if isinstance(swap, (list, tuple)):
+        return "= " + "/".join(str(x) for x in swap)
+    return "–"
+
+
+def _selected(cfg: dict) -> str:
+    return f"; choices made on {cfg['select_on']}" if cfg.get("select_on") else ""
+
+
 def _gap(s: dict) -> str:
     from xling.runs.report import fmt
 
@@ -81,8 +101,9 @@ def render_transfer_report(result, task) -> str:
             f"<p>Task <b>{esc(task.name)}</b>, model <b>{esc(cfg.get('model'))}</b>, source "
             f"{esc(display_lang(result.source))}; {len(result.targets)} target languages. Metric: {esc(m)} on the test "
             f"split ({esc(n_ex)} examples per language). Compositions are exact dW arithmetic on LoRA modules (rank "
-            f"{esc(cfg.get('r'))}, alpha {esc(cfg.get('alpha'))}); λ = {esc(cfg.get('add_lambda'))}, layer swap "
-            f"bottom/top/transition = {esc(tuple(cfg.get('swap') or ()))}.</p>"]
+            f"{esc(cfg.get('r'))}, alpha {esc(cfg.get('alpha'))}); λ "
+            f"{esc(_lambdas(cfg))}, layer swap bottom/top/transition {esc(_swap(cfg))}"
+            f"{esc(_selected(cfg))}.</p>"]
 
     refs = []
     if ref in means and means[ref] == means[ref]:
