@@ -118,15 +118,18 @@ def cmd_train(args) -> int:
     pairs, align_info = None, None
     if args.align_data:
         from xling.methods.train import check_align_pairs
-        from xling.runs.alignment_data import read_align_pairs, resolve_align_layer
+        from xling.runs.alignment_data import load_align_corpus, read_align_pairs, resolve_align_layer
 
         source = task.resolve_lang(args.lang, "train") if args.lang else task.source_lang
         langs = [task.resolve_lang(x) for x in csv_list(args.align_langs)] if args.align_langs else \
             [x for x in task.langs("test") if x != source]
-        pairs, align_info = read_align_pairs(args.align_data, source, langs, args.align_max_pairs, args.seed)
+        corpus = load_align_corpus(args.align_data, source, langs)  # once, for the pairs and the auto layer
+        pairs, align_info = read_align_pairs(args.align_data, source, langs, args.align_max_pairs, args.seed,
+                                             corpus=corpus)
         pairs = check_align_pairs(pairs, task, args.align_drop_overlap, where=f"--align-data {args.align_data}")
         cfg.align_layer, layer_info = resolve_align_layer(args.align_layer, args.model, args.align_data, source,
-                                                          align_info["langs"], device=args.device, dtype=args.dtype)
+                                                          align_info["langs"], device=args.device, dtype=args.dtype,
+                                                          corpus=corpus)
         align_info["layer_rule"] = layer_info
     out = train_task(args.model, task, lang=args.lang, out=args.out, adapters=args.adapter, config=cfg,
                      align_pairs=pairs, align_info=align_info)

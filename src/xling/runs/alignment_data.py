@@ -26,20 +26,33 @@ AUTO_SENTENCES = 200
 DEFAULT_MAX_PAIRS = 4000
 
 
-def read_align_pairs(spec: str, source: str, langs: Sequence[str], max_pairs: int | None = DEFAULT_MAX_PAIRS,
-                     seed: int = 0) -> tuple[list[tuple[str, str]], dict]:
-    """``(pairs, info)``: source-target sentence pairs of corpus ``spec`` for each of ``langs``."""
+def load_align_corpus(spec: str, source: str, langs: Sequence[str]):
+    """Corpus ``spec`` restricted to ``source`` and ``langs``: loaded once for the pairs and the ``auto`` layer."""
     from xling.data.langcodes import normalize_lang
     from xling.data.readers import load_corpus
     import xling.tasks  # noqa: F401 - registers the task:<name> and bible-genre:align corpora
 
-    if max_pairs is not None and max_pairs < 2:
-        raise XlingError(f"--align-max-pairs must be at least 2, got {max_pairs}")
     src = normalize_lang(source)
     targets = [normalize_lang(x) for x in langs if normalize_lang(x) != src]
     if not targets:
         raise XlingError("middle-layer alignment: no target languages to align with the source")
-    corpus = load_corpus(spec, [src, *targets])
+    return load_corpus(spec, [src, *targets])
+
+
+def read_align_pairs(spec: str, source: str, langs: Sequence[str], max_pairs: int | None = DEFAULT_MAX_PAIRS,
+                     seed: int = 0, corpus=None) -> tuple[list[tuple[str, str]], dict]:
+    """``(pairs, info)``: source-target sentence pairs of corpus ``spec`` for each of ``langs``.
+
+    ``corpus``: the corpus :func:`load_align_corpus` returned (loaded here when not given).
+    """
+    from xling.data.langcodes import normalize_lang
+
+    if max_pairs is not None and max_pairs < 2:
+        raise XlingError(f"--align-max-pairs must be at least 2, got {max_pairs}")
+    if corpus is None:
+        corpus = load_align_corpus(spec, source, langs)
+    src = normalize_lang(source)
+    targets = [normalize_lang(x) for x in langs if normalize_lang(x) != src]
     have = set(corpus.langs)
     missing = [t for t in [src, *targets] if t not in have]
     if missing:
@@ -66,8 +79,9 @@ def read_align_pairs(spec: str, source: str, langs: Sequence[str], max_pairs: in
 
 
 def resolve_align_layer(value: str | int, model: str, spec: str, source: str, langs: Sequence[str], *,
-                        device: str = "auto", dtype: str = "fp32", progress: bool = False) -> tuple[int, dict]:
-    """``(layer, info)`` for ``--align-layer N|auto`` (see the module docstring)."""
+                        device: str = "auto", dtype: str = "fp32", progress: bool = False,
+                        corpus=None) -> tuple[int, dict]:
+    """``(layer, info)`` for ``--align-layer N|auto`` (see the module docstring); ``corpus``: already loaded."""
     from xling.methods.align_loss import middle_band, pick_align_layer
 
     text = str(value).strip().lower()
@@ -84,7 +98,7 @@ def resolve_align_layer(value: str | int, model: str, spec: str, source: str, la
     cfg = AlignConfig(model=model, data=spec, langs=[source, *langs], pivot=source, metrics=["mexa"],
                       max_sentences=AUTO_SENTENCES, device=device, dtype=dtype, out=None, store=None,
                       progress=progress)
-    result = align(cfg)
+    result = align(cfg, corpus=corpus)
     values = result.values("mexa")
     scores: dict[int, float] = {}
     for layer in result.layers:
@@ -98,4 +112,4 @@ def resolve_align_layer(value: str | int, model: str, spec: str, source: str, la
                    "mexa_by_layer": {str(k): round(v, 4) for k, v in sorted(scores.items())}}
 
 
-__all__ = ["read_align_pairs", "resolve_align_layer", "AUTO_SENTENCES", "DEFAULT_MAX_PAIRS"]
+__all__ = ["load_align_corpus", "read_align_pairs", "resolve_align_layer", "AUTO_SENTENCES", "DEFAULT_MAX_PAIRS"]

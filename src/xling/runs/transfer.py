@@ -650,18 +650,19 @@ def _align_folder(cfg: TransferConfig) -> str:
 def _alignment_inputs(cfg: TransferConfig, task, source: str, targets: list[str]) -> dict:
     """Pairs, layer and recipe of the ``task+align`` module (checked against the task's dev/test items)."""
     from xling.methods.train import check_align_pairs, pairs_hash
-    from xling.runs.alignment_data import read_align_pairs, resolve_align_layer
+    from xling.runs.alignment_data import load_align_corpus, read_align_pairs, resolve_align_layer
 
     spec = cfg.align_data or DEFAULT_ALIGN_DATA.get(task.name)
     if spec is None:
         raise XlingError(f"condition align needs parallel text: pass --align-data (task {task.name} has no built-in one)")
-    pairs, info = read_align_pairs(spec, source, targets, cfg.align_max_pairs, cfg.seed)
+    corpus = load_align_corpus(spec, source, targets)  # once, for the pairs and the auto layer
+    pairs, info = read_align_pairs(spec, source, targets, cfg.align_max_pairs, cfg.seed, corpus=corpus)
     # the built-in text leaves out the default task's dev/test verses by construction; with other task
     # options (sizes, seed) a few may remain, and those are dropped (with a note), not refused
     builtin = cfg.align_data is None
     pairs = check_align_pairs(pairs, task, cfg.align_drop_overlap or builtin, where=f"--align-data {spec}")
     layer, layer_info = resolve_align_layer(cfg.align_layer, cfg.model, spec, source, targets, device=cfg.device,
-                                            dtype=cfg.dtype)
+                                            dtype=cfg.dtype, corpus=corpus)
     info["layer_rule"] = layer_info
     recipe = {"data": spec, "pairs": pairs_hash(pairs), "layer": layer, "weight": cfg.align_weight,
               "mode": cfg.align_mode}
