@@ -589,3 +589,29 @@ def test_shape_and_value_errors():
     bad[0, 0, 0] = float("nan")
     with pytest.raises(XlingError, match="pivot embeddings contain NaN"):
         PairEmbeddings(bad, torch.as_tensor(Y))
+
+
+@pytest.mark.parametrize("n,d", [(300, 384), (257, 96), (131, 17)])
+def test_identical_embeddings_give_identical_similarities_anywhere(n, d):
+    """Duplicates at positions where a BLAS kernel splits the product differently (tile and
+    panel edges, the last row and column, odd vector lanes) must give bit-identical cosines:
+    a tie is a tie by construction, not by luck of the kernel."""
+    import xling.methods.metrics as mm
+
+    g = torch.Generator().manual_seed(n)
+    X = torch.randn(n, d, generator=g)
+    Y = torch.randn(n, d, generator=g)
+    spots = sorted({0, 1, 3, 7, 15, 31, 63, mm.SIM_TILE - 1, mm.SIM_TILE, n // 2, n - 2, n - 1} - {n})
+    for i in spots[1:]:
+        X[i] = X[0]
+        Y[i] = Y[0]
+    pair = PairEmbeddings(X, Y)
+    S = pair.sim[0]
+    for i in spots[1:]:
+        assert torch.equal(S[i], S[0]), f"row {i}"
+        assert torch.equal(S[:, i], S[:, 0]), f"column {i}"
+    # the blocked path reads the same bits
+    pair_b = PairEmbeddings(X, Y)
+    pair_b.block_rows = mm.SIM_TILE
+    Sb = torch.cat([blk for _, _, blk in mm._blocks(pair_b, 0)])
+    assert torch.equal(Sb, S)

@@ -108,8 +108,8 @@ def test_blocked_path_never_builds_the_full_matrix(monkeypatch):
     monkeypatch.setattr(mm, "SIM_TILE", 4)
     dense = compute_metrics(PairEmbeddings(X, Y), ALL, memory_budget=None)
     asked = []
-    real = mm._sim_rows
-    monkeypatch.setattr(mm, "_sim_rows", lambda xn, yn, a, b: asked.append(b - a) or real(xn, yn, a, b))
+    real = mm._SimLayer.rows
+    monkeypatch.setattr(mm._SimLayer, "rows", lambda self, a, b: asked.append(b - a) or real(self, a, b))
     monkeypatch.setattr(PairEmbeddings, "sim", property(lambda self: pytest.fail("dense matrix built")))
     got = compute_metrics(PairEmbeddings(X, Y), ALL, block_size=8)
     assert max(asked) == 8 and len(asked) >= 2 * 5 * 2  # 2 layers x 5 blocks, two passes (xsim)

@@ -50,7 +50,9 @@ Shared conventions
   differently depending on the shape of the product, so computing S in one piece and
   in blocks would differ in the last bit and could flip an exact tie. With fixed tiles
   every path and every block size sees bit-identical similarities, and the blocked
-  results equal the dense ones exactly, ties included.
+  results equal the dense ones exactly, ties included. Identical embeddings give
+  identical similarities by construction: each distinct row pair is multiplied once and
+  duplicates are gathered from that product (a tie is a tie on every CPU and BLAS kernel).
 """
 
 from __future__ import annotations
@@ -211,8 +213,7 @@ class PairEmbeddings:
         Built from :data:`SIM_TILE`-row tiles, bit-identical to the blocks the blocked path reads."""
         out = torch.empty(self.L, self.n, self.n, dtype=self.dtype, device=self.device)
         for layer in range(self.L):
-            yn = self.Yn[layer].clone()
-            out[layer] = _sim_rows(self.Xn[layer], yn, 0, self.n)
+            out[layer] = _SimLayer(self.Xn[layer], self.Yn[layer]).rows(0, self.n)
         return out
 
     @functools.cached_property
@@ -535,22 +536,63 @@ def _needs_hint(names: list[str], resolved: Mapping[str, Mapping[str, Any]]) -> 
     return needs
 
 
-def _sim_rows(xn: torch.Tensor, yn: torch.Tensor, start: int, stop: int) -> torch.Tensor:
-    """Rows ``start:stop`` of ``xn @ yn.T`` (one layer), one :data:`SIM_TILE` tile per product.
+def _distinct_rows(A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The distinct rows of ``A`` (m, d) in order of first occurrence, and each row's index among
+    them (``None`` when every row is distinct: then the first result is ``A`` itself)."""
+    uniq, inv = torch.unique(A, dim=0, return_inverse=True)
+    if uniq.shape[0] == A.shape[0]:
+        return A, None
+    first = torch.full((uniq.shape[0],), A.shape[0], dtype=torch.long, device=A.device)
+    first.scatter_reduce_(0, inv, torch.arange(A.shape[0], device=A.device), reduce="amin")
+    order = torch.argsort(first)  # distinct rows by first occurrence
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(order.shape[0], device=A.device)
+    return A[first[order]], rank[inv]
 
-    ``start`` is a multiple of the tile; each tile is a fresh contiguous copy, so the bits
-    of an entry depend only on the data, not on the block it was asked for in."""
-    parts = [xn[t:min(t + SIM_TILE, stop)].clone() @ yn.T for t in range(start, stop, SIM_TILE)]
-    return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+class _SimLayer:
+    """One layer's cosine matrix, computed so that identical embeddings give identical similarities
+    *by construction*: every distinct pivot row is multiplied by every distinct other row exactly
+    once, in fixed :data:`SIM_TILE`-row tiles of the distinct pivot rows (each a fresh contiguous
+    copy), and duplicates are gathered from that one product. A BLAS kernel rounds a dot product
+    differently depending on where it falls in the product (edge panels, vector lanes), so two
+    copies of a sentence multiplied separately can differ in the last bit and turn an exact tie
+    into a strict win. Without duplicates this is the plain tiled product, bit for bit."""
+
+    def __init__(self, xn: torch.Tensor, yn: torch.Tensor):
+        self.xu, self.xinv = _distinct_rows(xn)
+        yu, self.yinv = _distinct_rows(yn)
+        self.yuT = yu.clone().T
+        self._tile: tuple[int, torch.Tensor] | None = None
+
+    def _tile_rows(self, t: int) -> torch.Tensor:
+        if self._tile is None or self._tile[0] != t:
+            self._tile = (t, self.xu[t * SIM_TILE:(t + 1) * SIM_TILE].clone() @ self.yuT)
+        return self._tile[1]
+
+    def rows(self, start: int, stop: int) -> torch.Tensor:
+        """Rows ``start:stop`` of S (pivot rows x other rows)."""
+        if self.xinv is None:
+            parts = [self.xu[t:min(t + SIM_TILE, stop)].clone() @ self.yuT for t in range(start, stop, SIM_TILE)]
+            S = parts[0] if len(parts) == 1 else torch.cat(parts)
+        else:
+            u = self.xinv[start:stop]
+            S = torch.empty(stop - start, self.yuT.shape[1], dtype=self.xu.dtype, device=self.xu.device)
+            tiles = u // SIM_TILE
+            for t in torch.unique(tiles).tolist():
+                sel = (tiles == t).nonzero().squeeze(-1)
+                S[sel] = self._tile_rows(t)[u[sel] - t * SIM_TILE]
+        if self.yinv is not None:
+            S = S[:, self.yinv]
+        return S
 
 
 def _blocks(pair: PairEmbeddings, layer: int):
     """``(b0, b1, S[layer, b0:b1, :])`` for consecutive row blocks of ``pair.block_rows`` rows."""
-    xn = pair.Xn[layer]
-    yn = pair.Yn[layer].clone()
+    sl = _SimLayer(pair.Xn[layer], pair.Yn[layer])
     for b0 in range(0, pair.n, pair.block_rows):
         b1 = min(b0 + pair.block_rows, pair.n)
-        yield b0, b1, _sim_rows(xn, yn, b0, b1)
+        yield b0, b1, sl.rows(b0, b1)
 
 
 def _n_above_rows(Mb: torch.Tensor, gold: torch.Tensor, b0: int, ties: str,
