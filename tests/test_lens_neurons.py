@@ -304,3 +304,70 @@ def test_jaccard():
     m = jaccard_matrix([{1, 2}, {2, 3}, set()])
     assert m[0, 1].item() == pytest.approx(1 / 3) and m[0, 0].item() == 1 and math.isnan(m[2, 2].item())
     assert m[0, 2].item() == 0
+
+
+# ------------------------------------------------------------------ xling lens, end to end
+
+
+PAIRS = ("eng\tdeu\tfra\n" + "\n".join("\t".join(r) for r in [
+    ("cat", "katze", "chat"), ("dog", "hund", "chien"), ("house", "haus", "maison"), ("red", "rot", "rouge"),
+    ("blue", "blau", "bleu"), ("green", "grün", "vert"), ("one", "eins", "un"), ("two", "zwei", "deux"),
+    ("three", "drei", "trois"), ("sees", "sieht", "voit"), ("and", "und", "et")]) + "\n")
+
+
+@pytest.fixture
+def tiny_causal_dir(tmp_path):
+    import tiny_models
+    from transformers import LlamaForCausalLM
+
+    base, tok = tiny_models.build("llama")
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(base.config).eval()
+    folder = tmp_path / "tiny-causal"
+    model.save_pretrained(folder, safe_serialization=True)
+    tok.save_pretrained(folder)
+    return folder
+
+
+def test_lens_cli_end_to_end(tiny_causal_dir, tmp_path, capsys):
+    import csv
+    import json
+
+    from xling.cli import main
+
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text(PAIRS, encoding="utf-8")
+    out = tmp_path / "lens"
+    rc = main(["lens", "--model", str(tiny_causal_dir), "--langs", "de", "--source", "fr", "--pairs", str(pairs),
+               "--shots", "2", "--max-prompts", "5", "--out", str(out), "--quiet"])
+    assert rc == 0
+    rows = list(csv.DictReader(open(out / "lens.csv", encoding="utf-8")))
+    prompts = [json.loads(x) for x in open(out / "prompts.jsonl", encoding="utf-8")]
+    assert len(prompts) == 5 and len(rows) == 5 * 4  # 3 blocks -> 4 hidden states
+    assert {"prompt_id", "lang", "layer", "p_target", "p_english", "entropy"} <= set(rows[0])
+    # recompute one prompt's last-layer probabilities from the model's own output, from prompts.jsonl alone
+    from transformers import LlamaForCausalLM
+
+    model = LlamaForCausalLM.from_pretrained(tiny_causal_dir).eval()
+    p = prompts[0]
+    with torch.no_grad():
+        probs = torch.softmax(model(input_ids=torch.tensor([p["input_ids"]])).logits[0, -1].double(), -1)
+    last = [r for r in rows if r["prompt_id"] == p["prompt_id"] and r["layer"] == "3"][0]
+    assert float(last["p_target"]) == pytest.approx(probs[p["target_token_ids"]].sum().item(), abs=1e-5)
+    assert float(last["p_english"]) == pytest.approx(probs[p["english_token_ids"]].sum().item(), abs=1e-5)
+    assert not set(p["target_token_ids"]) & set(p["english_token_ids"])
+    html = (out / "report.html").read_text(encoding="utf-8")
+    assert "German" in html or "Deutsch" in html
+    assert "English above the target" in html or "No English detour" in html
+
+
+def test_lens_cli_refuses_an_encoder_in_one_line(tiny_model_dirs, tmp_path, capsys):
+    from xling.cli import main
+
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text(PAIRS, encoding="utf-8")
+    rc = main(["lens", "--model", str(tiny_model_dirs["bert"]), "--langs", "de", "--pairs", str(pairs),
+               "--out", str(tmp_path / "o"), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "encoder" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()

@@ -1,0 +1,453 @@
+"""``xling lens``: the latent language of a decoder, layer by layer (Wendler et al. 2024).
+
+Wendler, Veselovsky, Monea and West 2024, "Do Llamas Work in English? On the Latent Language of
+Multilingual Transformers": few-shot word prompts whose answer is a word in the target language;
+under the logit lens (:mod:`xling.engine.lens`) an English-centric model gives the *English*
+word more probability than the target word in its middle layers, and the target word wins only
+in the last layers.
+
+Prompts (built offline from word pairs; nothing here is model-specific):
+
+* ``translation``: ``Français: "fleur" - Deutsch: "Blume"`` for ``--shots`` pairs of the source
+  language (``--source``, default French, German when French is the target) and the target, then
+  the query ``Français: "<word>" - Deutsch: "``;
+* ``repetition``: the same with the target word on both sides (``Deutsch: "Blume" - Deutsch: "Blume"``).
+
+Answers: the *target* token ids are the first token of the word tokenized alone (when it carries
+no leading space), plus every vocabulary token whose text is a non-empty prefix of the word (Wendler et al.
+sum over the tokens that begin the word); the *English* ids the same for the English word.
+
+Filters (every one counted in ``prompts.jsonl``'s summary line and the report):
+
+1. words are single words of letters (no digits, spaces or punctuation), at least 2 characters;
+2. the target word differs from the English word (after case folding);
+3. the target and English id sets are disjoint (the paper keeps prompts whose target and English
+   first tokens differ; otherwise both probabilities measure the same tokens);
+4. demonstrations never include the query's concept.
+
+Word pairs come from a TSV file (``--pairs``: a header of language codes, one concept a row,
+English included) or from the FreeDict dictionaries (``--pairs freedict``: Debian's
+``dict-freedict-eng-<lang>``, fetched once into the cache; the first single-word translation of
+each single-word English headword).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import time
+import unicodedata
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from xling.errors import XlingError
+
+DEFAULT_OUT = Path("xling-out") / "lens"
+TASKS = ("translation", "repetition")
+
+
+@dataclasses.dataclass
+class LensConfig:
+    model: str = "gemma-3-270m"
+    langs: list[str] | None = None
+    task: str = "translation"
+    source: str | None = None
+    pairs: str = "freedict"
+    max_prompts: int = 100
+    shots: int = 5
+    seed: int = 0
+    batch_size: int = 8
+    dtype: str = "fp32"
+    device: str = "auto"
+    out: str | Path | None = DEFAULT_OUT
+    progress: bool = True
+
+    def __post_init__(self):
+        if self.task not in TASKS:
+            raise XlingError(f"--task must be one of {', '.join(TASKS)}, got {self.task!r}")
+        if self.max_prompts < 1:
+            raise XlingError(f"--max-prompts must be at least 1, got {self.max_prompts}")
+        if not 1 <= self.shots <= 20:
+            raise XlingError(f"--shots must be between 1 and 20, got {self.shots}")
+        if self.batch_size < 1:
+            raise XlingError(f"--batch-size must be at least 1, got {self.batch_size}")
+
+
+DEFAULT_LANGS = ["de", "fr", "ru", "zh", "hi", "ja"]
+
+
+def _is_word(w: str) -> bool:
+    return len(w) >= 2 and all(unicodedata.category(c)[0] in "LM" for c in w)
+
+
+def read_pairs_tsv(path: str | Path, langs: list[str]) -> dict[str, dict[str, str]]:
+    """``{english word: {lang: word}}`` from a TSV with a header of language codes."""
+    from xling.data.langcodes import normalize_lang
+
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise XlingError(f"--pairs: no such file: {path}")
+    lines = path.read_text(encoding="utf-8").splitlines()
+    if not lines:
+        raise XlingError(f"{path}: empty word-pair file")
+    header = [normalize_lang(h.strip()) for h in lines[0].split("\t")]
+    if "eng_Latn" not in header:
+        raise XlingError(f"{path}:1: the header must include English (eng), got {ascii(lines[0][:80])}")
+    missing = [lang for lang in langs if lang not in header]
+    if missing:
+        raise XlingError(f"{path}: no column for {', '.join(missing)} (header: {', '.join(header)})")
+    out: dict[str, dict[str, str]] = {}
+    for n, line in enumerate(lines[1:], 2):
+        if not line.strip():
+            continue
+        cells = line.split("\t")
+        if len(cells) != len(header):
+            raise XlingError(f"{path}:{n}: {len(cells)} cells, the header has {len(header)}")
+        row = {h: c.strip() for h, c in zip(header, cells)}
+        out.setdefault(row["eng_Latn"], {k: v for k, v in row.items() if v})
+    return out
+
+
+def freedict_pairs(langs: list[str]) -> dict[str, dict[str, str]]:
+    """``{english word: {lang: word}}`` from FreeDict eng-<lang> (first single-word translation)."""
+    from xling.methods.vocab.dictionary import load_dictionary
+
+    table: dict[str, dict[str, str]] = {}
+    for lang in langs:
+        pairs = load_dictionary("freedict", "eng", lang.split("_")[0])
+        seen: set[str] = set()
+        for en, x in pairs:
+            en, x = en.strip(), x.strip()
+            if en in seen or not en.islower():
+                continue
+            seen.add(en)
+            table.setdefault(en, {"eng_Latn": en})[lang] = x
+    return table
+
+
+def _answer_ids(tokenizer, word: str, prefix_index: dict[str, list[int]]) -> list[int]:
+    """The first token of ``word`` tokenized alone (unless it carries a leading space: a prompt ending in
+    a quote is continued without one) plus every vocabulary token whose text is a non-empty prefix of it."""
+    ids: set[int] = set()
+    alone = tokenizer(word, add_special_tokens=False)["input_ids"]
+    if alone:
+        first = tokenizer.decode(alone[:1])
+        if first and first == first.lstrip():
+            ids.add(int(alone[0]))
+    for j in range(1, len(word) + 1):
+        ids.update(prefix_index.get(word[:j], ()))
+    return sorted(ids)
+
+
+def _prefix_index(tokenizer) -> dict[str, list[int]]:
+    """Decoded text of every vocabulary token (without a leading space) -> ids; byte pieces skipped."""
+    index: dict[str, list[int]] = {}
+    specials = set(tokenizer.all_special_ids)
+    for i in range(len(tokenizer)):
+        if i in specials:
+            continue
+        s = tokenizer.decode([i])
+        if not s or "\ufffd" in s or s != s.strip():
+            continue
+        index.setdefault(s, []).append(i)
+    return index
+
+
+def script_of(text: str) -> str:
+    """The Unicode script name of the first letter of ``text`` (LATIN, CYRILLIC, CJK, ...), or ``-``."""
+    for ch in text:
+        if unicodedata.category(ch)[0] == "L":
+            name = unicodedata.name(ch, "")
+            return name.split(" ")[0] if name else "-"
+    return "-"
+
+
+def _lang_name(lang: str) -> str:
+    import langcodes
+
+    try:
+        return langcodes.Language.get(lang.split("_")[0]).autonym().split(" (")[0]
+    except Exception:  # noqa: BLE001 - a name is cosmetic; the code stands in
+        return lang
+
+
+def build_prompts(tokenizer, table: dict[str, dict[str, str]], target: str, source: str, task: str,
+                  max_prompts: int, shots: int, seed: int, prefix_index: dict[str, list[int]]):
+    """Prompts for one target language; returns (prompts, filter counts)."""
+    concepts = []
+    counts = {"concepts": 0, "not_single_words": 0, "same_as_english": 0, "overlapping_answer_tokens": 0}
+    need = [target] if task == "repetition" else [target, source]
+    for en in sorted(table):
+        row = table[en]
+        if not all(lang in row for lang in need):
+            continue
+        counts["concepts"] += 1
+        words = [en] + [row[lang] for lang in need]
+        if not all(_is_word(w) for w in words):
+            counts["not_single_words"] += 1
+            continue
+        if row[target].casefold() == en.casefold():
+            counts["same_as_english"] += 1
+            continue
+        concepts.append(en)
+    # deterministic order by a hash of (seed, word): a sample, not the alphabet's start
+    concepts.sort(key=lambda w: hashlib.sha256(f"{seed}:{w}".encode()).hexdigest())
+    if len(concepts) < shots + 1:
+        raise XlingError(f"lens: only {len(concepts)} usable word pairs for {target}; need at least {shots + 1}")
+    src_name = _lang_name(target if task == "repetition" else source)
+    tgt_name = _lang_name(target)
+    left = source if task == "translation" else target
+    prompts = []
+    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None and getattr(tokenizer, "add_bos_token", True) else []
+    for qi, en in enumerate(concepts):
+        if len(prompts) >= max_prompts:
+            break
+        demos = [c for c in concepts if c != en]
+        start = (qi * shots) % len(demos)
+        demos = (demos[start:] + demos[:start])[:shots]
+        lines = [f'{src_name}: "{table[d][left]}" - {tgt_name}: "{table[d][target]}"' for d in demos]
+        text = "\n".join(lines) + f'\n{src_name}: "{table[en][left]}" - {tgt_name}: "'
+        ids = bos + tokenizer(text, add_special_tokens=False)["input_ids"]
+        t_ids = _answer_ids(tokenizer, table[en][target], prefix_index)
+        e_ids = _answer_ids(tokenizer, en, prefix_index)
+        if not t_ids or not e_ids or set(t_ids) & set(e_ids):
+            counts["overlapping_answer_tokens"] += 1
+            continue
+        prompts.append({"prompt_id": f"{target}-{len(prompts):04d}", "lang": target, "concept": en,
+                        "word": table[en][target], "text": text, "input_ids": ids,
+                        "target_token_ids": t_ids, "english_token_ids": e_ids})
+    counts["prompts"] = len(prompts)
+    return prompts, counts
+
+
+@dataclasses.dataclass
+class LensRunResult:
+    config: LensConfig
+    rows: list[dict]
+    prompts: list[dict]
+    filters: dict[str, dict]
+    num_hidden_states: int
+    model_name: str
+    seconds: float
+    started: str
+
+
+def lens(config: LensConfig | None = None, **kwargs) -> LensRunResult:
+    """Run the lens recipe (see the module doc)."""
+    from transformers import AutoModelForCausalLM
+
+    from xling.data.langcodes import normalize_lang
+    from xling.engine.lens import logit_lens
+    from xling.models.heads import find_lens_head
+    from xling.models.loading import load_model
+
+    cfg = config if config is not None else LensConfig(**kwargs)
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    t0 = time.perf_counter()
+    langs = [normalize_lang(x) for x in (cfg.langs or DEFAULT_LANGS)]
+    if "eng_Latn" in langs:
+        raise XlingError("lens: English is the reference answer; choose target languages other than English")
+    source = normalize_lang(cfg.source) if cfg.source else None
+    lm = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device, lazy=True, quiet=not cfg.progress)
+    if not lm.is_decoder:
+        raise XlingError(f"lens: {cfg.model} is an encoder; the logit lens reads a decoder's next-token predictions")
+    need = sorted(set(langs) | ({source} if source else set()) | ({"fra_Latn", "deu_Latn"} if cfg.task == "translation" and not source else set()))
+    table = freedict_pairs(need) if cfg.pairs == "freedict" else read_pairs_tsv(cfg.pairs, need)
+    try:
+        model, info = AutoModelForCausalLM.from_pretrained(lm.path, dtype=lm.dtype, use_safetensors=True,
+                                                           trust_remote_code=False, output_loading_info=True)
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise XlingError(f"lens: cannot load {cfg.model} with its LM head ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+    tied = bool(getattr(model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config,
+                        "tie_word_embeddings", False))
+    missing = [k for k in info.get("missing_keys", []) if not (tied and "lm_head" in k)]
+    if missing:
+        raise XlingError(f"lens: {cfg.model} lacks weights for {', '.join(missing[:3])} (an untied LM head is not in its files)")
+    model = model.eval().to(lm.device)
+    head = find_lens_head(model)
+    tok = lm.tokenizer
+    prefix_index = _prefix_index(tok)
+    all_prompts, filters = [], {}
+    for lang in langs:
+        src = source or ("deu_Latn" if lang == "fra_Latn" else "fra_Latn")
+        if cfg.task == "translation" and src == lang:
+            raise XlingError(f"lens: --source {cfg.source} equals the target language {lang}")
+        prompts, counts = build_prompts(tok, table, lang, src, cfg.task, cfg.max_prompts, cfg.shots, cfg.seed, prefix_index)
+        for p in prompts:
+            p["source"] = src if cfg.task == "translation" else lang
+        filters[lang] = counts
+        all_prompts.extend(prompts)
+    if cfg.progress:
+        import sys
+
+        print(f"xling: lens: {len(all_prompts)} prompts, {len(langs)} languages, {head.num_hidden_states} hidden states "
+              f"of {cfg.model}", file=sys.stderr, flush=True)
+    res = logit_lens(model, [p["input_ids"] for p in all_prompts],
+                     {"target": [p["target_token_ids"] for p in all_prompts],
+                      "english": [p["english_token_ids"] for p in all_prompts]},
+                     batch_size=cfg.batch_size, pad_id=tok.pad_token_id if tok.pad_token_id is not None else 0, head=head)
+    rows = []
+    for i, p in enumerate(all_prompts):
+        tgt_set, en_set = set(p["target_token_ids"]), set(p["english_token_ids"])
+        for layer in range(head.num_hidden_states):
+            tid = int(res.top_id[i, layer])
+            top = tok.decode([tid])
+            rows.append({"prompt_id": p["prompt_id"], "lang": p["lang"], "layer": layer,
+                         "p_target": float(res.answers["target"][i, layer]),
+                         "p_english": float(res.answers["english"][i, layer]),
+                         "entropy": float(res.entropy[i, layer]), "top_token": top, "top_prob": float(res.top_prob[i, layer]),
+                         "top_script": script_of(top),
+                         "top_is": "target" if tid in tgt_set else "english" if tid in en_set else "other"})
+    result = LensRunResult(cfg, rows, all_prompts, filters, head.num_hidden_states, cfg.model,
+                           time.perf_counter() - t0, started)
+    if cfg.out is not None:
+        write_outputs(result, Path(cfg.out))
+    return result
+
+
+def quantiles(values: list[float]) -> tuple[float, float, float]:
+    """(25th, 50th, 75th) percentiles, linear interpolation (numpy's default)."""
+    v = sorted(values)
+    if not v:
+        return (math.nan,) * 3
+
+    def q(p):
+        pos = (len(v) - 1) * p
+        lo, hi = math.floor(pos), math.ceil(pos)
+        return v[lo] + (v[hi] - v[lo]) * (pos - lo)
+
+    return q(0.25), q(0.5), q(0.75)
+
+
+def curves(rows: list[dict]) -> dict[str, dict[str, list[tuple[int, float, float, float]]]]:
+    """``{lang: {"target"|"english": [(layer, q25, median, q75), ...]}}``."""
+    by: dict[tuple[str, int], dict[str, list[float]]] = {}
+    for r in rows:
+        d = by.setdefault((r["lang"], r["layer"]), {"target": [], "english": []})
+        d["target"].append(r["p_target"])
+        d["english"].append(r["p_english"])
+    out: dict[str, dict[str, list]] = {}
+    for (lang, layer), d in sorted(by.items()):
+        for k in ("target", "english"):
+            out.setdefault(lang, {}).setdefault(k, []).append((layer, *quantiles(d[k])))
+    return out
+
+
+def english_detour(curve: dict[str, list]) -> list[int]:
+    """Layers (before the last) where the median English probability exceeds the median target probability."""
+    last = max(x[0] for x in curve["target"])
+    return [t[0] for t, e in zip(curve["target"], curve["english"]) if t[0] < last and e[2] > t[2]]
+
+
+def write_outputs(result: LensRunResult, out: Path) -> None:
+    from xling.io import atomic_path
+    from xling.runs.align import rows_to_csv
+
+    cols = ["prompt_id", "lang", "layer", "p_target", "p_english", "entropy", "top_token", "top_prob", "top_script", "top_is"]
+    with atomic_path(out) as tmp:
+        tmp.mkdir()
+        (tmp / "lens.csv").write_text(rows_to_csv(result.rows, cols), encoding="utf-8")
+        with open(tmp / "prompts.jsonl", "w", encoding="utf-8") as f:
+            for p in result.prompts:
+                f.write(json.dumps({k: p[k] for k in ("prompt_id", "lang", "source", "concept", "word", "text", "input_ids",
+                                                       "target_token_ids", "english_token_ids")}, ensure_ascii=False) + "\n")
+        run = {"command": "lens", "model": result.model_name, "config": dataclasses.asdict(result.config),
+               "filters": result.filters, "num_hidden_states": result.num_hidden_states, "started": result.started,
+               "seconds": round(result.seconds, 2)}
+        (tmp / "run.json").write_text(json.dumps(run, indent=2, default=str), encoding="utf-8")
+        (tmp / "report.html").write_text(render_report(result), encoding="utf-8")
+
+
+def _band_chart(title: str, curve: dict[str, list], n_hidden: int, width: int = 460, height: int = 240) -> str:
+    from xling.runs.report import esc
+
+    left, top, right, bottom = 46, 28, 110, 36
+    pw, ph = width - left - right, height - top - bottom
+    X = lambda layer: left + pw * layer / max(1, n_hidden - 1)
+    Y = lambda p: top + ph * (1 - p)
+    parts = [f'<svg class="chart" width="{width}" height="{height}" role="img" aria-label="{esc(title)}">',
+             f'<text x="{left}" y="16" class="title">{esc(title)}</text>']
+    for v in (0, 0.5, 1):
+        parts.append(f'<line x1="{left}" x2="{left + pw}" y1="{Y(v):.1f}" y2="{Y(v):.1f}" stroke="#ddd"/>'
+                     f'<text x="{left - 6}" y="{Y(v) + 4:.1f}" text-anchor="end" font-size="11">{v:g}</text>')
+    for key, colour in (("english", "#d62728"), ("target", "#1f77b4")):
+        pts = curve[key]
+        upper = " ".join(f"{X(layer):.1f},{Y(q75):.1f}" for layer, _q25, _m, q75 in pts)
+        lower = " ".join(f"{X(layer):.1f},{Y(q25):.1f}" for layer, q25, _m, _q75 in reversed(pts))
+        parts.append(f'<polygon points="{upper} {lower}" fill="{colour}" fill-opacity="0.18" stroke="none"/>')
+        med = " ".join(f"{X(layer):.1f},{Y(m):.1f}" for layer, _q25, m, _q75 in pts)
+        parts.append(f'<polyline points="{med}" fill="none" stroke="{colour}" stroke-width="2"/>')
+    for i, (key, colour) in enumerate((("target", "#1f77b4"), ("english", "#d62728"))):
+        y = top + 14 + 18 * i
+        parts.append(f'<line x1="{left + pw + 10}" x2="{left + pw + 26}" y1="{y}" y2="{y}" stroke="{colour}" stroke-width="2"/>'
+                     f'<text x="{left + pw + 30}" y="{y + 4}" font-size="11">{esc(key)}</text>')
+    for layer in range(0, n_hidden, max(1, n_hidden // 6)):
+        parts.append(f'<text x="{X(layer):.1f}" y="{top + ph + 14}" text-anchor="middle" font-size="11">{layer}</text>')
+    parts.append(f'<text x="{left + pw / 2:.1f}" y="{height - 4}" text-anchor="middle" font-size="11">hidden state (0 = embeddings)</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def render_report(result: LensRunResult) -> str:
+    from xling.runs.report import display_lang, esc, headline_html, page, table_html
+
+    cur = curves(result.rows)
+    n_hidden = result.num_hidden_states
+    detour = {lang: english_detour(c) for lang, c in cur.items()}
+    with_detour = [lang for lang, d in detour.items() if d]
+    langs_word = "language" if len(cur) == 1 else "languages"
+    head = [f"{esc(result.model_name)}: {len(result.prompts)} {esc(result.config.task)} prompts in {len(cur)} {langs_word}, "
+            f"logit lens at each of {n_hidden} hidden states.",
+            (f"English above the target (median probability) before the last layer in {len(with_detour)} of {len(cur)} "
+             f"{langs_word}: " + ", ".join(f"{esc(display_lang(lang))} (layers {esc(_ranges(detour[lang]))})" for lang in with_detour))
+            if with_detour else "No English detour: the median English probability never exceeds the target's before the last layer."]
+    charts = "".join(_band_chart(f"{display_lang(lang)}: p(target) and p(English), median and IQR", c, n_hidden)
+                     for lang, c in cur.items())
+    filt_rows = [[display_lang(lang), c.get("concepts", 0), c.get("not_single_words", 0), c.get("same_as_english", 0),
+                  c.get("overlapping_answer_tokens", 0), c.get("prompts", 0)] for lang, c in result.filters.items()]
+    body = (f"<h1>Logit lens: {esc(result.model_name)}</h1>" + headline_html(head) + charts +
+            "<h2>Prompts kept</h2>" +
+            table_html(["language", "word pairs", "not single words", "same as English", "answer tokens overlap English",
+                        "prompts"], filt_rows) +
+            "<p>Each probability sums the answer's token ids (the first continuation token and every token that "
+            "begins the word). The last hidden state's lens is the model's own next-token distribution. "
+            "Method: Wendler et al. 2024; files: lens.csv, prompts.jsonl.</p>")
+    return page(f"xling lens: {result.model_name}", body)
+
+
+def _ranges(layers: list[int]) -> str:
+    out, start, prev = [], None, None
+    for x in layers:
+        if start is None:
+            start = prev = x
+        elif x == prev + 1:
+            prev = x
+        else:
+            out.append(f"{start}-{prev}" if prev != start else str(start))
+            start = prev = x
+    if start is not None:
+        out.append(f"{start}-{prev}" if prev != start else str(start))
+    return ", ".join(out)
+
+
+def format_summary(result: LensRunResult) -> str:
+    from xling.runs.report import display_lang
+
+    cur = curves(result.rows)
+    lines = [f"lens: {result.model_name}, {len(result.prompts)} prompts, {result.num_hidden_states} hidden states, "
+             f"{result.seconds:.1f} s"]
+    for lang, c in cur.items():
+        d = english_detour(c)
+        t_last = c["target"][-1][2]
+        e_peak = max(c["english"][:-1], key=lambda x: x[2]) if len(c["english"]) > 1 else c["english"][-1]
+        lines.append(f"  {display_lang(lang)[:24]:24s} p(target) at the last layer {t_last:.3f}; English peaks at layer "
+                     f"{e_peak[0]} ({e_peak[2]:.3f}); English above target at layers: {_ranges(d) or 'none'}")
+    return "\n".join(lines)
+
+
+__all__ = ["LensConfig", "LensRunResult", "build_prompts", "curves", "english_detour", "format_summary", "lens",
+           "read_pairs_tsv", "script_of"]
