@@ -371,3 +371,91 @@ def test_lens_cli_refuses_an_encoder_in_one_line(tiny_model_dirs, tmp_path, caps
     err = capsys.readouterr().err
     assert rc == 2 and "encoder" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "o").exists()
+
+
+# ------------------------------------------------------------------ xling neurons, end to end
+
+
+def _texts(tmp_path):
+    import tiny_models
+
+    rng = np.random.default_rng(0)
+    files = {}
+    for lang, key in (("eng", "eng"), ("deu", "deu"), ("fra", "fra")):
+        words = sorted({w for s in tiny_models.PARALLEL[key] for w in s.split()})
+        lines = [" ".join(rng.choice(words, size=int(rng.integers(3, 9)))) for _ in range(40)]
+        path = tmp_path / f"{lang}.txt"
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        files[lang] = path
+    return ",".join(f"{k}={v}" for k, v in files.items())
+
+
+def test_neurons_cli_end_to_end(tiny_causal_dir, tmp_path):
+    import csv
+    import json
+
+    from safetensors.torch import load_file
+
+    from xling.cli import main
+    from xling.methods.neurons import select_lape
+
+    out = tmp_path / "neurons"
+    rc = main(["neurons", "--model", str(tiny_causal_dir), "--langs", "en,de,fr", "--data", _texts(tmp_path),
+               "--held-out", "10", "--max-tokens", "400", "--top-rate", "0.1", "--ablate", "--out", str(out), "--quiet",
+               "--batch-size", "4"])
+    assert rc == 0
+    acts = load_file(str(out / "activations.safetensors"))
+    langs = ["eng_Latn", "deu_Latn", "fra_Latn"]
+    assert {f"{x}.n" for x in langs} | {f"{x}.over_zero" for x in langs} == set(acts)
+    assert acts["eng_Latn.over_zero"].shape == (3, 64)
+    assert all(0 < int(acts[f"{x}.n"]) <= 400 for x in langs)
+    # neurons.json is the selection of the exported statistics (anyone can recompute it)
+    chosen = json.loads((out / "neurons.json").read_text())
+    sel = select_lape(torch.stack([acts[f"{x}.n"] for x in langs]), torch.stack([acts[f"{x}.over_zero"] for x in langs], -1),
+                      top_rate=0.1)
+    for k, lang in enumerate(langs):
+        assert [chosen[lang][str(layer)] for layer in range(3)] == sel.neurons[k]
+    rows = list(csv.DictReader(open(out / "ablation.csv", encoding="utf-8")))
+    assert len(rows) == 3 * 3 * 2
+    for r in rows:
+        assert float(r["ci_low"]) <= float(r["delta_log_ppl"]) <= float(r["ci_high"])
+    # ablating nothing changes nothing: a language with no neurons has delta 0 exactly
+    for r in rows:
+        if int(r["neurons"]) == 0:
+            assert float(r["delta_log_ppl"]) == 0.0
+    assert "Selected neurons per language" in (out / "report.html").read_text(encoding="utf-8")
+
+
+def test_neurons_counts_equal_a_direct_count(tiny_causal_dir, tmp_path):
+    """The exported over_zero equals counting positive activations sentence by sentence, unbatched."""
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    from xling.cli import main
+    from xling.data.readers import load_corpus
+
+    data = _texts(tmp_path)
+    out = tmp_path / "n2"
+    assert main(["neurons", "--model", str(tiny_causal_dir), "--langs", "en,de", "--data", data, "--held-out", "10",
+                 "--max-tokens", "100000", "--out", str(out), "--quiet", "--batch-size", "3"]) == 0
+    acts = load_file(str(out / "activations.safetensors"))
+    model = LlamaForCausalLM.from_pretrained(tiny_causal_dir).eval()
+    tok = AutoTokenizer.from_pretrained(tiny_causal_dir)
+    corpus = load_corpus(data)
+    for lang in ("eng_Latn", "deu_Latn"):
+        want = torch.zeros(3, 64, dtype=torch.long)
+        n = 0
+        for s in corpus.sentences[lang][10:]:
+            ids = tok(s, return_tensors="pt")["input_ids"]
+            seen = {}
+            hs = [model.model.layers[i].mlp.act_fn.register_forward_hook(lambda m, i_, o, i=i: seen.__setitem__(i, o))
+                  for i in range(3)]
+            with torch.no_grad():
+                model(input_ids=ids)
+            for h in hs:
+                h.remove()
+            for i in range(3):
+                want[i] += (seen[i][0] > 0).sum(0)
+            n += ids.shape[1]
+        assert int(acts[f"{lang}.n"]) == n
+        assert torch.equal(acts[f"{lang}.over_zero"], want)

@@ -136,4 +136,31 @@ def find_lens_head(model: nn.Module) -> LensHead:
                     norm_name=norm_name)
 
 
-__all__ = ["LensHead", "find_lens_head"]
+def load_with_head(lm) -> nn.Module:
+    """The causal LM (with its head) of a :class:`~xling.models.loading.LoadedModel`'s folder.
+
+    Safetensors only, no remote code; missing weights are an error unless they are the head of a
+    model with tied embeddings (the head *is* the input embedding then)."""
+    from transformers import AutoModelForCausalLM
+
+    if lm.path is None:
+        raise XlingError(f"{lm.name}: an in-memory model has no folder to load its LM head from")
+    if not lm.is_decoder:
+        raise XlingError(f"{lm.name} is an encoder; this reads a decoder's next-token predictions")
+    try:
+        model, info = AutoModelForCausalLM.from_pretrained(lm.path, dtype=lm.dtype, use_safetensors=True,
+                                                           trust_remote_code=False, output_loading_info=True)
+    except (OSError, ValueError, RuntimeError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise XlingError(f"{lm.name}: cannot load it with its LM head ({type(exc).__name__}: {first})") from None
+    cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    tied = bool(getattr(cfg, "tie_word_embeddings", False))
+    missing = [k for k in info.get("missing_keys", []) if not (tied and "lm_head" in k)]
+    bad = missing + list(info.get("mismatched_keys", []))
+    if bad:
+        raise XlingError(f"{lm.name}: its files lack weights for {', '.join(map(str, bad[:3]))} "
+                         f"(an untied LM head that is not in the checkpoint is never initialised at random)")
+    return model.eval().to(lm.device)
+
+
+__all__ = ["LensHead", "find_lens_head", "load_with_head"]

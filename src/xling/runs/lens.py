@@ -238,11 +238,9 @@ class LensRunResult:
 
 def lens(config: LensConfig | None = None, **kwargs) -> LensRunResult:
     """Run the lens recipe (see the module doc)."""
-    from transformers import AutoModelForCausalLM
-
     from xling.data.langcodes import normalize_lang
     from xling.engine.lens import logit_lens
-    from xling.models.heads import find_lens_head
+    from xling.models.heads import find_lens_head, load_with_head
     from xling.models.loading import load_model
 
     cfg = config if config is not None else LensConfig(**kwargs)
@@ -257,17 +255,7 @@ def lens(config: LensConfig | None = None, **kwargs) -> LensRunResult:
         raise XlingError(f"lens: {cfg.model} is an encoder; the logit lens reads a decoder's next-token predictions")
     need = sorted(set(langs) | ({source} if source else set()) | ({"fra_Latn", "deu_Latn"} if cfg.task == "translation" and not source else set()))
     table = freedict_pairs(need) if cfg.pairs == "freedict" else read_pairs_tsv(cfg.pairs, need)
-    try:
-        model, info = AutoModelForCausalLM.from_pretrained(lm.path, dtype=lm.dtype, use_safetensors=True,
-                                                           trust_remote_code=False, output_loading_info=True)
-    except (OSError, ValueError, RuntimeError) as exc:
-        raise XlingError(f"lens: cannot load {cfg.model} with its LM head ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
-    tied = bool(getattr(model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config,
-                        "tie_word_embeddings", False))
-    missing = [k for k in info.get("missing_keys", []) if not (tied and "lm_head" in k)]
-    if missing:
-        raise XlingError(f"lens: {cfg.model} lacks weights for {', '.join(missing[:3])} (an untied LM head is not in its files)")
-    model = model.eval().to(lm.device)
+    model = load_with_head(lm)
     head = find_lens_head(model)
     tok = lm.tokenizer
     prefix_index = _prefix_index(tok)
