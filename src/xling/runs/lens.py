@@ -77,7 +77,7 @@ class LensConfig:
             raise XlingError(f"--batch-size must be at least 1, got {self.batch_size}")
 
 
-DEFAULT_LANGS = ["de", "fr", "ru", "zh", "hi", "ja"]
+DEFAULT_LANGS = ["de", "es", "ru", "hi", "ja", "ar"]  # FreeDict has eng-<lang> for each; 5 scripts
 
 
 def _is_word(w: str) -> bool:
@@ -250,11 +250,12 @@ def lens(config: LensConfig | None = None, **kwargs) -> LensRunResult:
     if "eng_Latn" in langs:
         raise XlingError("lens: English is the reference answer; choose target languages other than English")
     source = normalize_lang(cfg.source) if cfg.source else None
+    need = sorted(set(langs) | ({source} if source else set()) | ({"fra_Latn", "deu_Latn"} if cfg.task == "translation" and not source else set()))
+    # the word pairs first: a missing dictionary or a bad file is found before any model is fetched
+    table = freedict_pairs(need) if cfg.pairs == "freedict" else read_pairs_tsv(cfg.pairs, need)
     lm = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device, lazy=True, quiet=not cfg.progress)
     if not lm.is_decoder:
         raise XlingError(f"lens: {cfg.model} is an encoder; the logit lens reads a decoder's next-token predictions")
-    need = sorted(set(langs) | ({source} if source else set()) | ({"fra_Latn", "deu_Latn"} if cfg.task == "translation" and not source else set()))
-    table = freedict_pairs(need) if cfg.pairs == "freedict" else read_pairs_tsv(cfg.pairs, need)
     model = load_with_head(lm)
     head = find_lens_head(model)
     tok = lm.tokenizer
