@@ -113,7 +113,8 @@ def read_pairs_tsv(path: str | Path, langs: list[str]) -> dict[str, dict[str, st
 
 
 def freedict_pairs(langs: list[str]) -> dict[str, dict[str, str]]:
-    """``{english word: {lang: word}}`` from FreeDict eng-<lang> (first single-word translation)."""
+    """``{english word: {lang: word}}`` from FreeDict eng-<lang> (the first translation of each headword,
+    headwords in lower case)."""
     from xling.methods.vocab.dictionary import load_dictionary
 
     table: dict[str, dict[str, str]] = {}
@@ -121,8 +122,9 @@ def freedict_pairs(langs: list[str]) -> dict[str, dict[str, str]]:
         pairs = load_dictionary("freedict", "eng", lang.split("_")[0])
         seen: set[str] = set()
         for en, x in pairs:
-            en, x = en.strip(), x.strip()
-            if en in seen or not en.islower():
+            # headwords are capitalised in some dictionaries (eng-ara): compare them in lower case
+            en, x = en.strip().lower(), x.strip()
+            if en in seen:
                 continue
             seen.add(en)
             table.setdefault(en, {"eng_Latn": en})[lang] = x
