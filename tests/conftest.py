@@ -17,6 +17,12 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
+@pytest.fixture(autouse=True)
+def _isolated_store(tmp_path_factory, monkeypatch):
+    """The default results store of every test is a private file, never the user's data folder."""
+    monkeypatch.setenv("XLING_STORE", str(tmp_path_factory.mktemp("xling-store") / "results.sqlite"))
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dirs(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny-models")

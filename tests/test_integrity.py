@@ -369,7 +369,8 @@ def _align_into(model_dir: str, layer: int, out: str, barrier, results) -> None:
         real_write(*a, **kw)
 
     xio.output_lock, xio.atomic_write_text = lock_after_barrier, slow_write
-    res = align(model=model_dir, corpus=_corpus(), layers=[layer], out=out, store=None, progress=False)
+    # device cpu: a forked child must not touch CUDA (the parent may have initialised it on a GPU machine)
+    res = align(model=model_dir, corpus=_corpus(), layers=[layer], out=out, store=None, progress=False, device="cpu")
     results.put((layer, res.run_id))
 
 

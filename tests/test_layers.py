@@ -26,7 +26,7 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
-LEAVES = {"xling.errors", "xling.io", "xling.options", "xling.deps"}
+LEAVES = {"xling.errors", "xling.io", "xling.options", "xling.deps", "xling.textsafe"}
 LAYERS = {"data": 0, "models": 1, "engine": 2, "tasks": 3, "modules": 4, "methods": 4, "runs": 5, "cli": 6,
           "_entry": 7}
 ROOT_LEAF_NAMES = {"__version__", "XlingError"}  # the facade's names that need nothing above a leaf

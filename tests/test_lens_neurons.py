@@ -459,3 +459,19 @@ def test_neurons_counts_equal_a_direct_count(tiny_causal_dir, tmp_path):
             n += ids.shape[1]
         assert int(acts[f"{lang}.n"]) == n
         assert torch.equal(acts[f"{lang}.over_zero"], want)
+
+
+@pytest.mark.parametrize("command", ["lens", "neurons", "langid"])
+def test_new_commands_refuse_a_users_folder(command, tiny_causal_dir, tmp_path, capsys):
+    from xling.cli import main
+
+    user = tmp_path / "thesis"
+    user.mkdir()
+    (user / "chapter1.tex").write_text("mine")
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text(PAIRS, encoding="utf-8")
+    extra = {"lens": ["--pairs", str(pairs), "--langs", "de"], "neurons": ["--langs", "en,de"], "langid": []}[command]
+    rc = main([command, "--model", str(tiny_causal_dir), *extra, "--out", str(user), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert (user / "chapter1.tex").read_text() == "mine" and sorted(p.name for p in user.iterdir()) == ["chapter1.tex"]

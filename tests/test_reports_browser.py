@@ -122,3 +122,66 @@ def test_every_report_in_a_real_browser(tmp_path):
             problems.append(f"{name}: language names not shown: {missing}")
     assert not problems, "\n".join(problems)
     assert LANGS  # the synthetic results cover these languages
+
+
+#: Injected by the test only: text clipped by its SVG or box, heatmap cells without their number, and the
+#: best-layer label under a legend; written into the DOM for --dump-dom.
+GLANCE = """<script>window.addEventListener('load',function(){var bad=[],cells=0;
+function box(e){return e.getBoundingClientRect()}
+function name(e){return (e.textContent||'').trim().slice(0,60)}
+document.querySelectorAll('svg').forEach(function(s){var r=box(s);
+s.querySelectorAll('text').forEach(function(t){var b=box(t);if(!name(t))return;
+if(b.left<r.left-1||b.right>r.right+1||b.top<r.top-1||b.bottom>r.bottom+1)bad.push('clipped: '+name(t))});
+s.querySelectorAll('rect.cell').forEach(function(c){cells++;var t=c.nextElementSibling;
+if(!t||!t.classList.contains('v')||!/\\d/.test(t.textContent)){bad.push('cell without number: '+name(c));return}
+var a=box(c),b=box(t);if(b.left<a.left-1||b.right>a.right+1)bad.push('number wider than its cell: '+name(t))});
+s.querySelectorAll('text.vl').forEach(function(v){var b=box(v);s.querySelectorAll('.lg').forEach(function(l){var a=box(l);
+if(b.left<a.right&&a.left<b.right&&b.top<a.bottom&&a.top<b.bottom)bad.push('legend covers '+name(v))})})});
+document.querySelectorAll('h1,h2,p,th,td').forEach(function(e){if(e.scrollWidth>e.clientWidth+1&&getComputedStyle(e).overflow!=='visible')
+bad.push('clipped box: '+name(e))});
+var d=document.createElement('pre');d.id='xling-glance';d.textContent=JSON.stringify({bad:bad,cells:cells});
+document.body.appendChild(d)});</script>"""
+
+
+def glance_reports(tmp_path) -> dict[str, str]:
+    """Every report kind, the probe and rank reports included, with many lines and long names."""
+    from test_reports_glance import _cells  # noqa: F401 - the same cell markup the fast tests parse
+
+    from xling.runs.eval import render_eval_report
+    from xling.runs.rank import RankResult, render_rank_report
+
+    out = {name: html for name, (html, _) in reports(tmp_path).items()}
+    probe = eval_result({"eng_Latn": 0.9, "deu_Latn": 0.7, "swh_Latn": 0.3}, labels=("no", "yes"))
+    probe.meta.update(config={"model": "m", "max_length": 128}, probe={"layer": 2, "l2": 1.0})
+    probe.meta["warnings"] = {"deu_Latn": "the model predicts 'no' for all 10 examples",
+                              "swh_Latn": "the model predicts 'no' for all 12 examples"}
+    out["probe"] = render_eval_report(probe)
+    order = ["swh_Latn", "eng_Latn", "deu_Latn", "jpn_Jpan"]
+    out["rank"] = render_rank_report(RankResult(
+        matrix_id="x", model="m", task="t", reference="eng_Latn", sources=order, targets=sorted(order),
+        scores={t: {s: 0.3 + 0.1 * i for i, s in enumerate(order)} for t in order}, features={},
+        feature_names=["mexa"], loto=SimpleNamespace(k=3, methods=[], summary={}), importances={"mexa": 1.0},
+        matrix_targets=order))
+    return out
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH (apt-get install chromium)")
+def test_reports_read_at_a_glance_in_a_real_browser(tmp_path):
+    problems, cells = [], 0
+    for name, html in glance_reports(tmp_path).items():
+        page = tmp_path / f"glance-{name}.html"
+        page.write_text(html.replace("</body>", GLANCE + "</body>", 1))
+        proc = subprocess.run(
+            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             "--window-size=1400,1000", f"--user-data-dir={tmp_path / ('glance-profile-' + name)}",
+             "--virtual-time-budget=3000", "--dump-dom", page.as_uri()],
+            capture_output=True, text=True, timeout=120)
+        m = re.search(r'<pre id="xling-glance">(.*?)</pre>', proc.stdout, re.S)
+        assert m, f"{name}: the page never finished loading\n{proc.stderr[-2000:]}"
+        found = json.loads(m.group(1).replace("&quot;", '"').replace("&amp;", "&").replace("&lt;", "<")
+                           .replace("&gt;", ">"))
+        problems += [f"{name}: {b}" for b in found["bad"]]
+        cells += found["cells"]
+    assert not problems, "\n".join(problems)
+    assert cells >= 2 * 4 * 4 + 4 + 16  # align heatmaps, the matrix and the rank matrix: every cell checked

@@ -29,6 +29,8 @@ EXTRAS: dict[str, tuple[str, str]] = {
     "lightgbm": ("rank", "lightgbm>=4"),
     "urielplus": ("typology", "urielplus==1.3.2"),
     "ray": ("ray", "ray>=2.9"),
+    "accelerate": ("device-map", "accelerate>=0.26"),
+    "bitsandbytes": ("quant", "bitsandbytes>=0.43"),
 }
 
 

@@ -14,10 +14,25 @@ import platformdirs
 
 def cache_dir(*parts: str) -> Path:
     """The xling cache folder (``$XLING_CACHE`` or the user cache dir), created on demand."""
-    root = os.environ.get("XLING_CACHE") or platformdirs.user_cache_dir("xling")
-    path = Path(root, *parts)
-    path.mkdir(parents=True, exist_ok=True)
+    path = Path(cache_root(), *parts)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file in the way, a read-only parent: one line, not a traceback
+        from xling.errors import XlingError
+
+        raise XlingError(f"cannot use the xling cache folder {path}: {_os_reason(exc)}; "
+                         f"set XLING_CACHE to a writable folder") from None
+    if not path.is_dir():
+        from xling.errors import XlingError
+
+        raise XlingError(f"cannot use the xling cache folder {path}: it is not a folder; "
+                         f"set XLING_CACHE to a writable folder")
     return path
+
+
+def cache_root() -> Path:
+    """Where the xling cache lives (``$XLING_CACHE`` or the user cache dir); nothing is created."""
+    return Path(os.environ.get("XLING_CACHE") or platformdirs.user_cache_dir("xling")).expanduser()
 
 
 @contextlib.contextmanager
@@ -29,7 +44,8 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    sweep_stale_temporaries(target.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(target), suffix=".tmp", dir=target.parent)
     os.close(fd)
     os.unlink(tmp)
     tmp_path = Path(tmp)
@@ -69,7 +85,7 @@ def _replace_folder(tmp: Path, target: Path, attempts: int = 50) -> None:
             except OSError as e:
                 if e.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
                     raise
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
+            old = Path(tempfile.mkdtemp(prefix=_temp_prefix(target), suffix=".old", dir=target.parent))
             try:
                 if target.is_dir() and not target.is_symlink():
                     os.rename(target, old)  # replaces the empty placeholder ``old``
@@ -113,7 +129,9 @@ def note(message: str) -> None:
     """One ``xling: note: ...`` line on stderr (a recoverable problem, e.g. a damaged cache entry)."""
     import sys
 
-    print("xling: note: " + " ".join(str(message).split()), file=sys.stderr, flush=True)
+    from xling.textsafe import term
+
+    print("xling: note: " + term(" ".join(str(message).split())), file=sys.stderr, flush=True)
 
 
 @contextlib.contextmanager
@@ -146,7 +164,14 @@ def lock_for(target: str | os.PathLike) -> Path:
     hold no stray lock files.
     """
     key = hashlib.sha256(str(Path(target).expanduser().absolute()).encode()).hexdigest()[:24]
-    return cache_dir("locks") / f"{Path(target).name[:40]}-{key}.lock"
+    try:
+        folder = cache_dir("locks")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise PermissionError
+    except Exception:  # a read-only or unusable cache: the locks go to the temporary folder instead
+        folder = Path(tempfile.gettempdir(), f"xling-locks-{os.getuid() if hasattr(os, 'getuid') else 0}")
+        folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{Path(target).name[:40]}-{key}.lock"
 
 
 @contextlib.contextmanager
@@ -188,7 +213,7 @@ MANIFEST_VERSION = 1
 
 
 def _manifest_files(folder: Path) -> list[str]:
-    skip = {MANIFEST_NAME, _STAMP_NAME}
+    skip = {MANIFEST_NAME, _STAMP_NAME, OUTPUT_RECORD}
     out = []
     for p in folder.rglob("*"):
         rel = p.relative_to(folder).as_posix()
@@ -367,3 +392,236 @@ def checksum_problem(folder: str | os.PathLike, checksums: dict | None) -> str |
         except OSError:
             return f"{name} is unreadable"
     return None
+
+
+# ----------------------------------------------------------------------------- output folders
+#
+# An output folder (``--out``, ``--save-embeddings``) is xling's only when xling wrote
+# it: every folder a command writes carries ``.xling-output.json`` (the command, the
+# xling version, when). :func:`check_output_target` runs at a command's edge, before
+# any work: it refuses a path that is a file, a non-empty folder without that record
+# (a user's own folder) unless ``overwrite``, the cache folder, a folder inside it or
+# any parent of it, the working folder or a parent of it, and a path whose parent
+# cannot be written. :func:`output_folder` then builds the new folder aside (a hidden
+# temporary beside it) and swaps it in whole at the end: a failure (a full disk, an
+# exception, Ctrl-C) leaves the old folder as it was. Temporaries are named
+# ``.<name>.xling-tmp-<host>-<pid>-...``; the next write into the same parent removes
+# those whose process is gone (``kill -9``), and never anything else.
+
+OUTPUT_RECORD = ".xling-output.json"
+_TEMP_TAG = ".xling-tmp-"
+# errno values that mean "the disk or the permissions stop this write": one line, exit 2
+_WRITE_ERRNOS = frozenset(
+    getattr(__import__("errno"), n) for n in ("ENOSPC", "EDQUOT", "EROFS", "EACCES", "EPERM", "EFBIG")
+    if hasattr(__import__("errno"), n))
+_SWEPT: set[str] = set()
+
+
+def _host_tag() -> str:
+    import socket
+
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def _temp_prefix(target: Path) -> str:
+    """``.<name>.xling-tmp-<host>-<pid>-``: whose temporary it is, for :func:`sweep_stale_temporaries`."""
+    return f".{target.name[:80]}{_TEMP_TAG}{_host_tag()}-{os.getpid()}-"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: alive, another user's
+        return True
+    return True
+
+
+def sweep_stale_temporaries(parent: str | os.PathLike, *, again: bool = False) -> list[Path]:
+    """Remove xling temporaries in ``parent`` left by a process of this host that is gone (``kill -9``).
+
+    Only names of the form ``.<name>.xling-tmp-<host>-<pid>-<random>.tmp|.old`` whose
+    ``<host>`` is this machine and whose ``<pid>`` runs no process are removed; a live
+    writer's temporary, another machine's, and anything else stay. Done once per
+    folder and process (``again=True`` forces it); never raises. Returns what was removed.
+    """
+    import re
+    import shutil
+
+    parent = Path(parent)
+    key = str(parent.absolute())
+    if key in _SWEPT and not again:
+        return []
+    _SWEPT.add(key)
+    pattern = re.compile(r"^\..*" + re.escape(_TEMP_TAG) + r"([0-9a-f]{8})-(\d+)-[A-Za-z0-9_]+\.(tmp|old)$")
+    host, me, removed = _host_tag(), os.getpid(), []
+    try:
+        entries = list(os.scandir(parent))
+    except OSError:
+        return []
+    for entry in entries:
+        m = pattern.match(entry.name)
+        if not m or m.group(1) != host or int(m.group(2)) == me or _pid_alive(int(m.group(2))):
+            continue
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
+            removed.append(Path(entry.path))
+        except OSError:
+            pass
+    return removed
+
+
+def _os_reason(exc: OSError) -> str:
+    import errno
+
+    if exc.errno in (errno.ENOSPC, errno.EFBIG) or exc.errno == getattr(errno, "EDQUOT", None):
+        return "the disk is full (or a size limit was reached)"
+    if exc.errno == errno.EROFS:
+        return "the file system is read-only"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied"
+    if isinstance(exc, FileExistsError) or exc.errno == errno.ENOTDIR:
+        return "a file is in the way"
+    return exc.strerror or str(exc)
+
+
+def write_error_line(exc: BaseException) -> str | None:
+    """The one line for an :class:`OSError` that stops a write (full disk, quota, read-only, permission),
+    naming the path; ``None`` for any other exception."""
+    if not isinstance(exc, OSError) or exc.errno not in _WRITE_ERRNOS:
+        return None
+    where = exc.filename if exc.filename is not None else None
+    return f"cannot write {where}: {_os_reason(exc)}" if where else f"cannot write: {_os_reason(exc)}"
+
+
+def _within(a: Path, b: Path) -> bool:
+    """Whether ``a`` is ``b`` or inside it (both resolved)."""
+    return a == b or b in a.parents
+
+
+def output_record(folder: str | os.PathLike) -> dict | None:
+    """The ``.xling-output.json`` of ``folder`` (``None``: absent or unreadable)."""
+    import json
+
+    try:
+        rec = json.loads((Path(folder) / OUTPUT_RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return rec if isinstance(rec, dict) and rec.get("written_by") == "xling" else None
+
+
+def mark_output(folder: str | os.PathLike, command: str) -> Path:
+    """Write ``.xling-output.json`` into ``folder`` (created if missing): xling wrote this folder."""
+    import json
+    from datetime import datetime, timezone
+
+    from xling import __version__
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rec = {"written_by": "xling", "command": command, "xling_version": __version__,
+           "written": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    atomic_write_text(folder / OUTPUT_RECORD, json.dumps(rec, indent=1) + "\n")
+    return folder / OUTPUT_RECORD
+
+
+def check_output_target(out: str | os.PathLike, *, overwrite: bool = False, command: str = "xling",
+                        flag: str = "--out") -> Path:
+    """Refuse, in one :class:`~xling.errors.XlingError` line, an output folder that is not xling's to write.
+
+    Called at a command's edge, before any work. Refused: ``out`` is a file (never
+    replaced by a folder, even with ``overwrite``); ``out`` is a non-empty folder
+    without ``.xling-output.json`` (unless ``overwrite``); ``out`` is the xling cache
+    folder, inside it or a parent of it, or the working folder or a parent of it (even
+    with ``overwrite``); the nearest existing parent is not a writable folder.
+    Returns ``out``.
+    """
+    from xling.errors import XlingError
+
+    out = Path(out).expanduser()
+    real = Path(os.path.realpath(out))
+    cache = Path(os.path.realpath(cache_root()))
+    if _within(real, cache):
+        raise XlingError(f"{flag} {out} is {'the xling cache folder' if real == cache else 'inside the xling cache folder'}"
+                         f" ({cache}); choose a folder outside it")
+    if _within(cache, real):
+        raise XlingError(f"{flag} {out} holds the xling cache folder ({cache}); choose another folder")
+    with contextlib.suppress(OSError):
+        if _within(Path(os.path.realpath(os.getcwd())), real):
+            raise XlingError(f"{flag} {out} is the working folder or a parent of it; choose a new folder inside it")
+    if os.path.lexists(out) and not out.is_dir():
+        raise XlingError(f"{flag} {out} is a file, not a folder; xling never replaces a file with a folder: "
+                         f"choose another path")
+    if out.is_dir() and not overwrite and output_record(out) is None:
+        try:
+            nonempty = next(os.scandir(out), None) is not None
+        except OSError as exc:
+            raise XlingError(f"{flag} {out} cannot be read: {_os_reason(exc)}") from None
+        if nonempty:
+            raise XlingError(f"{flag} {out} is a folder with files that xling did not write; refusing to overwrite "
+                             f"it: choose a new or empty folder, or pass --overwrite to replace it")
+    parent = real.parent
+    while not os.path.lexists(parent) and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise XlingError(f"{flag} {out} cannot be created: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise XlingError(f"{flag} {out} cannot be written: the folder {parent} is not writable")
+    return out
+
+
+@contextlib.contextmanager
+def output_folder(out: str | os.PathLike, *, command: str, overwrite: bool = False,
+                  keep: tuple[str, ...] = (), flag: str = "--out") -> Iterator[Path]:
+    """Write the output folder ``out`` aside and swap it in whole: yields the temporary path to fill.
+
+    The yielded path does not exist yet: the writer creates it (``mkdir`` or
+    :func:`atomic_path`). On success ``.xling-output.json`` is added and the folder
+    replaces ``out`` whole (:func:`_replace_folder`); on any failure ``out`` is left as
+    it was. Holds :func:`output_lock` throughout (concurrent runs leave one run's whole
+    folder) and re-checks ``out`` under it (:func:`check_output_target`). ``keep``:
+    entries of the old folder carried over into the new one just before the swap (the
+    fine-tuned models of ``xling matrix``). A full disk, a quota, a read-only or
+    unwritable folder is one :class:`~xling.errors.XlingError` line naming ``out``.
+    """
+    from xling.errors import XlingError
+
+    out = Path(out).expanduser()
+    check_output_target(out, overwrite=overwrite, command=command, flag=flag)
+    try:
+        with output_lock(out):
+            check_output_target(out, overwrite=overwrite, command=command, flag=flag)
+            with atomic_path(out) as tmp:
+                yield tmp
+                tmp.mkdir(parents=True, exist_ok=True)
+                for name in keep:
+                    old = out / name
+                    if out.is_dir() and os.path.lexists(old) and not os.path.lexists(tmp / name):
+                        os.rename(old, tmp / name)
+                mark_output(tmp, command)
+    except OSError as exc:
+        if exc.errno not in _WRITE_ERRNOS:
+            raise
+        raise XlingError(f"cannot write {out}: {_os_reason(exc)}; the earlier {out} (if any) is unchanged") from None
+
+
+_CACHE_WRITE_NOTED: set[str] = set()
+
+
+@contextlib.contextmanager
+def cache_write(path: str | os.PathLike) -> Iterator[None]:
+    """Writing a cache entry: a full disk, a quota, a read-only or unwritable cache folder is a one-line
+    note (once per reason and process) and the run goes on without the entry; other errors propagate."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in _WRITE_ERRNOS:
+            raise
+        reason = _os_reason(exc)
+        if reason not in _CACHE_WRITE_NOTED:
+            _CACHE_WRITE_NOTED.add(reason)
+            note(f"cache entry {path} not written ({reason}); going on without it (later entries: no further note)")

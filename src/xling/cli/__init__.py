@@ -37,12 +37,21 @@ from xling.errors import XlingError
 from xling.options import option_value  # noqa: F401 - re-exported for older imports
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser whose usage errors echo the user's arguments with control characters escaped."""
+
+    def error(self, message):
+        from xling.textsafe import term
+
+        super().error(term(message))
+
+
 def build_parser() -> argparse.ArgumentParser:
     from xling import __version__
     from xling.cli import align, langid, lens, matrix, modules, neurons, probe, runs, transfer, vocab
     from xling.cli import eval as eval_cmds
 
-    parser = argparse.ArgumentParser(prog="xling", description="Cross-lingual transfer of language models.")
+    parser = _Parser(prog="xling", description="Cross-lingual transfer of language models.")
     parser.add_argument("--version", action="version", version=f"xling {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     align.add_align_parser(sub)
@@ -66,7 +75,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; what it prints to stdout goes through :class:`xling.textsafe.SafeStream`."""
+    from xling.textsafe import SafeStream
+
+    stdout = sys.stdout
+    sys.stdout = SafeStream(stdout)  # no name or sentence can put a terminal escape on the user's screen
+    try:
+        return _main(argv)
+    finally:
+        if isinstance(sys.stdout, SafeStream):
+            sys.stdout = stdout
+
+
+def _main(argv: list[str] | None) -> int:
     from xling.errors import interrupted_message
+    from xling.textsafe import term
 
     try:
         for arg in sys.argv[1:] if argv is None else argv:
@@ -79,11 +102,22 @@ def main(argv: list[str] | None = None) -> int:
         if not getattr(args, "func", None):
             parser.print_help()
             return 2
+        from xling.cli.common import apply_placement_flags
+
+        apply_placement_flags(args)  # --device-map / --load-in-*: refused here, before any work, if unusable
         return args.func(args)
     except XlingError as exc:
         if os.environ.get("XLING_DEBUG"):
             raise
-        print(f"xling: error: {exc}", file=sys.stderr)
+        print(f"xling: error: {term(exc)}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a full disk, a quota, a read-only or unwritable folder: one line, exit 2
+        from xling.io import write_error_line
+
+        line = write_error_line(exc)
+        if line is None or os.environ.get("XLING_DEBUG"):
+            raise
+        print(f"xling: error: {term(line)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(interrupted_message(sys.argv[1:] if argv is None else argv), file=sys.stderr)

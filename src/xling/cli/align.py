@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import sys
 
-from xling.cli.common import add_executor_flags, add_model_flags, csv_list, metric_options
+from xling.cli.common import add_executor_flags, add_model_flags, add_overwrite_flag, csv_list, metric_options
+from xling.cli.common import CORPUS_HELP
 
 
 def add_align_parser(sub) -> None:
@@ -18,9 +19,7 @@ def add_align_parser(sub) -> None:
                        description="Per-layer alignment of every language to the pivot: MEXA, retrieval, xSIM, "
                                    "bitext F1, CKA, ANC. With no flags: the built-in model on the built-in corpus.")
     add_model_flags(a)
-    a.add_argument("--data", default=None,
-                   help="parallel corpus: django (built-in default), libreoffice, a FLORES-style folder, "
-                        "a .tsv/.jsonl file, or lang=file,lang=file plain text files")
+    a.add_argument("--data", default=None, help=CORPUS_HELP)
     a.add_argument("--langs", default=None, help="comma-separated languages (any of de, deu, deu_Latn, de-DE); default all")
     a.add_argument("--pivot", default="eng", help="pivot language (default eng)")
     a.add_argument("--layers", default=None, help="hidden states to score: all (default), 0,6,12, 4-8, middle, -1")
@@ -32,7 +31,9 @@ def add_align_parser(sub) -> None:
                         "'xling metrics' lists every option and its default)")
     a.add_argument("--max-sentences", type=int, default=200, help="sentences per language (default 200; 0 = all)")
     a.add_argument("--batch-size", type=int, default=32)
-    a.add_argument("--max-length", type=int, default=512, help="truncate sentences to this many tokens")
+    a.add_argument("--max-length", type=int, default=None,
+                   help="truncate sentences to this many tokens (default: the model's own context, at most 8192; "
+                        "a note says how many sentences of which language were cut)")
     a.add_argument("--prefix", default="", help="text prepended to every sentence (e.g. 'query: ' for E5 models)")
     a.add_argument("--out", default="xling-out/align", help="output folder (default xling-out/align)")
     a.add_argument("--store", default=str(DEFAULT_STORE), help="results store (SQLite); 'none' to skip")
@@ -47,6 +48,7 @@ def add_align_parser(sub) -> None:
                    help="also write each language's pooled per-layer embeddings to DIR (safetensors + index.json, "
                         "format xling-embeddings/1, see xling.runs.saved_embeddings)")
     a.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_overwrite_flag(a, "--out (and --save-embeddings)")
     add_executor_flags(a)
     a.set_defaults(func=cmd_align)
 
@@ -79,6 +81,11 @@ def add_corpus_parser(sub) -> None:
 def cmd_align(args) -> int:
     import warnings
 
+    from xling.models.builtin import check_model_name
+
+    for m in csv_list(args.model) or []:
+        check_model_name(m)  # a typo is reported before any corpus is read
+
     from xling.runs.align import DEFAULT_METRICS, AlignConfig, IgnoredOptionWarning, align, format_summary
 
     with warnings.catch_warnings(record=True) as caught:
@@ -92,6 +99,7 @@ def cmd_align(args) -> int:
             store=None if args.store.lower() == "none" else args.store, cache=not args.no_cache,
             progress=not args.quiet, memory_budget=args.memory_budget, save_embeddings=args.save_embeddings, center=args.center,
             executor=args.executor, ray_address=args.ray_address, ray_workers=args.ray_workers,
+            overwrite=args.overwrite,
         )
     for w in caught:
         if issubclass(w.category, IgnoredOptionWarning):
@@ -151,6 +159,8 @@ def cmd_corpus(args) -> int:
     import xling.tasks  # noqa: F401 - registers the task:<name> and bible-genre:align corpora
     from xling.data.selection import selection_note
 
+    from xling.textsafe import term
+
     corpus = load_corpus(args.data, langs=csv_list(args.langs))
     print(f"{corpus.name}: {len(corpus.langs)} languages x {len(corpus)} sentences")
     note = selection_note(corpus)
@@ -166,7 +176,7 @@ def cmd_corpus(args) -> int:
     for i in range(min(args.show, len(corpus))):
         print(f"--- {i + 1}")
         for lang in corpus.langs:
-            print(f"  {lang}: {corpus.sentences[lang][i]}")
+            print(f"  {lang}: {term(corpus.sentences[lang][i])}")  # one line, escapes shown, never run
     return 0
 
 

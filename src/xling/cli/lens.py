@@ -4,6 +4,7 @@ from __future__ import annotations
 
 
 def add_lens_parser(sub) -> None:
+    from xling.cli.common import add_overwrite_flag
     from xling.runs.lens import DEFAULT_LANGS, DEFAULT_OUT, TASKS
 
     p = sub.add_parser("lens", help="the logit lens: does a decoder pass through English on the way to another language?",
@@ -26,9 +27,12 @@ def add_lens_parser(sub) -> None:
     p.add_argument("--shots", type=int, default=5, help="demonstrations per prompt (default 5)")
     p.add_argument("--seed", type=int, default=0, help="which word pairs are sampled (default 0)")
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
+    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16", "auto"])
     p.add_argument("--device", default="auto")
+    from xling.cli.common import add_placement_flags
+    add_placement_flags(p)
     p.add_argument("--out", default=str(DEFAULT_OUT))
+    add_overwrite_flag(p)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_lens)
 
@@ -39,7 +43,7 @@ def cmd_lens(args) -> int:
 
     cfg = LensConfig(model=args.model, langs=csv_list(args.langs), task=args.task, source=args.source, pairs=args.pairs,
                      max_prompts=args.max_prompts, shots=args.shots, seed=args.seed, batch_size=args.batch_size,
-                     dtype=args.dtype, device=args.device, out=args.out, progress=not args.quiet)
+                     dtype=args.dtype, device=args.device, out=args.out, overwrite=args.overwrite, progress=not args.quiet)
     result = lens(cfg)
     print(format_summary(result))
     print(f"wrote {args.out}/lens.csv, prompts.jsonl, report.html")

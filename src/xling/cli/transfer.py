@@ -5,14 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from xling.cli.common import add_executor_flags, task_options
+from xling.cli.common import add_executor_flags, add_overwrite_flag, task_options
 from xling.errors import XlingError
 
 
 def add_transfer_parser(sub) -> None:
     from xling.runs.store import DEFAULT_STORE
     from xling.runs.transfer import (CONDITIONS, DEFAULT_LAMBDAS, DEFAULT_MODEL, DEFAULT_OUT, DEFAULT_TARGETS,
-                                     DEFAULT_TASK, SELECT_ON)
+                                     DEFAULT_TASK, SELECT_ON, TASK_TARGETS)
 
     p = sub.add_parser(
         "transfer", help="modular transfer experiment: language + task modules, composed several ways",
@@ -21,8 +21,11 @@ def add_transfer_parser(sub) -> None:
                     + "; ".join(f"{c.name} = {c.description}" for c in CONDITIONS.values()) + ".")
     p.add_argument("--model", default=DEFAULT_MODEL, help="base model (default: the built-in multilingual-e5-small)")
     p.add_argument("--task", default=DEFAULT_TASK, help="task name or file (default bible-genre: parallel train/dev/test, so translate-train and alignment data are built in)")
-    p.add_argument("--langs", default=None, help="target languages, comma-separated (default: "
-                                                 + ",".join(DEFAULT_TARGETS) + ")")
+    p.add_argument("--langs", default=None, help="target languages, comma-separated (default for "
+                                                 + DEFAULT_TASK + ": "
+                                                 + ",".join(TASK_TARGETS.get(DEFAULT_TASK, DEFAULT_TARGETS))
+                                                 + "; other tasks: those of " + ",".join(DEFAULT_TARGETS)
+                                                 + " they have, else their first five test languages)")
     p.add_argument("--source-lang", default=None, help="source language (default: the task's)")
     p.add_argument("--task-option", action="append", metavar="NAME=VALUE",
                    help="options of a built-in task, e.g. train_size=500 (repeatable)")
@@ -49,7 +52,8 @@ def add_transfer_parser(sub) -> None:
     p.add_argument("--select-on", default="source-dev", choices=list(SELECT_ON),
                    help="where lambda and the swap are chosen: the source dev set (zero-shot, default) or each "
                         "target's dev set (uses target labels)")
-    p.add_argument("--max-dev", type=int, default=300, help="dev examples per language for the choices (default 300)")
+    p.add_argument("--dev-size", "--max-dev", dest="max_dev", type=int, default=300, metavar="N",
+                   help="dev examples per language for the choices (default 300; --max-dev: the older name)")
     g = p.add_argument_group("condition align: middle-layer alignment (Liu & Niehues 2025)")
     g.add_argument("--align-data", default=None,
                    help="parallel text (any --data spec); default: the task's built-in one (bible-genre:align)")
@@ -59,10 +63,15 @@ def add_transfer_parser(sub) -> None:
     g.add_argument("--align-max-pairs", type=int, default=4000)
     g.add_argument("--align-drop-overlap", action="store_true",
                    help="remove pairs containing a dev/test item of the task (default: refuse them)")
-    p.add_argument("--max-test", type=int, default=None, help="evaluate the first N test examples per language")
+    p.add_argument("--test-size", "--max-test", dest="max_test", type=int, default=None, metavar="N",
+                   help="evaluate the first N test examples per language (--max-test: the older name)")
     p.add_argument("--batch-size", type=int, default=32, help="evaluation batch size")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the CIs (0: none)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", default=None, metavar="S1,S2,...",
+                   help="run the whole experiment once per seed (every module trained per seed) into OUT/seed-<s>; "
+                        "report per condition the mean over seeds and the sd across seeds next to the bootstrap "
+                        "interval (OUT/seeds.csv); replaces --seed")
     p.add_argument("--out", default=DEFAULT_OUT)
     p.add_argument("--modules-dir", default=None, help="where modules are kept (default OUT/modules)")
     p.add_argument("--store", default=str(DEFAULT_STORE), help="results store (SQLite); 'none' to skip")
@@ -71,6 +80,7 @@ def add_transfer_parser(sub) -> None:
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--quiet", action="store_true")
+    add_overwrite_flag(p)
     add_executor_flags(p)  # the units here: the module trainings (each language module, each task module)
     p.set_defaults(func=cmd_transfer)
 
@@ -83,8 +93,13 @@ def _split(value: str | None) -> list[str] | None:
 
 
 def cmd_transfer(args) -> int:
+    from xling.models.builtin import check_model_name
     from xling.runs.transfer import TransferConfig, format_table, run_transfer
 
+    check_model_name(args.model)  # a typo is reported before the task is built
+    from xling.runs.seeds import parse_seeds
+
+    seeds = parse_seeds(args.seeds)
     if args.swap.strip().lower() == "auto":
         swap: Any = "auto"
     else:
@@ -110,7 +125,15 @@ def cmd_transfer(args) -> int:
         max_test=args.max_test, batch_size=args.batch_size, bootstrap=args.bootstrap, seed=args.seed,
         out=args.out, modules_dir=args.modules_dir, store=None if args.store.lower() == "none" else args.store,
         cache=not args.no_cache, device=args.device, dtype=args.dtype, threads=args.threads,
-        progress=not args.quiet, executor=args.executor, ray_address=args.ray_address, ray_workers=args.ray_workers)
+        progress=not args.quiet, executor=args.executor, ray_address=args.ray_address, ray_workers=args.ray_workers,
+        overwrite=args.overwrite)
+    if seeds is not None:
+        from xling.runs.transfer import format_seeds, run_transfer_seeds
+
+        done, rows = run_transfer_seeds(cfg, seeds)
+        print(format_seeds(done, rows))
+        print(f"wrote {Path(cfg.out) / 'seeds.csv'} (and seeds.json; each seed's run in {Path(cfg.out)}/seed-<s>)")
+        return 0
     result = run_transfer(cfg)
     print(format_table(result))
     print(f"wrote {Path(cfg.out) / 'report.html'} (and transfer.csv, summary.csv, run.json)")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from xling.cli.common import store_or_none
+from xling.cli.common import add_overwrite_flag, store_or_none
 
 
 def add_vocab_parser(sub) -> None:
@@ -32,6 +32,7 @@ def add_vocab_parser(sub) -> None:
     t.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     t.add_argument("--store", default=str(DEFAULT_STORE), help="results store (SQLite); 'none' to skip")
     t.add_argument("--quiet", action="store_true")
+    add_overwrite_flag(t)
     t.set_defaults(func=cmd_trim)
 
     e = vs.add_parser("extend", help="add new tokens and initialise their embeddings",
@@ -58,6 +59,7 @@ def add_vocab_parser(sub) -> None:
     e.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     e.add_argument("--store", default=str(DEFAULT_STORE), help="results store (SQLite); 'none' to skip")
     e.add_argument("--quiet", action="store_true")
+    add_overwrite_flag(e)
     e.set_defaults(func=cmd_extend)
 
     c = vs.add_parser("compare", help="compare two vocabulary-trimmed copies of a model",
@@ -75,7 +77,7 @@ def cmd_trim(args) -> int:
 
     cfg = TrimConfig(model=args.model, langs=args.langs, corpus=args.corpus, min_freq=args.min_freq, top=args.top,
                      out=args.out, store=store_or_none(args.store), check_sentences=args.check_sentences, dtype=args.dtype,
-                     progress=not args.quiet)
+                     progress=not args.quiet, overwrite=args.overwrite)
     print(format_trim(trim(cfg)))
     return 0
 
@@ -88,7 +90,7 @@ def cmd_extend(args) -> int:
         num_tokens=args.num_tokens, min_count=args.min_count, init=args.init, source_lang=args.source_lang,
         source_corpus=args.source_corpus, dictionary=args.dictionary, aux_dim=args.aux_dim, seed=args.seed,
         out=args.out, store=store_or_none(args.store), check_sentences=args.check_sentences, dtype=args.dtype,
-        progress=not args.quiet,
+        progress=not args.quiet, overwrite=args.overwrite,
     )
     print(format_extend(extend(cfg)))
     return 0

@@ -156,15 +156,10 @@ def _resolve_langs(langs: Sequence[str] | None) -> list[str]:
         return list(TRANSLATIONS)
     chosen = [PIVOT]
     for code in langs:
-        norm = normalize_lang(code)
-        match = norm if norm in TRANSLATIONS else None
-        if match is None:
-            same = [k for k in TRANSLATIONS if k.split("_")[0] == norm.split("_")[0]]
-            if not same:
-                from xling.data.langcodes import same_language
+        from xling.data.langcodes import match_lang
 
-                same = [k for k in TRANSLATIONS if same_language(k, norm)]
-            match = same[0] if len(same) == 1 else None
+        norm = normalize_lang(code)
+        match = match_lang(norm, TRANSLATIONS)
         if match is None:
             raise XlingError(
                 f"language {code} ({norm}) is not in the built-in Bible corpus; it has: {', '.join(TRANSLATIONS)}"

@@ -72,18 +72,9 @@ class ParallelCorpus:
         missing or different script); then a unique language that is the same
         per :func:`~xling.data.langcodes.same_language` (``ara`` finds ``arb_Arab``).
         """
-        from xling.data.langcodes import same_language
+        from xling.data.langcodes import match_lang
 
-        if norm in self.sentences:
-            return norm
-        base = norm.split("_")[0]
-        same = [k for k in self.sentences if k.split("_")[0] == base]
-        if len(same) == 1:
-            return same[0]
-        if same:
-            return None
-        macro = [k for k in self.sentences if same_language(k, norm)]
-        return macro[0] if len(macro) == 1 else None
+        return match_lang(norm, self.sentences)
 
     def fingerprint(self) -> str:
         """A content hash: same sentences in the same languages, same fingerprint."""

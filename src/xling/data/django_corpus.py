@@ -600,12 +600,10 @@ def _ids(rows: list[str]) -> list[str]:
 
 
 def _resolve(data: dict, norm: str) -> str | None:
-    """The corpus language for a normalised code (script may differ if unambiguous)."""
-    if norm == PIVOT or norm in data["langs"]:
-        return norm
-    base = norm.split("_")[0]
-    same = [k for k in [PIVOT, *data["langs"]] if k.split("_")[0] == base]
-    return same[0] if len(same) == 1 else None
+    """The corpus language for a normalised code (:func:`~xling.data.langcodes.match_lang`'s rule)."""
+    from xling.data.langcodes import match_lang
+
+    return match_lang(norm, [PIVOT, *data["langs"]])
 
 
 __all__ = [

@@ -397,11 +397,10 @@ def firefox_corpus(
     else:
         chosen = []
         for code in langs:
+            from xling.data.langcodes import match_lang
+
             norm = normalize_lang(code)
-            match = norm if norm in available else None
-            if match is None:
-                same = [k for k in available if k.split("_")[0] == norm.split("_")[0]]
-                match = same[0] if len(same) == 1 else None
+            match = match_lang(norm, available)
             if match is None:
                 raise XlingError(f"language {code} ({norm}) has no Firefox language pack; "
                                  f"available: {', '.join(sorted(available))}")

@@ -37,6 +37,36 @@ def _langcodes():
     return langcodes
 
 
+def _unknown(code) -> XlingError:
+    """``unknown language code 'jp'``, with a suggestion where one is clear (:func:`suggest_lang`)."""
+    hint = suggest_lang(code) if isinstance(code, str) else None
+    return XlingError(f"unknown language code {code!r}" + (f"; did you mean {hint}?" if hint else ""))
+
+
+def suggest_lang(code: str) -> str | None:
+    """What an unknown language code was probably meant to be, as ``'ja' (Japanese; 'jp' is Japan's country
+    code)``, or None: a two-letter country code is taken for the likeliest language of that country (CLDR
+    likely subtags: ``jp`` -> ``ja``, ``cn`` -> ``zh``, ``gr`` -> ``el``); a language name, even misspelt a
+    little, for its code (``german`` -> ``de``), as the ``langcodes`` package finds it."""
+    raw = code.strip()
+    try:
+        lc = _langcodes()
+        if len(raw) == 2 and raw.isalpha():
+            region = lc.Language.get(f"und-{raw.upper()}")
+            place = region.territory_name("en")
+            if place and not place.startswith(("Unknown", "Private")):
+                lang = region.maximize().language
+                if lang and lang != raw.lower():
+                    return f"'{lang}' ({lc.Language.get(lang).language_name('en')}; '{raw}' is the country code of {place})"
+        if len(raw) > 3 and raw.replace(" ", "").isalpha():
+            found = lc.find(raw)
+            if found.language:
+                return f"'{found.language}' ({found.language_name('en')})"
+    except (ImportError, LookupError, ValueError, XlingError):
+        return None
+    return None
+
+
 @lru_cache(maxsize=4096)
 def normalize_lang(code: str) -> str:
     """Normalise a language code to ``<ISO 639-3>_<Script>``, e.g. ``de-CH`` -> ``deu_Latn``.
@@ -47,23 +77,23 @@ def normalize_lang(code: str) -> str:
     for anything that does not name a known language.
     """
     if not isinstance(code, str):
-        raise XlingError(f"unknown language code {code!r}")
+        raise _unknown(code)
     raw = code.strip()
     if not raw or not _TAG_RE.match(raw):
-        raise XlingError(f"unknown language code {code!r}")
+        raise _unknown(code)
     lc = _langcodes()
     tag = raw.replace("_", "-")
     try:
         lang = lc.Language.get(tag)
     except (ValueError, LookupError) as exc:
-        raise XlingError(f"unknown language code {code!r}") from exc
+        raise _unknown(code) from exc
     if not lang.language or lang.language in _NOT_LANGUAGES or not lang.is_valid():
-        raise XlingError(f"unknown language code {code!r}")
+        raise _unknown(code)
     try:
         alpha3 = lc.Language.get(lang.language).to_alpha3()
         alpha3_b = lc.Language.get(lang.language).to_alpha3(variant="B")
     except (ValueError, LookupError) as exc:
-        raise XlingError(f"unknown language code {code!r}") from exc
+        raise _unknown(code) from exc
 
     base = tag.split("-")[0].lower()
     if len(base) == 3 and base not in (alpha3, alpha3_b):
@@ -116,6 +146,13 @@ def lang_name(code: str) -> str:
     return name
 
 
+def short_lang_name(code: str) -> str:
+    """:func:`lang_name` for reports and terminal tables: without the ISO 639-3 qualifier
+    "(individual language)" (``swh_Latn`` -> ``Swahili``, not ``Swahili (individual language)``), so a
+    name never has to be cut to fit a column; a script or variant in parentheses is kept."""
+    return lang_name(code).replace(" (individual language)", "")
+
+
 @lru_cache(maxsize=4096)
 def _macro_key(norm: str) -> str:
     """``<macrolanguage alpha3>_<script>``: arb_Arab and ara_Arab share ``ara_Arab``."""
@@ -145,4 +182,32 @@ def same_language(a: str, b: str) -> bool:
     return _macro_key(na) == _macro_key(nb)
 
 
-__all__ = ["normalize_lang", "lang_name", "same_language"]
+def match_lang(code: str, available) -> str | None:
+    """The language of ``available`` (normalised codes a corpus, task or module has) that ``code`` names.
+
+    xling's one rule for region variants, scripts and macrolanguages, used by every corpus, task, module
+    and results join: an exact match first; else the one language with the same ISO 639-3 code (another or
+    no script); else the one language that is the same per :func:`same_language`, i.e. a macrolanguage and
+    its main individual language match when only one of them is present (``sw``/``swa_Latn`` finds the
+    Bible's ``swh_Latn``, ``swh`` finds Django's ``swa_Latn``, ``ar`` finds ``arb_Arab``). None when nothing
+    or more than one language matches. Unknown codes raise :class:`XlingError`.
+    """
+    norm = normalize_lang(code)
+    have = list(dict.fromkeys(available))
+    if norm in have:
+        return norm
+    base = norm.split("_")[0]
+    same = [k for k in have if k.split("_")[0] == base]
+    if same:
+        return same[0] if len(same) == 1 else None
+    macro = []
+    for k in have:
+        try:
+            if same_language(k, norm):
+                macro.append(k)
+        except XlingError:  # a key that is not a language code (never matched)
+            continue
+    return macro[0] if len(macro) == 1 else None
+
+
+__all__ = ["normalize_lang", "lang_name", "match_lang", "suggest_lang", "short_lang_name", "same_language"]

@@ -454,11 +454,10 @@ def _cached_json(name: str, build):
 def _resolve_langs(langs: Sequence[str] | None, packages: dict[str, str], default: Sequence[str], what: str) -> list[str]:
     chosen: list[str] = []
     for code in default if langs is None else langs:
+        from xling.data.langcodes import match_lang
+
         norm = normalize_lang(code)
-        match = norm if norm in packages else None
-        if match is None:
-            same = [k for k in packages if k.split("_")[0] == norm.split("_")[0]]
-            match = same[0] if len(same) == 1 else None
+        match = match_lang(norm, packages)
         if match is None:
             if langs is None:
                 continue  # a default language this system does not offer

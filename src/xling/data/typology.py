@@ -13,8 +13,10 @@ tables, no database integrations (URIEL+'s optional integrations and
 imputations run for tens of minutes and gigabytes) and **no imputation**. A
 distance is the angular distance between the two languages' vectors restricted
 to the features both languages have values for (URIEL+'s ``new_distance``);
-when they share none, the distance is missing (``None`` here, NaN in the ranker)
-and reported as such, never filled in. lang2vec 1.1.2, the older package,
+when they share fewer than :data:`MIN_SHARED_FEATURES` (Kazakh has two phonological
+features, both equal to English's and German's, which URIEL+ turns into a distance
+of 0), the distance is missing (``None`` here, NaN in the ranker) and reported as
+such, never filled in. lang2vec 1.1.2, the older package,
 imports ``pkg_resources``, which setuptools 81+ no longer ships, so it is not used.
 
 Computed distances are cached per language pair in ``$XLING_CACHE/uriel``
@@ -32,7 +34,10 @@ from xling.errors import XlingError
 
 #: The six URIEL distances of LangRank, by their URIEL+ names.
 KINDS = ("syntactic", "phonological", "inventory", "genetic", "geographic", "featural")
-VERSION = "urielplus-1.3.2-original-uriel-angular"
+VERSION = "urielplus-1.3.2-original-uriel-angular-min5"
+#: Fewer shared features than this and an angular distance means nothing (one or two equal features give 0).
+MIN_SHARED_FEATURES = 5
+_PREFIX = {"syntactic": "S_", "phonological": "P_", "inventory": "INV_"}
 
 _URIEL = None
 
@@ -106,6 +111,22 @@ def _read_cache() -> dict:
     return obj if isinstance(obj, dict) else {}
 
 
+def shared_features(kind: str, a: str, b: str) -> int:
+    """How many features of ``kind`` both URIEL languages ``a`` and ``b`` have a value for (URIEL+'s own rule:
+    a feature counts unless every source has -1 for it)."""
+    import numpy as np
+
+    u = _uriel()
+    idx = u.map_new_distance_to_loaded_features(kind)
+    feats, data, langs = u.feats[idx], u.data[idx], u.langs[idx]
+    prefix = _PREFIX.get(kind, "")
+    have = []
+    for code in (a, b):
+        row = data[np.where(langs == code)[0][0]]
+        have.append({i for i, f in enumerate(feats) if str(f).startswith(prefix) and not np.all(row[i] == -1.0)})
+    return len(have[0] & have[1])
+
+
 def distances(pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], dict[str, float | None]]:
     """URIEL distances of each (a, b) pair of xling languages: ``{kind: distance in [0, 1] or None}``.
 
@@ -128,6 +149,9 @@ def distances(pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], dict[st
                     row[kind] = 0.0
                     continue
                 with _quiet():
+                    if shared_features(kind, ca, cb) < MIN_SHARED_FEATURES:
+                        row[kind] = None  # too few shared features: missing, and no imputation either
+                        continue
                     try:
                         row[kind] = float(_uriel().new_distance(kind, ca, cb))
                     except ValueError:  # "No shared ... features": no distance, and no imputation either
@@ -143,4 +167,4 @@ def distances(pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], dict[st
     return out
 
 
-__all__ = ["KINDS", "uriel_code", "known_languages", "check_languages", "distances"]
+__all__ = ["KINDS", "MIN_SHARED_FEATURES", "shared_features", "uriel_code", "known_languages", "check_languages", "distances"]

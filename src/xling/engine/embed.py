@@ -43,14 +43,14 @@ class EmbedConfig:
     pooling: str = "auto"
     layers: tuple[int, ...] | None = None
     batch_size: int = 32
-    max_length: int = 512
+    max_length: int | None = None  # None: the model's own context (model_context), at most MAX_CONTEXT
     padding_side: str = "right"
     prefix: str = ""
 
     def __post_init__(self):
         if self.batch_size < 1:
             raise XlingError(f"batch size must be >= 1, got {self.batch_size}")
-        if self.max_length < 2:
+        if self.max_length is not None and self.max_length < 2:
             raise XlingError(f"max length must be >= 2, got {self.max_length}")
         if self.padding_side not in ("left", "right"):
             raise XlingError(f"padding side must be left or right, got {self.padding_side}")
@@ -61,10 +61,64 @@ class EmbedConfig:
         """Fill ``auto`` pooling, default layers and the model's own length limit."""
         pooling = default_pooling(lm.is_decoder) if self.pooling == "auto" else self.pooling
         layers = tuple(parse_layers(list(self.layers) if self.layers is not None else None, lm.num_hidden_states))
-        limit = getattr(lm.config, "max_position_embeddings", None) or self.max_length
-        if getattr(lm.config, "model_type", "") in ("xlm-roberta", "roberta", "camembert"):
-            limit -= 2  # positions start after the padding index
-        return EmbedConfig(pooling, layers, self.batch_size, min(self.max_length, limit), self.padding_side, self.prefix)
+        limit = model_context(lm)
+        length = limit if self.max_length is None else min(self.max_length, limit)
+        return EmbedConfig(pooling, layers, self.batch_size, length, self.padding_side, self.prefix)
+
+
+#: The longest default context (tokens): a Gemma 3 context of 32k would let one long line allocate
+#: attention over 32k positions for the whole batch; 8192 covers SmolLM2's full context and any sentence.
+MAX_CONTEXT = 8192
+#: The length used when neither the tokenizer nor the config names a context.
+FALLBACK_CONTEXT = 512
+
+
+def model_context(lm: LoadedModel) -> int:
+    """The model's own context in tokens: the smaller of the tokenizer's ``model_max_length`` (when it is
+    set; transformers uses a huge placeholder when not) and the config's ``max_position_embeddings`` (minus
+    the 2 offset positions of RoBERTa-style learned positions), at most :data:`MAX_CONTEXT`;
+    :data:`FALLBACK_CONTEXT` when neither is known. MEXA's code does not truncate; this is as close as the
+    model allows."""
+    config = getattr(lm, "config", None)
+    limits = []
+    pos = getattr(config, "max_position_embeddings", None)
+    if isinstance(pos, int) and pos > 0:
+        if getattr(config, "model_type", "") in ("xlm-roberta", "roberta", "camembert"):
+            pos -= 2  # positions start after the padding index
+        limits.append(pos)
+    tok = getattr(lm.tokenizer, "model_max_length", None)
+    if isinstance(tok, int) and 2 <= tok < 1_000_000:
+        limits.append(tok)
+    return max(2, min(min(limits) if limits else FALLBACK_CONTEXT, MAX_CONTEXT))
+
+
+def truncation_counts(lm: LoadedModel, texts_by_lang: dict[str, Sequence[str]], cfg: "EmbedConfig") -> dict[str, int]:
+    """Per language, how many sentences have more tokens (special tokens and prefix included) than the
+    resolved ``max_length``: those the engine cuts. Tokenizes without truncation (after the character cap)."""
+    from xling.textsafe import cap_texts
+
+    k = cfg.resolved(lm).max_length
+    out = {}
+    for lang, texts in texts_by_lang.items():
+        texts = [cfg.prefix + s for s in texts] if cfg.prefix else list(texts)
+        texts, _ = cap_texts(texts, k)
+        ids = lm.tokenizer(texts, add_special_tokens=True, truncation=False, return_attention_mask=False)["input_ids"]
+        out[lang] = sum(len(r) > k for r in ids)
+    return out
+
+
+def note_truncation(lm: LoadedModel, texts_by_lang: dict[str, Sequence[str]], cfg: "EmbedConfig") -> str | None:
+    """One ``xling: note: truncated N of M sentences to K tokens: hin_Deva 3, amh_Ethi 7`` line when any
+    sentence is longer than the resolved ``max_length`` (nothing otherwise); returns the message."""
+    counts = truncation_counts(lm, texts_by_lang, cfg)
+    cut = {lang: n for lang, n in counts.items() if n}
+    if not cut:
+        return None
+    total = sum(len(t) for t in texts_by_lang.values())
+    msg = (f"truncated {sum(cut.values())} of {total} sentences to {cfg.resolved(lm).max_length} tokens: "
+           + ", ".join(f"{lang} {n}" for lang, n in cut.items()))
+    note(msg)
+    return msg
 
 
 def pad_id(tokenizer) -> int:
@@ -87,7 +141,11 @@ def _needs_position_ids(model: torch.nn.Module) -> bool:
 
 
 def tokenize(lm: LoadedModel, sentences: Sequence[str], cfg: EmbedConfig, need_special: bool = False):
+    from xling.textsafe import cap_texts, note_capped
+
     texts = [cfg.prefix + s for s in sentences] if cfg.prefix else list(sentences)
+    texts, n_capped = cap_texts(texts, cfg.max_length)  # bounded work on a giant line; same ids otherwise
+    note_capped(n_capped, cfg.max_length)
     enc = lm.tokenizer(
         texts,
         add_special_tokens=True,
@@ -99,7 +157,7 @@ def tokenize(lm: LoadedModel, sentences: Sequence[str], cfg: EmbedConfig, need_s
     ids = enc["input_ids"]
     for i, row in enumerate(ids):
         if len(row) == 0:
-            raise XlingError(f"sentence {i + 1} tokenizes to nothing: {sentences[i]!r}")
+            raise XlingError(f"sentence {i + 1} tokenizes to nothing: {sentences[i][:80]!r}")
     special = enc.get("special_tokens_mask") if need_special else None
     return ids, special
 
@@ -188,14 +246,31 @@ def _capture_for(lm: LoadedModel, layers: list[int]) -> "_LayerCapture | None":
     return capture
 
 
+def _to_device(t: torch.Tensor, dev: torch.device) -> torch.Tensor:
+    """A batch's ids or mask onto the model's device without waiting for the device: from pinned
+    memory, asynchronously, on CUDA (a plain copy from pageable memory synchronises every batch)."""
+    if dev.type == "cuda":
+        return t.pin_memory().to(dev, non_blocking=True)
+    return t.to(dev)
+
+
 @torch.inference_mode()
 def embed_sentences(
     lm: LoadedModel,
     sentences: Sequence[str],
     cfg: EmbedConfig = EmbedConfig(),
     progress: Callable[[int], None] | None = None,
+    *,
+    on_device: bool = False,
 ) -> torch.Tensor:
-    """Pooled embeddings ``(len(layers), n, dim)`` in float32, in input order."""
+    """Pooled embeddings ``(len(layers), n, dim)`` in float32, in input order.
+
+    Pooled states stay on the model's device (the first block's device for a model
+    sharded with ``--device-map``): they are gathered there into one ``(layers, n, dim)``
+    tensor without a synchronisation per layer or batch, and copied to the host once at
+    the end (``on_device=True``: not at all; the result stays on that device). On CPU the
+    result is bit-identical to pooling each batch on the host.
+    """
     cfg = cfg.resolved(lm)
     if len(sentences) == 0:
         raise XlingError("no sentences to embed")
@@ -209,6 +284,7 @@ def embed_sentences(
     pos_ids = left and _needs_position_ids(lm.model)
     layers = list(cfg.layers)
     out: torch.Tensor | None = None
+    lm.model  # noqa: B018 - load now: a model placed by --device-map says where its inputs go
     dev = lm.device
     capture: _LayerCapture | None = None
     for start in range(0, len(ids), cfg.batch_size):
@@ -225,14 +301,17 @@ def embed_sentences(
             mask[b, sl] = 1
             if smask is not None:
                 smask[b, sl] = torch.tensor(special[i])
-        kwargs = {"input_ids": input_ids.to(dev), "attention_mask": mask.to(dev)}
+        mask_d = _to_device(mask, dev)
+        kwargs = {"input_ids": _to_device(input_ids, dev), "attention_mask": mask_d}
         if pos_ids:
-            kwargs["position_ids"] = (torch.cumsum(mask, 1) - 1).clamp_min(0).to(dev)
-        mask_d = mask.to(dev)
-        smask_d = smask.to(dev) if smask is not None else None
+            kwargs["position_ids"] = (torch.cumsum(mask_d, 1) - 1).clamp_min(0)
+        smask_d = _to_device(smask, dev) if smask is not None else None
 
         def pool_one(h):
-            return pool(h[None], mask_d, special_mask=smask_d)[0].float().cpu()
+            if h.device != mask_d.device:  # a sharded model: this block lives on another device
+                return pool(h[None], mask_d.to(h.device), special_mask=None if smask_d is None
+                            else smask_d.to(h.device))[0].float()
+            return pool(h[None], mask_d, special_mask=smask_d)[0].float()
 
         if capture is None:
             capture = _capture_for(lm, layers)
@@ -250,12 +329,14 @@ def embed_sentences(
         if pooled is None:
             pooled = _pooled_hidden_states(lm.model, kwargs, layers, pool_one)
         if out is None:
-            out = torch.empty((len(layers), len(ids), pooled[layers[0]].shape[-1]), dtype=torch.float32)
-        for li, layer in enumerate(layers):
-            out[li, idx] = pooled[layer]
+            out = torch.empty((len(layers), len(ids), pooled[layers[0]].shape[-1]), dtype=torch.float32, device=dev)
+            idx_dev = order.to(dev)
+        rows = idx_dev[start : start + B]
+        for li, layer in enumerate(layers):  # device-side scatter: no copy to the host, no sync
+            out[li].index_copy_(0, rows, pooled[layer].to(dev, non_blocking=True))
         if progress is not None:
             progress(B)
-    return out
+    return out if on_device else out.cpu()
 
 
 # ----------------------------------------------------------------------------- cache
@@ -272,7 +353,7 @@ def _sentences_hash(sentences: Sequence[str]) -> str:
 class EmbeddingCache:
     """Pooled embeddings on disk, one safetensors file per (model, config, sentences)."""
 
-    VERSION = 1
+    VERSION = 2  # 2: whole-file model fingerprints; entries name their key
 
     def __init__(self, root: str | Path | None = None):
         self.root = Path(root) if root is not None else cache_dir("embeddings")
@@ -300,17 +381,24 @@ class EmbeddingCache:
         An entry is used only if its safetensors metadata holds the sha256 of the
         tensor (dtype, shape and bytes) and the tensor matches it, is float32, has
         ``shape`` (``(layers, n, dim)``; ``None`` in it matches any size) and is
-        finite. Anything else (flipped bytes, a wrong shape, NaN, a folder or an
-        unreadable file in its place) is discarded with a one-line note and
-        recomputed by the caller.
+        finite, and its metadata names ``key`` (an entry copied or renamed onto
+        another key's path is not trusted). Anything else (flipped bytes, a wrong
+        shape, NaN, another key, a folder or an unreadable file in its place) is
+        discarded with a one-line note and recomputed by the caller.
         """
+        global _LEGACY_NOTED
         p = self.path(key)
         if not os.path.lexists(p):
             return None
-        problem, emb = _check_entry(p, shape)
+        problem, emb = _check_entry(p, shape, key)
         if problem is None:
             return emb
-        note(f"cache entry {p} {problem}; recomputing")
+        if problem == _NO_KEY:  # written by an older xling: stale, said once per run
+            if not _LEGACY_NOTED:
+                note(f"cache entry {p} and others like it were written by an older xling (no key); recomputing")
+                _LEGACY_NOTED = True
+        else:
+            note(f"cache entry {p} {problem}; recomputing")
         discard(p)
         return None
 
@@ -323,14 +411,21 @@ class EmbeddingCache:
         emb = emb.contiguous()
         metadata = {k: str(v) for k, v in (meta or {}).items()}
         metadata[CHECKSUM_KEY] = tensor_digest({"embeddings": emb})
-        with atomic_path(p) as tmp:
+        metadata[KEY_KEY] = key
+        from xling.io import cache_write
+
+        with cache_write(p), atomic_path(p) as tmp:  # a full disk or read-only cache: a note, the run goes on
             save_file({"embeddings": emb}, str(tmp), metadata=metadata)
 
 
 CHECKSUM_KEY = "xling_sha256"
+KEY_KEY = "xling_key"  # the cache key the entry was written under
+_NO_KEY = "names no key"
+_LEGACY_NOTED = False
 
 
-def _check_entry(p: Path, shape: tuple[int, ...] | None) -> tuple[str | None, torch.Tensor | None]:
+def _check_entry(p: Path, shape: tuple[int, ...] | None,
+                 key: str | None = None) -> tuple[str | None, torch.Tensor | None]:
     """(None, tensor) for a sound embeddings entry, else (what is wrong, None)."""
     from safetensors import safe_open
 
@@ -349,6 +444,11 @@ def _check_entry(p: Path, shape: tuple[int, ...] | None) -> tuple[str | None, to
         return "has no checksum", None
     if tensor_digest({"embeddings": emb}) != want:
         return "failed its checksum", None
+    if key is not None:
+        if KEY_KEY not in meta:
+            return _NO_KEY, None
+        if meta[KEY_KEY] != key:
+            return f"was written under another key ({meta[KEY_KEY][:12]}...), not {key[:12]}...", None
     if emb.dtype != torch.float32:
         return f"has dtype {str(emb.dtype).replace('torch.', '')}, not float32", None
     if shape is not None and (emb.dim() != len(shape) or any(w is not None and w != g for w, g in zip(shape, emb.shape))):
@@ -366,14 +466,16 @@ def embed_cached(
     progress: Callable[[int], None] | None = None,
     *,
     refresh: bool = False,
+    on_device: bool = False,
 ) -> tuple[torch.Tensor, bool]:
     """Embeddings of ``sentences``, from the cache when present. Returns (tensor, was_cached).
 
     ``refresh=True`` (``--no-cache``) never reads the cache but writes the fresh
-    result over the entry.
+    result over the entry. ``on_device=True`` returns the tensor on the model's device
+    (computed there; a cache entry is written from one copy to the host).
     """
     if cache is None:
-        return embed_sentences(lm, sentences, cfg, progress), False
+        return embed_sentences(lm, sentences, cfg, progress, on_device=on_device), False
     key = cache.key(lm, cfg, sentences)
     rcfg = cfg.resolved(lm)
     dim = getattr(lm.config, "hidden_size", None)
@@ -381,7 +483,7 @@ def embed_cached(
     if hit is not None:
         if progress is not None:
             progress(len(sentences))
-        return hit, True
-    emb = embed_sentences(lm, sentences, cfg, progress)
-    cache.put(key, emb, {"model": lm.name, **{k: v for k, v in asdict(rcfg).items()}})
+        return (hit.to(lm.device) if on_device else hit), True
+    emb = embed_sentences(lm, sentences, cfg, progress, on_device=on_device)
+    cache.put(key, emb.cpu(), {"model": lm.name, **{k: v for k, v in asdict(rcfg).items()}})
     return emb, False

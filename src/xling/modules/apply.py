@@ -184,8 +184,12 @@ def _align_names(mods: list[LoraModule]) -> None:
             m.targets = dict(sorted(stripped.items()))
 
 
-def _check_same_base(mods: list[LoraModule]) -> tuple[str | None, str | None]:
-    """All modules that declare a base fingerprint declare the same one; returns (fingerprint, base name)."""
+def _check_same_base(mods: list[LoraModule], base_folder: Path | None = None) -> tuple[str | None, str | None]:
+    """All modules that declare a base fingerprint declare the same one; returns (fingerprint, base name).
+
+    With ``base_folder`` (the base they are applied to), modules that disagree are each checked against
+    it instead (:func:`_check_base_matches`): a module written by an older xling records the legacy
+    fingerprint of the same base that a newer one records in full."""
     fp, who, name = None, None, None
     for m in mods:
         if m.base_fingerprint is None:
@@ -193,17 +197,22 @@ def _check_same_base(mods: list[LoraModule]) -> tuple[str | None, str | None]:
         if fp is None:
             fp, who, name = m.base_fingerprint, m.name, m.base_model
         elif m.base_fingerprint != fp:
+            if base_folder is not None:
+                return _check_base_matches(mods, base_folder, str(name or base_folder)), name
             raise XlingError(f"modules {who} and {m.name} were trained on different bases "
-                             f"({name or '?'} {fp} vs {m.base_model or '?'} {m.base_fingerprint})")
+                             f"({name or '?'} {fp} vs {m.base_model or '?'} {m.base_fingerprint}); if one was "
+                             f"written by an older xling (a legacy fingerprint), pass --base to check each against it")
     if name is None:
         name = next((m.base_model for m in mods if m.base_model), None)
     return fp, name
 
 
 def _check_base_matches(mods: list[LoraModule], folder: Path, base_name: str) -> str:
+    from xling.models.fingerprint import recorded_base_matches
+
     fp = base_fingerprint(folder)
     for m in mods:
-        if m.base_fingerprint is not None and m.base_fingerprint != fp:
+        if not recorded_base_matches(m.base_fingerprint, folder, fp, f"module {m.name}"):
             raise XlingError(f"module {m.name} was trained on {m.base_model or 'another base'} "
                              f"(fingerprint {m.base_fingerprint}), not on {base_name} (fingerprint {fp}); "
                              "refusing to apply it to another base")
@@ -401,10 +410,9 @@ def compose_to_lora(
     t0 = time.perf_counter()
     mods = _load(modules)
     opts = _validate_method(method, options, weights, len(mods))
-    fp, base_name = _check_same_base(mods)
-    base_folder = None
+    base_folder = resolve_model_folder(base) if base is not None else None
+    fp, base_name = _check_same_base(mods, base_folder)
     if base is not None:
-        base_folder = resolve_model_folder(base)
         fp = _check_base_matches(mods, base_folder, str(base))
         base_name = str(base)
     targets = _target_union(mods, allow_missing_targets)
@@ -530,7 +538,8 @@ def compose_into(
 
     mods = _load(modules, sparse_ok=True)
     opts = _validate_method(method, options, weights, len(mods))
-    _check_same_base(mods)
+    loaded_from = Path(str(getattr(getattr(model, "config", None), "_name_or_path", "") or "")).expanduser()
+    _check_same_base(mods, loaded_from if (loaded_from / "config.json").is_file() else None)
     targets = _target_union(mods, allow_missing_targets)
     params = dict(model.named_parameters())
     keys = set(params)
@@ -616,8 +625,8 @@ def compose_to_merged(
     t0 = time.perf_counter()
     mods = _load(modules, sparse_ok=True)
     opts = _validate_method(method, options, weights, len(mods))
-    _check_same_base(mods)
     base_folder = resolve_model_folder(base)
+    _check_same_base(mods, base_folder)
     fp = _check_base_matches(mods, base_folder, str(base))
     targets = _target_union(mods, allow_missing_targets)
     if method == FACTORWISE:

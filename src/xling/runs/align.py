@@ -14,8 +14,6 @@ mean and max over layers, best layer), ``report.html`` (self-contained),
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import sys
 import time
@@ -47,7 +45,7 @@ class AlignConfig:
     metric_options: dict[str, dict] = field(default_factory=dict)
     max_sentences: int | None = DEFAULT_MAX_SENTENCES
     batch_size: int = 32
-    max_length: int = 512
+    max_length: int | None = None  # None: the model's own context (xling.engine.embed.model_context)
     prefix: str = ""
     device: str = "auto"
     dtype: str = "fp32"
@@ -61,6 +59,7 @@ class AlignConfig:
     executor: str = "local"  # where the languages run: local (this process) or ray (xling.runs.executor)
     ray_address: str | None = None  # executor ray: a running cluster; None starts a local Ray
     ray_workers: int = 2  # executor ray: actors at a time
+    overwrite: bool = False  # replace a non-empty --out / --save-embeddings folder that xling did not write
 
     def __post_init__(self):
         from xling.data.langcodes import normalize_lang
@@ -186,7 +185,10 @@ def best_layer(rows: list[dict], metric: str = "mexa") -> tuple[int, float]:
 
 class _Progress:
     def __init__(self, total: int, enabled: bool):
+        from xling.engine.estimate import Eta
+
         self.bar = None
+        self.eta = Eta(total)
         if enabled:
             from tqdm.auto import tqdm
 
@@ -198,6 +200,9 @@ class _Progress:
 
     def __call__(self, n: int):
         if self.bar is not None:
+            line = self.eta.update(n)  # once, after the first batch: the measured speed and time left
+            if line:
+                self.bar.write(line, file=sys.stderr)
             self.bar.update(n)
 
     def close(self):
@@ -205,7 +210,8 @@ class _Progress:
             self.bar.close()
 
 
-def align(config: AlignConfig | None = None, *, lm=None, corpus=None, executor=None, **kwargs) -> AlignResult:
+def align(config: AlignConfig | None = None, *, lm=None, corpus=None, executor=None, _write_into=None,
+          **kwargs) -> AlignResult:
     """Run per-layer alignment and write its outputs.
 
     Pass an :class:`AlignConfig` or its fields as keywords. ``lm`` (a
@@ -218,7 +224,7 @@ def align(config: AlignConfig | None = None, *, lm=None, corpus=None, executor=N
     """
     cfg = config if config is not None else AlignConfig(**kwargs)
     ex = executor if executor is not None else _executor_for(cfg)  # a missing ray fails now, before any data
-    run = _AlignRun(cfg, lm, corpus, remote=ex.name != "local")
+    run = _AlignRun(cfg, lm, corpus, remote=ex.name != "local", write_into=_write_into)
     try:
         ex.run([run.job()], on_result=lambda j, u, value: run.on_result(u, value))
     except BaseException as exc:
@@ -273,7 +279,10 @@ class _AlignUnits:
 
         if self.progress is not None:
             self.progress.describe(f"embedding {lang}")
-        return embed_cached(self.lm, sentences, self.spec["ecfg"], self.cache, self.progress, refresh=refresh)
+        # on an accelerator the pooled states stay there and the metrics run there (one copy to the host per
+        # language, for the cache entry); on CPU nothing moves
+        return embed_cached(self.lm, sentences, self.spec["ecfg"], self.cache, self.progress, refresh=refresh,
+                            on_device=self.lm.device.type != "cpu")
 
     def _center(self, E):
         return E - E.mean(dim=1, keepdim=True) if self.spec["center"] else E
@@ -288,7 +297,7 @@ class _AlignUnits:
             X, hit = self._embed(lang, spec["pivot_sentences"], refresh)
             self.X = self._center(X)  # per-language mean-centring: removes the offset all sentences share
             return {"lang": lang, "rows": [], "hit": hit, "loaded": self.lm.loaded, "n": len(spec["pivot_sentences"]),
-                    "emb": X if spec["return_embeddings"] else None}
+                    "emb": X.cpu() if spec["return_embeddings"] else None}
         if self.X is None:  # another worker embedded the pivot (unit 0): read it from the cache
             X, _ = self._embed(spec["pivot"], spec["pivot_sentences"], False)
             self.X = self._center(X)
@@ -304,7 +313,7 @@ class _AlignUnits:
                     "pooling": spec["pooling_label"], "metric": metric, "value": float(v),
                 })
         return {"lang": lang, "rows": rows, "hit": hit, "loaded": self.lm.loaded, "n": len(sentences),
-                "emb": Y if spec["return_embeddings"] else None}
+                "emb": Y.cpu() if spec["return_embeddings"] else None}
 
 
 class _AlignRun:
@@ -315,7 +324,7 @@ class _AlignRun:
     saved embeddings, the output folder and the results store.
     """
 
-    def __init__(self, cfg: AlignConfig, lm=None, corpus=None, remote: bool = False):
+    def __init__(self, cfg: AlignConfig, lm=None, corpus=None, remote: bool = False, write_into=None):
         from xling.data.readers import load_corpus
         import xling.tasks  # noqa: F401 - registers the task:<name> and bible-genre:align corpora
         from xling.engine.embed import EmbedConfig, EmbeddingCache
@@ -324,6 +333,14 @@ class _AlignRun:
 
         self.cfg = cfg
         self.remote = remote
+        self.write_into = write_into  # align_models: this model's folder inside the one it builds aside
+        from xling.io import check_output_target
+
+        if cfg.out is not None and write_into is None:  # a user's folder, a file, the cache: refused before any work
+            check_output_target(cfg.out, overwrite=cfg.overwrite, command="align")
+        if cfg.save_embeddings is not None:
+            check_output_target(cfg.save_embeddings, overwrite=cfg.overwrite, command="align",
+                                flag="--save-embeddings")
         self.t0 = time.perf_counter()
         self.started = datetime.now(timezone.utc).isoformat(timespec="seconds")
         if cfg.store is not None:  # an unusable store fails now, not after the run
@@ -331,7 +348,11 @@ class _AlignRun:
 
             ResultsStore(cfg.store).check()
 
-        # Data first: corpus errors are cheap to find and need no model.
+        # Data first: corpus errors are cheap to find and need no model (a mistyped model name is cheaper still).
+        from xling.models.builtin import check_model_name
+
+        if lm is None:
+            check_model_name(cfg.model)
         if corpus is None:
             # Providers (the built-in corpus among them) build the corpus for the requested
             # languages: messages translated in all of them, not in a default set.
@@ -344,6 +365,9 @@ class _AlignRun:
         others = [x for x in sub.langs if x != pivot]
         if not others:
             raise XlingError("choose at least one language besides the pivot")
+        from xling.methods.metrics import validate_sizes
+
+        validate_sizes(cfg.metrics, cfg.metric_options, len(sub))  # k <= sentences, before the model loads
         from xling.data.selection import selection_note
 
         note = selection_note(sub, cfg.max_sentences)
@@ -365,8 +389,13 @@ class _AlignRun:
         self.t_model = time.perf_counter()
 
         self.sub, self.pivot, self.others, self.note = sub, pivot, others, note
+        from xling.engine.embed import note_truncation
+
+        self.truncation = note_truncation(lm, {lang: sub.sentences[lang] for lang in sub.langs}, self.ecfg)
         self.n = len(sub)
         self.pooling_label = self.ecfg.pooling + ("+center" if cfg.center else "")  # centred scores never pass for MEXA's
+        if cfg.progress:  # before the long pass: what it will roughly take, so a user can stop early
+            self._say_estimate(lm, sub, others)
         self.progress = _Progress(self.n * len(sub.langs), cfg.progress)
         self.rows: list[dict] = []
         self.cached_langs = 0
@@ -380,7 +409,28 @@ class _AlignRun:
                 "model": lm.name, "model_fingerprint": lm.fingerprint, "corpus": sub.name,
                 "corpus_fingerprint": sub.fingerprint(), "pooling": self.ecfg.pooling, "layers": self.layer_ids,
                 "dim": None, "dtype": "float32", "n_sentences": self.n, "pivot": pivot,
-            }, sub.meta.get("ids") or [str(i) for i in range(self.n)])
+            }, sub.meta.get("ids") or [str(i) for i in range(self.n)], overwrite=cfg.overwrite)
+
+    def _say_estimate(self, lm, sub, others) -> None:
+        """One line before embedding (:mod:`xling.engine.estimate`): languages already in the embedding cache
+        count as free; the rest as forward passes over their tokens, and the per-layer metrics."""
+        from xling.engine.estimate import (count_tokens, current_load, estimate_line, estimate_seconds,
+                                           forward_params, model_params, say)
+
+        model = lm.model if lm.loaded else None
+        cached = [lang for lang in sub.langs if self.cfg.cache
+                  and self.cache.path(self.cache.key(lm, self.ecfg, sub.sentences[lang])).exists()]
+        todo = [lang for lang in sub.langs if lang not in cached]
+        load = current_load()
+        secs = estimate_seconds(count_tokens((t for lang in todo for t in sub.sentences[lang]), self.cfg.max_length),
+                                forward_params(lm.config, model), device=str(lm.device), load=load,
+                                layers=len(self.layer_ids), langs=len(others), n=self.n,
+                                dim=int(getattr(lm.config, "hidden_size", 0) or 0))
+        note = f"({len(cached)} of {len(sub.langs)} languages already embedded)" if cached else \
+            "(a second run reads the embeddings from the cache)"
+        say(estimate_line("align", model=lm.name, params=model_params(lm.config, model), seconds=secs,
+                          device=str(lm.device), langs=len(sub.langs), texts=self.n, layers=len(self.layer_ids),
+                          note=note, load=load))
 
     def job(self):
         from xling.runs.executor import Job
@@ -455,25 +505,54 @@ class _AlignRun:
                 "started": self.started, "device": str(lm.device), "dtype": str(lm.dtype).replace("torch.", ""),
                 "torch": torch.__version__,
                 **({"corpus_selection": note} if note else {}),
+                # what compare needs to line runs up: the model's depth and which sentences were scored
+                "num_hidden_states": lm.num_hidden_states, "sentences_digest": sentences_digest(sub, self.pivot),
+                **({"small_sample": small_sample_note(self.n)} if small_sample_note(self.n) else {}),
             },
         )
-        if cfg.out is not None:
-            from xling.io import output_lock
+        if cfg.out is not None and self.write_into is not None:
+            from xling.io import mark_output
 
-            with output_lock(cfg.out):  # concurrent runs: the folder holds one run's files, never a mix
-                write_outputs(result, Path(cfg.out))
+            write_outputs(result, Path(self.write_into))
+            mark_output(self.write_into, "align")
+        elif cfg.out is not None:
+            from xling.io import output_folder
+
+            # built aside and swapped in whole, under the output lock: concurrent runs leave one run's
+            # folder, never a mix, and a failure (a full disk) leaves the earlier folder as it was
+            with output_folder(cfg.out, command="align", overwrite=cfg.overwrite) as tmp:
+                write_outputs(result, tmp)
         if cfg.store is not None:
             save_to_store(result, Path(cfg.store))
         return result
 
 
+#: Below this many sentences a best layer says little: MEXA's chance level is about 1/n.
+MIN_MEANINGFUL_SENTENCES = 10
+
+
+def small_sample_note(n: int) -> str | None:
+    """One line when ``n`` sentences are too few for a best layer to mean anything (None otherwise)."""
+    if n >= MIN_MEANINGFUL_SENTENCES:
+        return None
+    return (f"only {n} sentences: MEXA's chance level is about 1/{n} = {1 / max(n, 1):.2f}, so the best layer is not "
+            f"meaningful (use at least {MIN_MEANINGFUL_SENTENCES} sentences)")
+
+
+def sentences_digest(corpus, pivot: str) -> str:
+    """A digest of which sentences a run scored: the corpus's sentence ids in order, or (a corpus without
+    ids) the pivot's sentences; two runs with the same digest scored the same rows."""
+    from xling.runs.store import items_hash
+
+    ids = corpus.meta.get("ids")
+    return "ids:" + items_hash(ids) if isinstance(ids, list) and ids else "pivot:" + items_hash(corpus.sentences[pivot])
+
+
 def rows_to_csv(rows: list[dict], columns: list[str]) -> str:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
-    return buf.getvalue()
+    """The CSV of ``rows``: :func:`xling.textsafe.csv_text` (formula cells neutralised, numbers kept)."""
+    from xling.textsafe import csv_text
+
+    return csv_text(rows, columns)
 
 
 def write_outputs(result: AlignResult, out: Path) -> dict[str, Path]:
@@ -541,10 +620,6 @@ def align_models(models: list[str], config: AlignConfig | None = None, *, execut
     and ``models.csv`` (best layer and mean MEXA per model and language). With the
     ``ray`` executor the (model, language) units of all models go to the workers at once.
     """
-    import dataclasses
-
-    from xling.runs.store import run_folder_name
-
     cfg = config if config is not None else AlignConfig(**kwargs)
     if len(models) < 2:
         raise XlingError("several models need at least two names, comma-separated")
@@ -552,15 +627,30 @@ def align_models(models: list[str], config: AlignConfig | None = None, *, execut
 
     for m in models:  # fail fast: a bad name in the list is an error before the first model's run
         model_folder(m, quiet=not cfg.progress)
+    if cfg.out is None:
+        return _align_models(models, cfg, executor, None)
+    from xling.io import output_folder
+
+    # the whole folder (one sub-folder per model, models.csv, report.html) is built aside and swapped in at the end
+    with output_folder(cfg.out, command="align", overwrite=cfg.overwrite) as tmp:
+        return _align_models(models, cfg, executor, tmp)
+
+
+def _align_models(models: list[str], cfg: AlignConfig, executor, tmp: Path | None) -> dict[str, AlignResult]:
+    import dataclasses
+
+    from xling.runs.store import run_folder_name
+
     results: dict[str, AlignResult] = {}
+    into = {m: (tmp / run_folder_name(m) if tmp is not None else None) for m in models}
     configs = {m: dataclasses.replace(cfg, model=m, out=Path(cfg.out) / run_folder_name(m) if cfg.out else None)
                for m in models}
     if not _is_remote(cfg, executor):
         for m in models:
-            results[m] = align(configs[m], executor=executor)
+            results[m] = align(configs[m], executor=executor, _write_into=into[m])
     else:  # every model's languages in one fan-out: the workers run several models side by side
         ex = executor if executor is not None else _executor_for(cfg)
-        runs = {m: _AlignRun(configs[m], remote=True) for m in models}
+        runs = {m: _AlignRun(configs[m], remote=True, write_into=into[m]) for m in models}
         try:
             ex.run([runs[m].job() for m in models], on_result=lambda j, u, value: runs[models[j]].on_result(u, value))
         except BaseException as exc:
@@ -569,19 +659,22 @@ def align_models(models: list[str], config: AlignConfig | None = None, *, execut
             raise
         for m in models:
             results[m] = runs[m].finish()
-    if cfg.out is not None:
-        from xling.io import atomic_write_text, output_lock
+    if tmp is not None:
+        from xling.io import atomic_write_text
         from xling.runs.report import render_models_report
 
         metric = "mexa" if "mexa" in cfg.metrics else cfg.metrics[0]
-        lines = ["model,lang,best_layer,best_value,mean_over_layers,num_hidden_states"]
+        from xling.textsafe import csv_text
+
+        rows = []
         for m, r in results.items():
             for lang, vals in sorted(r.values(metric).items()):
                 layer = max(vals, key=lambda k: vals[k])
-                lines.append(f"{m},{lang},{layer},{vals[layer]:.6f},{sum(vals.values()) / len(vals):.6f},{len(r.layers)}")
-        with output_lock(cfg.out):
-            atomic_write_text(Path(cfg.out) / "models.csv", "\n".join(lines) + "\n")
-            atomic_write_text(Path(cfg.out) / "report.html", render_models_report(results, metric))
+                rows.append([m, lang, layer, vals[layer], sum(vals.values()) / len(vals), len(r.layers)])
+        models_csv = csv_text(rows, ["model", "lang", "best_layer", "best_value", "mean_over_layers",
+                                     "num_hidden_states"], float_format=".6f")
+        atomic_write_text(tmp / "models.csv", models_csv)
+        atomic_write_text(tmp / "report.html", render_models_report(results, metric))
     return results
 
 
@@ -591,7 +684,8 @@ def format_summary(result: AlignResult, limit: int | None = None) -> str:
     For an error metric (xSIM: lower is better) the best value over layers is the
     minimum, labelled ``min``, and the best languages are those with the lowest mean.
     """
-    from xling.data.langcodes import lang_name
+    from xling.data.langcodes import short_lang_name
+    from xling.runs.report import plural
 
     summ = {(s["lang"], s["metric"]): s for s in result.summary()}
     metrics = result.metrics()
@@ -605,7 +699,7 @@ def format_summary(result: AlignResult, limit: int | None = None) -> str:
     for lang in langs[:limit]:
         s = summ[(lang, main)]
         vals = result.values
-        row = [lang, lang_name(lang)[:18], f"{s['mean']:.3f}", f"{s['best']:.3f}", str(s["best_layer"])]
+        row = [lang, short_lang_name(lang), f"{s['mean']:.3f}", f"{s['best']:.3f}", str(s["best_layer"])]
         for m in extra:
             row.append(f"{vals(m)[lang][s['best_layer']]:.3f}")
         lines.append(row)
@@ -615,10 +709,12 @@ def format_summary(result: AlignResult, limit: int | None = None) -> str:
     layer, value = result.best_layer(main)
     text.append("")
     text.append(
-        f"{result.model} on {result.corpus}: {len(result.langs)} languages x {result.n_sentences} sentences, "
+        f"{result.model} on {result.corpus}: {plural(len(result.langs), 'language')} x {result.n_sentences} sentences, "
         f"pivot {result.pivot}, pooling {result.pooling}; best layer by mean {main}"
         f"{' (an error: lower is better)' if lower else ''}: {layer} ({value:.3f})"
     )
     if result.meta.get("corpus_selection"):
         text.append(f"note: {result.meta['corpus_selection']}")
+    if small_sample_note(result.n_sentences):
+        text.append(f"warning: {small_sample_note(result.n_sentences)}")
     return "\n".join(text)

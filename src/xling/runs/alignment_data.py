@@ -26,17 +26,37 @@ AUTO_SENTENCES = 200
 DEFAULT_MAX_PAIRS = 4000
 
 
-def load_align_corpus(spec: str, source: str, langs: Sequence[str]):
-    """Corpus ``spec`` restricted to ``source`` and ``langs``: loaded once for the pairs and the ``auto`` layer."""
+def load_align_corpus(spec: str, source: str, langs: Sequence[str] | None):
+    """Corpus ``spec`` restricted to ``source`` and ``langs``: loaded once for the pairs and the ``auto`` layer.
+
+    ``langs`` None or empty (a task with the source language only, the ordinary zero-shot case): every
+    language of the corpus besides the source (:func:`corpus_targets` names them); ``langs`` that name only
+    the source language are an error.
+    """
     from xling.data.langcodes import normalize_lang
     from xling.data.readers import load_corpus
     import xling.tasks  # noqa: F401 - registers the task:<name> and bible-genre:align corpora
 
     src = normalize_lang(source)
-    targets = [normalize_lang(x) for x in langs if normalize_lang(x) != src]
-    if not targets:
+    targets = [normalize_lang(x) for x in langs or () if normalize_lang(x) != src]
+    if not targets and langs:
         raise XlingError("middle-layer alignment: no target languages to align with the source")
+    if not targets:
+        corpus = load_corpus(spec, None)
+        if src not in corpus.langs:
+            raise XlingError(f"alignment data {spec}: no {src} text (it has {', '.join(sorted(corpus.langs))})")
+        if len(corpus.langs) < 2:
+            raise XlingError(f"middle-layer alignment: alignment data {spec} has no language besides {src}")
+        return corpus
     return load_corpus(spec, [src, *targets])
+
+
+def corpus_targets(corpus, source: str) -> list[str]:
+    """The languages of ``corpus`` other than ``source``: the alignment languages by default."""
+    from xling.data.langcodes import normalize_lang
+
+    src = normalize_lang(source)
+    return [lg for lg in corpus.langs if lg != src]
 
 
 def read_align_pairs(spec: str, source: str, langs: Sequence[str], max_pairs: int | None = DEFAULT_MAX_PAIRS,
@@ -112,4 +132,4 @@ def resolve_align_layer(value: str | int, model: str, spec: str, source: str, la
                    "mexa_by_layer": {str(k): round(v, 4) for k, v in sorted(scores.items())}}
 
 
-__all__ = ["load_align_corpus", "read_align_pairs", "resolve_align_layer", "AUTO_SENTENCES", "DEFAULT_MAX_PAIRS"]
+__all__ = ["corpus_targets", "load_align_corpus", "read_align_pairs", "resolve_align_layer", "AUTO_SENTENCES", "DEFAULT_MAX_PAIRS"]

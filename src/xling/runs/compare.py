@@ -22,6 +22,14 @@ it falls back to a percentile **bootstrap over languages**, with a note saying w
 that interval says how much the mean difference depends on which languages were
 chosen, not how noisy each language's test set is.
 
+Align runs are compared like with like: on the languages every run has, on the
+layers at common relative depths (one model: the hidden states every run scored;
+different depths: the relative depths of the shallowest run, each other run at its
+nearest layer), and only when they scored the same sentences (the digest their
+run record keeps; ``allow_different_data`` compares anyway). A note says what was
+left out; runs too old to record their sentences or depth get a note saying what
+was assumed.
+
 Runs with nothing in common (an align run and an eval run, align runs on different
 corpora, task runs on different tasks), unknown run ids and fewer than two runs are
 refused with one line (:class:`~xling.errors.XlingError`).
@@ -140,7 +148,77 @@ def _short(run_id: str) -> str:
     return run_id[:6]
 
 
-def _align_series(store, runs: list[dict], metric: str | None) -> tuple[list[Series], str, bool]:
+def _same_data(runs: list[dict], allow_different_data: bool) -> list[str]:
+    """Refuse align runs that scored different sentences (unless allowed); notes on what could not be checked."""
+    confs = [r.get("config") or {} for r in runs]
+    digests = [c.get("sentences_digest") for c in confs]
+    counts = [c.get("n_sentences") for c in confs]
+    said = ", ".join(f"{_short(r['run_id'])}: {n if n else '?'} sentences" for r, n in zip(runs, counts))
+    if all(digests):
+        differ = len(set(digests)) > 1
+    else:  # made before runs recorded which sentences they scored: only the counts can be checked
+        differ = len({n for n in counts if n}) > 1
+    notes = []
+    if differ:
+        if not allow_different_data:
+            raise XlingError(f"the align runs scored different sentences of the corpus ({said}); their scores are not "
+                             "comparable (pass --allow-different-data to compare them anyway)")
+        notes.append(f"the runs scored different sentences ({said}); compared anyway (--allow-different-data)")
+    elif not all(digests):
+        old = [_short(r["run_id"]) for r, d in zip(runs, digests) if not d]
+        notes.append(f"run{'s' if len(old) > 1 else ''} {', '.join(old)} recorded no sentence ids (an older xling): "
+                     f"assumed to score the same sentences ({said})")
+    return notes
+
+
+def _match_layers(runs: list[dict], layer_sets: list[list[int]], labels: list[str]) -> tuple[list[list[int]], str | None]:
+    """The layers each run is compared on (one list per run, aligned point by point) and a note on what was dropped.
+
+    One model (same fingerprint, or the same name where no fingerprint is recorded): the hidden states every run
+    has. Different models: the relative depths (layer / (hidden states - 1)) of the run with the fewest layers,
+    each other run at its nearest layer.
+    """
+    prints = [r.get("model_fingerprint") for r in runs]
+    names = [r.get("model") for r in runs]
+    same_model = bool(len(set(prints)) == 1 and prints[0]) or (not any(prints) and len(set(names)) == 1)
+    hidden = {(r.get("config") or {}).get("num_hidden_states") for r in runs} - {None}
+    if same_model or (all(ls == layer_sets[0] for ls in layer_sets) and len(hidden) <= 1):
+        common = sorted(set.intersection(*(set(ls) for ls in layer_sets)))
+        if not common:
+            raise XlingError("runs have nothing in common: no hidden state is scored in every run")
+        dropped = [f"{lab}: {', '.join(map(str, sorted(set(ls) - set(common))))}"
+                   for lab, ls in zip(labels, layer_sets) if set(ls) - set(common)]
+        note = (f"compared on the {len(common)} hidden states every run has ({common[0]}..{common[-1]}); left out "
+                f"{'; '.join(dropped)}") if dropped else None
+        return [list(common) for _ in runs], note
+    depths, guessed = [], []
+    for r, ls, lab in zip(runs, layer_sets, labels):
+        n = (r.get("config") or {}).get("num_hidden_states")
+        if not n:
+            guessed.append(lab)
+        depths.append((int(n) - 1) if n else (max(ls) or 1))
+    ref = min(range(len(runs)), key=lambda i: len(layer_sets[i]))
+    points = [k / depths[ref] for k in layer_sets[ref]]
+    chosen, gap = [], 0.0
+    for ls, d in zip(layer_sets, depths):
+        pick = [min(ls, key=lambda k: (abs(k / d - p), k)) for p in points]
+        gap = max([gap] + [abs(k / d - p) for k, p in zip(pick, points)])
+        chosen.append(pick)
+    if gap < 1e-9 and all(len(ls) == len(points) for ls in layer_sets):
+        return chosen, None
+    sizes = " vs ".join(str(d + 1) for d in depths)
+    how = "the same relative depth" if gap < 1e-9 else f"each run's nearest layer (largest depth gap {gap:.2f})"
+    note = (f"different depths ({sizes} hidden states): compared at the {len(points)} relative depths of "
+            f"{labels[ref]}, {how}; other layers left out")
+    if guessed:
+        note += f" (depth of {', '.join(guessed)} taken as its last scored layer: not recorded)"
+    return chosen, note
+
+
+def _align_series(store, runs: list[dict], metric: str | None,
+                  allow_different_data: bool = False) -> tuple[list[Series], str, bool, list[str]]:
+    """One series per align run, compared like with like: the same sentences, the languages every run has, the
+    layers at common relative depths (:func:`_match_layers`); notes say what was left out."""
     from xling.methods.metrics import lower_is_better as _lower_is_better
 
     rows_by = {r["run_id"]: store.alignment(r["run_id"]) for r in runs}
@@ -153,32 +231,45 @@ def _align_series(store, runs: list[dict], metric: str | None) -> tuple[list[Ser
     if metric is None or metric not in common:
         have = ", ".join(sorted(common)) or "none"
         raise XlingError(f"metric {metric!r} is not in every run (metrics all runs have: {have})")
+    notes = _same_data(runs, allow_different_data)
     lower = _lower_is_better(metric)
     pick = min if lower else max
     models = [r.get("model") or "?" for r in runs]
-    series = []
+    labels = []
+    for r in runs:
+        label = r.get("model") or "?"
+        labels.append(f"{label} ({_short(r['run_id'])})" if models.count(label) > 1 else label)
+    pers = []
     for r in runs:
         per: dict[str, dict[int, float]] = {}
         for x in rows_by[r["run_id"]]:
             if x["metric"] == metric:
                 per.setdefault(x["lang"], {})[int(x["layer"])] = float(x["value"])
-        layers = sorted({k for d in per.values() for k in d})
+        pers.append(per)
+    langs = set.intersection(*(set(p) for p in pers)) or set.union(*(set(p) for p in pers))
+    layer_sets = [sorted({k for d in per.values() for k in d}) for per in pers]
+    chosen, note = _match_layers(runs, layer_sets, labels)
+    if note:
+        notes.append(note)
+    series = []
+    for r, per, layers, sel, label in zip(runs, pers, layer_sets, chosen, labels):
         n = max(layers) or 1
         curve = []
-        for layer in layers:
-            v = [d[layer] for d in per.values() if layer in d]
-            curve.append((layer / n, sum(v) / len(v)))
-        label = r.get("model") or "?"
-        if models.count(label) > 1:
-            label = f"{label} ({_short(r['run_id'])})"
-        best = {}
+        for layer in layers:  # the whole curve, over the languages every run has
+            v = [d[layer] for lang, d in per.items() if lang in langs and layer in d]
+            if v:
+                curve.append((layer / n, sum(v) / len(v)))
+        best, values = {}, {}
         for lang, d in per.items():
-            b = pick(d, key=lambda k: d[k])
-            best[lang] = (b, d[b])
+            on = {k: d[k] for k in dict.fromkeys(sel) if k in d}
+            if not on:
+                continue
+            b = pick(on, key=lambda k: on[k])
+            best[lang] = (b, on[b])
+            values[lang] = sum(on.values()) / len(on)
         series.append(Series(label=label, run_id=r["run_id"], command="align", model=r.get("model") or "?",
-                             values={lang: sum(d.values()) / len(d) for lang, d in per.items()}, best=best,
-                             curve=curve, layers=len(layers)))
-    return series, metric, lower
+                             values=values, best=best, curve=curve, layers=len(layers)))
+    return series, metric, lower, notes
 
 
 def _task_series(store, runs: list[dict], metric: str | None) -> tuple[list[Series], str]:
@@ -270,8 +361,12 @@ def _plural(n: int, word: str) -> str:
 
 
 def compare_runs(store_path: str | Path, ids: list[str], metric: str | None = None, bootstrap: int = 2000,
-                 seed: int = 0) -> CompareResult:
-    """Read the runs ``ids`` (or unique prefixes) from the store and line them up; see the module doc."""
+                 seed: int = 0, allow_different_data: bool = False) -> CompareResult:
+    """Read the runs ``ids`` (or unique prefixes) from the store and line them up; see the module doc.
+
+    Align runs are compared like with like: on the languages every run has and the layers at common relative
+    depths, and refused in one line when they scored different sentences (``allow_different_data`` compares
+    them anyway, with a note)."""
     from xling.runs.store import ResultsStore
 
     path = Path(store_path)
@@ -298,7 +393,8 @@ def compare_runs(store_path: str | Path, ids: list[str], metric: str | None = No
         if len(corpora) > 1:
             raise XlingError(f"runs have nothing in common: align runs on different corpora ({', '.join(corpora)})")
         what = corpora[0]
-        series, metric, lower = _align_series(store, runs, metric)
+        series, metric, lower, same = _align_series(store, runs, metric, allow_different_data)
+        notes.extend(same)
         pivots = {str((r.get("config") or {}).get("pivot")) for r in runs}
         if len(pivots) > 1:
             notes.append(f"the runs use different pivots ({', '.join(sorted(pivots))})")
@@ -455,7 +551,7 @@ def format_compare(result: CompareResult) -> str:
 
 def render_compare_report(result: CompareResult) -> str:
     from xling.runs.report import (bar_chart_svg, display_lang, esc, fmt, fmt_signed, headline_html,
-                                   line_chart_svg, metric_range, page, table_html)
+                                   line_chart_svg, metric_range, page, plural, table_html)
 
     ref = result.reference
     m = result.metric
@@ -465,7 +561,7 @@ def render_compare_report(result: CompareResult) -> str:
             continue
         head.append(f"<b>{esc(d['series'])}</b> vs <b>{esc(d['reference'])}</b>: mean difference in {esc(m)}"
                     f"{' (' + esc(d['quantity']) + ')' if result.kind == 'align' else ''} <b>{esc(_ci(d))}</b> over "
-                    f"{esc(d['n'])} languages ({esc(_how(d))}); higher in {esc(d['wins'])}, lower in "
+                    f"{esc(plural(d['n'], 'language'))} ({esc(_how(d))}); higher in {esc(d['wins'])}, lower in "
                     f"{esc(d['losses'])}.")
     if result.lower_is_better:
         head.append(f"{esc(m)} is an error: lower is better.")
@@ -537,19 +633,20 @@ def render_compare_report(result: CompareResult) -> str:
     return page(f"xling compare: {result.what}", "".join(body), script=True)
 
 
-def write_compare(result: CompareResult, out: str | Path) -> dict[str, Path]:
-    """``compare.html`` and ``compare.csv`` in ``out``, each written atomically."""
-    from xling.io import atomic_write_text, output_lock
+def write_compare(result: CompareResult, out: str | Path, *, overwrite: bool = False) -> dict[str, Path]:
+    """``compare.html`` and ``compare.csv`` in ``out``: the folder built aside and swapped in whole
+    (:func:`xling.io.output_folder`: a file, the cache or a user's own folder is refused)."""
+    from xling.io import atomic_write_text, output_folder
     from xling.runs.align import rows_to_csv
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     paths = {"report": out / "compare.html", "csv": out / "compare.csv"}
     rows = csv_rows(result)
     cols = list(rows[0]) if rows else ["lang"]
-    with output_lock(out):
-        atomic_write_text(paths["csv"], rows_to_csv(rows, cols))
-        atomic_write_text(paths["report"], render_compare_report(result))
+    with output_folder(out, command="compare", overwrite=overwrite) as tmp:
+        tmp.mkdir()
+        atomic_write_text(tmp / "compare.csv", rows_to_csv(rows, cols))
+        atomic_write_text(tmp / "compare.html", render_compare_report(result))
     return paths
 
 

@@ -6,7 +6,8 @@ for full-model merges, transformers model folders (not mixed with modules). Outp
 - ``output="lora"`` (LoRA inputs only): a new module, re-factorised by truncated
   SVD to ``rank`` (default: exact for the linear methods, the sum of the input
   ranks; the largest input rank for TIES/DARE), with the relative error per
-  target and overall; written to ``out`` or, with ``name``, into the module store.
+  target and overall; written to ``out`` and/or, with ``name``, into the module store (both: to ``out``,
+  then copied into the store).
   A task module among the inputs lends the output its head (``xling eval`` reads it);
 - sparse modules (alone or with LoRA modules, linear methods only) compose into a
   merged model: ``theta0 + sum_m c_m diff_m`` (Ansell et al. 2022);
@@ -96,6 +97,25 @@ def compose(cfg: ComposeConfig) -> ComposeResult:
 
     store = ModuleStore(cfg.modules_dir)
     kinds, paths = zip(*(_classify(r, store) for r in cfg.inputs))
+    if cfg.out is not None:  # an input, a file, the cache or a user's own folder: refused before any work
+        from xling.io import check_output_target
+        from xling.modules.apply import _refuse_overwriting_inputs
+
+        base_dir = Path(cfg.base).expanduser() if cfg.base and Path(cfg.base).expanduser().is_dir() else None
+        _refuse_overwriting_inputs(Path(cfg.out), list(paths) + ([base_dir] if base_dir else []))
+        check_output_target(cfg.out, overwrite=cfg.overwrite, command="compose")
+
+    def written(fn, *args, out, **kw):
+        """``fn(..., out=...)`` into ``--out`` built aside and swapped in whole (a module store path: as is)."""
+        if cfg.out is None or Path(out) != Path(cfg.out):
+            return fn(*args, out=out, **kw)
+        from xling.io import output_folder
+
+        with output_folder(out, command="compose", overwrite=cfg.overwrite) as tmp:
+            outcome = fn(*args, out=tmp, **kw)
+        outcome.out = Path(out)
+        return outcome
+
     if "full" in kinds and len(set(kinds)) > 1:
         raise XlingError("mix of modules and full model folders: compose one kind at a time")
     if "sparse" in kinds:
@@ -106,7 +126,7 @@ def compose(cfg: ComposeConfig) -> ComposeResult:
             raise XlingError("a merged output needs the base model: --base MODEL")
         if cfg.out is None:
             raise XlingError("--name stores a LoRA module; sparse modules compose into a model folder: --out DIR")
-        outcome = compose_to_merged(list(paths), cfg.method, cfg.weights, cfg.options, base=cfg.base,
+        outcome = written(compose_to_merged, list(paths), cfg.method, cfg.weights, cfg.options, base=cfg.base,
                                     out=Path(cfg.out), allow_missing_targets=cfg.allow_missing_targets,
                                     num_layers=cfg.num_layers, max_shard_bytes=parse_size(cfg.max_shard_size))
         return ComposeResult(outcome=outcome, kind="lora", config=cfg)
@@ -119,6 +139,8 @@ def compose(cfg: ComposeConfig) -> ComposeResult:
         out = store.root / cfg.name
         if out.exists() and not cfg.overwrite:
             raise XlingError(f"module '{cfg.name}' already exists in {store.root} (use --overwrite)")
+        if cfg.out is not None:  # both: written to --out, then copied into the store under --name
+            out = Path(cfg.out)
     else:
         out = Path(cfg.out)
     if kind == "full":
@@ -126,18 +148,21 @@ def compose(cfg: ComposeConfig) -> ComposeResult:
             raise XlingError("full model folders merge into a model folder (--as merged), not a LoRA")
         if cfg.rank is not None:
             raise XlingError("--rank applies to a LoRA output only")
-        outcome = merge_full(list(paths), cfg.method, cfg.weights, cfg.options, base=cfg.base, out=out,
+        outcome = written(merge_full, list(paths), cfg.method, cfg.weights, cfg.options, base=cfg.base, out=out,
                              max_shard_bytes=shard)
     elif output == "lora":
-        outcome = compose_to_lora(list(paths), cfg.method, cfg.weights, cfg.options, out=out, rank=cfg.rank,
+        outcome = written(compose_to_lora, list(paths), cfg.method, cfg.weights, cfg.options, out=out, rank=cfg.rank,
                                   base=cfg.base, num_layers=cfg.num_layers,
                                   allow_missing_targets=cfg.allow_missing_targets, svd=cfg.svd)
+        if cfg.name is not None and cfg.out is not None:
+            store.add(out, cfg.name, overwrite=cfg.overwrite)
+            outcome.notes.append(f"also stored as module '{cfg.name}' in {store.root}")
     else:
         if cfg.base is None:
             raise XlingError("a merged output needs the base model: --base MODEL")
         if cfg.rank is not None:
             raise XlingError("--rank applies to a LoRA output only (--as lora)")
-        outcome = compose_to_merged(list(paths), cfg.method, cfg.weights, cfg.options, base=cfg.base, out=out,
+        outcome = written(compose_to_merged, list(paths), cfg.method, cfg.weights, cfg.options, base=cfg.base, out=out,
                                     allow_missing_targets=cfg.allow_missing_targets, num_layers=cfg.num_layers,
                                     max_shard_bytes=shard)
     return ComposeResult(outcome=outcome, kind=kind, config=cfg)

@@ -16,7 +16,8 @@ evaluation resumes with the next unfinished language and a rerun reads the
 weights only if something is missing. Outputs, each written atomically, under
 ``out``: ``scores.csv`` (per language and metric), ``per_language.csv`` (wide),
 ``report.html`` (table, bar chart, and the alignment-vs-score scatter when the
-results store holds an ``align`` run of the same base model), ``run.json``; and
+results store holds an ``align`` run of the same base model on the task's own corpus,
+:func:`corpus_family`), ``run.json``; and
 the scores go to the results store (``task_scores``; classification and
 multiple-choice runs also per-item correctness, ``item_scores``, for paired
 intervals in ``xling compare``).
@@ -40,11 +41,12 @@ from pathlib import Path
 from typing import Callable
 
 from xling.errors import XlingError
-from xling.runs.eval_report import chance_level, format_summary, render_eval_report, wide_rows  # noqa: F401
+from xling.runs.eval_report import (chance_level, format_summary, group_warnings, render_eval_report,  # noqa: F401
+                                    wide_rows)
 from xling.runs.store import DEFAULT_STORE
 
 DEFAULT_OUT = Path("xling-out") / "eval"
-PRED_CACHE_VERSION = 1
+PRED_CACHE_VERSION = 2  # 2: whole-file model fingerprints; entries name their key
 
 
 @dataclass
@@ -55,6 +57,7 @@ class EvalConfig:
     task: str = "libreoffice-topic"
     langs: list[str] | None = None
     split: str = "test"
+    max_examples: int | None = None         # --test-size: the first N examples per language of the split
     source_lang: str | None = None
     batch_size: int = 32
     max_length: int | None = None
@@ -73,6 +76,7 @@ class EvalConfig:
     executor: str = "local"  # where the languages run: local (this process) or ray (xling.runs.executor)
     ray_address: str | None = None  # executor ray: a running cluster; None starts a local Ray
     ray_workers: int = 2  # executor ray: actors at a time (torch threads each: threads, default 1)
+    overwrite: bool = False  # replace a non-empty --out folder that xling did not write
 
     def __post_init__(self):
         from xling.runs.executor import check_executor, check_workers
@@ -81,6 +85,8 @@ class EvalConfig:
         check_workers(self.ray_workers)
         if self.batch_size < 1:
             raise XlingError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if self.max_examples is not None and self.max_examples < 1:
+            raise XlingError(f"--test-size must be at least 1, got {self.max_examples}")
         if self.max_length is not None and self.max_length < 4:
             raise XlingError(f"--max-length must be at least 4, got {self.max_length}")
         if self.normalize not in ("mean", "sum"):
@@ -121,6 +127,39 @@ class EvalResult:
         return transfer_gap(self.scores(metric), self.source)
 
 
+def _say_estimate(cfg, handle, table, langs, total) -> None:
+    """One line before inference: its rough duration (:mod:`xling.engine.estimate`), when the model's size is
+    known from its config (the base model's, or the trained folder's ``config.json``)."""
+    from xling.engine.estimate import (count_tokens, current_load, estimate_line, estimate_seconds, forward_params,
+                                       model_params, say)
+
+    config = getattr(getattr(handle, "lm", None), "config", None)
+    if config is None:
+        try:
+            config = json.loads((Path(cfg.model).expanduser() / "config.json").read_text())
+        except (OSError, ValueError):
+            return
+    params = model_params(config)
+    if params <= 0:
+        return
+    def passes(e):  # what the model reads: the text (and pair, or words), once per choice for multiple choice
+        text = " ".join(x for x in (e.text, e.text_pair, " ".join(e.tokens or [])) if x)
+        return [text + " " + c for c in e.choices] if e.choices else [text]
+
+    texts = (t for lang in langs for e in table[lang] for t in passes(e))
+    device = "cpu" if str(cfg.device) in ("auto", "cpu") and not _cuda() else str(cfg.device)
+    load = current_load()
+    secs = estimate_seconds(count_tokens(texts, handle.max_length), forward_params(config), device=device, load=load)
+    say(estimate_line("eval", model=handle.name, params=params, seconds=secs, device=device, langs=len(langs),
+                      texts=total, text_word="example", note="(less where predictions are cached)", load=load))
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def one_class_warning(task_type: str, labels, preds: list) -> str | None:
     """A line when a model predicts one class for every example of a language (a collapsed head), else None."""
     flat = [t for p in preds for t in p] if task_type == "token-classification" else list(preds)
@@ -147,6 +186,9 @@ def transfer_gap(scores: dict[str, float], source: str) -> dict[str, float]:
 # ----------------------------------------------------------------------------- prediction cache
 
 
+_LEGACY_PRED_NOTED = False
+
+
 class PredictionCache:
     """Predictions per (model, task, language, data, settings) as small JSON files."""
 
@@ -168,11 +210,14 @@ class PredictionCache:
         An entry is used only if it holds the sha256 of its predictions and they
         match it, and ``valid(predictions)`` (the number of predictions, each a label
         or choice of the task) names no problem. Anything else (an edited file, a
-        label out of range, a folder in its place) is discarded with a one-line note
-        and recomputed by the caller.
+        label out of range, a folder in its place, an entry whose recorded key is not
+        ``key``: copied or renamed from another key's path) is discarded with a
+        one-line note and recomputed by the caller; an entry of an older xling (no
+        key) is recomputed with one note per run.
         """
         from xling.io import discard, json_digest, note
 
+        global _LEGACY_PRED_NOTED
         p = self.path(key)
         if not os.path.lexists(p):
             return None
@@ -181,6 +226,7 @@ class PredictionCache:
             data = json.loads(p.read_text(encoding="utf-8"))
             preds = data["predictions"]
             want = data.get("sha256")
+            stored_key = data.get("key")
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             problem = "is unreadable"
         else:
@@ -188,13 +234,21 @@ class PredictionCache:
                 problem = "has no checksum"
             elif json_digest(preds) != want:
                 problem = "failed its checksum"
+            elif stored_key is None:
+                problem = "names no key"
+            elif stored_key != key:
+                problem = f"was written under another key ({str(stored_key)[:12]}...), not {key[:12]}..."
             elif not isinstance(preds, list):
                 problem = "holds no prediction list"
             elif valid is not None:
                 problem = valid(preds)
         if problem is None:
             return preds
-        note(f"cache entry {p} {problem}; recomputing")
+        if problem != "names no key":
+            note(f"cache entry {p} {problem}; recomputing")
+        elif not _LEGACY_PRED_NOTED:
+            note(f"cache entry {p} and others like it were written by an older xling (no key); recomputing")
+            _LEGACY_PRED_NOTED = True
         discard(p)
         return None
 
@@ -204,7 +258,11 @@ class PredictionCache:
         p = self.path(key)
         if p.is_dir() and not p.is_symlink():
             discard(p)
-        atomic_write_text(p, json.dumps({"meta": meta, "sha256": json_digest(predictions), "predictions": predictions}))
+        from xling.io import cache_write
+
+        with cache_write(p):  # a full disk or read-only cache: a note, the run goes on
+            atomic_write_text(p, json.dumps({"meta": meta, "key": key, "sha256": json_digest(predictions),
+                                             "predictions": predictions}))
 
 
 def _is_index(v, n: int) -> bool:
@@ -436,12 +494,18 @@ def evaluate(config: EvalConfig | None = None, *, task=None, executor=None, **kw
         torch.set_num_threads(cfg.threads)
     t0 = time.perf_counter()
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    if cfg.out is not None:  # a file, the cache or a user's own folder: refused before any work
+        from xling.io import check_output_target
+
+        check_output_target(cfg.out, overwrite=cfg.overwrite, command="eval")
     if cfg.store is not None:  # an unusable store fails now, not after the run
         from xling.runs.store import ResultsStore
 
         ResultsStore(cfg.store).check()
     lm = check_model(cfg)  # before the task: a wrong --model must not wait for a task build
     task = task if task is not None else load_task(cfg.task, **cfg.task_options)
+    if cfg.max_examples is not None:
+        task = task.capped({cfg.split: cfg.max_examples})
     table = task.data.get(cfg.split) or {}
     if not table:
         raise XlingError(f"task {task.name} has no {cfg.split} split")
@@ -467,6 +531,7 @@ def evaluate(config: EvalConfig | None = None, *, task=None, executor=None, **kw
     if cfg.progress:
         from tqdm.auto import tqdm
 
+        _say_estimate(cfg, handle, table, langs, total)
         bar = tqdm(total=total, unit="ex", desc="evaluating", file=sys.stderr, dynamic_ncols=True)
     rows: list[dict] = []
     n_examples: dict[str, int] = {}
@@ -534,8 +599,8 @@ def evaluate(config: EvalConfig | None = None, *, task=None, executor=None, **kw
             rows.append({"model": handle.name, "task": task.name, "lang": lang, "split": cfg.split,
                          "metric": m, "value": float(v)})
     model_loaded = handle.loaded or any(v["loaded"] for v in predicted.values())
-    for lang, warning in warned.items():  # after the progress bar: one line per language
-        print(f"xling: warning: {lang}: {warning}", file=sys.stderr)
+    for warning, wlangs in group_warnings(warned):  # after the progress bar: one line per kind of warning
+        print(f"xling: warning: {', '.join(wlangs)}: {warning}", file=sys.stderr)
     t_done = time.perf_counter()
     n_total = sum(n_examples.values())
     result = EvalResult(
@@ -552,10 +617,12 @@ def evaluate(config: EvalConfig | None = None, *, task=None, executor=None, **kw
     )
     store_align = _alignment_for(result, Path(cfg.store)) if cfg.store is not None else None
     if cfg.out is not None:
-        from xling.io import output_lock
+        from xling.io import output_folder
 
-        with output_lock(cfg.out):  # concurrent runs: the folder holds one run's files, never a mix
-            write_outputs(result, Path(cfg.out), cfg, store_align)
+        # built aside and swapped in whole under the output lock: one run's files, never a mix; a failure
+        # (a full disk) leaves the earlier folder as it was
+        with output_folder(cfg.out, command="eval", overwrite=cfg.overwrite) as tmp:
+            write_outputs(result, tmp, cfg, store_align)
     if cfg.store is not None:
         save_to_store(result, Path(cfg.store), cfg)
     return result
@@ -570,8 +637,20 @@ def _rows_csv(rows: list[dict], columns: list[str]) -> str:
     return rows_to_csv(rows, columns)
 
 
+def corpus_family(name: str) -> str:
+    """The text collection a corpus or task comes from: ``bible:mexa``, ``bible-genre:align`` and
+    ``task:bible-genre`` are all ``bible``; ``libreoffice-ui`` and ``libreoffice-topic`` are ``libreoffice``."""
+    name = str(name or "").lower()
+    if name.startswith("task:"):
+        name = name[5:]
+    return name.split(":")[0].split("-")[0]
+
+
 def _alignment_for(result: EvalResult, store_path: Path) -> dict | None:
-    """Per-language mean-over-layers alignment (MEXA if present) from the latest matching align run."""
+    """Per-language mean-over-layers alignment (MEXA if present) from the latest align run of the base model on
+    the task's own text (``task:<task>`` first, then a corpus of the same collection, :func:`corpus_family`).
+
+    Align runs on other corpora are never joined: then only ``{"note": ...}`` saying which corpora there were."""
     from xling.runs.store import ResultsStore
 
     if not store_path.is_file() or not result.base_model:
@@ -581,7 +660,12 @@ def _alignment_for(result: EvalResult, store_path: Path) -> dict | None:
     if not runs:
         return None
     preferred = [r for r in runs if r.get("corpus") == f"task:{result.task}"]
-    run = (preferred or runs)[-1]
+    same = [r for r in runs if corpus_family(r.get("corpus")) == corpus_family(result.task)]
+    if not (preferred or same):
+        others = ", ".join(dict.fromkeys(str(r.get("corpus")) for r in runs))
+        return {"note": f"the results store has align runs of {result.base_model} only on other corpora ({others}) "
+                        f"than the one task {result.task} is built on; alignment from another corpus is not joined"}
+    run = (preferred or same)[-1]
     rows = store.alignment(run["run_id"])
     metrics = list(dict.fromkeys(r["metric"] for r in rows))
     if not metrics:

@@ -2,7 +2,8 @@
 
 :func:`render_eval_report` draws the scores per language (with the source, the chance
 line and the transfer gap) and, when the results store has an alignment run of the
-same base model, score against alignment; :func:`format_summary` is what the command
+same base model on the task's own text (never another corpus: a note says so), score
+against alignment; :func:`format_summary` is what the command
 prints. The recipe itself is :func:`xling.runs.eval.evaluate`.
 """
 
@@ -17,8 +18,37 @@ if TYPE_CHECKING:
     from xling.runs.eval import EvalResult
 
 
+def group_warnings(warned: dict[str, str]) -> list[tuple[str, list[str]]]:
+    """Per-language warnings grouped: ``[(warning, [languages])]``, one entry per kind of warning, in first-seen
+    order. Warnings that differ only in their example count ("for all 10 examples" / "for all 12 examples")
+    are one kind; its text then drops the count ("for all examples")."""
+    import re
+
+    groups: dict[str, list[str]] = {}
+    texts: dict[str, str] = {}
+    for lang, w in (warned or {}).items():
+        key = re.sub(r"\bfor all \d+ ", "for all ", str(w))
+        groups.setdefault(key, []).append(lang)
+        texts.setdefault(key, str(w))
+    return [(texts[k] if len(langs) == 1 else k, langs) for k, langs in groups.items()]
+
+
+def settings_of(result: EvalResult) -> dict | None:
+    """The run's settings for the report: ``settings`` (xling eval), else the recipe's ``config`` (xling probe)
+    with the probe's own choices (layer, l2, ...) beside it."""
+    meta = result.meta or {}
+    if meta.get("settings") is not None:
+        return meta["settings"]
+    if meta.get("config") is not None:
+        out = dict(meta["config"])
+        if isinstance(meta.get("probe"), dict):
+            out["chosen"] = {k: v for k, v in meta["probe"].items() if k != "grid"}
+        return out
+    return None
+
+
 def wide_rows(result: EvalResult) -> list[dict]:
-    from xling.data.langcodes import lang_name
+    from xling.data.langcodes import short_lang_name as lang_name
 
     metrics = list(dict.fromkeys(r["metric"] for r in result.rows))
     out = []
@@ -50,7 +80,7 @@ def chance_level(result: EvalResult) -> tuple[float, str] | None:
 def render_eval_report(result: EvalResult, alignment: dict | None = None) -> str:
     from xling.methods.predict import pearson, spearman
     from xling.runs.report import (bar_chart_svg, correlation_note, display_lang, esc, fit_line_ci, fmt, fmt_signed,
-                                   headline_html, page, scatter_svg, table_html)
+                                   headline_html, page, plural, scatter_svg, table_html)
 
     m = result.main_metric
     scores = result.scores()
@@ -63,7 +93,7 @@ def render_eval_report(result: EvalResult, alignment: dict | None = None) -> str
     if g is not None:
         if g["n_targets"]:
             head = [f"Source <b>{esc(display_lang(result.source))}</b> {esc(m)} <b>{esc(fmt(g['source']))}</b>; "
-                    f"mean over {esc(g['n_targets'])} target languages <b>{esc(fmt(g['mean_target']))}</b>; "
+                    f"mean over {esc(plural(g['n_targets'], 'target language'))} <b>{esc(fmt(g['mean_target']))}</b>; "
                     f"mean transfer gap <b>{esc(fmt(g['gap']))}</b> (source minus mean target, XTREME)."]
         else:
             head = [f"Source <b>{esc(display_lang(result.source))}</b> {esc(m)} <b>{esc(fmt(g['source']))}</b>; "
@@ -71,7 +101,7 @@ def render_eval_report(result: EvalResult, alignment: dict | None = None) -> str
     else:
         tg = [v for k, v in scores.items() if k != result.source]
         head = [f"The source language {esc(result.source)} was not evaluated, so there is no transfer gap"
-                + (f"; mean {esc(m)} over {len(tg)} languages <b>{esc(fmt(sum(tg) / len(tg)))}</b>." if tg else ".")]
+                + (f"; mean {esc(m)} over {plural(len(tg), 'language')} <b>{esc(fmt(sum(tg) / len(tg)))}</b>." if tg else ".")]
     if chance is not None:
         head.append(f"{esc(chance[1]).capitalize()}: {esc(fmt(chance[0]))}.")
     body.append(headline_html(head))
@@ -82,8 +112,9 @@ def render_eval_report(result: EvalResult, alignment: dict | None = None) -> str
     metrics = [k for k in wide[0] if k not in ("lang", "name", "n", "role")]
     src = scores.get(result.source)
     order = sorted(wide, key=lambda r: -r[m] if r[m] == r[m] else 1.0)
-    for lang, warning in (result.meta.get("warnings") or {}).items():
-        body.append(f"<p><b>Warning</b>, {esc(lang)}: {esc(warning)}</p>")
+    for warning, langs in group_warnings(result.meta.get("warnings") or {}):  # one block per kind of warning
+        count = f" ({plural(len(langs), 'language')})" if len(langs) > 1 else ""
+        body.append(f'<p class="warning"><b>Warning</b>, {esc(", ".join(langs))}{esc(count)}: {esc(warning)}</p>')
     body.append("<h2>Per language</h2>")
     thead = ["lang", "name", "role", "n", *metrics] + ([f"{m} - source"] if src is not None else [])
     rows = [[r["lang"], r["name"], r["role"], r["n"], *[r[k] for k in metrics]]
@@ -100,7 +131,9 @@ def render_eval_report(result: EvalResult, alignment: dict | None = None) -> str
     if chance is None:
         body.append(f'<p class="muted">No chance line: {esc(m)} on a {esc(result.task_type)} task has no simple '
                     'guessing level.</p>')
-    if alignment:
+    if alignment and alignment.get("note") and not alignment.get("values"):
+        body.append(f"<h2>Alignment vs {esc(m)}</h2><p class=\"note\">{esc(alignment['note'])}.</p>")
+    elif alignment:
         vals = alignment["values"]
         common = [lang for lang in result.langs if lang in vals and lang != result.source]
         body.append(f"<h2>Alignment vs {esc(m)}</h2>")
@@ -113,7 +146,7 @@ def render_eval_report(result: EvalResult, alignment: dict | None = None) -> str
                     else f"<span class=\"note\">{esc(why)}</span>")
             fit = fit_line_ci(xs, ys)
             body.append(f"<p>{esc(alignment['metric'])} (mean over layers) from align run {esc(alignment['run_id'])} "
-                        f"on {esc(alignment['corpus'])}, {len(common)} target languages: {corr}. "
+                        f"on {esc(alignment['corpus'])}, {plural(len(common), 'target language')}: {corr}. "
                         + (f"Least-squares line {esc(m)} = {esc(fmt(fit['a']))} x {esc(alignment['metric'])} "
                            f"{esc(fmt_signed(fit['b']))}, shaded: its 95% confidence band. " if fit["a"] is not None else "")
                         + (f"<span class=\"note\">{esc(fit['note'])}.</span> " if fit["note"] else "")
@@ -124,7 +157,7 @@ def render_eval_report(result: EvalResult, alignment: dict | None = None) -> str
                                     f"{alignment['metric']} (mean over layers)", m,
                                     line=(fit["a"], fit["b"]) if fit["a"] is not None else None, band=band))
         else:
-            body.append(f"<p>Only {len(common)} target language{'s' if len(common) != 1 else ''} have both alignment "
+            body.append(f"<p>Only {plural(len(common), 'target language')} {'has' if len(common) == 1 else 'have'} both alignment "
                         "and task scores: no correlation (at least 3 needed).</p>")
     curve = result.meta.get("dev_curve")
     if curve:
@@ -136,7 +169,7 @@ def render_eval_report(result: EvalResult, alignment: dict | None = None) -> str
             ["timings", ", ".join(f"{k}={v}" for k, v in result.timings.items())],
             ["model fingerprint", result.meta.get("model_fingerprint")],
             ["task fingerprint", result.meta.get("task_fingerprint")],
-            ["settings", json.dumps(result.meta.get("settings"))]]
+            ["settings", json.dumps(settings_of(result), default=str)]]
     tinfo = result.meta.get("train_info") or {}
     for k in ("method", "language", "train_examples", "best_dev", "best_epoch", "train_seconds", "hparams"):
         if k in tinfo:
@@ -148,12 +181,12 @@ def render_eval_report(result: EvalResult, alignment: dict | None = None) -> str
 
 
 def format_summary(result: EvalResult) -> str:
-    from xling.data.langcodes import lang_name
+    from xling.data.langcodes import short_lang_name as lang_name
 
     wide = wide_rows(result)
     metrics = [k for k in wide[0] if k not in ("lang", "name", "n", "role")][:3]
     head = ["lang", "name", "n", *metrics]
-    lines = [[r["lang"] + (" *" if r["role"] == "source" else ""), lang_name(r["lang"])[:18], str(r["n"]),
+    lines = [[r["lang"] + (" *" if r["role"] == "source" else ""), lang_name(r["lang"]), str(r["n"]),
               *[f"{r[k]:.3f}" for k in metrics]] for r in sorted(wide, key=lambda r: -r[result.main_metric])]
     widths = [max(len(h), *(len(x[i]) for x in lines)) for i, h in enumerate(head)]
     fmt = lambda r: "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
@@ -168,4 +201,4 @@ def format_summary(result: EvalResult) -> str:
     return "\n".join(text)
 
 
-__all__ = ["chance_level", "format_summary", "render_eval_report", "wide_rows"]
+__all__ = ["chance_level", "format_summary", "group_warnings", "render_eval_report", "settings_of", "wide_rows"]

@@ -52,6 +52,7 @@ class LangIdConfig:
     device: str = "auto"
     cache: bool = True
     out: str | Path | None = DEFAULT_OUT
+    overwrite: bool = False
     progress: bool = True
 
     def __post_init__(self):
@@ -128,6 +129,10 @@ def langid(config: LangIdConfig | None = None, **kwargs) -> LangIdResult:
     cfg = config if config is not None else LangIdConfig(**kwargs)
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     t0 = time.perf_counter()
+    if cfg.out is not None:  # a folder that is not xling's to write is refused before any work
+        from xling.io import check_output_target
+
+        check_output_target(cfg.out, overwrite=cfg.overwrite, command="langid")
     lm = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device, lazy=True, quiet=not cfg.progress)
     corpus = load_corpus(cfg.data, langs=[cfg.pivot, *cfg.langs] if cfg.langs else None)
     from xling.data.langcodes import normalize_lang
@@ -187,10 +192,10 @@ def langid(config: LangIdConfig | None = None, **kwargs) -> LangIdResult:
 
 
 def write_outputs(result: LangIdResult, out: Path) -> None:
-    from xling.io import atomic_path
+    from xling.io import output_folder
     from xling.runs.align import rows_to_csv
 
-    with atomic_path(out) as tmp:
+    with output_folder(out, command="langid", overwrite=result.config.overwrite) as tmp:  # built aside, swapped in
         tmp.mkdir()
         (tmp / "langid.csv").write_text(rows_to_csv(result.rows, ["layer", "accuracy", "ci_low", "ci_high", "chance",
                                                                   "mexa_mean", "n_test"]), encoding="utf-8")

@@ -64,6 +64,7 @@ class LensConfig:
     dtype: str = "fp32"
     device: str = "auto"
     out: str | Path | None = DEFAULT_OUT
+    overwrite: bool = False
     progress: bool = True
 
     def __post_init__(self):
@@ -248,6 +249,10 @@ def lens(config: LensConfig | None = None, **kwargs) -> LensRunResult:
     cfg = config if config is not None else LensConfig(**kwargs)
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     t0 = time.perf_counter()
+    if cfg.out is not None:  # a folder that is not xling's to write is refused before any work
+        from xling.io import check_output_target
+
+        check_output_target(cfg.out, overwrite=cfg.overwrite, command="lens")
     langs = [normalize_lang(x) for x in (cfg.langs or DEFAULT_LANGS)]
     if "eng_Latn" in langs:
         raise XlingError("lens: English is the reference answer; choose target languages other than English")
@@ -335,11 +340,11 @@ def english_detour(curve: dict[str, list]) -> list[int]:
 
 
 def write_outputs(result: LensRunResult, out: Path) -> None:
-    from xling.io import atomic_path
+    from xling.io import output_folder
     from xling.runs.align import rows_to_csv
 
     cols = ["prompt_id", "lang", "layer", "p_target", "p_english", "entropy", "top_token", "top_prob", "top_script", "top_is"]
-    with atomic_path(out) as tmp:
+    with output_folder(out, command="lens", overwrite=result.config.overwrite) as tmp:  # built aside, swapped in
         tmp.mkdir()
         (tmp / "lens.csv").write_text(rows_to_csv(result.rows, cols), encoding="utf-8")
         with open(tmp / "prompts.jsonl", "w", encoding="utf-8") as f:
@@ -426,7 +431,7 @@ def _ranges(layers: list[int]) -> str:
 
 
 def format_summary(result: LensRunResult) -> str:
-    from xling.runs.report import display_lang
+    from xling.data.langcodes import short_lang_name
 
     cur = curves(result.rows)
     lines = [f"lens: {result.model_name}, {len(result.prompts)} prompts, {result.num_hidden_states} hidden states, "
@@ -435,7 +440,7 @@ def format_summary(result: LensRunResult) -> str:
         d = english_detour(c)
         t_last = c["target"][-1][2]
         e_peak = max(c["english"][:-1], key=lambda x: x[2]) if len(c["english"]) > 1 else c["english"][-1]
-        lines.append(f"  {display_lang(lang)[:24]:24s} p(target) at the last layer {t_last:.3f}; English peaks at layer "
+        lines.append(f"  {short_lang_name(lang):20s} p(target) at the last layer {t_last:.3f}; English peaks at layer "
                      f"{e_peak[0]} ({e_peak[2]:.3f}); English above target at layers: {_ranges(d) or 'none'}")
     return "\n".join(lines)
 

@@ -82,6 +82,7 @@ class MatrixConfig:
     store: str | Path | None = DEFAULT_STORE
     cache: bool = True
     progress: bool = True
+    overwrite: bool = False  # replace a non-empty --out folder that xling did not write
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -150,12 +151,18 @@ def _trained_predictions(cfg: MatrixConfig, task, src: str, targets: list[str], 
         import tempfile
 
         root = Path(tempfile.mkdtemp(prefix="xling-matrix-"))
+    else:
+        from xling.io import mark_output, output_lock
+
+        with output_lock(root):  # the fine-tuned models live in --out/models: the folder is xling's from now on
+            mark_output(root, "matrix")
     folder = root / "models" / f"{src}-{cfg.method}-{key}"
     reused = (folder / "xling_train.json").is_file() and read_train_info(folder) is not None
     if not reused:
         train_task(cfg.model, task, lang=src, method=cfg.method, out=folder, epochs=cfg.epochs, lr=cfg.lr,
                    max_train=cfg.max_train, seed=cfg.seed, max_length=cfg.max_length, batch_size=16,
-                   device=cfg.device, dtype=cfg.dtype, threads=cfg.threads, progress=cfg.progress)
+                   device=cfg.device, dtype=cfg.dtype, threads=cfg.threads, progress=cfg.progress,
+                   overwrite=True)  # a model folder inside the run's own --out/models
     handle = _Model(EvalConfig(model=str(folder), task=task.name, batch_size=cfg.batch_size, device=cfg.device,
                                dtype=cfg.dtype, progress=False, out=None, store=None), task)
     preds = {t: torch.tensor(handle.predict(task.examples("test", t)[: cfg.max_test], None)) for t in targets}
@@ -173,6 +180,10 @@ def transfer_matrix(config: MatrixConfig | None = None, **kwargs) -> MatrixResul
     from xling.tasks.metrics import accuracy, macro_f1
 
     cfg = config if config is not None else MatrixConfig(**kwargs)
+    if cfg.out is not None:  # a file, the cache or a user's own folder: refused before any work
+        from xling.io import check_output_target
+
+        check_output_target(cfg.out, overwrite=cfg.overwrite, command="matrix")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     if cfg.store is not None:
@@ -318,10 +329,11 @@ def transfer_matrix(config: MatrixConfig | None = None, **kwargs) -> MatrixResul
               | {"task": task.name}},
     )
     if cfg.out is not None:
-        from xling.io import output_lock
+        from xling.io import output_folder
 
-        with output_lock(cfg.out):
-            write_outputs(result, Path(cfg.out))
+        # built aside and swapped in whole; the fine-tuned models of earlier runs (reused) are carried over
+        with output_folder(cfg.out, command="matrix", overwrite=cfg.overwrite, keep=("models",)) as tmp:
+            write_outputs(result, tmp)
     if cfg.store is not None:
         save_to_store(result, Path(cfg.store))
     return result
@@ -397,38 +409,55 @@ def save_to_store(result: MatrixResult, path: Path) -> None:
 
 def matrix_svg(title: str, rows: list[str], cols: list[str], values: dict[str, dict[str, float]],
                lo: float | None = None, hi: float | None = None, note: dict | None = None) -> str:
-    """A rows x cols heatmap with a value legend; every label and value escaped."""
-    from xling.runs.report import color, esc
+    """A rows x cols heatmap with a value legend; every label and value escaped.
+
+    Sized by its cell count: each cell is wide enough for its value, printed in it in black or white
+    (whichever contrasts more with the cell's colour); labels, title and legend are measured so that
+    nothing is clipped, however few the columns.
+    """
+    from xling.runs.report import _text_width, color, esc, fmt, text_color
 
     flat = [values[r][c] for r in rows for c in cols if values.get(r, {}).get(c) is not None]
     lo = (min(flat) if flat else 0.0) if lo is None else lo
     hi = (max(flat) if flat else 1.0) if hi is None else hi
     span = (hi - lo) or 1.0
-    cw, ch, left, top = 30, 18, 90, 70
-    width, height = left + cw * len(cols) + 80, top + ch * len(rows) + 30
+    shown = {(r, c): fmt(float(values[r][c]), 2) for r in rows for c in cols if values.get(r, {}).get(c) is not None}
+    cw = int(max(30, max((_text_width(t, 10) for t in shown.values()), default=0) + 4))
+    ch = 20
+    left = int(max(60, max((_text_width(r, 11) for r in rows), default=0) + 8))
+    col_h = max((_text_width(c, 10) for c in cols), default=0) * 0.87  # labels at -60 degrees
+    top = int(max(40, 24 + col_h + 8))
+    grid_w = cw * len(cols)
+    caption = "target (columns); source (rows)"
+    legend_x = left + grid_w + 12
+    width = int(max(legend_x + 16 + _text_width(f"{hi:.2f}", 10) + 4, _text_width(title, 13) + 4,
+                    left + _text_width(caption, 10), left + grid_w + max((_text_width(c, 10) for c in cols[-1:]),
+                                                                         default=0) * 0.5 + 4))
+    height = int(top + max(ch * len(rows), 120) + 30)
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
            f'aria-label="{esc(title)}">', f'<text x="0" y="14" font-size="13" font-weight="600">{esc(title)}</text>']
     for j, c in enumerate(cols):
         x = left + j * cw + cw / 2
-        out.append(f'<text x="{x}" y="{top - 6}" font-size="9" transform="rotate(-60 {x} {top - 6})">{esc(c)}</text>')
+        out.append(f'<text x="{x}" y="{top - 6}" font-size="10" transform="rotate(-60 {x} {top - 6})">{esc(c)}</text>')
     for i, r in enumerate(rows):
         y = top + i * ch
-        out.append(f'<text x="{left - 4}" y="{y + ch - 5}" font-size="10" text-anchor="end">{esc(r)}</text>')
+        out.append(f'<text x="{left - 4}" y="{y + ch - 6}" font-size="11" text-anchor="end">{esc(r)}</text>')
         for j, c in enumerate(cols):
             v = values.get(r, {}).get(c)
             if v is None:
                 continue
-            t = (v - lo) / span
+            fill = color((v - lo) / span)
             tip = f"source {r}, target {c}: {v:.3f}" + (f" {note[r][c]}" if note and note.get(r, {}).get(c) else "")
-            out.append(f'<rect x="{left + j * cw}" y="{y}" width="{cw - 1}" height="{ch - 1}" fill="{color(t)}">'
-                       f'<title>{esc(tip)}</title></rect>')
-    lx = left + cw * len(cols) + 12
+            out.append(f'<rect class="cell" x="{left + j * cw}" y="{y}" width="{cw - 1}" height="{ch - 1}" '
+                       f'fill="{fill}"><title>{esc(tip)}</title></rect>'
+                       f'<text class="v" x="{left + j * cw + (cw - 1) / 2:.1f}" y="{y + ch - 6}" font-size="10" '
+                       f'text-anchor="middle" fill="{text_color(fill)}">'
+                       f'{esc(shown[(r, c)])}</text>')
     for k in range(10):
-        out.append(f'<rect x="{lx}" y="{top + k * 12}" width="12" height="12" fill="{color(1 - k / 9)}"/>')
-    out.append(f'<text x="{lx + 16}" y="{top + 10}" font-size="9">{esc(f"{hi:.2f}")}</text>')
-    out.append(f'<text x="{lx + 16}" y="{top + 118}" font-size="9">{esc(f"{lo:.2f}")}</text>')
-    out.append(f'<text x="{left + cw * len(cols) / 2}" y="{height - 6}" font-size="10" text-anchor="middle">'
-               f'target (columns); source (rows)</text></svg>')
+        out.append(f'<rect x="{legend_x}" y="{top + k * 12}" width="12" height="12" fill="{color(1 - k / 9)}"/>')
+    out.append(f'<text x="{legend_x + 16}" y="{top + 10}" font-size="10">{esc(f"{hi:.2f}")}</text>')
+    out.append(f'<text x="{legend_x + 16}" y="{top + 118}" font-size="10">{esc(f"{lo:.2f}")}</text>')
+    out.append(f'<text x="{left}" y="{height - 8}" font-size="10">{esc(caption)}</text></svg>')
     return "".join(out)
 
 
@@ -451,14 +480,15 @@ def best_sources(result: MatrixResult) -> list[dict]:
 
 
 def render_matrix_report(result: MatrixResult) -> str:
-    from xling.runs.report import esc, page, table_html
+    from xling.runs.report import esc, page, plural, table_html
 
     acc = {s: {t: result.cells[s][t]["accuracy"] for t in result.targets} for s in result.sources}
     note = {s: {t: f"[{result.cells[s][t]['lo']:.3f}, {result.cells[s][t]['hi']:.3f}]" for t in result.targets}
             for s in result.sources}
     body = [f"<h1>Transfer matrix: {esc(result.task)}</h1>",
             f'<p class="muted">model {esc(result.model)}; method {esc(result.method)}; '
-            f'{len(result.sources)} sources x {len(result.targets)} targets; layer: {esc(result.meta.get("layer_choice"))}; '
+            f'{plural(len(result.sources), "source")} x {plural(len(result.targets), "target")}; '
+            f'layer: {esc(result.meta.get("layer_choice"))}; '
             f'reference source {esc(result.reference)}; matrix id {esc(result.matrix_id)}</p>',
             matrix_svg("accuracy (row: trained on, column: tested on)", result.sources, result.targets, acc, note=note)]
     body.append("<h2>Best source per target</h2>")

@@ -59,6 +59,7 @@ class NeuronsConfig:
     dtype: str = "fp32"
     device: str = "auto"
     out: str | Path | None = DEFAULT_OUT
+    overwrite: bool = False
     progress: bool = True
 
     def __post_init__(self):
@@ -137,6 +138,10 @@ def neurons(config: NeuronsConfig | None = None, **kwargs) -> NeuronsResult:
     cfg = config if config is not None else NeuronsConfig(**kwargs)
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     t0 = time.perf_counter()
+    if cfg.out is not None:  # a folder that is not xling's to write is refused before any work
+        from xling.io import check_output_target
+
+        check_output_target(cfg.out, overwrite=cfg.overwrite, command="neurons")
     lm = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device, lazy=True, quiet=not cfg.progress)
     if not lm.is_decoder:
         raise XlingError(f"neurons: {cfg.model} is an encoder; LAPE and perplexity need a decoder with its LM head")
@@ -241,10 +246,10 @@ def diagonal_verdict(ablation: list[dict], langs: list[str]) -> list[str]:
 def write_outputs(result: NeuronsResult, out: Path) -> None:
     from safetensors.torch import save_file
 
-    from xling.io import atomic_path
+    from xling.io import output_folder
     from xling.runs.align import rows_to_csv
 
-    with atomic_path(out) as tmp:
+    with output_folder(out, command="neurons", overwrite=result.config.overwrite) as tmp:  # built aside, swapped in
         tmp.mkdir()
         tensors = {}
         for lang in result.langs:

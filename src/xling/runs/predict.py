@@ -30,6 +30,9 @@ from xling.runs.store import DEFAULT_STORE, run_folder_name
 
 DEFAULT_OUT = Path("xling-out") / "predict"
 
+#: Below this many languages with both task scores and alignment, correlations across languages mean little.
+MIN_LANGUAGES = 8
+
 
 @dataclass
 class PredictConfig:
@@ -53,6 +56,7 @@ class PredictConfig:
     level: float = 0.95
     out: str | Path | None = DEFAULT_OUT
     write_store: bool = True
+    overwrite: bool = False  # replace a non-empty --out folder that xling did not write
 
     def __post_init__(self):
         from xling.methods.predict import MODELS
@@ -80,11 +84,12 @@ class PredictResult:
 
 def _read_csv(path: str | Path) -> list[dict]:
     from xling.data.readers import read_text
+    from xling.textsafe import csv_uncell
 
     text = read_text(path)
     reader = csv.DictReader(io.StringIO(text))
     try:
-        rows = list(reader)
+        rows = [{k: csv_uncell(v) for k, v in r.items()} for r in reader]  # xling's own '-neutralised cells
     except csv.Error as exc:
         detail = "a line break inside an unquoted field" if "new-line" in str(exc) else str(exc)
         raise XlingError(f"{path}:{reader.line_num + 1}: malformed CSV ({detail})") from None
@@ -203,6 +208,10 @@ def alignment_from_store(cfg: PredictConfig, model: str | None, task: str | None
             raise XlingError(f"no align run on corpus {cfg.align_corpus} in {cfg.store}")
         runs = preferred or runs
     run = runs[-1]
+    note = None
+    if not cfg.align_run and not cfg.align_corpus and task and run.get("corpus") != f"task:{task}":
+        note = (f"alignment from align run {run['run_id']} on {run.get('corpus')}, not on task {task}'s own text "
+                f"(no align run on task:{task}; pass --align-corpus to choose)")
     out: dict[str, dict[int, float]] = {}
     for r in store.alignment(run["run_id"]):
         if r["metric"] == cfg.align_metric:
@@ -210,7 +219,7 @@ def alignment_from_store(cfg: PredictConfig, model: str | None, task: str | None
     if not out:
         raise XlingError(f"align run {run['run_id']} has no {cfg.align_metric} scores")
     return out, {"run_id": run["run_id"], "model": run.get("model"), "corpus": run.get("corpus"),
-                 "metric": cfg.align_metric}
+                 "metric": cfg.align_metric, **({"note": note} if note else {})}
 
 
 # ----------------------------------------------------------------------------- the recipe
@@ -226,6 +235,10 @@ def predict(config: PredictConfig | None = None, *, alignment=None, scores=None,
     from xling.methods.predict import predict_scores
 
     cfg = config if config is not None else PredictConfig(**kwargs)
+    if cfg.out is not None:  # a file, the cache or a user's own folder: refused before any work
+        from xling.io import check_output_target
+
+        check_output_target(cfg.out, overwrite=cfg.overwrite, command="predict")
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     sources: dict = {}
     if scores is None:
@@ -256,10 +269,11 @@ def predict(config: PredictConfig | None = None, *, alignment=None, scores=None,
                            {"started": started, "excluded": sorted(exclude),
                             "only_scores": sorted(set(scores) - set(alignment))})
     if cfg.out is not None:
-        from xling.io import output_lock
+        from xling.io import output_folder
 
-        with output_lock(cfg.out):  # concurrent runs: the folder holds one run's files, never a mix
-            write_outputs(result, Path(cfg.out), cfg)
+        # built aside and swapped in whole under the output lock: one run's files, never a mix
+        with output_folder(cfg.out, command="predict", overwrite=cfg.overwrite) as tmp:
+            write_outputs(result, tmp, cfg)
     if cfg.store is not None and cfg.write_store:
         save_to_store(result, Path(cfg.store), cfg)
     return result
@@ -287,6 +301,7 @@ def run_record(result: PredictResult, cfg: PredictConfig | None = None) -> dict:
         "run_id": result.run_id, "command": "predict", "metric": result.metric, "align_metric": result.align_metric,
         "predictor": p.model, "chosen_aggregation": p.chosen, "fit": p.fit, "stats": p.stats,
         "candidate_lolo_mae": p.chosen_lolo_mae, "known": p.known, "unknown": p.unknown,
+        "in_sample_is": in_sample_label(result), "warning": small_n_warning(result),
         "sources": result.sources, **result.meta,
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()} if cfg else None,
     }
@@ -298,8 +313,10 @@ def write_outputs(result: PredictResult, out: Path, cfg: PredictConfig | None = 
 
     out.mkdir(parents=True, exist_ok=True)
     paths = {"predictions": out / "predictions.csv", "run": out / "run.json", "report": out / "report.html"}
-    cols = ["lang", "name", "status", "alignment", "score", "lolo_pred", "abs_err", "fold_choice", "predicted"]
-    rows = [{k: ("" if v is None else v) for k, v in r.items()} for r in table_rows(result)]
+    cols = ["lang", "name", "status", "alignment", "alignment_is", "score", "lolo_pred", "abs_err", "fold_choice",
+            "predicted"]
+    rows = [{k: ("" if v is None else v) for k, v in r.items()} | {"alignment_is": in_sample_label(result)}
+            for r in table_rows(result)]
     atomic_write_text(paths["predictions"], rows_to_csv(rows, cols))
     atomic_write_text(paths["run"], json.dumps(run_record(result, cfg), indent=2, default=str))
     atomic_write_text(paths["report"], render_predict_report(result))
@@ -324,6 +341,24 @@ def save_to_store(result: PredictResult, path: Path, cfg: PredictConfig | None =
          "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"), "xling_version": __version__},
         task_scores=rows,
     )
+
+
+def in_sample_label(result: PredictResult) -> str:
+    """What the in-sample numbers are: the aggregation chosen among all candidates on the same languages."""
+    p = result.prediction
+    k = len(p.chosen_lolo_mae)
+    return (f"in-sample, optimistic: {p.chosen} chosen among {k} aggregation{'s' if k != 1 else ''} on these same "
+            f"{len(p.known)} languages")
+
+
+def small_n_warning(result: PredictResult) -> str | None:
+    """One line when too few languages back the correlations (None otherwise)."""
+    n = len(result.prediction.known)
+    if n >= MIN_LANGUAGES:
+        return None
+    return (f"only {n} language{'s' if n != 1 else ''} with both task scores and alignment: correlations over so few "
+            f"points are unreliable (at least {MIN_LANGUAGES} advised); read the held-out (LOLO) numbers, not the "
+            f"in-sample ones")
 
 
 def _fmt_ci(stats: dict, key: str) -> str:
@@ -394,6 +429,8 @@ def render_predict_report(result: PredictResult) -> str:
         strength = "strongly" if abs(r_lolo) >= 0.7 else "moderately" if abs(r_lolo) >= 0.4 else "weakly"
         head.append(f"{esc(result.align_metric)} ({esc(p.chosen)}) predicts the score of an unseen language "
                     f"{strength} ({'positive' if r_lolo > 0 else 'negative'} relation).")
+    if small_n_warning(result):
+        head.insert(0, f"<b>Warning</b>: {esc(small_n_warning(result))}.")
     body = [f"<h1>Predicting {esc(result.metric)} from {esc(result.align_metric)}</h1>", headline_html(head),
             f"<p>{len(p.known)} languages with task scores, {len(p.unknown)} predicted. Predictor <b>{esc(p.model)}</b>; "
             f"the layer aggregation is chosen by leave-one-language-out (LOLO) error, inside each LOLO fold "
@@ -402,7 +439,7 @@ def render_predict_report(result: PredictResult) -> str:
     thead = ["", "Pearson", "Spearman", "MAE"]
     rows = [["LOLO predictions vs truth (honest)", _ci_words(st["lolo"], "pearson"), _ci_words(st["lolo"], "spearman"),
              _ci_words(st["lolo"], "mae")],
-            [f"{p.chosen} vs truth (in-sample, chosen on these languages)", _ci_words(st["in_sample"], "pearson"),
+            [f"{p.chosen} vs truth ({in_sample_label(result)})", _ci_words(st["in_sample"], "pearson"),
              _ci_words(st["in_sample"], "spearman"), ""]]
     if st.get("mean_layers"):
         rows.append(["mean over layers vs truth (MEXA, no selection)", _ci_words(st["mean_layers"], "pearson"),
@@ -458,9 +495,13 @@ def format_summary(result: PredictResult) -> str:
     lines.append(f"LOLO over {len(p.known)} languages ({p.model}, nested aggregation choice; {lvl}% bootstrap CI): "
                  f"Pearson {_fmt_ci(st['lolo'], 'pearson')}, Spearman {_fmt_ci(st['lolo'], 'spearman')}, "
                  f"MAE {_fmt_ci(st['lolo'], 'mae')}")
-    lines.append(f"in-sample ({p.chosen}): Pearson {_fmt_ci(st['in_sample'], 'pearson')}, "
+    lines.append(f"{in_sample_label(result)}: Pearson {_fmt_ci(st['in_sample'], 'pearson')}, "
                  f"Spearman {_fmt_ci(st['in_sample'], 'spearman')}")
     lines.extend(f"note: {note}" for note in correlation_notes(result))
+    if result.sources.get("alignment", {}).get("note"):
+        lines.append(f"note: {result.sources['alignment']['note']}")
+    if small_n_warning(result):
+        lines.append(f"warning: {small_n_warning(result)}")
     return "\n".join(lines)
 
 
@@ -495,10 +536,16 @@ def predict_models(models: list[str], config: PredictConfig | None = None, **kwa
     cfg = config if config is not None else PredictConfig(**kwargs)
     if len(models) < 2:
         raise XlingError("--models needs at least two models (use --model for one)")
+    if cfg.out is not None:  # a file, the cache or a user's own folder: refused before any work
+        from xling.io import check_output_target
+
+        check_output_target(cfg.out, overwrite=cfg.overwrite, command="predict")
     per: dict[str, PredictResult] = {}
-    for m in models:
-        out = Path(cfg.out) / run_folder_name(m) if cfg.out is not None else None
-        per[m] = predict(dataclasses.replace(cfg, model=m, align_model=m, out=out))
+    configs = {m: dataclasses.replace(cfg, model=m, align_model=m,
+                                      out=Path(cfg.out) / run_folder_name(m) if cfg.out is not None else None)
+               for m in models}
+    for m in models:  # each model's folder is written below, inside the whole folder built aside
+        per[m] = predict(dataclasses.replace(configs[m], out=None))
     averaged: dict[str, dict[str, dict]] = {}
     for block in ("mean_layers", "lolo"):
         pairs = {}
@@ -514,32 +561,35 @@ def predict_models(models: list[str], config: PredictConfig | None = None, **kwa
                 m: r.prediction.stats[block].get(k) for m, r in per.items()}}
     result = MultiPredictResult(per, averaged, cfg.level, cfg.n_boot)
     if cfg.out is not None:
-        from xling.io import atomic_write_text, output_lock
+        from xling.io import atomic_write_text, mark_output, output_folder
 
-        with output_lock(cfg.out):
-            Path(cfg.out).mkdir(parents=True, exist_ok=True)
-            atomic_write_text(Path(cfg.out) / "models.csv", _models_csv(result))
-            atomic_write_text(Path(cfg.out) / "models.json", json.dumps(
+        with output_folder(cfg.out, command="predict", overwrite=cfg.overwrite) as tmp:
+            for m in models:
+                write_outputs(per[m], tmp / run_folder_name(m), configs[m])
+                mark_output(tmp / run_folder_name(m), "predict")
+            atomic_write_text(tmp / "models.csv", _models_csv(result))
+            atomic_write_text(tmp / "models.json", json.dumps(
                 {"models": models, "averaged": averaged, "level": cfg.level, "n_boot": cfg.n_boot,
                  "runs": {m: r.run_id for m, r in per.items()}}, indent=2, default=str))
     return result
 
 
 def _models_csv(result: MultiPredictResult) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["model", "predictor", "statistic", "value", "ci_low", "ci_high", "n_languages"])
+    from xling.textsafe import csv_text
+
+    rows = []
     for m, r in result.per_model.items():
         st = r.prediction.stats
         for block in ("mean_layers", "lolo"):
             for k in ("pearson", "spearman", "mae"):
                 if k in st.get(block, {}):
                     lo, hi = st[block].get(f"{k}_ci", (float("nan"), float("nan")))
-                    w.writerow([m, block, k, f"{st[block][k]:.4f}", f"{lo:.4f}", f"{hi:.4f}", len(r.prediction.known)])
+                    rows.append([m, block, k, st[block][k], lo, hi, len(r.prediction.known)])
     for block, stats in result.averaged.items():
         for k, v in stats.items():
-            w.writerow(["mean over models", block, k, f"{v['value']:.4f}", f"{v['ci'][0]:.4f}", f"{v['ci'][1]:.4f}", ""])
-    return buf.getvalue()
+            rows.append(["mean over models", block, k, v["value"], v["ci"][0], v["ci"][1], None])
+    return csv_text(rows, ["model", "predictor", "statistic", "value", "ci_low", "ci_high", "n_languages"],
+                    float_format=".4f")
 
 
 def format_models_summary(result: MultiPredictResult) -> str:

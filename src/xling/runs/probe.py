@@ -18,6 +18,7 @@ predict --model M`` correlates it with the model's alignment.
 
 from __future__ import annotations
 
+import hashlib
 import sys
 import time
 import uuid
@@ -55,6 +56,8 @@ class ProbeConfig:
     store: str | Path | None = DEFAULT_STORE
     cache: bool = True
     progress: bool = True
+    seed: int | None = None  # None: the first max_train examples; a seed: a seeded training sample (see probe)
+    overwrite: bool = False  # replace a non-empty --out folder that xling did not write
 
     def __post_init__(self):
         check_probe_options(self)
@@ -86,6 +89,10 @@ def probe(config: ProbeConfig | None = None, **kwargs):
     from xling.tasks.metrics import accuracy, macro_f1
 
     cfg = config if config is not None else ProbeConfig(**kwargs)
+    if cfg.out is not None:  # a file, the cache or a user's own folder: refused before any work
+        from xling.io import check_output_target
+
+        check_output_target(cfg.out, overwrite=cfg.overwrite, command="probe")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -110,7 +117,9 @@ def probe(config: ProbeConfig | None = None, **kwargs):
     else:
         candidates = list(range(len(layers)))
     cache = EmbeddingCache()  # --no-cache: recompute, and write over the entries (as xling align does)
-    sets = {("train", src): task.examples("train", src)[: cfg.max_train],
+    train_all = task.examples("train", src)
+    sample = training_sample(len(train_all), cfg.max_train, cfg.seed)
+    sets = {("train", src): train_all[: cfg.max_train] if sample is None else train_all,
             ("dev", src): task.examples("dev", src)}
     for lang in langs:
         sets[("test", lang)] = task.examples("test", lang)[: cfg.max_test]
@@ -119,6 +128,16 @@ def probe(config: ProbeConfig | None = None, **kwargs):
     if cfg.progress:
         from tqdm.auto import tqdm
 
+        from xling.engine.estimate import (count_tokens, current_load, estimate_line, estimate_seconds,
+                                           forward_params, model_params, say)
+
+        model, load = (lm.model if lm.loaded else None), current_load()  # before the pass: a rough estimate
+        secs = estimate_seconds(count_tokens((e.text for v in sets.values() for e in v), cfg.max_length),
+                                forward_params(lm.config, model), device=str(lm.device), threads=cfg.threads,
+                                load=load)
+        say(estimate_line("probe", model=lm.name, params=model_params(lm.config, model), seconds=secs,
+                          device=str(lm.device), threads=cfg.threads, langs=len(langs), texts=total,
+                          layers=len(layers), text_word="text", note="(less where embeddings are cached)", load=load))
         bar = tqdm(total=total, unit="ex", desc="embedding", file=sys.stderr)
     feats: dict[tuple[str, str], torch.Tensor] = {}
     cached = 0
@@ -133,6 +152,9 @@ def probe(config: ProbeConfig | None = None, **kwargs):
         bar.close()
     t_embed = time.perf_counter() - t0
     ytr = torch.tensor([e.label for e in sets[("train", src)]])
+    if sample is not None:  # the seeded sample of the (whole, embedded once) training set
+        ytr = ytr[sample]
+        feats[("train", src)] = feats[("train", src)][:, sample]
     ydev = torch.tensor([e.label for e in sets[("dev", src)]])
     choice = select_probe(feats[("train", src)], ytr, task.num_labels, candidates, cfg.l2,
                           (feats[("dev", src)], ydev))
@@ -152,8 +174,13 @@ def probe(config: ProbeConfig | None = None, **kwargs):
     meta = {
         "method": "probe", "started": started, "model_fingerprint": lm.fingerprint,
         "task_fingerprint": task.fingerprint(), "pooling": ecfg.pooling,
+        "labels": list(task.labels),  # the report's chance line (1 / number of labels)
         "probe": {"layer": layers[li], "l2": l2, "dev_accuracy": dev_acc, "train_examples": len(ytr),
-                  "grid": grid, "cached_sets": cached, "of_sets": len(sets)},
+                  "grid": grid, "cached_sets": cached, "of_sets": len(sets),
+                  **({} if cfg.seed is None else {
+                      "seed": cfg.seed, "distinct_train": len(set(sample.tolist())),
+                      "sample": "bootstrap" if cfg.max_train is None or cfg.max_train >= len(train_all) else "subset",
+                      "sample_hash": hashlib.sha256(str(sample.tolist()).encode()).hexdigest()[:16]})},
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
     }
     result = EvalResult(rows=rows, run_id=uuid.uuid4().hex[:12], model=cfg.model, base_model=cfg.model,
@@ -162,16 +189,33 @@ def probe(config: ProbeConfig | None = None, **kwargs):
                         timings={"embed_s": round(t_embed, 2), "total_s": round(time.perf_counter() - t0, 2)},
                         meta=meta)
     if cfg.out is not None:
-        from xling.io import output_lock
+        from xling.io import output_folder
         from xling.runs.eval import write_outputs
 
-        with output_lock(cfg.out):
-            write_outputs(result, Path(cfg.out))
+        with output_folder(cfg.out, command="probe", overwrite=cfg.overwrite) as tmp:  # built aside, swapped in
+            write_outputs(result, tmp)
     if cfg.store is not None:
         from xling.runs.eval import save_to_store
 
         save_to_store(result, Path(cfg.store))
     return result
+
+
+def training_sample(n: int, max_train: int | None, seed: int | None) -> torch.Tensor | None:
+    """Indices of the probe's training examples for ``seed`` (None: no seed, the first ``max_train``).
+
+    The probe (logistic regression, a convex objective) is deterministic given its
+    data, so what a seed can change is the data: with ``max_train`` below ``n``, a
+    seeded random subset of ``max_train`` examples (without replacement); otherwise a
+    bootstrap resample of the ``n`` training examples (with replacement). The layer
+    and l2 are then chosen on the same, fixed dev set.
+    """
+    if seed is None:
+        return None
+    g = torch.Generator().manual_seed(int(seed))
+    if max_train is not None and max_train < n:
+        return torch.randperm(n, generator=g)[:max_train].sort().values
+    return torch.randint(0, n, (n,), generator=g).sort().values
 
 
 def format_summary(result) -> str:
@@ -189,4 +233,4 @@ def format_summary(result) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["ProbeConfig", "probe", "format_summary", "check_probe_options"]
+__all__ = ["ProbeConfig", "probe", "format_summary", "check_probe_options", "training_sample"]

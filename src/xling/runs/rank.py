@@ -50,6 +50,7 @@ class RankConfig:
     n_boot: int = 1000
     seed: int = 0
     out: str | Path | None = DEFAULT_OUT
+    overwrite: bool = False  # replace a non-empty --out folder that xling did not write
 
     def __post_init__(self):
         from xling.methods.rank import FEATURE_DIRECTION
@@ -78,6 +79,7 @@ class RankResult:
     recommendations: dict[str, dict] = field(default_factory=dict)
     missing: dict[str, int] = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
+    matrix_targets: list[str] = field(default_factory=list)  # the matrix's column order, for the report
 
 
 def load_matrix(store_path, matrix_id: str | None = None, metric: str = "accuracy") -> dict:
@@ -111,7 +113,8 @@ def load_matrix(store_path, matrix_id: str | None = None, metric: str = "accurac
         raise XlingError(f"matrix {matrix_id} in {store_path} has no {metric!r} scores")
     cfg = mine[0]["config"]
     return {"matrix_id": matrix_id, "scores": scores, "features": features, "sources": sources,
-            "targets": sorted(scores), "model": mine[0].get("model"), "task": cfg.get("task"),
+            "targets": sorted(scores), "matrix_targets": list(cfg.get("targets") or []),
+            "model": mine[0].get("model"), "task": cfg.get("task"),
             "reference": cfg.get("reference")}
 
 
@@ -144,13 +147,29 @@ def _source_only(features, sources) -> dict[str, dict[str, float]]:
 
 
 def _match(code: str, langs: list[str]) -> str | None:
-    from xling.data.langcodes import normalize_lang, same_language
+    from xling.data.langcodes import match_lang
 
-    norm = normalize_lang(code)
-    if norm in langs:
-        return norm
-    same = [x for x in langs if x.split("_")[0] == norm.split("_")[0]] or [x for x in langs if same_language(x, norm)]
-    return same[0] if len(same) == 1 else None
+    return match_lang(code, langs)
+
+
+def _value(v) -> str:
+    """A feature value for the drivers column; a missing one (NaN: no URIEL distance) says so."""
+    return "missing" if v is None or v != v else f"{v:.3g}"
+
+
+def tied_ranks(ranked: list[str], score: dict[str, float]) -> dict[str, tuple[int, bool]]:
+    """Competition ranks of ``ranked`` (best first) by ``score``: equal scores share the better rank
+    (``1, 2, 2, 4``), and each is marked tied when another candidate has the same score."""
+    out = {}
+    for i, s in enumerate(ranked):
+        first = next(j for j, x in enumerate(ranked) if score[x] == score[s])
+        out[s] = (first + 1, sum(score[x] == score[s] for x in ranked) > 1)
+    return out
+
+
+def rank_label(row: dict) -> str:
+    """``2`` or, for a tie, ``2=``."""
+    return f"{row['rank']}=" if row.get("tied") else str(row["rank"])
 
 
 def recommend(scores, features, sources, feature_names, target: str, *, seed=0, top=10, params=None) -> dict:
@@ -167,11 +186,12 @@ def recommend(scores, features, sources, feature_names, target: str, *, seed=0, 
     pred = r.predict(feats, cands)
     contrib = r.contributions(feats, cands)
     ranked = _order(cands, pred)
+    ranks = tied_ranks(ranked, pred)
     rows = []
-    for i, s in enumerate(ranked):
+    for s in ranked:
         drivers = sorted(contrib[s].items(), key=lambda kv: -abs(kv[1]))[:3]
-        rows.append({"rank": i + 1, "source": s, "score": pred[s],
-                     "drivers": "; ".join(f"{k}={feats[s].get(k, float('nan')):.3g} ({v:+.3f})" for k, v in drivers),
+        rows.append({"rank": ranks[s][0], "tied": ranks[s][1], "source": s, "score": pred[s],
+                     "drivers": "; ".join(f"{k}={_value(feats[s].get(k))} ({v:+.3f})" for k, v in drivers),
                      **({"true": scores[target][s]} if target in scores and s in scores[target] else {})})
     return {"features": list(feature_names), "ranking": rows, "importances": r.importances()}
 
@@ -182,6 +202,10 @@ def rank_sources(config: RankConfig | None = None, **kwargs) -> RankResult:
     from xling.deps import require
 
     cfg = config if config is not None else RankConfig(**kwargs)
+    if cfg.out is not None:  # a file, the cache or a user's own folder: refused before any work
+        from xling.io import check_output_target
+
+        check_output_target(cfg.out, overwrite=cfg.overwrite, command="rank")
     require("lightgbm", "the source-language ranker (LightGBM lambdarank)")
     t0 = time.perf_counter()
     m = load_matrix(cfg.store, cfg.matrix, cfg.metric)
@@ -226,12 +250,13 @@ def rank_sources(config: RankConfig | None = None, **kwargs) -> RankResult:
                         sources=sources, targets=targets, scores=scores,
                         features={t: features[t] for t in targets}, feature_names=names, loto=loto,
                         importances=final.importances(), recommendations=recs, missing=missing,
-                        timings={"total_s": round(time.perf_counter() - t0, 2)})
+                        timings={"total_s": round(time.perf_counter() - t0, 2)},
+                        matrix_targets=m.get("matrix_targets", []))
     if cfg.out is not None:
-        from xling.io import output_lock
+        from xling.io import output_folder
 
-        with output_lock(cfg.out):
-            write_outputs(result, Path(cfg.out), cfg)
+        with output_folder(cfg.out, command="rank", overwrite=cfg.overwrite) as tmp:  # built aside, swapped in
+            write_outputs(result, tmp, cfg)
     return result
 
 
@@ -267,7 +292,8 @@ def write_outputs(result: RankResult, out: Path, cfg: RankConfig) -> None:
         "summary.csv": rows_to_csv(srows, scols),
         "importances.csv": rows_to_csv([{"feature": f, "gain_share": v} for f, v in result.importances.items()],
                                        ["feature", "gain_share"]),
-        "recommendations.csv": rows_to_csv(rec, ["target", "mode", "rank", "source", "score", "true", "drivers"]),
+        "recommendations.csv": rows_to_csv(rec, ["target", "mode", "rank", "tied", "source", "score", "true",
+                                                  "drivers"]),
         "run.json": json.dumps({"matrix_id": result.matrix_id, "model": result.model, "task": result.task,
                                 "reference": result.reference, "features": result.feature_names,
                                 "summary": {r["method"]: r for r in srows}, "importances": result.importances,
@@ -288,14 +314,18 @@ def _ci(r: dict, key: str) -> str:
 
 def render_rank_report(result: RankResult) -> str:
     from xling.runs.matrix import matrix_svg
-    from xling.runs.report import bar_chart_svg, esc, page, table_html
+    from xling.runs.report import bar_chart_svg, esc, page, plural, table_html
 
     k = result.loto.k
-    acc = {s: {t: result.scores[t].get(s) for t in result.targets} for s in result.sources}
+    # columns in the matrix's own order (xling matrix's report), not sorted: the same picture in both reports
+    order = [t for t in (result.matrix_targets or []) if t in result.targets]
+    cols = order + [t for t in result.targets if t not in order]
+    acc = {s: {t: result.scores[t].get(s) for t in cols} for s in result.sources}
     body = [f"<h1>Which source language: {esc(result.task)}</h1>",
-            f'<p class="muted">model {esc(result.model)}; matrix {esc(result.matrix_id)}; {len(result.sources)} sources '
-            f'x {len(result.targets)} targets; features: {esc(", ".join(result.feature_names))}</p>',
-            matrix_svg("transfer matrix (row: trained on, column: tested on)", result.sources, result.targets, acc),
+            f'<p class="muted">model {esc(result.model)}; matrix {esc(result.matrix_id)}; '
+            f'{plural(len(result.sources), "source")} x {plural(len(result.targets), "target")}; '
+            f'features: {esc(", ".join(result.feature_names))}</p>',
+            matrix_svg("transfer matrix (row: trained on, column: tested on)", result.sources, cols, acc),
             "<h2>Ranking quality, leave one target out</h2>",
             f'<p class="muted">NDCG@{k} (LangRank relevance, gain 2^rel - 1) and regret (best source\'s score minus the '
             f'top-1 choice\'s), means over {len(result.targets)} targets with 95% bootstrap intervals over targets; '
@@ -310,13 +340,15 @@ def render_rank_report(result: RankResult) -> str:
     body.append(bar_chart_svg("share of split gain (ranker trained on every target)",
                               sorted(result.importances.items(), key=lambda kv: -kv[1])))
     if result.missing:
-        body.append(f'<p class="muted">URIEL pairs without a distance (no shared features; left missing, not '
-                    f'imputed): {esc(json.dumps(result.missing))}</p>')
+        from xling.data.typology import MIN_SHARED_FEATURES
+
+        body.append(f'<p class="muted">URIEL pairs without a distance (fewer than {MIN_SHARED_FEATURES} shared '
+                    f'features; left missing, not imputed): {esc(json.dumps(result.missing))}</p>')
     for t, rec in result.recommendations.items():
         body.append(f"<h2>Sources for {esc(t)}</h2><p class=\"muted\">{esc(rec['mode'])}; features "
                     f"{esc(', '.join(rec['features']))}</p>")
         body.append(table_html(["rank", "source", "ranker score", "true score", "what drove it (value, contribution)"],
-                               [[r["rank"], r["source"], r["score"], r.get("true", ""), r["drivers"]]
+                               [[rank_label(r), r["source"], r["score"], r.get("true", ""), r["drivers"]]
                                 for r in rec["ranking"]], left_cols=2))
     return page(f"xling rank: {result.task}", "".join(body))
 
@@ -343,7 +375,7 @@ def format_summary(result: RankResult) -> str:
         lines.append(f"sources for {t} ({rec['mode']}):")
         for r in rec["ranking"][:5]:
             true = f" (true {r['true']:.3f})" if "true" in r else ""
-            lines.append(f"  {r['rank']}. {r['source']}{true}: {r['drivers']}")
+            lines.append(f"  {rank_label(r)}. {r['source']}{true}: {r['drivers']}")
     return "\n".join(lines)
 
 

@@ -22,7 +22,7 @@ td.best{font-weight:700;background:#eef6e8}
 .headline p{margin:.2rem 0}.note{color:#8a5300}
 .grid{display:flex;flex-wrap:wrap;gap:1.5rem}.card{flex:0 0 auto;max-width:100%;overflow-x:auto}
 svg{max-width:100%;height:auto}svg text{font-family:system-ui,sans-serif}
-svg .lg{cursor:pointer}svg .lg.off{opacity:.3}svg .s.off{display:none}
+svg text.v{pointer-events:none}svg .lg{cursor:pointer}svg .lg.off{opacity:.3}svg .s.off{display:none}
 svg.hl .s{opacity:.12}svg.hl .s.on{opacity:1}svg.hl .s.on polyline{stroke-width:3.5}
 """
 
@@ -95,10 +95,37 @@ def fmt_signed(value, digits: int = 3) -> str:
 
 def display_lang(code: str) -> str:
     """``German (deu_Latn)``; the code alone when no name is known (or it is not a language code)."""
-    from xling.data.langcodes import lang_name
+    from xling.data.langcodes import short_lang_name
 
-    name = lang_name(code).replace(" (individual language)", "")
+    name = short_lang_name(code)
     return code if name == code else f"{name} ({code})"
+
+
+def plural(n, word: str, words: str | None = None) -> str:
+    """``1 language``, ``2 languages`` (``words``: an irregular plural)."""
+    return f"{n} {word if n == 1 else (words or word + 's')}"
+
+
+def text_color(fill: str) -> str:
+    """Black or white, whichever reads better on ``fill`` (``#rrggbb``): WCAG relative luminance,
+    the one with the larger contrast ratio."""
+    rgb = [int(fill.lstrip("#")[i:i + 2], 16) / 255 for i in (0, 2, 4)]
+    lum = sum(w * (c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4)
+              for w, c in zip((0.2126, 0.7152, 0.0722), rgb))
+    return "#000" if (lum + 0.05) / 0.05 >= 1.05 / (lum + 0.05) else "#fff"
+
+
+def svg_label(text, max_px: float, size: float, **attrs) -> str:
+    """An SVG ``<text>``: the whole ``text`` when it fits in ``max_px``, else cut with an ellipsis and the
+    full text as its ``<title>`` tooltip (nothing is ever clipped silently)."""
+    full = str(text)
+    shown = full
+    if _text_width(full, size) > max_px:
+        keep = max(1, int((max_px - 4) / (size * 0.62)) - 1)
+        shown = full[:keep].rstrip() + "…"
+    a = "".join(f' {k.replace("_", "-")}="{esc(v)}"' for k, v in attrs.items())
+    tip = f"<title>{esc(full)}</title>" if shown != full else ""
+    return f'<text font-size="{size}"{a}>{tip}{esc(shown)}</text>'
 
 
 def color(t: float) -> str:
@@ -142,7 +169,9 @@ def heatmap_svg(title: str, rows: list[str], cols: list[int], values: dict[str, 
 
     Colours always follow the value (bright = high); ``reverse`` (lower is better, errors) is said in
     the title and under the colour bar instead of flipping the scale. ``labels`` maps a row to its
-    display name; ``best`` maps a row to its best column, marked with a ringed dot.
+    display name; ``best`` maps a row to its best column, outlined in red. Every cell shows its value
+    (black or white text, whichever contrasts more with the cell's colour) and is wide enough for it, so
+    the heatmap is sized by its cell count; the title and labels are never clipped.
     """
     flat = [values[r][c] for r in rows for c in cols if c in values.get(r, {}) and values[r][c] == values[r][c]]
     lo = (min(flat) if flat else 0.0) if lo is None else lo
@@ -150,23 +179,26 @@ def heatmap_svg(title: str, rows: list[str], cols: list[int], values: dict[str, 
     span = (hi - lo) or 1.0
     labels = labels or {}
     shown = [labels.get(r, r) for r in rows]
-    cw = max(14, min(34, 640 // max(1, len(cols))))
+    digits = 2 if _bounded_range(lo, hi) else 3
+    cell_text = {(r, c): fmt(values[r][c], digits).replace("0.", ".", 1) if digits == 2 else fmt(values[r][c], digits)
+                 for r in rows for c in cols if values.get(r, {}).get(c) is not None}
+    # every cell is wide enough for its number (9 px text): the heatmap grows with its cell count
+    cw = int(max(24, max((_text_width(t, 9) for t in cell_text.values()), default=0) + 3))
     ch = 19
-    left = int(min(280, max(60, max((_text_width(x, 12) for x in shown), default=40) + 10)))
+    left = int(max(60, max((_text_width(x, 12) for x in shown), default=40) + 10))
     top = 44
     grid_h = ch * len(rows)
     bar_h = max(110, min(grid_h, 260))
-    width = left + cw * len(cols) + 110
-    height = top + max(grid_h, bar_h + 24) + 34
     name = f"{title} (lower is better)" if reverse else title
+    caption = "layer (0 = embeddings)" + ("; red outline: best layer of the language" if best else "")
+    width = int(max(left + cw * len(cols) + 110, _text_width(name, 14) + 4, left + _text_width(caption, 11)))
+    height = top + max(grid_h, bar_h + 24) + 34
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
            f'aria-label="{esc(name)}">',
            f'<text x="0" y="15" font-size="14" font-weight="600">{esc(name)}</text>']
-    every = 1 if cw >= 16 else 2
     for j, c in enumerate(cols):
-        if j % every == 0 or j == len(cols) - 1:
-            out.append(f'<text x="{left + j * cw + cw / 2}" y="{top - 5}" font-size="10" text-anchor="middle">'
-                       f'{esc(c)}</text>')
+        out.append(f'<text x="{left + j * cw + cw / 2}" y="{top - 5}" font-size="10" text-anchor="middle">'
+                   f'{esc(c)}</text>')
     for i, r in enumerate(rows):
         y = top + i * ch
         out.append(f'<text x="{left - 5}" y="{y + ch - 5}" font-size="12" text-anchor="end">{esc(shown[i])}</text>')
@@ -174,19 +206,19 @@ def heatmap_svg(title: str, rows: list[str], cols: list[int], values: dict[str, 
             v = values.get(r, {}).get(c)
             if v is None:
                 continue
-            t = (v - lo) / span
+            fill = color((v - lo) / span)
             out.append(
-                f'<rect x="{left + j * cw}" y="{y}" width="{cw - 1}" height="{ch - 1}" fill="{color(t)}">'
+                f'<rect class="cell" x="{left + j * cw}" y="{y}" width="{cw - 1}" height="{ch - 1}" fill="{fill}">'
                 f'<title>{esc(shown[i])}, layer {esc(c)}: {esc(fmt(v))}</title></rect>'
+                f'<text class="v" x="{left + j * cw + (cw - 1) / 2:.1f}" y="{y + ch - 6}" font-size="9" '
+                f'text-anchor="middle" fill="{text_color(fill)}">{esc(cell_text[(r, c)])}</text>'
             )
         if best and r in best and best[r] in cols:
             j = cols.index(best[r])
-            out.append(f'<circle cx="{left + j * cw + (cw - 1) / 2:.1f}" cy="{y + (ch - 1) / 2:.1f}" r="3.6" '
-                       f'fill="#fff" stroke="#000" stroke-width="1.5"><title>{esc(shown[i])}: best layer '
-                       f'{esc(best[r])}</title></circle>')
-    out.append(f'<text x="{left + cw * len(cols) / 2}" y="{top + grid_h + 16}" font-size="11" '
-               f'text-anchor="middle">layer (0 = embeddings)'
-               + ('; ringed dot: best layer of the language' if best else '') + '</text>')
+            out.append(f'<rect x="{left + j * cw + 0.5}" y="{y + 0.5}" width="{cw - 2}" height="{ch - 2}" fill="none" '
+                       f'stroke="#e8112d" stroke-width="2"><title>{esc(shown[i])}: best layer '
+                       f'{esc(best[r])}</title></rect>')
+    out.append(f'<text x="{left}" y="{height - 8}" font-size="11">{esc(caption)}</text>')  # below the colour bar
     out.append(colorbar_svg(left + cw * len(cols) + 16, top + 8, bar_h, lo, hi, "value", reverse))
     out.append("</svg>")
     return "".join(out)
@@ -230,6 +262,11 @@ _BOUNDED = ("mexa", "retrieval", "xsim_err", "bitext", "cka", "anc")
 _KEY_METRICS = ("mexa", "retrieval_p2l@1", "xsim_err_p2l", "bitext_f1", "cka", "anc")
 
 
+def _bounded_range(lo: float, hi: float) -> bool:
+    """Values on a 0..1 scale: printed with two decimals and no leading zero (``.85``) in heatmap cells."""
+    return lo is not None and hi is not None and -1e-9 <= lo and hi <= 1 + 1e-9
+
+
 def _bounded(metric: str) -> bool:
     return metric.startswith(_BOUNDED) and metric != "anc_signed"
 
@@ -247,7 +284,7 @@ def metric_range(metric: str, values: Iterable[float]) -> tuple[float, float]:
 
 def render_align_report(result) -> str:
     """HTML for an :class:`~xling.runs.align.AlignResult`."""
-    from xling.data.langcodes import lang_name
+    from xling.data.langcodes import short_lang_name
     from xling.methods.metrics import lower_is_better as _lower_is_better
 
     metrics = result.metrics()
@@ -262,13 +299,17 @@ def render_align_report(result) -> str:
     first, last = langs[0], langs[-1]
     better = "lowest" if lower else "highest"
     head = [f"Best layer by mean {esc(main)}{' (lower is better)' if lower else ''}: <b>{esc(best_l)}</b> of "
-            f"{esc(result.layers[0])}..{esc(result.layers[-1])}, mean over {len(result.langs)} languages "
+            f"{esc(result.layers[0])}..{esc(result.layers[-1])}, mean over {plural(len(result.langs), 'language')} "
             f"<b>{esc(fmt(best_v))}</b> (mean over all layers {esc(fmt(mean_all))}).",
             f"{better.capitalize()} mean {esc(main)}: <b>{esc(names[first])}</b> {esc(fmt(summ[(first, main)]['mean']))}"
             + (f"; {'highest' if lower else 'lowest'}: <b>{esc(names[last])}</b> "
                f"{esc(fmt(summ[(last, main)]['mean']))}." if last != first else ".")]
+    from xling.runs.align import small_sample_note
+
+    if small_sample_note(result.n_sentences):
+        head.insert(0, f"<b>Warning</b>: {esc(small_sample_note(result.n_sentences))}.")
     body = [f"<h1>Cross-lingual alignment: {esc(result.model)}</h1>", headline_html(head),
-            f"<p>{len(result.langs)} languages against pivot <b>{esc(display_lang(result.pivot))}</b> on "
+            f"<p>{plural(len(result.langs), 'language')} against pivot <b>{esc(display_lang(result.pivot))}</b> on "
             f"<b>{esc(result.corpus)}</b>, {esc(result.n_sentences)} parallel sentences each; "
             f"pooling <b>{esc(result.pooling)}</b>; hidden states {esc(result.layers[0])}..{esc(result.layers[-1])} "
             f"(0 = embeddings).</p>"]
@@ -283,7 +324,7 @@ def render_align_report(result) -> str:
     top = top_mean(summ[(lang, main)]["mean"] for lang in langs)
     for i, lang in enumerate(langs):
         s = summ[(lang, main)]
-        row = [lang, lang_name(lang), s["mean"], s["best"], s["best_layer"]]
+        row = [lang, short_lang_name(lang), s["mean"], s["best"], s["best_layer"]]
         row += [result.values(m)[lang].get(s["best_layer"], float("nan")) for m in extra]
         if s["mean"] == top:
             marks.add((i, 2))
@@ -311,7 +352,7 @@ def render_align_report(result) -> str:
     body.append("<h2>Layer x language heatmaps</h2>")
     body.append('<p class="muted">Colours follow the value (bright = high) with each metric\'s own scale: 0..1 for '
                 'bounded metrics, the data\'s min..max otherwise. For errors (xSIM) lower is better, as each title '
-                'says; the ringed dot marks each language\'s best layer.</p><div class="grid">')
+                'says; the red outline marks each language\'s best layer; every cell shows its value.</p><div class="grid">')
     for m in metrics:
         vals = result.values(m)
         lo, hi = metric_range(m, [v for d in vals.values() for v in d.values()])
@@ -367,12 +408,13 @@ def bar_chart_svg(title: str, items: list[tuple[str, float]], lo: float = 0.0, h
     left = int(min(300, max(90, max((_text_width(lab, 11) for lab, _ in items), default=40) + 12)))
     top, bh, width = 34 + 14 * len(lines), 18, 460
     height = top + bh * len(items) + 36
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{left + width + 60}" height="{height}" role="img" '
+    total = int(max(left + width + 60, _text_width(title, 14) + 4))
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{total}" height="{height}" role="img" '
            f'aria-label="{esc(title)}">',
            f'<text x="0" y="15" font-size="14" font-weight="600">{esc(title)}</text>']
     for i, (label, v) in enumerate(items):
         y = top + i * bh
-        out.append(f'<text x="{left - 4}" y="{y + bh - 5}" font-size="11" text-anchor="end">{esc(label)}</text>')
+        out.append(svg_label(label, left - 6, 11, x=left - 4, y=y + bh - 5, text_anchor="end"))
         if v != v:
             out.append(f'<text x="{left + 3}" y="{y + bh - 5}" font-size="10" fill="#777">undefined</text>')
             continue
@@ -401,10 +443,19 @@ def bar_chart_svg(title: str, items: list[tuple[str, float]], lo: float = 0.0, h
     return "".join(out)
 
 
-#: Twenty distinguishable colours (Tableau 20 order, dark shades first); beyond them lines are dashed.
+#: Twenty distinguishable colours: Tableau 10, then ten more picked greedily (farthest first in CIELAB) from
+#: named colours dark enough for a white page. Any two differ by CIE76 Delta E >= 26 (the old list had two
+#: blues 4.6 apart). Beyond twenty, lines cycle the colours again with a dash pattern per round.
 _SERIES_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-                  "#bcbd22", "#17becf", "#393b79", "#ad494a", "#637939", "#8c6d31", "#7b4173", "#3182bd",
-                  "#e6550d", "#31a354", "#756bb1", "#636363")
+                  "#bcbd22", "#17becf", "#000000", "#000075", "#f032e6", "#556b2f", "#ff1493", "#8b008b",
+                  "#b8860b", "#005f5f", "#800000", "#4363d8")
+_SERIES_DASHES = ("", "6 3", "2 2", "8 3 2 3")
+
+
+def series_style(i: int) -> tuple[str, str]:
+    """Colour and dash pattern ("": solid) of the ``i``-th line: no two of the first 80 lines look alike."""
+    n = len(_SERIES_COLORS)
+    return _SERIES_COLORS[i % n], _SERIES_DASHES[(i // n) % len(_SERIES_DASHES)]
 
 
 def line_chart_svg(title: str, series: dict[str, list[tuple[float, float]]], xlabel: str, ylabel: str,
@@ -420,7 +471,8 @@ def line_chart_svg(title: str, series: dict[str, list[tuple[float, float]]], xla
         lo = dlo - pad if lo is None else lo
         hi = dhi + pad if hi is None else hi
     legend_w = int(min(280, max(60, max((_text_width(n, 11) for n in series), default=40) + 34)))
-    left, top, right, bottom = 50, 30, legend_w, 42
+    left, top, right, bottom = 50, 40 if vline is not None else 30, legend_w, 42
+    right = int(max(right, _text_width(title, 14) + 4 - left - width))  # the title is never clipped
     height = max(height, 16 * len(series) + 10)
     xs = [x for pts in series.values() for x, _ in pts]
     x0, x1 = (min(xs), max(xs)) if xs else (0.0, 1.0)
@@ -457,10 +509,13 @@ def line_chart_svg(title: str, series: dict[str, list[tuple[float, float]]], xla
         vx = px(vline[0])
         out.append(f'<line x1="{vx:.1f}" y1="{top}" x2="{vx:.1f}" y2="{top + height}" stroke="#444" '
                    f'stroke-dasharray="4 3"/>')
-        out.append(f'<text x="{vx + 3:.1f}" y="{top + 10}" font-size="10" fill="#444">{esc(vline[1])}</text>')
+        # above the plot area, so neither a line nor the legend (right of the plot) covers it
+        anchor = "end" if vx + _text_width(vline[1], 10) > left + width else "start"
+        out.append(f'<text x="{vx + (-3 if anchor == "end" else 3):.1f}" y="{top - 4}" font-size="10" fill="#444" '
+                   f'text-anchor="{anchor}" class="vl">{esc(vline[1])}</text>')
     for i, (name, pts) in enumerate(series.items()):
-        c = _SERIES_COLORS[i % len(_SERIES_COLORS)]
-        dash = ' stroke-dasharray="6 3"' if i >= len(_SERIES_COLORS) else ""
+        c, pattern = series_style(i)
+        dash = f' stroke-dasharray="{pattern}"' if pattern else ""
         good = [(x, y) for x, y in pts if y == y]
         out.append(f'<g class="s" data-s="{i}">')
         if good:
@@ -476,7 +531,7 @@ def line_chart_svg(title: str, series: dict[str, list[tuple[float, float]]], xla
         out.append(f'<g class="lg" data-s="{i}"><rect x="{left + width + 12}" y="{ly - 9}" width="16" height="12" '
                    f'fill="#fff"/><line x1="{left + width + 12}" y1="{ly - 3}" x2="{left + width + 28}" '
                    f'y2="{ly - 3}" stroke="{c}" stroke-width="3"{dash}/>'
-                   f'<text x="{left + width + 32}" y="{ly + 1}" font-size="11">{esc(name)}</text></g>')
+                   + svg_label(name, right - 28, 11, x=left + width + 32, y=ly + 1) + '</g>')
     out.append("</svg>")
     return "".join(out)
 
@@ -678,7 +733,7 @@ def scatter_svg(title: str, points: list[tuple[str, float, float]], xlabel: str,
     predicted, not measured). Labels never overlap: one that finds no free spot is left to the point's
     tooltip."""
     pts = [(lab, x, y) for lab, x, y in points if x == x and y == y]
-    W, H, L, B, T, R = 620, 420, 62, 46, 30, 20
+    W, H, L, B, T, R = int(max(620, _text_width(title, 14) + 4)), 420, 62, 46, 30, 20
     if not pts:
         return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="40" role="img" aria-label="{esc(title)}">'
                 f'<text x="0" y="20">{esc(title)}: no data</text></svg>')

@@ -35,13 +35,14 @@ FORMAT = "xling-embeddings/1"
 class EmbeddingWriter:
     """Collect one language at a time into a temporary folder; :meth:`finish` writes the index and publishes it."""
 
-    def __init__(self, folder: str | Path, header: dict, sentence_ids: list[str]):
-        from xling.io import atomic_path, output_lock
+    def __init__(self, folder: str | Path, header: dict, sentence_ids: list[str], *, overwrite: bool = False):
+        from xling.io import output_folder
 
         self.folder = Path(folder)
         self._stack = ExitStack()
-        self._stack.enter_context(output_lock(self.folder))
-        self.tmp = self._stack.enter_context(atomic_path(self.folder))
+        # refuses a file, the cache, or a user's non-empty folder (unless overwrite); holds the output lock
+        self.tmp = self._stack.enter_context(output_folder(self.folder, command="align --save-embeddings",
+                                                           overwrite=overwrite, flag="--save-embeddings"))
         self.tmp.mkdir()
         self.index = {"format": FORMAT, **header, "sentence_ids": [str(x) for x in sentence_ids], "languages": {}}
 

@@ -52,8 +52,51 @@ CREATE TABLE IF NOT EXISTS item_scores (
 CREATE INDEX IF NOT EXISTS item_run ON item_scores(run_id);
 """
 
-#: Where every recipe keeps its results unless told otherwise (``--store``).
-DEFAULT_STORE = Path("xling-out") / "results.sqlite"
+#: The environment variable that moves the default results store (``--store`` still wins).
+STORE_ENV = "XLING_STORE"
+
+
+def default_store_path() -> Path:
+    """The results store every command shares unless told otherwise: ``$XLING_STORE``, else
+    ``results.sqlite`` in the user data folder (``platformdirs.user_data_dir("xling")``), so runs made
+    in any folder are seen by ``runs``, ``compare`` and ``predict``."""
+    env = os.environ.get(STORE_ENV)
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("xling")) / "results.sqlite"
+
+
+class _DefaultStore(os.PathLike):
+    """The default store as a path-like value looked up when used (``XLING_STORE`` may be set later)."""
+
+    def __fspath__(self) -> str:
+        return str(default_store_path())
+
+    def __str__(self) -> str:
+        return self.__fspath__()
+
+    def __repr__(self) -> str:
+        return f"DEFAULT_STORE({self.__fspath__()!r})"
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, (str, os.PathLike)) and os.fspath(other) == self.__fspath__()
+
+    def __hash__(self) -> int:
+        return hash(self.__fspath__())
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def __copy__(self):
+        return self
+
+
+#: Where every recipe keeps its results unless told otherwise (``--store``): :func:`default_store_path`,
+#: resolved each time it is used.
+DEFAULT_STORE = _DefaultStore()
+STORE_HELP = f"results store (SQLite; default ${STORE_ENV} or results.sqlite in the user data folder); 'none' to skip"
 
 ALIGN_COLUMNS = ("model", "corpus", "lang", "layer", "pooling", "metric", "value")
 

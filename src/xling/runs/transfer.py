@@ -37,7 +37,10 @@ Choices are made on dev, never on test (:func:`_select`): the lambda of ``add`` 
 the accuracy of each candidate composition on the source-language dev set
 (``--select-on source-dev``, the zero-shot protocol: no target label is used) or on
 the target language's dev set (``target-dev``: a few hundred target labels, not
-zero-shot; Keung et al. 2020 show English dev selection can mislead).
+zero-shot; Keung et al. 2020 show English dev selection can mislead). A dev tie is
+listed and broken by :data:`TIE_RULES` (:func:`pick_on_dev`: the gentlest composition).
+:func:`honesty_warnings` says when every condition is within noise of chance (no best
+condition is named then) and when the ceiling is not above the reference beyond noise.
 
 Each condition is reported per language with the difference to ``task`` and its 95%
 paired-bootstrap interval, and, when ``translate-train`` ran, the share of the
@@ -202,6 +205,7 @@ class TransferConfig:
     executor: str = "local"  # where the module trainings run: local (this process) or ray (xling.runs.executor)
     ray_address: str | None = None  # executor ray: a running cluster; None starts a local Ray
     ray_workers: int = 2  # executor ray: actors at a time (torch threads each: threads, default 1)
+    overwrite: bool = False  # write into a non-empty --out folder that xling did not write (refused otherwise)
 
     def __post_init__(self):
         from xling.runs.executor import check_executor, check_workers
@@ -237,6 +241,8 @@ class TransferConfig:
         self.lambdas = [float(x) for x in self.lambdas]
         if not self.lambdas or any(not (x == x) or x < 0 for x in self.lambdas):
             raise XlingError(f"--lambdas takes numbers >= 0, got {self.lambdas}")
+        if len(set(self.lambdas)) > 64:  # each one is a dev-set evaluation per language
+            raise XlingError(f"--lambdas takes at most 64 distinct values, got {len(set(self.lambdas))}")
         if self.select_on not in SELECT_ON:
             raise XlingError(f"--select-on takes {' or '.join(SELECT_ON)}, got {self.select_on!r}")
         if self.max_dev is not None and self.max_dev < 1:
@@ -262,6 +268,7 @@ class TransferResult:
     choices: list[dict] = field(default_factory=list)   # condition, lang, chosen, split, candidates (dev scores)
     notes: list[str] = field(default_factory=list)
     items: list[dict] = field(default_factory=list)     # condition, lang, ids_hash, correct (0/1 per test example)
+    warnings: list[str] = field(default_factory=list)   # numbers not to be trusted (chance, ceiling), see honesty_warnings
 
     def score(self, condition: str, lang: str, metric: str | None = None) -> float:
         m = metric or self.metric
@@ -347,6 +354,38 @@ def _resolve_condition(cond: Condition, cfg: TransferConfig, paths: dict[str, Pa
     return inputs, weights, options
 
 
+#: How a dev tie is broken: the option that changes the task module least (Occam), stated in the notes.
+TIE_RULES = {"lambda": "tie rule: the smallest lambda, the least weight on the language module",
+             "swap": "tie rule: the fewest layers taken from the language module (bottom + top + 2 x transition), "
+                     "then the smaller bottom"}
+
+
+def _tie_order(choice: str | None, value) -> tuple:
+    if choice == "lambda":
+        return (float(value),)
+    if choice == "swap":
+        b, t, w = value
+        return (b + t + 2 * w, b, t, w)
+    return ()
+
+
+def pick_on_dev(scored: Sequence[tuple[float, Any]], choice: str | None) -> tuple[Any, list]:
+    """``(chosen, tied)``: the candidate with the best dev score; ``tied``: every candidate with that score.
+
+    A tie is broken by :data:`TIE_RULES` (the gentlest composition: smallest lambda,
+    fewest swapped layers), not by the order of the candidates on the command line.
+    """
+    best = max(v for v, _ in scored)
+    tied = [cand for v, cand in scored if v == best]
+    return min(tied, key=lambda x: _tie_order(choice, x)), tied
+
+
+def _fmt_choice(value) -> str:
+    if isinstance(value, (tuple, list)):
+        return "/".join(str(x) for x in value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def paired_bootstrap(a: Sequence[Sequence[int]], b: Sequence[Sequence[int]], reps: int, seed: int = 0):
     """Mean over languages of ``mean(a) - mean(b)`` (per-example correctness, paired) and a 95% CI.
 
@@ -412,6 +451,51 @@ def bootstrap_study(correct: dict[str, Sequence[Sequence[int]]], ref: str, ceili
     return out
 
 
+def honesty_warnings(summary: list[dict], correct: dict[str, Sequence[Sequence[int]]], num_labels: int,
+                     metric: str = "accuracy") -> list[str]:
+    """Warnings on what the numbers cannot support; sets ``at_chance`` / ``chance_lo`` / ``chance_hi`` in ``summary``.
+
+    * A condition is *within noise of chance* when the 95% Wilson interval
+      (:func:`xling.methods.chance.wilson_interval`) of its accuracy pooled over every
+      target's test examples contains ``1/k``; when every condition is, no condition
+      is best (the report's headline says so instead of naming one).
+    * The ceiling is *not above the reference beyond noise* when the lower end of the
+      paired-bootstrap interval of its difference to the reference is at most 0 (the
+      point difference without a bootstrap): the gap-closed shares are then not
+      interpretable.
+    """
+    from xling.methods.chance import at_chance, wilson_interval
+
+    out = []
+    chance = 1.0 / num_labels if num_labels >= 2 else None
+    flags = []
+    for s in summary:
+        rows = correct.get(s["condition"])
+        if not rows or chance is None or metric != "accuracy":
+            continue
+        k, n = sum(sum(r) for r in rows), sum(len(r) for r in rows)
+        lo, hi = wilson_interval(k, n)
+        s["chance_lo"], s["chance_hi"] = round(lo, 6), round(hi, 6)
+        s["at_chance"] = at_chance(k / n if n else None, n, num_labels)
+        flags.append(s["at_chance"])
+    if flags and all(flags):
+        n = sum(len(r) for r in next(iter(correct.values())))
+        out.append(f"every condition is within noise of chance (1/{num_labels} = {chance:.3f}; 95% Wilson interval "
+                   f"of each condition's accuracy over {n} target test examples); no best condition")
+    ref = next((s.get("reference") for s in summary if s.get("reference")), None)
+    ceil = next((s for s in summary if s.get("ceiling") and s["condition"] == s["ceiling"]), None)
+    if ceil is not None and ref is not None and ceil["condition"] != ref:
+        d, lo, hi = ceil.get("delta"), ceil.get("delta_lo"), ceil.get("delta_hi")
+        if d is not None and ((lo if lo is not None else d) <= 0):
+            mean = f"mean_target_{metric}"
+            rs = next((s for s in summary if s["condition"] == ref), {})
+            out.append(f"the ceiling {ceil['condition']} ({ceil.get(mean, float('nan')):.3f}) is not above the "
+                       f"reference {ref} ({rs.get(mean, float('nan')):.3f}) beyond noise (difference {d:+.3f}"
+                       + (f", 95% CI [{lo:+.3f}, {hi:+.3f}]" if lo is not None and hi is not None else "")
+                       + "); the shares of the gap closed are not interpretable")
+    return out
+
+
 # ----------------------------------------------------------------------------- modules
 
 
@@ -420,7 +504,8 @@ class _ModuleUnits:
 
     A unit trains one module into its folder (the trainings write it atomically),
     retrains a task module stuck at chance on dev at half the learning rate (twice at
-    most), then writes the recipe mark (atomic): a folder holds a marked module only
+    most; each retry beside the folder, which it replaces only with a better best dev
+    accuracy: the best attempt is kept, not the last), then writes the recipe mark (atomic): a folder holds a marked module only
     once it is complete, so a run that dies reuses every module finished before.
     Returns the seconds taken and the notes for the driver to print (``local``: printed
     here at once, in this process); the driver reads the rest from the folder.
@@ -441,12 +526,18 @@ class _ModuleUnits:
         _log(unit["log"], self.progress)
         if unit["kind"] == "language":
             train_language_module(self.model, unit["lang"], unit["sentences"], folder, device=self.device,
-                                  dtype=self.dtype, progress=self.progress, **unit["kwargs"])
+                                  dtype=self.dtype, progress=self.progress, overwrite=True,  # inside the run's own
+                                  **unit["kwargs"])
         else:
+            import shutil
+
+            from xling.io import atomic_path
+
             hp = dict(unit["hparams"])
             lm = unit["language_module"]
-            best = None
+            best, best_lr, tried = None, hp["lr"], []
             for attempt in range(3):  # a module stuck at chance on dev diverged: retrain at half the learning rate
+                target = folder
                 if attempt:
                     hp["lr"] = hp["lr"] / 2
                     notes.append(f"task module {unit['role']}: best dev accuracy {best:.3f} is at chance "
@@ -456,12 +547,32 @@ class _ModuleUnits:
                         from xling.io import note
 
                         note(notes.pop())
-                train_task_module(self.model, self.task, folder, lang=unit["lang"], language_module=lm,
+                    target = folder.parent / f".{folder.name}.retry{attempt}"  # the kept module stays until beaten
+                    shutil.rmtree(target, ignore_errors=True)
+                train_task_module(self.model, self.task, target, lang=unit["lang"], language_module=lm,
                                   device=self.device, dtype=self.dtype, progress=self.progress, **hp,
-                                  **unit["kwargs"])
-                best = json.loads((folder / "xling_train.json").read_text(encoding="utf-8")).get("best_dev")
+                                  overwrite=True, **unit["kwargs"])  # a module folder of the run's own
+                dev = json.loads((target / "xling_train.json").read_text(encoding="utf-8")).get("best_dev")
+                tried.append((hp["lr"], dev))
+                if attempt and target != folder:
+                    if dev is not None and (best is None or dev > best):  # keep the best attempt, not the last
+                        with atomic_path(folder) as tmp:
+                            target.rename(tmp)
+                    else:
+                        shutil.rmtree(target, ignore_errors=True)
+                if attempt == 0 or (dev is not None and (best is None or dev > best)):
+                    best, best_lr = dev, hp["lr"]
                 if best is None or best > COLLAPSE * (1 / len(self.task.labels)):
                     break
+            if len(tried) > 1:
+                kept = (f"task module {unit['role']}: kept the attempt at learning rate {best_lr:g} (best dev "
+                        f"{best:.3f}; tried " + ", ".join(f"{lr:g}: {'-' if d is None else f'{d:.3f}'}"
+                                                          for lr, d in tried) + ")")
+                notes.append(kept)
+                if self.local:
+                    from xling.io import note
+
+                    note(notes.pop())
         _mark(folder, unit["key"], unit["recipe"])
         return {"notes": notes, "seconds": round(time.perf_counter() - t0, 1)}
 
@@ -727,13 +838,18 @@ def run_transfer(config: TransferConfig | None = None, *, task=None, executor=No
     (one base model in memory, the dev choices in order) and writes the outputs and
     the store.
     """
-    from xling.io import output_lock
+    from xling.io import check_output_target, mark_output, output_lock
     from xling.runs.executor import make_executor
 
     cfg = config if config is not None else TransferConfig(**kwargs)
+    # a file, the cache or a user's own folder: refused before any work. The folder is written incrementally
+    # (its modules are the resume cache), so it is not swapped whole: it is marked as xling's at the start
+    check_output_target(cfg.out, overwrite=cfg.overwrite, command="transfer")
     ex = executor if executor is not None else make_executor(  # a missing ray fails now, before anything is read
         cfg.executor, address=cfg.ray_address, workers=cfg.ray_workers, threads=cfg.threads or 1)
     with output_lock(cfg.out, wait=False):
+        check_output_target(cfg.out, overwrite=cfg.overwrite, command="transfer")
+        mark_output(cfg.out, "transfer")
         return _run_transfer(cfg, task, ex)
 
 
@@ -897,10 +1013,14 @@ def _run_transfer(config: TransferConfig, task, executor=None) -> TransferResult
                     for cand in cands:
                         p = predictions(c, cand, t, dev_lang, "dev", dev_examples[dev_lang], bar)
                         scored.append((accuracy(p, dev_examples[dev_lang]), cand))
-                    best = max(v for v, _ in scored)
-                    chosen = next(cand for v, cand in scored if v == best)  # ties: the first (gentlest) candidate
+                    chosen, tied = pick_on_dev(scored, c.choice)
                     choices.append({"condition": c.name, "lang": t, "chosen": chosen, "split": f"dev:{dev_lang}",
                                     "candidates": [{"value": cand, "dev": round(v, 6)} for v, cand in scored]})
+                    if len(tied) > 1:
+                        choices[-1]["tied"] = tied
+                        notes.append(f"{c.name} {t}: dev tie ({dev_lang} accuracy {max(v for v, _ in scored):.3f}) "
+                                     f"between {c.choice} {', '.join(_fmt_choice(x) for x in tied)}; chose "
+                                     f"{_fmt_choice(chosen)} ({TIE_RULES[c.choice]})")
                 elif c.choice:
                     choices.append({"condition": c.name, "lang": t, "chosen": chosen, "split": "fixed",
                                     "candidates": []})
@@ -947,8 +1067,12 @@ def _run_transfer(config: TransferConfig, task, executor=None) -> TransferResult
                         "delta": r6(st["delta"]), "delta_lo": r6(st["delta_lo"]), "delta_hi": r6(st["delta_hi"]),
                         "gap_closed": r6(st["gap_closed"]), "gap_closed_lo": r6(st["gap_closed_lo"]),
                         "gap_closed_hi": r6(st["gap_closed_hi"])})
+    warnings = honesty_warnings(summary, {c.name: [correct[(c.name, t)] for t in targets] for c in conds},
+                                len(task.labels), metric)
+    for w in warnings:
+        print(f"xling: warning: {w}", file=sys.stderr, flush=True)
     result = TransferResult(
-        rows=rows, summary=summary, source=source, targets=targets, conditions=names,
+        rows=rows, summary=summary, source=source, targets=targets, conditions=names, warnings=warnings,
         modules={role: {k: (str(v) if isinstance(v, Path) else v) for k, v in m.items()} for role, m in modules.items()},
         metric=metric, run_id=uuid.uuid4().hex[:12],
         timings={"modules_s": round(t_mod, 1), "eval_s": round(t_eval, 1),
@@ -999,6 +1123,8 @@ def format_table(result: TransferResult, metric: str | None = None) -> str:
         lines.append(f"{'gap closed':<10}" + "".join(cells))
     for n in result.notes:
         lines.append(f"note: {n}")
+    for w in getattr(result, "warnings", None) or []:
+        lines.append(f"warning: {w}")
     return "\n".join(lines)
 
 
@@ -1026,7 +1152,7 @@ def _write(result: TransferResult, cfg: TransferConfig, task) -> None:
     run = {"run_id": result.run_id, "command": "transfer", "source": result.source, "targets": result.targets,
            "conditions": result.conditions, "summary": result.summary, "modules": result.modules,
            "timings": result.timings, "config": result.config, "choices": result.choices, "notes": result.notes,
-           "rows": result.rows, "table": format_table(result)}
+           "warnings": result.warnings, "rows": result.rows, "table": format_table(result)}
     atomic_write_text(out / "run.json", json.dumps(run, indent=2, default=str) + "\n")
     if cfg.store is not None:
         from xling import __version__
@@ -1044,5 +1170,60 @@ def _write(result: TransferResult, cfg: TransferConfig, task) -> None:
                    for x in result.items])
 
 
+def run_transfer_seeds(config: TransferConfig, seeds: Sequence[int], *, task=None,
+                       executor=None) -> tuple[list[tuple[int, TransferResult]], list[dict]]:
+    """``--seeds``: the whole experiment once per seed (every module trained with that seed), each in ``OUT/seed-<s>``
+    (modules in ``OUT/seed-<s>/modules``, or ``MODULES_DIR/seed-<s>``), then per condition the mean over seeds of the
+    mean target score and of the difference to the reference, with the sd across seeds next to the mean of the
+    seeds' paired-bootstrap intervals (:func:`xling.runs.seeds.spread`); written to ``OUT/seeds.csv`` and
+    ``OUT/seeds.json`` (with the per-language rows). Returns the per-seed results and the per-condition rows.
+    """
+    import dataclasses
+
+    from xling.io import check_output_target, mark_output
+    from xling.runs.seeds import run_seeds, spread, write_spread
+
+    cfg = config
+    check_output_target(cfg.out, overwrite=cfg.overwrite, command="transfer")
+    mark_output(cfg.out, "transfer")
+
+    def one(seed, out):
+        mods = None if cfg.modules_dir is None else Path(cfg.modules_dir) / f"seed-{seed}"
+        return run_transfer(dataclasses.replace(cfg, seed=seed, out=out, modules_dir=mods), task=task,
+                            executor=executor)
+
+    done = run_seeds(seeds, one, cfg.out, progress=cfg.progress)
+    metric = done[0][1].metric
+    mean = f"mean_target_{metric}"
+    rows = spread([(s, r.summary) for s, r in done], ["condition"], [mean, "delta"],
+                  bounds={"delta": ("delta_lo", "delta_hi")})
+    lang_rows = spread([(s, [x for x in r.rows if x["role"] == "target"]) for s, r in done], ["lang", "condition"],
+                       [metric, "delta"], bounds={"delta": ("delta_lo", "delta_hi")})
+    warnings = {s: r.warnings for s, r in done if r.warnings}
+    write_spread(cfg.out, rows, ["condition"], [mean, "delta"], seeds,
+                 extra={"metric": metric, "per_language": lang_rows, "warnings": warnings,
+                        "runs": {s: r.run_id for s, r in done}})
+    return done, rows
+
+
+def format_seeds(done: list[tuple[int, TransferResult]], rows: list[dict]) -> str:
+    """The ``--seeds`` table: per condition each seed's mean target score, mean ± sd, then the difference to the
+    reference: mean ± sd across seeds and the mean of the seeds' 95% paired-bootstrap intervals."""
+    from xling.runs.seeds import format_spread
+
+    seeds = [s for s, _ in done]
+    metric = done[0][1].metric
+    ref = done[0][1].summary[0].get("reference") if done[0][1].summary else None
+    lines = [format_spread(rows, ["condition"], f"mean_target_{metric}", seeds,
+                           title=f"mean target {metric} over {len(seeds)} seeds"), "",
+             format_spread(rows, ["condition"], "delta", seeds,
+                           title=f"difference to {ref}: across-seed sd next to the mean bootstrap interval")]
+    for s, r in done:
+        for w in r.warnings:
+            lines.append(f"warning (seed {s}): {w}")
+    return "\n".join(lines)
+
+
 __all__ = ["CONDITIONS", "Condition", "TransferConfig", "TransferResult", "run_transfer", "format_table",
+           "run_transfer_seeds", "format_seeds",
            "paired_bootstrap", "DEFAULT_TARGETS"]

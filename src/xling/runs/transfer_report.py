@@ -3,8 +3,9 @@
 Same signature and information as ``xling.runs.transfer.render_report``, read at a
 glance: a headline (the best condition against the task module, its difference with
 the paired bootstrap CI, the share of the gap to the ceiling it closes when the
-summary has it), a bar chart of the mean target score per condition with the task
-module's score and the ``translate-train`` ceiling as reference lines, and the
+summary has it; no best condition when every condition is within noise of chance,
+and the run's warnings, e.g. a ceiling not above the reference), a bar chart of the
+mean target score per condition with the task module's score and the ``translate-train`` ceiling as reference lines, and the
 per-language x condition table.
 """
 
@@ -58,7 +59,7 @@ def _gap(s: dict) -> str:
 
 def render_transfer_report(result, task) -> str:
     """HTML for a transfer result; ``task`` needs a ``name``."""
-    from xling.runs.report import (bar_chart_svg, display_lang, esc, fmt, headline_html, page, table_html)
+    from xling.runs.report import (bar_chart_svg, display_lang, esc, fmt, headline_html, page, plural, table_html)
 
     m = result.metric
     cfg = result.config or {}
@@ -78,11 +79,15 @@ def render_transfer_report(result, task) -> str:
     # headline: the best condition that is neither the reference nor the ceiling
     cands = {n: v for n, v in means.items() if n not in (ref, ceiling) and v == v}
     head = []
-    if cands:
+    warnings = list(getattr(result, "warnings", None) or [])
+    no_best = any(w.startswith("every condition is within noise of chance") for w in warnings)
+    if no_best:
+        head.append(f"<b>{esc(next(w for w in warnings if w.startswith('every condition')))}</b>.")
+    elif cands:
         best = max(cands, key=lambda n: cands[n])
         s = summary.get(best, {})
         head.append(f"Best condition: <b>{esc(best)}</b>, mean target {esc(m)} <b>{esc(fmt(cands[best]))}</b> over "
-                    f"{len(result.targets)} target languages"
+                    f"{plural(len(result.targets), 'target language')}"
                     + (f"; vs <b>{esc(ref)}</b> ({esc(fmt(means.get(ref)))}): <b>{esc(_ci(s))}</b> (95% paired "
                        f"bootstrap)" if ref in means else "") + ".")
         if _num(s.get("gap_closed")) is not None:
@@ -92,6 +97,9 @@ def render_transfer_report(result, task) -> str:
             head.append(f"Ceiling {esc(ceiling)}: {esc(fmt(means[ceiling]))}.")
     elif ref in means:
         head.append(f"Only the reference condition {esc(ref)} ran: mean target {esc(m)} {esc(fmt(means[ref]))}.")
+    for w in warnings:
+        if not w.startswith("every condition"):
+            head.append(f"Warning: {esc(w)}.")
     src_ref = _num(summary.get(ref, {}).get(f"source_{m}")) if ref else None
     if src_ref is not None:
         head.append(f"Source {esc(display_lang(result.source))} with {esc(ref)}: {esc(fmt(src_ref))}.")
@@ -99,7 +107,7 @@ def render_transfer_report(result, task) -> str:
     n_ex = result.rows[0]["n"] if result.rows else 0
     body = ["<h1>Modular cross-lingual transfer</h1>", headline_html(head),
             f"<p>Task <b>{esc(task.name)}</b>, model <b>{esc(cfg.get('model'))}</b>, source "
-            f"{esc(display_lang(result.source))}; {len(result.targets)} target languages. Metric: {esc(m)} on the test "
+            f"{esc(display_lang(result.source))}; {plural(len(result.targets), 'target language')}. Metric: {esc(m)} on the test "
             f"split ({esc(n_ex)} examples per language). Compositions are exact dW arithmetic on LoRA modules (rank "
             f"{esc(cfg.get('r'))}, alpha {esc(cfg.get('alpha'))}); λ "
             f"{esc(_lambdas(cfg))}, layer swap bottom/top/transition {esc(_swap(cfg))}"

@@ -52,16 +52,21 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _check_out(out: Path, source: Path) -> None:
-    """Refuse to overwrite anything but an earlier xling vocab output, or the source itself."""
+def _check_out(out: Path, source: Path | None = None, *, overwrite: bool = False, command: str = "vocab") -> None:
+    """Refuse the source model folder itself, and what :func:`xling.io.check_output_target` refuses (a file,
+    the cache, a non-empty folder xling did not write unless ``overwrite``); an earlier vocab output
+    (``xling_vocab.json``, also from before ``.xling-output.json`` existed) is xling's."""
+    from xling.io import check_output_target
+
     out = Path(out)
-    if out.resolve() == Path(source).resolve():
+    if source is not None and out.resolve() == Path(source).resolve():
         raise XlingError(f"--out {out} is the source model folder; choose another folder")
-    if out.exists():
-        if not out.is_dir():
-            raise XlingError(f"--out {out} exists and is not a folder")
-        if any(out.iterdir()) and not (out / META_JSON).is_file():
-            raise XlingError(f"--out {out} exists and is not an xling vocab output; refusing to overwrite it")
+    check_output_target(out, overwrite=overwrite or _vocab_output(out), command=command)
+
+
+def _vocab_output(out: Path) -> bool:
+    """Whether ``out`` is an earlier xling vocab output folder (it holds ``xling_vocab.json``)."""
+    return Path(out).is_dir() and (Path(out) / META_JSON).is_file()
 
 
 def _langs(langs) -> list[str]:
@@ -133,6 +138,7 @@ class TrimConfig:
     check_sentences: int = 32
     dtype: str = "auto"
     progress: bool = True
+    overwrite: bool = False  # replace a non-empty --out folder that xling did not write
 
     def __post_init__(self):
         self.langs = _langs(self.langs)
@@ -152,7 +158,7 @@ def trim(cfg: TrimConfig) -> dict:
     """Trim ``cfg.model`` to ``cfg.langs`` on ``cfg.corpus``; write ``cfg.out``; return the report."""
     import torch
 
-    from xling.io import atomic_path
+    from xling.io import output_folder
     from xling.methods.vocab import corpus as C
     from xling.methods.vocab.model import (
         config_token_ids,
@@ -169,11 +175,12 @@ def trim(cfg: TrimConfig) -> dict:
     started = _now()
     t_start = time.perf_counter()
     say = lambda m: _log(cfg.progress, m)  # noqa: E731
+    _check_out(Path(cfg.out), overwrite=cfg.overwrite, command="vocab trim")  # before any work
     _check_store(cfg.store)
     sources = C.load_sources(cfg.corpus, cfg.langs)
     say(f"corpus: {sum(len(s.texts) for s in sources)} texts from {len(sources)} source(s)")
     folder, model, hf_tok = load_model_and_tokenizer(cfg.model, cfg.dtype)
-    _check_out(Path(cfg.out), folder)
+    _check_out(Path(cfg.out), folder, overwrite=cfg.overwrite, command="vocab trim")
     tj = load_json(hf_tok)
     info = inspect_tokenizer(tj)
     backend = hf_tok.backend_tokenizer
@@ -284,7 +291,7 @@ def trim(cfg: TrimConfig) -> dict:
         "coverage": coverage, "speed": speed, "parity": parity,
     }
     out = Path(cfg.out)
-    with atomic_path(out) as tmp:
+    with output_folder(out, command="vocab trim", overwrite=cfg.overwrite or _vocab_output(out)) as tmp:
         save_folder(model, plan.tokenizer_json, folder, tmp,
                     lambda o: int(old_to_new[o]) if 0 <= o < len(old_to_new) and old_to_new[o] >= 0 else None)
         size_after = folder_bytes(tmp)
@@ -369,6 +376,7 @@ class ExtendConfig:
     check_sentences: int = 32
     dtype: str = "auto"
     progress: bool = True
+    overwrite: bool = False  # replace a non-empty --out folder that xling did not write
 
     def __post_init__(self):
         if (self.tokens is None) == (self.corpus is None):
@@ -401,7 +409,7 @@ def extend(cfg: ExtendConfig) -> dict:
     """Extend ``cfg.model`` with new tokens; write ``cfg.out``; return the report."""
     import torch
 
-    from xling.io import atomic_path
+    from xling.io import output_folder
     from xling.methods.vocab import corpus as C
     from xling.methods.vocab import init as I
     from xling.methods.vocab.extend import mine_words, plan_extension, read_tokens
@@ -419,11 +427,12 @@ def extend(cfg: ExtendConfig) -> dict:
     started = _now()
     t_start = time.perf_counter()
     say = lambda m: _log(cfg.progress, m)  # noqa: E731
+    _check_out(Path(cfg.out), overwrite=cfg.overwrite, command="vocab extend")  # before any work
     _check_store(cfg.store)
     target = C.load_sources(cfg.corpus or cfg.target_corpus, cfg.langs) if (cfg.corpus or cfg.target_corpus) else []
     words_given = read_tokens(cfg.tokens) if cfg.tokens else None
     folder, model, hf_tok = load_model_and_tokenizer(cfg.model, cfg.dtype)
-    _check_out(Path(cfg.out), folder)
+    _check_out(Path(cfg.out), folder, overwrite=cfg.overwrite, command="vocab extend")
     tj = load_json(hf_tok)
     backend = hf_tok.backend_tokenizer
     rows_before = vocab_rows(model)
@@ -581,7 +590,7 @@ def extend(cfg: ExtendConfig) -> dict:
         "fertility": fertility, "speed": speed, "representation": representation,
     }
     out = Path(cfg.out)
-    with atomic_path(out) as tmp:
+    with output_folder(out, command="vocab extend", overwrite=cfg.overwrite or _vocab_output(out)) as tmp:
         save_folder(model, plan.tokenizer_json, folder, tmp)
         size_after = folder_bytes(tmp)
         report["file_bytes"] = {"before": size_before, "after": size_after}

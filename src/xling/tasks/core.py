@@ -87,6 +87,16 @@ class Task:
     def langs(self, split: str = "test") -> list[str]:
         return sorted(self.data.get(split, {}))
 
+    def capped(self, sizes: dict[str, int | None]) -> "Task":
+        """This task with at most ``sizes[split]`` examples (the first ones) per language of each split named
+        (``--train-size``/``--dev-size``/``--test-size``); other splits unchanged. A new Task (content-hashed
+        fingerprint, so caches tell the two apart)."""
+        import dataclasses
+
+        data = {split: {lg: (exs[:sizes[split]] if sizes.get(split) else exs) for lg, exs in table.items()}
+                for split, table in self.data.items()}
+        return dataclasses.replace(self, data=data, meta=dict(self.meta))
+
     def examples(self, split: str, lang: str) -> list[Example]:
         table = self.data.get(split)
         if not table:
@@ -98,15 +108,13 @@ class Task:
 
     def resolve_lang(self, code: str, split: str = "test") -> str:
         """The task language matching any spelling of ``code`` (``de`` -> ``deu_Latn``)."""
-        from xling.data.langcodes import normalize_lang, same_language
+        from xling.data.langcodes import match_lang, normalize_lang
 
         norm = normalize_lang(code)
         have = self.data.get(split, {})
-        if norm in have:
-            return norm
-        same = [k for k in have if k.split("_")[0] == norm.split("_")[0]] or [k for k in have if same_language(k, norm)]
-        if len(same) == 1:
-            return same[0]
+        match = match_lang(norm, have)  # xling's one rule (macrolanguages included), see match_lang
+        if match is not None:
+            return match
         raise XlingError(
             f"language {code} ({norm}) is not in the {split} split of task {self.name}; it has: {', '.join(sorted(have))}"
         )

@@ -60,13 +60,35 @@ def encode(tokenizer, task_type: str, examples: Sequence[Example], max_length: i
         raise XlingError(f"max length must be at least 4, got {max_length}")
     if not examples:
         return []
+    from xling.textsafe import cap_texts, cap_words, note_capped
+
+    capped = 0
+
+    def cap(texts):
+        nonlocal capped
+        out, n = cap_texts(texts, max_length)  # bounded tokenizer work; same ids for every text that fits
+        capped += n
+        return out
+
+    def cap_split(words):
+        nonlocal capped
+        out, cut = cap_words(words, max_length)
+        capped += cut
+        return out
+
+    out = _encode(tokenizer, task_type, examples, max_length, cap, cap_split)
+    note_capped(capped, max_length)
+    return out
+
+
+def _encode(tokenizer, task_type, examples, max_length, cap, cap_split) -> list[Encoded]:
     if task_type == "classification":
-        firsts = [e.text for e in examples]
+        firsts = cap([e.text for e in examples])
         seconds = [e.text_pair for e in examples]
         if any(s is not None for s in seconds):
             if any(s is None for s in seconds):
                 raise XlingError("a text-pair task mixes single texts and pairs")
-            enc = tokenizer(firsts, seconds, truncation="longest_first", max_length=max_length)
+            enc = tokenizer(firsts, cap(seconds), truncation="longest_first", max_length=max_length)
         else:
             enc = tokenizer(firsts, truncation=True, max_length=max_length)
         tt = enc.get("token_type_ids")
@@ -75,7 +97,8 @@ def encode(tokenizer, task_type: str, examples: Sequence[Example], max_length: i
     if task_type == "token-classification":
         if not getattr(tokenizer, "is_fast", False):
             raise XlingError("token classification needs a fast tokenizer (word alignment)")
-        enc = tokenizer([e.tokens for e in examples], is_split_into_words=True, truncation=True, max_length=max_length)
+        enc = tokenizer([cap_split(e.tokens) for e in examples], is_split_into_words=True, truncation=True,
+                        max_length=max_length)
         tt = enc.get("token_type_ids")
         out = []
         for i, e in enumerate(examples):
@@ -95,9 +118,9 @@ def encode(tokenizer, task_type: str, examples: Sequence[Example], max_length: i
     if task_type == "multiple-choice":
         out = []
         for e in examples:
-            seconds = [" ".join(x for x in (e.text_pair, c) if x) for c in e.choices]
+            seconds = cap([" ".join(x for x in (e.text_pair, c) if x) for c in e.choices])
             if e.text:
-                enc = tokenizer([e.text] * len(seconds), seconds, truncation="longest_first", max_length=max_length)
+                enc = tokenizer(cap([e.text]) * len(seconds), seconds, truncation="longest_first", max_length=max_length)
             else:
                 enc = tokenizer(seconds, truncation=True, max_length=max_length)
             tt = enc.get("token_type_ids")

@@ -50,6 +50,23 @@ def unlabeled_text(task: str, lang: str) -> list[str]:
     return list(target(lang))
 
 
+#: The languages each unlabeled source has (``module:attribute``, a mapping or list of codes), for
+#: :func:`unlabeled_lang`; a source not listed keeps the normalised code.
+UNLABELED_LANGS: dict[str, str] = {"bible-genre": "xling.data.bible:TRANSLATIONS"}
+
+
+def unlabeled_lang(task: str, lang: str) -> str:
+    """The code ``unlabeled:TASK`` text of ``lang`` has (:func:`~xling.data.langcodes.match_lang`'s rule)."""
+    from xling.data.langcodes import match_lang, normalize_lang
+
+    code = normalize_lang(lang)
+    target = UNLABELED_LANGS.get(task.strip().lower())
+    if target is None:
+        return code
+    module, _, attr = target.partition(":")
+    return match_lang(code, getattr(importlib.import_module(module), attr)) or code
+
+
 def register_task(name: str, factory: str | Callable[..., Task] | None = None):
     """Register a task builder (``"module:function"`` or a callable); usable as a decorator."""
 

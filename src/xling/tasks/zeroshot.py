@@ -68,8 +68,16 @@ def label_loglik(
     pad = next((v for v in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if v is not None))
     pairs: list[tuple[int, int, list[int], int]] = []  # (example, choice, ids, n_cont)
     cont_cache: dict[str, list[int]] = {}
+    from xling.textsafe import char_cap, note_capped
+
+    cap, n_capped = char_cap(max_length), 0
     for i, (p, conts) in enumerate(zip(prompts, continuations)):
-        pid = tokenizer(p, add_special_tokens=False)["input_ids"]
+        if len(p) > cap:  # bounded tokenizer work: the first token and the last max_length tokens, from each end
+            n_capped += 1
+            pid = (tokenizer(p[:cap], add_special_tokens=False)["input_ids"][:1]
+                   + tokenizer(p[-cap:], add_special_tokens=False)["input_ids"])
+        else:
+            pid = tokenizer(p, add_special_tokens=False)["input_ids"]
         if bos is not None:
             pid = [bos] + pid
         for j, c in enumerate(conts):
@@ -81,6 +89,7 @@ def label_loglik(
             keep = max(1, max_length - len(cid))
             ids = (pid[:1] + pid[-(keep - 1):] if keep > 1 else pid[:1]) if len(pid) > keep else pid
             pairs.append((i, j, ids + cid, len(cid)))
+    note_capped(n_capped, max_length)
     scores = [[0.0] * len(c) for c in continuations]
     order = sorted(range(len(pairs)), key=lambda k: -len(pairs[k][2]))
     device = next(model.parameters()).device
