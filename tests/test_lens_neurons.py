@@ -475,3 +475,20 @@ def test_new_commands_refuse_a_users_folder(command, tiny_causal_dir, tmp_path, 
     err = capsys.readouterr().err
     assert rc == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert (user / "chapter1.tex").read_text() == "mine" and sorted(p.name for p in user.iterdir()) == ["chapter1.tex"]
+
+
+def test_english_detour_needs_a_difference_beyond_noise():
+    from xling.runs.lens import english_detour, task_performance
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(40):
+        for layer in range(4):
+            noise = float(rng.normal(0, 1e-4))
+            p_t = 0.5 if layer == 3 else 0.001
+            p_e = 0.3 if layer == 2 else 0.001 + noise  # layer 2: English clearly above; elsewhere equal up to noise
+            rows.append({"prompt_id": f"p{i}", "lang": "deu_Latn", "layer": layer, "p_target": p_t, "p_english": p_e,
+                         "top_is": "target" if layer == 3 else "other"})
+    assert english_detour(rows=rows, lang="deu_Latn") == [2]
+    perf = task_performance(rows)
+    assert perf["deu_Latn"]["p_target"] == pytest.approx(0.5) and perf["deu_Latn"]["top_is_target"] == 1.0

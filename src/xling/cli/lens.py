@@ -23,6 +23,9 @@ def add_lens_parser(sub) -> None:
     p.add_argument("--pairs", default="freedict",
                    help="word pairs: freedict (Debian's FreeDict eng-<lang>, fetched once) or a TSV file with a header "
                         "of language codes, English included, one concept a row")
+    p.add_argument("--order", default=None, choices=["frequent", "file", "sample"],
+                   help="which word pairs first: frequent English words (default with freedict; counts from the built-in "
+                        "Bible), the file's order (default with a TSV), or a seeded sample")
     p.add_argument("--max-prompts", type=int, default=100, help="prompts per language (default 100)")
     p.add_argument("--shots", type=int, default=5, help="demonstrations per prompt (default 5)")
     p.add_argument("--seed", type=int, default=0, help="which word pairs are sampled (default 0)")
@@ -41,7 +44,7 @@ def cmd_lens(args) -> int:
     from xling.cli.common import csv_list
     from xling.runs.lens import LensConfig, format_summary, lens
 
-    cfg = LensConfig(model=args.model, langs=csv_list(args.langs), task=args.task, source=args.source, pairs=args.pairs,
+    cfg = LensConfig(model=args.model, langs=csv_list(args.langs), task=args.task, source=args.source, pairs=args.pairs, order=args.order,
                      max_prompts=args.max_prompts, shots=args.shots, seed=args.seed, batch_size=args.batch_size,
                      dtype=args.dtype, device=args.device, out=args.out, overwrite=args.overwrite, progress=not args.quiet)
     result = lens(cfg)

@@ -57,6 +57,7 @@ class LensConfig:
     task: str = "translation"
     source: str | None = None
     pairs: str = "freedict"
+    order: str | None = None
     max_prompts: int = 100
     shots: int = 5
     seed: int = 0
@@ -76,6 +77,8 @@ class LensConfig:
             raise XlingError(f"--shots must be between 1 and 20, got {self.shots}")
         if self.batch_size < 1:
             raise XlingError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if self.order not in (None, "frequent", "file", "sample"):
+            raise XlingError(f"--order must be frequent, file or sample, got {self.order!r}")
 
 
 DEFAULT_LANGS = ["de", "es", "ru", "hi", "ja", "ar"]  # FreeDict has eng-<lang> for each; 5 scripts
@@ -132,6 +135,27 @@ def freedict_pairs(langs: list[str]) -> dict[str, dict[str, str]]:
     return table
 
 
+def english_frequencies(progress: bool = True) -> dict[str, int]:
+    """Lower-case word counts of the built-in Bible's English text (31,102 verses), or ``{}`` with a note
+    when it cannot be read (then the word order is a seeded sample)."""
+    import re
+    from collections import Counter
+
+    from xling.io import note
+
+    try:
+        from xling.data.bible import bible_corpus
+
+        verses = bible_corpus(["eng"], quiet=not progress).sentences["eng_Latn"]
+    except XlingError as exc:
+        note(f"lens: no English word frequencies ({exc}); word pairs are sampled instead")
+        return {}
+    words = Counter()
+    for v in verses:
+        words.update(w.lower() for w in re.findall(r"[^\W\d_]+", v))
+    return dict(words)
+
+
 def _answer_ids(tokenizer, word: str, prefix_index: dict[str, list[int]]) -> list[int]:
     """The first token of ``word`` tokenized alone (unless it carries a leading space: a prompt ending in
     a quote is continued without one) plus every vocabulary token whose text is a non-empty prefix of it."""
@@ -179,12 +203,14 @@ def _lang_name(lang: str) -> str:
 
 
 def build_prompts(tokenizer, table: dict[str, dict[str, str]], target: str, source: str, task: str,
-                  max_prompts: int, shots: int, seed: int, prefix_index: dict[str, list[int]]):
+                  max_prompts: int, shots: int, seed: int, prefix_index: dict[str, list[int]],
+                  freq: dict[str, int] | None = None, keep_order: bool = False):
     """Prompts for one target language; returns (prompts, filter counts)."""
+    freq = freq or {}
     concepts = []
     counts = {"concepts": 0, "not_single_words": 0, "same_as_english": 0, "overlapping_answer_tokens": 0}
     need = [target] if task == "repetition" else [target, source]
-    for en in sorted(table):
+    for en in (list(table) if keep_order else sorted(table)):
         row = table[en]
         if not all(lang in row for lang in need):
             continue
@@ -197,8 +223,11 @@ def build_prompts(tokenizer, table: dict[str, dict[str, str]], target: str, sour
             counts["same_as_english"] += 1
             continue
         concepts.append(en)
-    # deterministic order by a hash of (seed, word): a sample, not the alphabet's start
-    concepts.sort(key=lambda w: hashlib.sha256(f"{seed}:{w}".encode()).hexdigest())
+    # common words first (Wendler et al. use everyday words; a 270M model knows few rare ones): by the
+    # English word's frequency in ``freq`` (the built-in Bible's English text by default), ties and
+    # unseen words in a seeded hash order
+    if not keep_order:
+        concepts.sort(key=lambda w: (-freq.get(w, 0), hashlib.sha256(f"{seed}:{w}".encode()).hexdigest()))
     if len(concepts) < shots + 1:
         raise XlingError(f"lens: only {len(concepts)} usable word pairs for {target}; need at least {shots + 1}")
     src_name = _lang_name(target if task == "repetition" else source)
@@ -267,12 +296,15 @@ def lens(config: LensConfig | None = None, **kwargs) -> LensRunResult:
     head = find_lens_head(model)
     tok = lm.tokenizer
     prefix_index = _prefix_index(tok)
+    order = cfg.order or ("frequent" if cfg.pairs == "freedict" else "file")
+    freq = english_frequencies(cfg.progress) if order == "frequent" else {}
     all_prompts, filters = [], {}
     for lang in langs:
         src = source or ("deu_Latn" if lang == "fra_Latn" else "fra_Latn")
         if cfg.task == "translation" and src == lang:
             raise XlingError(f"lens: --source {cfg.source} equals the target language {lang}")
-        prompts, counts = build_prompts(tok, table, lang, src, cfg.task, cfg.max_prompts, cfg.shots, cfg.seed, prefix_index)
+        prompts, counts = build_prompts(tok, table, lang, src, cfg.task, cfg.max_prompts, cfg.shots, cfg.seed, prefix_index,
+                                        freq, keep_order=(order == "file"))
         for p in prompts:
             p["source"] = src if cfg.task == "translation" else lang
         filters[lang] = counts
@@ -333,10 +365,55 @@ def curves(rows: list[dict]) -> dict[str, dict[str, list[tuple[int, float, float
     return out
 
 
-def english_detour(curve: dict[str, list]) -> list[int]:
-    """Layers (before the last) where the median English probability exceeds the median target probability."""
-    last = max(x[0] for x in curve["target"])
-    return [t[0] for t, e in zip(curve["target"], curve["english"]) if t[0] < last and e[2] > t[2]]
+def english_detour(curve: dict[str, list] | None = None, rows: list[dict] | None = None, lang: str | None = None,
+                   reps: int = 1000, seed: int = 0) -> list[int]:
+    """Layers before the last where English is more probable than the target *beyond noise*: the 95%
+    paired bootstrap interval over prompts of mean(p_english - p_target) lies above 0.
+
+    Called with ``curve`` only (no per-prompt rows), it falls back to comparing medians."""
+    if rows is None:
+        last = max(x[0] for x in curve["target"])
+        return [t[0] for t, e in zip(curve["target"], curve["english"]) if t[0] < last and e[2] > t[2]]
+    by: dict[int, dict[str, float]] = {}
+    for r in rows:
+        if r["lang"] == lang:
+            by.setdefault(r["layer"], {})[r["prompt_id"]] = r["p_english"] - r["p_target"]
+    last = max(by)
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for layer in sorted(by):
+        if layer == last:
+            continue
+        d = torch.tensor(list(by[layer].values()), dtype=torch.float64)
+        if d.numel() < 2 or float(d.mean()) <= 0:
+            continue
+        idx = torch.randint(0, d.numel(), (reps, d.numel()), generator=g)
+        lo = torch.quantile(d[idx].mean(dim=1), 0.025).item()
+        if lo > 0:
+            out.append(layer)
+    return out
+
+
+def task_performance(rows: list[dict]) -> dict[str, dict[str, float]]:
+    """Per language at the last hidden state: mean p(target), and the share of prompts whose top token
+    is one of the target's ids (does the model perform the task at all?)."""
+    last = max(r["layer"] for r in rows)
+    out: dict[str, dict[str, float]] = {}
+    for r in rows:
+        if r["layer"] != last:
+            continue
+        d = out.setdefault(r["lang"], {"n": 0, "p_target": 0.0, "top_is_target": 0.0})
+        d["n"] += 1
+        d["p_target"] += r["p_target"]
+        d["top_is_target"] += r["top_is"] == "target"
+    for d in out.values():
+        d["p_target"] /= d["n"]
+        d["top_is_target"] /= d["n"]
+    return out
+
+
+SOLVES = 0.2
+"""Below this mean last-layer p(target) the model does not perform the task: its lens curves are read as noise."""
 
 
 def write_outputs(result: LensRunResult, out: Path) -> None:
@@ -393,14 +470,19 @@ def render_report(result: LensRunResult) -> str:
 
     cur = curves(result.rows)
     n_hidden = result.num_hidden_states
-    detour = {lang: english_detour(c) for lang, c in cur.items()}
-    with_detour = [lang for lang, d in detour.items() if d]
+    detour = {lang: english_detour(rows=result.rows, lang=lang) for lang in cur}
+    perf = task_performance(result.rows)
+    weak = [lang for lang, d in perf.items() if d["p_target"] < SOLVES]
+    with_detour = [lang for lang, d in detour.items() if d and lang not in weak]
     langs_word = "language" if len(cur) == 1 else "languages"
     head = [f"{esc(result.model_name)}: {len(result.prompts)} {esc(result.config.task)} prompts in {len(cur)} {langs_word}, "
             f"logit lens at each of {n_hidden} hidden states.",
             (f"English above the target (median probability) before the last layer in {len(with_detour)} of {len(cur)} "
              f"{langs_word}: " + ", ".join(f"{esc(display_lang(lang))} (layers {esc(_ranges(detour[lang]))})" for lang in with_detour))
-            if with_detour else "No English detour: the median English probability never exceeds the target's before the last layer."]
+            if with_detour else "No English detour beyond noise (95% paired bootstrap over prompts) in the languages the model translates.",
+            (f"The model does not perform the task in {len(weak)} of {len(cur)} {langs_word} (mean p(target) at the last "
+             f"layer below {SOLVES}): " + ", ".join(f"{esc(display_lang(lang))} {perf[lang]['p_target']:.3f}" for lang in weak) +
+             "; their curves say nothing about a latent language.") if weak else ""]
     charts = "".join(_band_chart(f"{display_lang(lang)}: p(target) and p(English), median and IQR", c, n_hidden)
                      for lang, c in cur.items())
     filt_rows = [[display_lang(lang), c.get("concepts", 0), c.get("not_single_words", 0), c.get("same_as_english", 0),
@@ -436,12 +518,15 @@ def format_summary(result: LensRunResult) -> str:
     cur = curves(result.rows)
     lines = [f"lens: {result.model_name}, {len(result.prompts)} prompts, {result.num_hidden_states} hidden states, "
              f"{result.seconds:.1f} s"]
+    perf = task_performance(result.rows)
     for lang, c in cur.items():
-        d = english_detour(c)
+        d = english_detour(rows=result.rows, lang=lang)
         t_last = c["target"][-1][2]
         e_peak = max(c["english"][:-1], key=lambda x: x[2]) if len(c["english"]) > 1 else c["english"][-1]
-        lines.append(f"  {short_lang_name(lang):20s} p(target) at the last layer {t_last:.3f}; English peaks at layer "
-                     f"{e_peak[0]} ({e_peak[2]:.3f}); English above target at layers: {_ranges(d) or 'none'}")
+        solves = "" if perf[lang]["p_target"] >= SOLVES else " (does not perform the task: read as noise)"
+        lines.append(f"  {short_lang_name(lang):20s} last layer: mean p(target) {perf[lang]['p_target']:.3f}, top-1 "
+                     f"{perf[lang]['top_is_target']:.0%}{solves}; median p(English) peaks at layer {e_peak[0]} ({e_peak[2]:.3f}); "
+                     f"English above target beyond noise at layers: {_ranges(d) or 'none'}; median p(target) last {t_last:.3f}")
     return "\n".join(lines)
 
 
