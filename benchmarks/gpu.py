@@ -256,6 +256,20 @@ def bench_shape(shape: str, args, corpus, tokenizer, device) -> dict:
         res = align(**kw)
         sync(device)
         t_xling = min(t_xling, time.perf_counter() - t)
+    if getattr(args, "profile", False) and args.out is not None:
+        import cProfile
+        import io
+        import pstats
+
+        prof = cProfile.Profile()
+        prof.enable()
+        align(**kw)
+        sync(device)
+        prof.disable()
+        buf = io.StringIO()
+        pstats.Stats(prof, stream=buf).sort_stats("cumulative").print_stats(45)
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / f"profile-{shape}.txt").write_text(buf.getvalue())
     ref = time_reference(lm, sents, res.pooling, len(res.layers), args.ref_sentences, args.ref_pairs)
     mem = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
     row = {"shape": shape, "dtype": str(dtype).replace("torch.", ""), "params_m": round(params / 1e6, 1),
@@ -338,6 +352,8 @@ def main() -> int:
     ap.add_argument("--metrics-layers", type=int, default=13)
     ap.add_argument("--skip-metrics", action="store_true")
     ap.add_argument("--quick", action="store_true", help="tiny shapes and metrics, to check the script on a CPU")
+    ap.add_argument("--profile", action="store_true",
+                    help="also write profile-<shape>.txt: cProfile of one align call (synchronised), top 45 by cumulative time")
     args = ap.parse_args()
     if args.make_bundle is not None:
         make_bundle(args.make_bundle)

@@ -13,7 +13,9 @@ On random embeddings of shape (layers, n, d), side by side in one process:
     as it was at git revision REV (loaded from ``git show``), on the same inputs,
     checked for identical outputs.
 
-    python benchmarks/metrics.py [--n 4096] [--layers 13] [--d 384] [--threads 2] [--old HEAD] [--cpu-time]
+    python benchmarks/metrics.py [--n 4096] [--layers 13] [--d 384] [--threads 2] [--old 48e5a72] [--cpu-time]
+
+(48e5a72: the metrics before the one-scan lists; the README's numbers compare with it.)
 """
 
 from __future__ import annotations

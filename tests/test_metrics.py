@@ -615,3 +615,33 @@ def test_identical_embeddings_give_identical_similarities_anywhere(n, d):
     pair_b.block_rows = mm.SIM_TILE
     Sb = torch.cat([blk for _, _, blk in mm._blocks(pair_b, 0)])
     assert torch.equal(Sb, S)
+
+
+def test_row_hash_fast_path_finds_exactly_the_duplicates():
+    import xling.methods.metrics as mm
+
+    g = torch.Generator().manual_seed(5)
+    A = torch.randn(50, 7, generator=g)
+    assert mm._distinct_rows(A)[1] is None
+    A[30] = A[4]
+    A[49] = A[4]
+    A[11] = A[12]
+    A[11, 3] = 0.0
+    A[12, 3] = -0.0  # equal as numbers: one row
+    uniq, inv = mm._distinct_rows(A)
+    assert uniq.shape[0] == 47 and inv[11] == inv[12] and inv[30] == inv[4] == inv[49] and torch.equal(uniq[inv], A)
+    assert torch.equal(mm._distinct_rows(A.double())[0].float(), uniq)
+
+
+def test_row_hash_collisions_fall_back_to_whole_rows(monkeypatch):
+    import xling.methods.metrics as mm
+
+    g = torch.Generator().manual_seed(6)
+    A = torch.randn(20, 5, generator=g)
+    A[7] = A[2]
+    monkeypatch.setattr(mm, "_row_hashes", lambda X: torch.zeros(X.shape[0], dtype=torch.int64))  # every row collides
+    uniq, inv = mm._distinct_rows(A)
+    assert uniq.shape[0] == 19 and inv[7] == inv[2] and torch.equal(uniq[inv], A)
+    monkeypatch.setattr(mm, "_row_hashes", lambda X: torch.arange(X.shape[0]) % 10)  # false groups of two
+    uniq, inv = mm._distinct_rows(A)
+    assert uniq.shape[0] == 19 and torch.equal(uniq[inv], A)

@@ -570,10 +570,33 @@ def _needs_hint(names: list[str], resolved: Mapping[str, Mapping[str, Any]]) -> 
     return needs
 
 
+def _row_hashes(A: torch.Tensor) -> torch.Tensor:
+    """An exact integer hash of each row's bits (int64 arithmetic wraps, so it is deterministic):
+    identical rows have identical hashes wherever they sit; different hashes mean different rows."""
+    A = (A + 0.0).contiguous()  # -0.0 + 0.0 = +0.0: rows equal as numbers hash alike
+    bits = A.view(torch.int64 if A.dtype == torch.float64 else torch.int32).to(torch.int64)
+    g = torch.Generator().manual_seed(0x5EED)
+    coef = torch.randint(1, 2**62, (A.shape[-1],), generator=g, dtype=torch.int64).to(A.device) | 1
+    return (bits * coef).sum(dim=-1)
+
+
 def _distinct_rows(A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The distinct rows of ``A`` (m, d) in order of first occurrence, and each row's index among
-    them (``None`` when every row is distinct: then the first result is ``A`` itself)."""
-    uniq, inv = torch.unique(A, dim=0, return_inverse=True)
+    them (``None`` when every row is distinct: then the first result is ``A`` itself).
+
+    Fast path: rows whose exact bit hashes are all different are all different (one 1-D sort of m
+    integers and one synchronisation); only when two hashes agree are the rows compared whole."""
+    h = _row_hashes(A)
+    hu, inv = torch.unique(h, return_inverse=True)
+    if hu.shape[0] == A.shape[0]:
+        return A, None
+    # group by hash; the grouping is exact when every row equals its group's first row (no collision)
+    first_of = torch.full((hu.shape[0],), A.shape[0], dtype=torch.long, device=A.device)
+    first_of.scatter_reduce_(0, inv, torch.arange(A.shape[0], device=A.device), reduce="amin")
+    if bool((A == A[first_of[inv]]).all()):
+        uniq = hu  # only its length is used below
+    else:  # a true hash collision: compare whole rows
+        uniq, inv = torch.unique(A, dim=0, return_inverse=True)
     if uniq.shape[0] == A.shape[0]:
         return A, None
     first = torch.full((uniq.shape[0],), A.shape[0], dtype=torch.long, device=A.device)

@@ -348,7 +348,11 @@ def from_objects(model: torch.nn.Module, tokenizer, name: str = "in-memory", is_
     h = hashlib.sha256()
     for k, v in sorted(model.state_dict().items()):
         h.update(k.encode())
-        h.update(v.detach().float().cpu().contiguous().numpy().tobytes()[:4096])
+        h.update(str((tuple(v.shape), str(v.dtype))).encode())
+        if v.device.type == "meta":  # offloaded by a device map: its data lives elsewhere
+            continue
+        # the first 1,024 values only, sliced on the tensor's own device (never a host copy of the whole model)
+        h.update(v.detach().reshape(-1)[:1024].float().cpu().numpy().tobytes())
     param = next(model.parameters())
     return LoadedModel(
         name=name,
