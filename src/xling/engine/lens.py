@@ -98,19 +98,27 @@ def logit_lens(
             raise XlingError(f"logit lens: the model returned {len(hs)} hidden states, expected {H}")
         last = mask.sum(dim=1) - 1
         rows = torch.arange(len(idx), device=device)
-        for layer in range(H):
-            h = hs[layer][rows, last]
-            z = head.logits(h, normed=(layer == H - 1)).float()
-            logp = torch.log_softmax(z, dim=-1)
-            p = logp.exp()
-            ent = -(p * logp).nan_to_num(0.0).sum(dim=-1)
-            tp, ti = p.max(dim=-1)
-            entropy[idx, layer] = ent.cpu()
-            top_id[idx, layer] = ti.cpu()
-            top_prob[idx, layer] = tp.cpu()
-            for name, sets in answers.items():
-                vals = [p[r, torch.tensor(sorted(set(sets[i])), device=device)].sum() for r, i in enumerate(idx)]
-                out_ans[name][idx, layer] = torch.stack(vals).cpu()
+        # every layer's last position at once: (H, B, d) -> one norm, one unembedding, one softmax
+        h = torch.stack([hs[layer][rows, last] for layer in range(H)])
+        z = torch.cat([head.logits(h[:-1]), head.logits(h[-1:], normed=True)]).float()
+        logp = torch.log_softmax(z, dim=-1)
+        p = logp.exp()
+        ent = -(p * logp).nan_to_num(0.0).sum(dim=-1)  # (H, B)
+        tp, ti = p.max(dim=-1)
+        entropy[idx] = ent.T.cpu()
+        top_id[idx] = ti.T.cpu()
+        top_prob[idx] = tp.T.cpu()
+        for name, sets in answers.items():
+            width = max(len(set(sets[i])) for i in idx)
+            gather = torch.zeros(len(idx), width, dtype=torch.long)
+            valid = torch.zeros(len(idx), width, dtype=torch.bool)
+            for r, i in enumerate(idx):
+                u = sorted(set(sets[i]))
+                gather[r, : len(u)] = torch.tensor(u)
+                valid[r, : len(u)] = True
+            gather, valid = gather.to(device), valid.to(device)
+            picked = p.gather(-1, gather.unsqueeze(0).expand(H, -1, -1))  # (H, B, width)
+            out_ans[name][idx] = (picked * valid).sum(dim=-1).T.cpu()
         if progress is not None:
             progress(len(idx))
     return LensResult(out_ans, entropy, top_id, top_prob)
