@@ -239,3 +239,17 @@ def test_xling_runs_lists_and_filters_the_store(tmp_path, capsys):
     assert main(["runs", "--store", str(tmp_path / "missing.sqlite")]) == 2
     assert "results store not found" in capsys.readouterr().err
     assert main(["runs", "--store", str(tmp_path / "r.sqlite"), "--last", "0"]) == 2
+
+
+def test_probe_uses_the_models_context_and_says_when_it_cuts(tiny_model_dirs, capsys, one_thread):
+    """Default --max-length is the model's own context (64 positions for the tiny gemma3), not a fixed 128,
+    and texts longer than it are reported in one note line."""
+    from xling.runs.probe import ProbeConfig, probe
+
+    task = _tiny_task()
+    long = " ".join(["the cat sees the dog"] * 30)  # 150 words > 64 positions
+    task.data["test"]["deu_Latn"][0] = Example(text=long, label=1, id="0")
+    probe(ProbeConfig(model=str(tiny_model_dirs["gemma3"]), task=task, out=None, store=None, progress=False, l2=(1.0,)))
+    err = capsys.readouterr().err
+    assert "xling: note: truncated 1 of" in err and "deu_Latn 1" in err
+    assert ProbeConfig().max_length is None

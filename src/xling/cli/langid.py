@@ -23,7 +23,7 @@ def add_langid_parser(sub) -> None:
     p.add_argument("--layers", default=None, help="hidden states, e.g. 0,6,12 or 4-8 (default all)")
     p.add_argument("--pooling", default="auto")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--max-length", type=int, default=512)
+    p.add_argument("--max-length", type=int, default=None, help="tokens per sentence (default: the model's own context)")
     p.add_argument("--seed", type=int, default=0, help="which sentence ids are held out")
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
     p.add_argument("--device", default="auto")

@@ -27,7 +27,8 @@ def add_probe_parser(sub) -> None:
     p.add_argument("--test-size", "--max-test", dest="max_test", type=int, default=None, metavar="N",
                    help="score at most N test examples per language (--max-test: the older name)")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--max-length", type=int, default=None,
+                   help="tokens per text (default: the model's own context; longer texts are cut, with one note line)")
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16", "auto"])
     p.add_argument("--device", default="auto")
     from xling.cli.common import add_placement_flags

@@ -46,7 +46,7 @@ class LangIdConfig:
     pooling: str = "auto"
     layers: str | None = None
     batch_size: int = 32
-    max_length: int = 512
+    max_length: int | None = None  # None: the model's own context (as xling align)
     seed: int = 0
     dtype: str = "fp32"
     device: str = "auto"
@@ -150,6 +150,9 @@ def langid(config: LangIdConfig | None = None, **kwargs) -> LangIdResult:
     layers = None if cfg.layers is None else tuple(parse_layers(cfg.layers, lm.num_hidden_states))
     ecfg = EmbedConfig(pooling=cfg.pooling, layers=layers, batch_size=cfg.batch_size, max_length=cfg.max_length)
     cache = EmbeddingCache()
+    from xling.engine.embed import note_truncation
+
+    note_truncation(lm, {lang: sub.sentences[lang] for lang in langs}, ecfg)
     if cfg.progress:
         print(f"xling: langid: {len(langs)} languages x {n} sentences through {cfg.model}", file=sys.stderr, flush=True)
     emb = {}

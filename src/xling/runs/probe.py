@@ -48,7 +48,7 @@ class ProbeConfig:
     max_train: int | None = None
     max_test: int | None = None
     batch_size: int = 32
-    max_length: int = 128
+    max_length: int | None = None  # None: the model's own context (as xling align)
     device: str = "auto"
     dtype: str = "fp32"
     threads: int | None = None
@@ -124,6 +124,12 @@ def probe(config: ProbeConfig | None = None, **kwargs):
     for lang in langs:
         sets[("test", lang)] = task.examples("test", lang)[: cfg.max_test]
     total = sum(len(v) for v in sets.values())
+    from xling.engine.embed import note_truncation
+
+    by_lang: dict[str, list[str]] = {}
+    for (_split, lang), exs in sets.items():
+        by_lang.setdefault(lang, []).extend(e.text for e in exs)
+    note_truncation(lm, by_lang, ecfg)  # one line, only when a text is longer than the model's limit
     bar = None
     if cfg.progress:
         from tqdm.auto import tqdm
@@ -132,7 +138,7 @@ def probe(config: ProbeConfig | None = None, **kwargs):
                                            forward_params, model_params, say)
 
         model, load = (lm.model if lm.loaded else None), current_load()  # before the pass: a rough estimate
-        secs = estimate_seconds(count_tokens((e.text for v in sets.values() for e in v), cfg.max_length),
+        secs = estimate_seconds(count_tokens((e.text for v in sets.values() for e in v), ecfg.max_length),
                                 forward_params(lm.config, model), device=str(lm.device), threads=cfg.threads,
                                 load=load)
         say(estimate_line("probe", model=lm.name, params=model_params(lm.config, model), seconds=secs,
