@@ -35,18 +35,23 @@ def add_lens_parser(sub) -> None:
     from xling.cli.common import add_placement_flags
     add_placement_flags(p)
     p.add_argument("--out", default=str(DEFAULT_OUT))
+    from xling.runs.store import DEFAULT_STORE
+
+    p.add_argument("--store", default=str(DEFAULT_STORE),
+                   help="results store (SQLite) read for an align run of the model (MEXA per layer); 'none' to skip")
     add_overwrite_flag(p)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_lens)
 
 
 def cmd_lens(args) -> int:
-    from xling.cli.common import csv_list
+    from xling.cli.common import csv_list, store_or_none
     from xling.runs.lens import LensConfig, format_summary, lens
 
     cfg = LensConfig(model=args.model, langs=csv_list(args.langs), task=args.task, source=args.source, pairs=args.pairs, order=args.order,
                      max_prompts=args.max_prompts, shots=args.shots, seed=args.seed, batch_size=args.batch_size,
-                     dtype=args.dtype, device=args.device, out=args.out, overwrite=args.overwrite, progress=not args.quiet)
+                     dtype=args.dtype, device=args.device, out=args.out, overwrite=args.overwrite, progress=not args.quiet,
+                     store=store_or_none(args.store))
     result = lens(cfg)
     print(format_summary(result))
     print(f"wrote {args.out}/lens.csv, prompts.jsonl, report.html")

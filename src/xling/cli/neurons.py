@@ -27,21 +27,25 @@ def add_neurons_parser(sub) -> None:
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
     p.add_argument("--device", default="auto")
     p.add_argument("--out", default=str(DEFAULT_OUT))
+    from xling.runs.store import DEFAULT_STORE
+
+    p.add_argument("--store", default=str(DEFAULT_STORE),
+                   help="results store (SQLite) read for an align run of the model (MEXA correlation); 'none' to skip")
     add_overwrite_flag(p)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_neurons)
 
 
 def cmd_neurons(args) -> int:
-    from xling.cli.common import csv_list
+    from xling.cli.common import csv_list, store_or_none
     from xling.runs.neurons import NeuronsConfig, format_summary, neurons
 
     cfg = NeuronsConfig(model=args.model, langs=csv_list(args.langs), data=args.data, max_tokens=args.max_tokens,
                         held_out=args.held_out, ablate=args.ablate, top_rate=args.top_rate, filter_rate=args.filter_rate,
                         activation_bar_ratio=args.activation_bar_ratio, batch_size=args.batch_size,
                         max_length=args.max_length, seed=args.seed, dtype=args.dtype, device=args.device, out=args.out, overwrite=args.overwrite,
-                        progress=not args.quiet)
+                        progress=not args.quiet, store=store_or_none(args.store))
     result = neurons(cfg)
     print(format_summary(result))
-    print(f"wrote {args.out}/activations.safetensors, neurons.json, report.html")
+    print(f"wrote {args.out}/activations.safetensors, neurons.json, correlations.csv, report.html")
     return 0

@@ -29,6 +29,10 @@ Word pairs come from a TSV file (``--pairs``: a header of language codes, one co
 English included) or from the FreeDict dictionaries (``--pairs freedict``: Debian's
 ``dict-freedict-eng-<lang>``, fetched once into the cache; the first single-word translation of
 each single-word English headword).
+
+With a results store (``--store``) holding an ``align`` run of the same model with the same number of
+hidden states, the report adds that run's mean MEXA (Kargaran et al. 2024) over languages at each hidden
+state (align's layer index is the hidden-state index) and names the layer where it peaks.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from pathlib import Path
 import torch
 
 from xling.errors import XlingError
+from xling.runs.store import DEFAULT_STORE
 
 DEFAULT_OUT = Path("xling-out") / "lens"
 TASKS = ("translation", "repetition")
@@ -67,6 +72,7 @@ class LensConfig:
     out: str | Path | None = DEFAULT_OUT
     overwrite: bool = False
     progress: bool = True
+    store: str | Path | None = DEFAULT_STORE
 
     def __post_init__(self):
         if self.task not in TASKS:
@@ -266,6 +272,7 @@ class LensRunResult:
     model_name: str
     seconds: float
     started: str
+    mexa: dict | None = None
 
 
 def lens(config: LensConfig | None = None, **kwargs) -> LensRunResult:
@@ -282,6 +289,10 @@ def lens(config: LensConfig | None = None, **kwargs) -> LensRunResult:
         from xling.io import check_output_target
 
         check_output_target(cfg.out, overwrite=cfg.overwrite, command="lens")
+    if cfg.store is not None:  # an unusable store fails now, not after the run
+        from xling.runs.store import ResultsStore
+
+        ResultsStore(cfg.store).check()
     langs = [normalize_lang(x) for x in (cfg.langs or DEFAULT_LANGS)]
     if "eng_Latn" in langs:
         raise XlingError("lens: English is the reference answer; choose target languages other than English")
@@ -331,10 +342,35 @@ def lens(config: LensConfig | None = None, **kwargs) -> LensRunResult:
                          "top_script": script_of(top),
                          "top_is": "target" if tid in tgt_set else "english" if tid in en_set else "other"})
     result = LensRunResult(cfg, rows, all_prompts, filters, head.num_hidden_states, cfg.model,
-                           time.perf_counter() - t0, started)
+                           time.perf_counter() - t0, started, mexa_per_layer(cfg.store, cfg.model, head.num_hidden_states))
     if cfg.out is not None:
         write_outputs(result, Path(cfg.out))
     return result
+
+
+def mexa_per_layer(store, model: str, n_hidden: int) -> dict:
+    """The latest align run of ``model`` in the store with ``n_hidden`` hidden states: ``{"run_id", "corpus",
+    "langs", "layers": {hidden state: mean MEXA over languages}, "peak"}``; else ``{"note": one sentence}``."""
+    from xling.runs.links import align_runs, mean_by_layer, mexa_table
+
+    hint = (f"Run xling align --model {model} --data bible:mexa (results store: the default, or this run's --store) "
+            f"to add MEXA per layer to this report.")
+    if store is None:
+        return {"note": "No results store (--store none): no MEXA per layer. " + hint}
+    runs = align_runs(store, model)
+    usable = []
+    for run in runs:
+        table = mexa_table(store, run)
+        layers = mean_by_layer(table)
+        hidden = (run.get("config") or {}).get("num_hidden_states")
+        if layers and (hidden == n_hidden if hidden is not None else max(layers) < n_hidden):
+            usable.append((run, table, layers))
+    if not usable:
+        why = f" ({len(runs)} align run(s) of it, none with {n_hidden} hidden states and MEXA scores)" if runs else ""
+        return {"note": f"The results store has no align run of {model}{why}. " + hint}
+    run, table, layers = usable[-1]
+    peak = max(layers, key=layers.get)
+    return {"run_id": run["run_id"], "corpus": run.get("corpus"), "langs": len(table), "layers": layers, "peak": peak}
 
 
 def quantiles(values: list[float]) -> tuple[float, float, float]:
@@ -429,7 +465,8 @@ def write_outputs(result: LensRunResult, out: Path) -> None:
                 f.write(json.dumps({k: p[k] for k in ("prompt_id", "lang", "source", "concept", "word", "text", "input_ids",
                                                        "target_token_ids", "english_token_ids")}, ensure_ascii=False) + "\n")
         run = {"command": "lens", "model": result.model_name, "config": dataclasses.asdict(result.config),
-               "filters": result.filters, "num_hidden_states": result.num_hidden_states, "started": result.started,
+               "filters": result.filters, "num_hidden_states": result.num_hidden_states, "mexa": result.mexa,
+               "started": result.started,
                "seconds": round(result.seconds, 2)}
         (tmp / "run.json").write_text(json.dumps(run, indent=2, default=str), encoding="utf-8")
         (tmp / "report.html").write_text(render_report(result), encoding="utf-8")
@@ -483,11 +520,15 @@ def render_report(result: LensRunResult) -> str:
             (f"The model does not perform the task in {len(weak)} of {len(cur)} {langs_word} (mean p(target) at the last "
              f"layer below {SOLVES}): " + ", ".join(f"{esc(display_lang(lang))} {perf[lang]['p_target']:.3f}" for lang in weak) +
              "; their curves say nothing about a latent language.") if weak else ""]
+    mexa = result.mexa or {}
+    if mexa.get("layers"):
+        head.append(f"Mean MEXA over {mexa['langs']} languages (align run {esc(mexa['run_id'])} on {esc(mexa['corpus'])}) "
+                    f"peaks at hidden state {mexa['peak']} ({mexa['layers'][mexa['peak']]:.3f}).")
     charts = "".join(_band_chart(f"{display_lang(lang)}: p(target) and p(English), median and IQR", c, n_hidden)
                      for lang, c in cur.items())
     filt_rows = [[display_lang(lang), c.get("concepts", 0), c.get("not_single_words", 0), c.get("same_as_english", 0),
                   c.get("overlapping_answer_tokens", 0), c.get("prompts", 0)] for lang, c in result.filters.items()]
-    body = (f"<h1>Logit lens: {esc(result.model_name)}</h1>" + headline_html(head) + charts +
+    body = (f"<h1>Logit lens: {esc(result.model_name)}</h1>" + headline_html(head) + charts + _mexa_html(result, cur) +
             "<h2>Prompts kept</h2>" +
             table_html(["language", "word pairs", "not single words", "same as English", "answer tokens overlap English",
                         "prompts"], filt_rows) +
@@ -495,6 +536,23 @@ def render_report(result: LensRunResult) -> str:
             "begins the word). The last hidden state's lens is the model's own next-token distribution. "
             "Method: Wendler et al. 2024; files: lens.csv, prompts.jsonl.</p>")
     return page(f"xling lens: {result.model_name}", body)
+
+
+def _mexa_html(result: LensRunResult, cur: dict) -> str:
+    """MEXA per hidden state next to the mean over languages of the median lens probabilities; or one sentence."""
+    from xling.runs.report import esc, table_html
+
+    mexa = result.mexa or {}
+    if not mexa.get("layers"):
+        return f"<p>{esc(mexa.get('note', ''))}</p>" if mexa.get("note") else ""
+    rows = []
+    for layer in range(result.num_hidden_states):
+        med = {k: [x[2] for c in cur.values() for x in c[k] if x[0] == layer] for k in ("target", "english")}
+        rows.append([layer, "-" if layer not in mexa["layers"] else f"{mexa['layers'][layer]:.3f}",
+                     *("-" if not med[k] else f"{sum(med[k]) / len(med[k]):.3f}" for k in ("target", "english"))])
+    return (f"<h2>MEXA per layer (align run {esc(mexa['run_id'])} on {esc(mexa['corpus'])})</h2>" +
+            table_html(["hidden state", f"mean MEXA ({mexa['langs']} languages)", "median p(target), mean over languages",
+                        "median p(English), mean over languages"], rows))
 
 
 def _ranges(layers: list[int]) -> str:
@@ -527,6 +585,10 @@ def format_summary(result: LensRunResult) -> str:
         lines.append(f"  {short_lang_name(lang):20s} last layer: mean p(target) {perf[lang]['p_target']:.3f}, top-1 "
                      f"{perf[lang]['top_is_target']:.0%}{solves}; median p(English) peaks at layer {e_peak[0]} ({e_peak[2]:.3f}); "
                      f"English above target beyond noise at layers: {_ranges(d) or 'none'}; median p(target) last {t_last:.3f}")
+    mexa = result.mexa or {}
+    if mexa.get("layers"):
+        lines.append(f"  mean MEXA (align run {mexa['run_id']}, {mexa['langs']} languages) peaks at hidden state "
+                     f"{mexa['peak']} ({mexa['layers'][mexa['peak']]:.3f})")
     return "\n".join(lines)
 
 

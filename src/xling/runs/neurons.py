@@ -20,6 +20,14 @@ Outputs: ``activations.safetensors`` (per language ``<lang>.n``, a scalar token 
 ``neurons.json`` (``{lang: {layer: [neuron ids]}}``), ``counts.csv`` (neurons per language and
 layer), ``overlap.csv`` (Jaccard between languages' neuron sets), with ``--ablate``
 ``ablation.csv`` (A, B, condition, delta, interval), ``run.json`` and ``report.html``.
+
+Links (``correlations.csv``: what, n, pearson, ci_low, ci_high, spearman; 95% percentile bootstrap of
+Pearson over the points): the Jaccard overlap of each unordered language pair against each of the six
+URIEL distances of the pair (:func:`xling.data.typology.distances`, the ``typology`` extra; a pair
+without a distance is dropped and counted, never filled in), and, when the results store holds an
+align run of the same model on a corpus of the same collection, the overlap of each language's set
+with the align run's pivot (English) against that language's MEXA (Kargaran et al. 2024) at the
+run's best layer (highest mean MEXA over languages).
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ from pathlib import Path
 import torch
 
 from xling.errors import XlingError
+from xling.runs.store import DEFAULT_STORE
 
 DEFAULT_OUT = Path("xling-out") / "neurons"
 DEFAULT_LANGS = ["en", "de", "fr", "ru", "zh", "hi"]
@@ -61,6 +70,7 @@ class NeuronsConfig:
     out: str | Path | None = DEFAULT_OUT
     overwrite: bool = False
     progress: bool = True
+    store: str | Path | None = DEFAULT_STORE
 
     def __post_init__(self):
         if self.max_tokens < 100:
@@ -88,6 +98,8 @@ class NeuronsResult:
     verdict: list[str]
     seconds: float
     started: str
+    correlations: list[dict] = dataclasses.field(default_factory=list)
+    link_notes: list[str] = dataclasses.field(default_factory=list)
 
 
 def _batches(tok, texts: list[str], batch_size: int, max_length: int):
@@ -142,6 +154,10 @@ def neurons(config: NeuronsConfig | None = None, **kwargs) -> NeuronsResult:
         from xling.io import check_output_target
 
         check_output_target(cfg.out, overwrite=cfg.overwrite, command="neurons")
+    if cfg.store is not None:  # an unusable store fails now, not after the run
+        from xling.runs.store import ResultsStore
+
+        ResultsStore(cfg.store).check()
     lm = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device, lazy=True, quiet=not cfg.progress)
     if not lm.is_decoder:
         raise XlingError(f"neurons: {cfg.model} is an encoder; LAPE and perplexity need a decoder with its LM head")
@@ -186,10 +202,12 @@ def neurons(config: NeuronsConfig | None = None, **kwargs) -> NeuronsResult:
                 break
             texts.append(s)
             total += k
-        counter = ActivationCounter(model)
-        with counter.attach(model):
+        # counting needs no logits: the base model runs the blocks without the LM head (262k x d per token on Gemma)
+        base = getattr(model, "base_model", model)
+        counter = ActivationCounter(base)
+        with counter.attach(base):
             for _idx, ids, mask in _batches(tok, texts, cfg.batch_size, cfg.max_length):
-                counter.run(model, ids.to(device), mask.to(device))
+                counter.run(base, ids.to(device), mask.to(device))
         n_tok[lang] = counter.n
         over[lang] = counter.over_zero.cpu()
     sel = select_lape(torch.tensor([n_tok[x] for x in langs]), torch.stack([over[x] for x in langs], dim=-1),
@@ -215,11 +233,74 @@ def neurons(config: NeuronsConfig | None = None, **kwargs) -> NeuronsResult:
                                          "delta_log_ppl": d, "ci_low": lo, "ci_high": hi,
                                          "ppl_base": math.exp(base[b][0].sum().item() / base[b][1].sum().item())})
         verdict = diagonal_verdict(ablation, langs)
+    correlations, link_notes = overlap_links(cfg, langs, jac, corpus.name)
     result = NeuronsResult(cfg, langs, n_tok, over, chosen, counts, overlap, ablation, verdict,
-                           time.perf_counter() - t0, started)
+                           time.perf_counter() - t0, started, correlations, link_notes)
     if cfg.out is not None:
         write_outputs(result, Path(cfg.out))
     return result
+
+
+def overlap_links(cfg: NeuronsConfig, langs: list[str], jac, corpus_name: str | None = None) -> tuple[list[dict], list[str]]:
+    """Correlations of the Jaccard overlap with URIEL distance (per pair) and with MEXA vs the pivot (per
+    language) -- see the module doc; returns (``correlations.csv`` rows, notes). Each note is also one
+    ``xling: note:`` line."""
+    from xling.deps import available
+    from xling.io import note
+    from xling.runs.links import align_runs, corpus_family, correlation, mean_by_layer, mexa_table
+
+    rows: list[dict] = []
+    notes: list[str] = []
+    pairs = [(i, j) for i in range(len(langs)) for j in range(i + 1, len(langs))]
+    if not available("urielplus"):
+        notes.append("no URIEL correlation: the typological distances need the 'typology' extra "
+                      "(pip install 'xling[typology]')")
+    else:
+        from xling.data import typology
+
+        try:
+            dist = typology.distances([(langs[i], langs[j]) for i, j in pairs])
+        except XlingError as exc:  # a language URIEL does not know
+            notes.append(f"no URIEL correlation: {exc}")
+        else:
+            for kind in typology.KINDS:
+                d = [dist[(langs[i], langs[j])].get(kind) for i, j in pairs]
+                d = [float("nan") if v is None else float(v) for v in d]
+                rows.append(correlation(f"jaccard ~ URIEL {kind} distance", [float(jac[i, j]) for i, j in pairs], d,
+                                        cfg.bootstrap, cfg.seed) | {"unit": "pairs"})
+    if cfg.store is not None:
+        runs = align_runs(cfg.store, cfg.model)
+        families = {corpus_family(cfg.data), corpus_family(corpus_name)}
+        same = [r for r in runs if corpus_family(r.get("corpus")) in families]
+        fam = corpus_family(cfg.data)
+        hint = f"xling align --model {cfg.model} --data {'bible:mexa' if fam == 'bible' else cfg.data}"
+        if not same:
+            where = (f" (only on other corpora: {', '.join(dict.fromkeys(str(r.get('corpus')) for r in runs))})"
+                     if runs else "")
+            notes.append(f"no MEXA correlation: the results store {cfg.store} has no align run of {cfg.model} on "
+                         f"{corpus_name or cfg.data}{where}; run `{hint}` to add it")
+        else:
+            from xling.data.langcodes import normalize_lang
+
+            run = same[-1]
+            table = mexa_table(cfg.store, run)
+            pivot = normalize_lang((run.get("config") or {}).get("pivot") or "eng_Latn")
+            by_layer = mean_by_layer(table)
+            if pivot not in langs:
+                notes.append(f"no MEXA correlation: the align run's pivot {pivot} is not among the languages")
+            elif not by_layer:
+                notes.append(f"no MEXA correlation: align run {run['run_id']} has no MEXA scores")
+            else:
+                best = max(by_layer, key=by_layer.get)
+                p = langs.index(pivot)
+                others = [k for k, x in enumerate(langs) if k != p]
+                row = correlation(f"jaccard with {pivot} ~ MEXA (align run {run['run_id']} on {run.get('corpus')}, "
+                                  f"layer {best})", [float(jac[p, k]) for k in others],
+                                  [table.get(langs[k], {}).get(best, float("nan")) for k in others], cfg.bootstrap, cfg.seed)
+                rows.append(row | {"unit": "languages"})
+    for n in notes:
+        note(f"neurons: {n}")
+    return rows, notes
 
 
 def diagonal_verdict(ablation: list[dict], langs: list[str]) -> list[str]:
@@ -261,12 +342,15 @@ def write_outputs(result: NeuronsResult, out: Path) -> None:
                                                       for lang, per in result.neurons.items()}), encoding="utf-8")
         (tmp / "counts.csv").write_text(rows_to_csv(result.counts, ["lang", "layer", "neurons"]), encoding="utf-8")
         (tmp / "overlap.csv").write_text(rows_to_csv(result.overlap, ["lang_a", "lang_b", "jaccard"]), encoding="utf-8")
+        (tmp / "correlations.csv").write_text(rows_to_csv(result.correlations, ["what", "n", "pearson", "ci_low", "ci_high",
+                                                                                "spearman"]), encoding="utf-8")
         if result.ablation:
             (tmp / "ablation.csv").write_text(rows_to_csv(result.ablation, ["ablated", "lang", "condition", "neurons",
                                                                             "delta_log_ppl", "ci_low", "ci_high", "ppl_base"]),
                                               encoding="utf-8")
         run = {"command": "neurons", "model": result.config.model, "config": dataclasses.asdict(result.config),
-               "langs": result.langs, "tokens": result.n, "verdict": result.verdict, "started": result.started,
+               "langs": result.langs, "tokens": result.n, "verdict": result.verdict, "correlations": result.correlations,
+               "link_notes": result.link_notes, "started": result.started,
                "seconds": round(result.seconds, 2)}
         (tmp / "run.json").write_text(json.dumps(run, indent=2, default=str), encoding="utf-8")
         (tmp / "report.html").write_text(render_report(result), encoding="utf-8")
@@ -311,6 +395,7 @@ def render_report(result: NeuronsResult) -> str:
     jac = {(r["lang_a"], r["lang_b"]): r["jaccard"] for r in result.overlap}
     parts.append(_matrix_table("Overlap of neuron sets (Jaccard)", langs, langs, lambda r, c: jac[(r, c)], 0, 1,
                                lambda v: "-" if v != v else f"{v:.2f}"))
+    parts.append(_links_html(result))
     if result.ablation:
         get = {(r["ablated"], r["lang"], r["condition"]): r["delta_log_ppl"] for r in result.ablation}
         vals = [v for v in get.values() if v == v]
@@ -325,6 +410,16 @@ def render_report(result: NeuronsResult) -> str:
     return page(f"xling neurons: {result.config.model}", "".join(parts))
 
 
+def _links_html(result: NeuronsResult) -> str:
+    from xling.runs.links import describe
+    from xling.runs.report import esc
+
+    items = [f"<li>{esc(describe(r, r.get('unit', 'pairs')))}</li>" for r in result.correlations]
+    items += [f"<li>{esc(n)}</li>" for n in result.link_notes]
+    return ("<h2>Overlap against typology and alignment</h2><ul>" + "".join(items) + "</ul>"
+            "<p>Pearson with a 95% percentile bootstrap interval over the pairs (languages); correlations.csv.</p>")
+
+
 def format_summary(result: NeuronsResult) -> str:
     lines = [f"neurons: {result.config.model}, {len(result.langs)} languages, {result.seconds:.1f} s"]
     for lang in result.langs:
@@ -332,6 +427,9 @@ def format_summary(result: NeuronsResult) -> str:
         lines.append(f"  {lang:10s} {result.n[lang]:>8,} tokens, {sum(len(v) for v in per.values()):>6} neurons "
                      f"(by layer: {' '.join(str(len(per[layer])) for layer in sorted(per))})")
     lines.extend("  " + v for v in result.verdict)
+    from xling.runs.links import describe
+
+    lines.extend("  " + describe(r, r.get("unit", "pairs")) for r in result.correlations)
     return "\n".join(lines)
 
 
