@@ -256,3 +256,29 @@ def test_prediction_entry_under_another_key_is_refused(tmp_path, capsys):
     assert cache.get(k1) is None
     assert "another key" in capsys.readouterr().err
     assert cache.get(k2) == [1, 0, 0]
+
+
+def test_background_cache_writes_are_waited_for_and_identical(tmp_path, capsys):
+    """GPU runs write entries on a background thread: a get of the same key waits for the write, the
+    entry is the same file a direct put writes, and a failed write is one note, never an exception."""
+    import torch
+
+    from xling.engine.embed import EmbeddingCache
+
+    cache = EmbeddingCache(tmp_path / "c")
+    emb = torch.randn(3, 5, 4)
+    cache.put_background("k" * 64, emb, {"model": "m"})
+    got = cache.get("k" * 64, (3, 5, 4))
+    assert got is not None and torch.equal(got, emb)
+    direct = EmbeddingCache(tmp_path / "d")
+    direct.put("k" * 64, emb, {"model": "m"})
+    assert cache.path("k" * 64).read_bytes() == direct.path("k" * 64).read_bytes()
+
+    def boom(*a, **k):
+        raise RuntimeError("disk on fire")
+
+    cache.put = boom
+    cache.put_background("z" * 64, emb)
+    cache.flush()
+    err = capsys.readouterr().err
+    assert "not written" in err and "disk on fire" in err and len(err.strip().splitlines()) == 1

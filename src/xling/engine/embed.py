@@ -357,6 +357,31 @@ class EmbeddingCache:
 
     def __init__(self, root: str | Path | None = None):
         self.root = Path(root) if root is not None else cache_dir("embeddings")
+        self._pending: dict[str, object] = {}  # key -> Future of a background write (GPU runs)
+        self._writer = None
+
+    def put_background(self, key: str, emb: torch.Tensor, meta: dict | None = None) -> None:
+        """:meth:`put` on one background thread: the sha256 and the file write of a language's entry
+        overlap the next language's forward passes on the GPU. ``emb`` must be a host tensor no one
+        changes afterwards. :meth:`get` of the same key and :meth:`flush` wait for it; so does exit."""
+        if self._writer is None:
+            import atexit
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="xling-cache")
+            atexit.register(self.flush)
+        self._pending[key] = self._writer.submit(self.put, key, emb, meta)
+
+    def flush(self) -> None:
+        """Wait for every background write; a failed one is one note (the entry is simply absent)."""
+        from xling.io import note
+
+        pending, self._pending = self._pending, {}
+        for key, fut in pending.items():
+            try:
+                fut.result()
+            except Exception as exc:  # noqa: BLE001 - a cache entry is optional; the run's results stand
+                note(f"embedding cache entry {key[:12]} not written ({type(exc).__name__}: {exc})")
 
     def key(self, lm: LoadedModel, cfg: EmbedConfig, sentences: Sequence[str]) -> str:
         cfg = cfg.resolved(lm)
@@ -386,6 +411,12 @@ class EmbeddingCache:
         shape, NaN, another key, a folder or an unreadable file in its place) is
         discarded with a one-line note and recomputed by the caller.
         """
+        fut = self._pending.pop(key, None)
+        if fut is not None:  # written in the background: wait for it
+            try:
+                fut.result()
+            except Exception:  # noqa: BLE001 - no entry then; the caller recomputes
+                return None
         global _LEGACY_NOTED
         p = self.path(key)
         if not os.path.lexists(p):
@@ -485,5 +516,9 @@ def embed_cached(
             progress(len(sentences))
         return (hit.to(lm.device) if on_device else hit), True
     emb = embed_sentences(lm, sentences, cfg, progress, on_device=on_device)
-    cache.put(key, emb.cpu(), {"model": lm.name, **{k: v for k, v in asdict(rcfg).items()}})
+    meta = {"model": lm.name, **{k: v for k, v in asdict(rcfg).items()}}
+    if emb.device.type != "cpu" and hasattr(cache, "put_background"):
+        cache.put_background(key, emb.cpu(), meta)  # one host copy; hashing and writing overlap the GPU's next work
+    else:
+        cache.put(key, emb.cpu(), meta)
     return emb, False
