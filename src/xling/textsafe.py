@@ -159,9 +159,10 @@ def cap_words(words: Sequence[str], max_length: int) -> tuple[list[str], bool]:
 def note_capped(n: int, max_length: int, where: str = "") -> None:
     """One ``xling: note:`` line saying how many texts were cut (nothing when none was)."""
     if n:
-        from xling.io import note
+        import sys
 
         at = f"{where}: " if where else ""
+        note = lambda m: print("xling: note: " + term(" ".join(str(m).split())), file=sys.stderr, flush=True)  # noqa: E731 - as xling.io.note (a leaf: no import of io)
         note(f"{at}{n} text{'s' if n != 1 else ''} longer than {char_cap(max_length)} characters "
              f"({CHARS_PER_TOKEN} per token of --max-length {max_length}) cut to that before tokenizing")
 

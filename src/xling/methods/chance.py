@@ -52,4 +52,17 @@ def mean_sd(values: Sequence[float]) -> tuple[float, float | None]:
     return m, math.sqrt(sum((v - m) ** 2 for v in vals) / (len(vals) - 1))
 
 
-__all__ = ["wilson_interval", "at_chance", "mean_sd", "Z95"]
+__all__ = ["MIN_MEANINGFUL_SENTENCES", "small_sample_note", "wilson_interval", "at_chance", "mean_sd", "Z95"]
+
+MIN_MEANINGFUL_SENTENCES = 10
+"""Fewer parallel sentences than this: MEXA's chance level (about 1/n) is too high for a best layer to mean anything."""
+
+
+def small_sample_note(n: int) -> str | None:
+    """One line when ``n`` sentences are too few for a best layer to mean anything (None otherwise)."""
+    if n >= MIN_MEANINGFUL_SENTENCES:
+        return None
+    return (f"only {n} sentences: MEXA's chance level is about 1/{n} = {1 / max(n, 1):.2f}, so the best layer is not "
+            f"meaningful (use at least {MIN_MEANINGFUL_SENTENCES} sentences)")
+
+

@@ -24,6 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from xling.errors import XlingError
+from xling.methods.chance import MIN_MEANINGFUL_SENTENCES, small_sample_note  # noqa: F401 - re-exported
 from xling.runs.store import DEFAULT_STORE
 
 DEFAULT_METRICS = ("mexa", "retrieval", "xsim", "bitext_f1", "cka", "anc")
@@ -528,15 +529,6 @@ class _AlignRun:
 
 
 #: Below this many sentences a best layer says little: MEXA's chance level is about 1/n.
-MIN_MEANINGFUL_SENTENCES = 10
-
-
-def small_sample_note(n: int) -> str | None:
-    """One line when ``n`` sentences are too few for a best layer to mean anything (None otherwise)."""
-    if n >= MIN_MEANINGFUL_SENTENCES:
-        return None
-    return (f"only {n} sentences: MEXA's chance level is about 1/{n} = {1 / max(n, 1):.2f}, so the best layer is not "
-            f"meaningful (use at least {MIN_MEANINGFUL_SENTENCES} sentences)")
 
 
 def sentences_digest(corpus, pivot: str) -> str:

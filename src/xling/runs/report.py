@@ -304,7 +304,7 @@ def render_align_report(result) -> str:
             f"{better.capitalize()} mean {esc(main)}: <b>{esc(names[first])}</b> {esc(fmt(summ[(first, main)]['mean']))}"
             + (f"; {'highest' if lower else 'lowest'}: <b>{esc(names[last])}</b> "
                f"{esc(fmt(summ[(last, main)]['mean']))}." if last != first else ".")]
-    from xling.runs.align import small_sample_note
+    from xling.methods.chance import small_sample_note
 
     if small_sample_note(result.n_sentences):
         head.insert(0, f"<b>Warning</b>: {esc(small_sample_note(result.n_sentences))}.")
