@@ -272,7 +272,16 @@ def test_background_cache_writes_are_waited_for_and_identical(tmp_path, capsys):
     assert got is not None and torch.equal(got, emb)
     direct = EmbeddingCache(tmp_path / "d")
     direct.put("k" * 64, emb, {"model": "m"})
-    assert cache.path("k" * 64).read_bytes() == direct.path("k" * 64).read_bytes()
+    # the same tensor and the same metadata (safetensors may order metadata keys differently per write,
+    # so the files are compared by content, not byte for byte)
+    from safetensors import safe_open
+
+    def content(path):
+        with safe_open(str(path), framework="pt") as f:
+            return f.metadata(), f.get_tensor("embeddings")
+
+    (m1, t1), (m2, t2) = content(cache.path("k" * 64)), content(direct.path("k" * 64))
+    assert m1 == m2 and torch.equal(t1, t2)
 
     def boom(*a, **k):
         raise RuntimeError("disk on fire")
