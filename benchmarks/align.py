@@ -157,7 +157,7 @@ def main() -> int:
 
     from xling.data.readers import load_corpus
     from xling.models.loading import load_model
-    from xling.runs.align import align
+    from xling.recipes.align.run import align
 
     if args.time_convert:
         time_convert(args.model)

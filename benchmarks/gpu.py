@@ -234,7 +234,7 @@ def time_reference(lm, sentences: dict[str, list[str]], pooling: str, n_layers: 
 
 
 def bench_shape(shape: str, args, corpus, tokenizer, device) -> dict:
-    from xling.runs.align import align
+    from xling.recipes.align.run import align
 
     model, dtype, is_decoder = build_model(shape, len(tokenizer), device, args.bundle, args.quick)
     lm = loaded(model, tokenizer, shape, is_decoder, device, dtype)
@@ -290,7 +290,7 @@ def bench_shape(shape: str, args, corpus, tokenizer, device) -> dict:
 def bench_metrics(n: int, layers: int, d: int, device, repeats: int) -> dict:
     """All six default metrics against their floor on random (L, n, d) embeddings."""
     from xling.methods.metrics import PairEmbeddings, compute_metrics
-    from xling.runs.align import DEFAULT_METRICS
+    from xling.recipes.align.run import DEFAULT_METRICS
 
     g = torch.Generator(device="cpu").manual_seed(0)
     X = torch.randn(layers, n, d, generator=g)

@@ -90,7 +90,7 @@ def main() -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     from xling.methods import metrics as mm
-    from xling.runs.align import DEFAULT_METRICS
+    from xling.recipes.align.run import DEFAULT_METRICS
 
     g = torch.Generator().manual_seed(0)
     X = torch.randn(args.layers, args.n, args.d, generator=g)

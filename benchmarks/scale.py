@@ -145,8 +145,8 @@ def ray_bench(args) -> None:
     import ray
     import torch
 
-    from xling.runs.align import align
-    from xling.runs.executor import LocalExecutor, RayExecutor
+    from xling.recipes.align.run import align
+    from xling.harness.executor import LocalExecutor, RayExecutor
 
     torch.set_num_threads(1)
     langs = [x for x in args.ray_langs.split(",") if x]

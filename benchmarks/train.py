@@ -34,7 +34,7 @@ def child(args) -> None:
 
     import torch
 
-    from xling.runs.alignment_data import read_align_pairs
+    from xling.harness.sources import read_align_pairs
     from xling.methods.train import train_task
     from xling.tasks.registry import load_task
 

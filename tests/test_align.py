@@ -11,8 +11,8 @@ from xling.cli import main
 from xling.data.corpus import ParallelCorpus
 from xling.errors import XlingError
 from xling.models.loading import from_objects
-from xling.runs.align import align
-from xling.runs.store import ResultsStore
+from xling.recipes.align.run import align
+from xling.harness.store import ResultsStore
 
 CODES = {"eng": "eng_Latn", "deu": "deu_Latn", "fra": "fra_Latn", "rus": "rus_Cyrl"}
 
@@ -48,7 +48,7 @@ def test_align_api_rows_and_outputs(tmp_path):
     html = (tmp_path / "out" / "report.html").read_text()
     assert "<svg" in html and "deu_Latn" in html
     # self-contained: no scripts but the template's own inline one, no stylesheets, images or links to fetch
-    from xling.runs.report import SCRIPT_TAG
+    from xling.harness.html import SCRIPT_TAG
 
     html = html.replace(SCRIPT_TAG, "")
     for needle in ("<script", "<link", "src=", "href=", "url("):

@@ -152,7 +152,7 @@ def test_k_equal_to_n_and_defaults_still_run():
 
 def test_lambdas_are_bounded():
     from xling.errors import XlingError
-    from xling.runs.transfer import TransferConfig
+    from xling.recipes.transfer.run import TransferConfig
 
     with pytest.raises(XlingError, match="at most 64"):
         TransferConfig(lambdas=[i / 1000 for i in range(1000)])
@@ -162,7 +162,7 @@ def test_lambdas_are_bounded():
 
 
 def test_csv_cells_neutralised_numbers_kept():
-    from xling.runs.align import rows_to_csv
+    from xling.recipes.align.run import rows_to_csv
 
     rows = [{"model": h, "lang": h, "value": -0.5, "n": -2} for h in HOSTILE] + [{"model": "'quoted", "value": 0.25}]
     text = rows_to_csv(rows, ["model", "lang", "value", "n"])
@@ -206,8 +206,8 @@ def test_align_csvs_neutralise_names(tmp_path, tiny_model_dirs, capsys, monkeypa
 
 
 def test_predict_reads_back_neutralised_names(tmp_path):
-    from xling.runs.align import rows_to_csv
-    from xling.runs.predict import alignment_from_csv
+    from xling.recipes.align.run import rows_to_csv
+    from xling.recipes.predict.run import alignment_from_csv
 
     p = tmp_path / "alignment.csv"
     p.write_text(rows_to_csv([{"model": "=evil", "lang": "de", "layer": 1, "metric": "mexa", "value": -0.5},

@@ -24,7 +24,7 @@ from xling.data.corpus import ParallelCorpus
 from xling.engine.embed import EmbedConfig, EmbeddingCache, embed_cached, embed_sentences
 from xling.io import cache_dir
 from xling.models.loading import load_model
-from xling.runs.align import align
+from xling.recipes.align.run import align
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -221,7 +221,7 @@ def trained(tiny_model_dirs, tmp_path_factory):
 
 
 def _evaluate(trained):
-    from xling.runs.eval import EvalConfig, evaluate
+    from xling.recipes.eval.run import EvalConfig, evaluate
 
     out, task = trained
     return evaluate(EvalConfig(model=str(out), out=None, store=None, progress=False), task=task)
@@ -246,7 +246,7 @@ def test_swapped_prediction_entries_are_recomputed(trained, capsys):
 
 
 def test_prediction_entry_under_another_key_is_refused(tmp_path, capsys):
-    from xling.runs.eval import PredictionCache
+    from xling.recipes.eval.run import PredictionCache
 
     cache = PredictionCache(tmp_path)
     k1, k2 = PredictionCache.key({"lang": "deu"}), PredictionCache.key({"lang": "fra"})

@@ -35,8 +35,8 @@ def direct_paired(a: list[list[int]], b: list[list[int]], reps: int, seed: int):
 
 def synthetic_eval(run_id: str, model: str, correct: dict[str, list[int]], ids: dict[str, str] | None = None):
     """An eval result with per-item correctness (accuracy = its mean), as the eval recipe makes it."""
-    from xling.runs.eval import EvalResult
-    from xling.runs.store import items_hash
+    from xling.recipes.eval.run import EvalResult
+    from xling.harness.store import items_hash
 
     rows = [{"model": model, "task": "t", "lang": lang, "split": "test", "metric": m,
              "value": sum(c) / len(c) if m == "accuracy" else 0.5} for lang, c in correct.items()
@@ -58,7 +58,7 @@ B = {lang: [int(x) for x in RNG.random(len(v)) < 0.75] for lang, v in A.items()}
 
 
 def test_store_round_trip_of_items(tmp_path):
-    from xling.runs.store import ResultsStore, item_row, items_hash
+    from xling.harness.store import ResultsStore, item_row, items_hash
 
     store = ResultsStore(tmp_path / "r.sqlite")
     run = {"run_id": "r1", "command": "eval", "model": "m"}
@@ -84,8 +84,8 @@ def test_store_round_trip_of_items(tmp_path):
 
 
 def test_eval_save_to_store_writes_one_item_row_per_language(tmp_path):
-    from xling.runs.eval import save_to_store
-    from xling.runs.store import ResultsStore
+    from xling.recipes.eval.run import save_to_store
+    from xling.harness.store import ResultsStore
 
     save_to_store(synthetic_eval("e1", "m1", A), tmp_path / "r.sqlite")
     got = {r["lang"]: r for r in ResultsStore(tmp_path / "r.sqlite").items("e1")}
@@ -94,7 +94,7 @@ def test_eval_save_to_store_writes_one_item_row_per_language(tmp_path):
 
 def old_store(path):
     """Two eval runs in a store as written before ``item_scores`` existed."""
-    from xling.runs.eval import save_to_store
+    from xling.recipes.eval.run import save_to_store
 
     save_to_store(synthetic_eval("e1", "m1", A), path)
     save_to_store(synthetic_eval("e2", "m2", B), path)
@@ -108,8 +108,8 @@ def old_store(path):
 
 def test_old_store_opens_and_compare_falls_back(tmp_path, capsys):
     from xling.cli import main
-    from xling.runs.compare import compare_runs
-    from xling.runs.store import ResultsStore
+    from xling.recipes.compare.run import compare_runs
+    from xling.harness.store import ResultsStore
 
     path = old_store(tmp_path / "old.sqlite")
     store = ResultsStore(path)
@@ -130,8 +130,8 @@ def test_old_store_opens_and_compare_falls_back(tmp_path, capsys):
 
 def test_paired_ci_equals_a_direct_computation(tmp_path, capsys):
     from xling.cli import main
-    from xling.runs.compare import compare_runs
-    from xling.runs.eval import save_to_store
+    from xling.recipes.compare.run import compare_runs
+    from xling.recipes.eval.run import save_to_store
 
     path = tmp_path / "r.sqlite"
     save_to_store(synthetic_eval("e1", "m1", A), path)
@@ -159,8 +159,8 @@ def test_paired_ci_equals_a_direct_computation(tmp_path, capsys):
 
 
 def test_mismatched_items_fall_back_with_the_reason(tmp_path):
-    from xling.runs.compare import compare_runs
-    from xling.runs.eval import save_to_store
+    from xling.recipes.compare.run import compare_runs
+    from xling.recipes.eval.run import save_to_store
 
     path = tmp_path / "r.sqlite"
     save_to_store(synthetic_eval("e1", "m1", A), path)
@@ -181,9 +181,9 @@ def test_mismatched_items_fall_back_with_the_reason(tmp_path):
 def test_transfer_runs_pair_conditions_like_the_transfer_bootstrap(tmp_path):
     """Items written by the transfer recipe's store writer; compare's paired interval of a condition against the
     first one equals the recipe's own (same draws for the same seed and repetitions)."""
-    from xling.runs.compare import compare_runs
-    from xling.runs.store import ResultsStore, items_hash
-    from xling.runs.transfer import TransferResult, _write, bootstrap_study
+    from xling.recipes.compare.run import compare_runs
+    from xling.harness.store import ResultsStore, items_hash
+    from xling.recipes.transfer.run import TransferResult, _write, bootstrap_study
 
     path = tmp_path / "r.sqlite"
     conds = {"task": A, "add": B}
@@ -228,9 +228,9 @@ def two_models(tiny_model_dirs, tmp_path_factory):
 
 def test_two_eval_runs_on_a_tiny_task(two_models, tmp_path):
     from xling.methods.train import load_trained
-    from xling.runs.compare import compare_runs
-    from xling.runs.eval import evaluate
-    from xling.runs.store import ResultsStore
+    from xling.recipes.compare.run import compare_runs
+    from xling.recipes.eval.run import evaluate
+    from xling.harness.store import ResultsStore
     from xling.tasks.encode import predict
 
     task, good, weak = two_models

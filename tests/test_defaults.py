@@ -42,7 +42,7 @@ def test_train_align_data_on_an_english_only_task_uses_the_corpus_languages(tiny
 
 def test_matrix_takes_langs_in_both_roles(monkeypatch, tmp_path):
     import xling.cli.matrix as cli_matrix
-    import xling.runs.matrix as runs_matrix
+    import xling.recipes.matrix.run as runs_matrix
     from xling.cli import main
 
     seen = {}
@@ -150,7 +150,7 @@ def _help(argv, capsys, monkeypatch):
 
 
 def test_help_texts_name_the_real_choices_and_defaults(capsys, monkeypatch):
-    from xling.runs.transfer import DEFAULT_TASK, TASK_TARGETS
+    from xling.recipes.transfer.run import DEFAULT_TASK, TASK_TARGETS
 
     text = _help(["align"], capsys, monkeypatch)
     for name in (" bible ", "bible:mexa", "firefox", "task:NAME", "libreoffice"):

@@ -13,8 +13,8 @@ from test_train import tiny_task, write_tiny_jsonl
 from xling.cli import main
 from xling.errors import XlingError
 from xling.methods.train import load_trained, train_task
-from xling.runs import eval as ev
-from xling.runs.eval import EvalConfig, evaluate, transfer_gap
+from xling.recipes.eval import run as ev
+from xling.recipes.eval.run import EvalConfig, evaluate, transfer_gap
 from xling.tasks.encode import encode, pad_id, predict_logits
 
 
@@ -80,7 +80,7 @@ def test_outputs_gap_and_store(trained, tmp_path):
 
 
 def test_report_shows_alignment_of_the_base_model(trained, tiny_model_dirs, tmp_path):
-    from xling.runs.align import align
+    from xling.recipes.align.run import align
     from xling.tasks.provider import task_corpus
 
     out, task = trained

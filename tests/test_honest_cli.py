@@ -11,7 +11,7 @@ import pytest
 from xling.cli import _metric_options, build_parser, main
 from xling.errors import XlingError
 from xling.methods.metrics import validate_options
-from xling.runs.align import DEFAULT_METRICS, AlignConfig, AlignResult, IgnoredOptionWarning, format_summary
+from xling.recipes.align.run import DEFAULT_METRICS, AlignConfig, AlignResult, IgnoredOptionWarning, format_summary
 
 
 def _align_parser():

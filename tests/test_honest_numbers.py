@@ -11,7 +11,7 @@ import pytest
 
 from test_train import FAST, tiny_task, write_tiny_jsonl
 from test_transfer import _texts, translated_task
-from xling.runs.transfer import TransferConfig, format_table, run_transfer
+from xling.recipes.transfer.run import TransferConfig, format_table, run_transfer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -67,7 +67,7 @@ def test_transfer_dev_tie_is_reported_and_broken_by_the_smallest_lambda(chance_r
 
 
 def test_pick_on_dev_tie_rules():
-    from xling.runs.transfer import pick_on_dev
+    from xling.recipes.transfer.run import pick_on_dev
 
     assert pick_on_dev([(0.5, 2.0), (0.7, 1.0), (0.7, 0.25), (0.6, 0.5)], "lambda") == (0.25, [1.0, 0.25])
     assert pick_on_dev([(0.5, 2.0), (0.7, 1.0)], "lambda") == (1.0, [1.0])
@@ -77,7 +77,7 @@ def test_pick_on_dev_tie_rules():
 
 
 def test_honesty_warnings_only_when_the_numbers_say_so():
-    from xling.runs.transfer import bootstrap_study, honesty_warnings
+    from xling.recipes.transfer.run import bootstrap_study, honesty_warnings
 
     rng = np.random.default_rng(0)
 
@@ -207,7 +207,7 @@ def test_probe_seeds_resample_the_training_set_and_report_the_spread(tiny_model_
     from test_probe import _tiny_task
 
     from xling.cli import main
-    from xling.runs.probe import ProbeConfig, probe, training_sample
+    from xling.recipes.probe.run import ProbeConfig, probe, training_sample
 
     task = _tiny_task()
     data = write_tiny_jsonl(tmp_path / "dog.jsonl", task)
@@ -243,7 +243,7 @@ def test_probe_seeds_resample_the_training_set_and_report_the_spread(tiny_model_
 def test_transfer_seeds_train_every_module_per_seed_and_report_the_spread(tiny_model_dirs, tmp_path):
     from safetensors.torch import load_file
 
-    from xling.runs.transfer import format_seeds, run_transfer_seeds
+    from xling.recipes.transfer.run import format_seeds, run_transfer_seeds
 
     cfg = TransferConfig(model=str(tiny_model_dirs["bert"]), task="tiny", langs=["de"], text=_texts(tmp_path / "text"),
                          conditions=["task", "add"], lang_steps=2, lang_batch_size=8, task_epochs=1, task_lr=1e-2,
@@ -271,7 +271,7 @@ def test_transfer_seeds_train_every_module_per_seed_and_report_the_spread(tiny_m
 
 def test_seeds_flag_errors(tiny_model_dirs, tmp_path, capsys):
     from xling.cli import main
-    from xling.runs.seeds import parse_seeds
+    from xling.harness.seeds import parse_seeds
 
     assert parse_seeds("0, 1,2") == [0, 1, 2] and parse_seeds(None) is None
     for bad in ("1,1", "a", "", "-1"):

@@ -352,7 +352,7 @@ def assert_inert(report: str, fields: list[str]) -> None:
     attrs = {a for _, names in found for a in names}
     assert tags <= TEMPLATE_TAGS, tags - TEMPLATE_TAGS
     assert attrs <= TEMPLATE_ATTRS, attrs - TEMPLATE_ATTRS
-    from xling.runs.report import SCRIPT_TAG
+    from xling.harness.html import SCRIPT_TAG
 
     assert report.count("<script") == report.count(SCRIPT_TAG) <= 1  # the template's own script, at most once
     rest = report.replace(SCRIPT_TAG, "")
@@ -364,8 +364,8 @@ def assert_inert(report: str, fields: list[str]) -> None:
 def test_align_report_escapes_everything():
     from types import SimpleNamespace
 
-    from xling.runs.align import AlignResult
-    from xling.runs.report import render_align_report
+    from xling.recipes.align.run import AlignResult
+    from xling.harness.html import render_align_report
 
     langs = [h("lang1"), h("lang2")]
     rows = [{"model": h("model"), "corpus": h("corpus"), "lang": lang, "layer": layer, "pooling": h("pooling"),
@@ -380,7 +380,7 @@ def test_align_report_escapes_everything():
 
 
 def test_eval_report_escapes_everything():
-    from xling.runs.eval import EvalResult, render_eval_report
+    from xling.recipes.eval.run import EvalResult, render_eval_report
 
     langs = [h("source"), h("tgt1"), h("tgt2"), h("tgt3")]
     rows = [{"model": h("model"), "task": h("task"), "lang": lang, "split": h("split"), "metric": metric,
@@ -402,7 +402,7 @@ def test_eval_report_escapes_everything():
 
 
 def test_predict_report_escapes_everything():
-    from xling.runs.predict import PredictConfig, predict, render_predict_report
+    from xling.recipes.predict.run import PredictConfig, predict, render_predict_report
 
     langs = [h(f"lang{i}") for i in range(6)]
     alignment = {lang: {0: 0.1 * i, 1: 0.2 * i + 0.01 * (i % 2)} for i, lang in enumerate(langs)}
@@ -416,7 +416,7 @@ def test_predict_report_escapes_everything():
 def test_transfer_report_escapes_everything():
     from types import SimpleNamespace
 
-    from xling.runs.transfer import TransferResult, render_report
+    from xling.recipes.transfer.run import TransferResult, render_report
 
     m = h("metric")
     conditions = [h("cond1"), h("cond2")]
@@ -445,7 +445,7 @@ def test_eval_warns_when_a_language_gets_one_class(tiny_model_dirs, tmp_path, ca
     from test_train import tiny_task
 
     from xling.methods.train import train_task
-    from xling.runs import eval as ev
+    from xling.recipes.eval import run as ev
 
     task = tiny_task(n_train=8, n_dev=4, n_test=6)
     model = train_task(str(tiny_model_dirs["bert"]), task, out=tmp_path / "model", epochs=1, batch_size=8,
@@ -469,7 +469,7 @@ def test_eval_warns_when_a_language_gets_one_class(tiny_model_dirs, tmp_path, ca
 
 @pytest.mark.parametrize("case", ["scores", "alignment"])
 def test_predict_explains_an_undefined_correlation(tmp_path, case):
-    from xling.runs.predict import PredictConfig, format_summary, predict
+    from xling.recipes.predict.run import PredictConfig, format_summary, predict
 
     langs = ["deu", "fra", "spa", "ita", "por"]
     if case == "scores":

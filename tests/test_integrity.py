@@ -19,7 +19,7 @@ import tiny_models
 from xling.data.corpus import ParallelCorpus
 from xling.engine.embed import EmbeddingCache
 from xling.io import cache_dir
-from xling.runs.align import align
+from xling.recipes.align.run import align
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -152,7 +152,7 @@ def trained(tiny_model_dirs, tmp_path_factory):
 
 
 def _evaluate(trained, **kw):
-    from xling.runs.eval import EvalConfig, evaluate
+    from xling.recipes.eval.run import EvalConfig, evaluate
 
     out, task = trained
     return evaluate(EvalConfig(model=str(out), out=None, store=None, progress=False, **kw), task=task)
@@ -333,7 +333,7 @@ def test_modules_without_checksums_still_load(modules, tmp_path):
 
 
 def test_transfer_retrains_a_damaged_cached_module(modules, tmp_path, capsys):
-    from xling.runs.transfer import _mark, _reusable
+    from xling.recipes.transfer.run import _mark, _reusable
 
     folder = _copy(Path(modules[0]["lang"]), tmp_path)
     _mark(folder, "k1", {})
@@ -406,7 +406,7 @@ def test_concurrent_align_runs_leave_one_runs_folder(tiny_model_dirs, tmp_path):
 def test_transfer_refuses_a_second_run_into_the_same_folder(tmp_path):
     from xling.errors import XlingError
     from xling.io import output_lock
-    from xling.runs.transfer import run_transfer
+    from xling.recipes.transfer.run import run_transfer
 
     out = tmp_path / "transfer"
     with output_lock(out):  # another run holds the folder

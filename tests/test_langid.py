@@ -24,7 +24,7 @@ def _corpus(tmp_path, n=24):
 
 
 def test_wilson_matches_the_formula():
-    from xling.runs.langid import wilson
+    from xling.recipes.langid.run import wilson
 
     lo, hi = wilson(45, 50)
     z = 1.959963984540054
@@ -67,7 +67,7 @@ def test_langid_cli_and_mexa_parity_with_align(tiny_model_dirs, tmp_path, capsys
 
 def test_langid_held_out_ids_are_disjoint_and_seeded(tiny_model_dirs, tmp_path, monkeypatch):
     from xling.methods import probe as probe_mod
-    from xling.runs.langid import LangIdConfig, langid
+    from xling.recipes.langid.run import LangIdConfig, langid
 
     seen = []
     real = probe_mod.fit_logreg

@@ -1,18 +1,20 @@
-"""The package's layers, checked on the source: no import runs upward, argparse only in the CLI.
+"""The package's house plan, checked on the source: imports run downward only, no circles, recipes apart.
 
 Layer order (low to high)::
 
-    data < models < engine < tasks < (modules, methods) < runs < cli < _entry
+    data < models < engine < tasks < methods < modules < harness < recipes < (the facade) < cli < _entry
 
-* leaf helpers ``xling.errors``, ``xling.io``, ``xling.options``, ``xling.deps``
-  may be imported from anywhere and import only each other;
-* ``tasks`` imports neither ``modules`` nor ``methods``; ``modules`` and ``methods``
-  are one layer (composition math in methods, the module files in modules, training
-  on both) whose module-level imports must be acyclic;
-* the package root ``xling`` is the API facade (lazy ``xling.align`` and friends): a
-  ``runs``-level module for what it imports; importing ``__version__`` or
-  ``XlingError`` from it counts as a leaf import;
-* ``_entry`` (the console script) sits on top and imports the CLI lazily.
+* leaf helpers ``xling.errors``, ``xling.io``, ``xling.options``, ``xling.deps``, ``xling.textsafe``
+  and ``xling.registry`` may be imported from anywhere and import only each other;
+* ``methods`` (pure functions: metrics, composition, statistics, lens, neurons) sits strictly below
+  ``modules`` (the module file formats, which may use the composition maths);
+* ``harness`` is what every recipe shares (config to flags, outputs, cache, HTML kit, store,
+  executors); it never imports a recipe;
+* a recipe (``xling.recipes.NAME``) imports the harness and the library, never another recipe;
+* the package root ``xling`` is the API facade (lazy ``xling.align`` and friends), just above the
+  recipes; importing ``__version__`` or ``XlingError`` from it counts as a leaf import;
+* ``_entry`` (the console script) sits on top and imports the CLI lazily;
+* no import circle anywhere, within a layer included.
 
 Every import counts, at module level or inside a function.
 """
@@ -20,16 +22,50 @@ Every import counts, at module level or inside a function.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
-LEAVES = {"xling.errors", "xling.io", "xling.options", "xling.deps", "xling.textsafe"}
-LAYERS = {"data": 0, "models": 1, "engine": 2, "tasks": 3, "modules": 4, "methods": 4, "runs": 5, "cli": 6,
-          "_entry": 7}
+LEAVES = {"xling.errors", "xling.io", "xling.options", "xling.deps", "xling.textsafe", "xling.registry"}
+LAYERS = {"data": 0, "models": 1, "engine": 2, "tasks": 3, "methods": 4, "modules": 5, "harness": 6,
+          "recipes": 7, "cli": 9, "_entry": 10}
+FACADE = 8
+ARGPARSE_PLACES = ("xling.cli", "xling.harness.config")  # the flags are built from the configs here only
 ROOT_LEAF_NAMES = {"__version__", "XlingError"}  # the facade's names that need nothing above a leaf
+
+
+# Being moved (issue 20): each entry is removed as its import is fixed; the list may only shrink.
+KNOWN = {
+    'xling/harness/sources.py: xling.harness.sources imports xling.recipes.align.run (layer 7 above 6)',
+    'xling/methods/modules_train.py: xling.methods.modules_train imports xling.modules.apply (layer 5 above 4)',
+    'xling/methods/modules_train.py: xling.methods.modules_train imports xling.modules.lora (layer 5 above 4)',
+    'xling/methods/modules_train.py: xling.methods.modules_train imports xling.modules.meta (layer 5 above 4)',
+    'xling/methods/modules_train.py: xling.methods.modules_train imports xling.modules.sparse (layer 5 above 4)',
+    'xling/methods/train.py: xling.methods.train imports xling.modules.meta (layer 5 above 4)',
+    'xling/recipes/compare/run.py: xling.recipes.compare.run imports xling.recipes.align.run (a recipe imports another recipe)',
+    'xling/recipes/compare/run.py: xling.recipes.compare.run imports xling.recipes.transfer.run (a recipe imports another recipe)',
+    'xling/recipes/eval/run.py: xling.recipes.eval.run imports xling.recipes.align.run (a recipe imports another recipe)',
+    'xling/recipes/langid/run.py: xling.recipes.langid.run imports xling.recipes.align.run (a recipe imports another recipe)',
+    'xling/recipes/lens/run.py: xling.recipes.lens.run imports xling.recipes.align.run (a recipe imports another recipe)',
+    'xling/recipes/matrix/run.py: xling.recipes.matrix.run imports xling.recipes.align.run (a recipe imports another recipe)',
+    'xling/recipes/matrix/run.py: xling.recipes.matrix.run imports xling.recipes.eval.run (a recipe imports another recipe)',
+    'xling/recipes/matrix/run.py: xling.recipes.matrix.run imports xling.recipes.probe.run (a recipe imports another recipe)',
+    'xling/recipes/neurons/run.py: xling.recipes.neurons.run imports xling.recipes.align.run (a recipe imports another recipe)',
+    'xling/recipes/predict/run.py: xling.recipes.predict.run imports xling.recipes.align.run (a recipe imports another recipe)',
+    'xling/recipes/probe/run.py: xling.recipes.probe.run imports xling.recipes.eval.run (a recipe imports another recipe)',
+    'xling/recipes/rank/run.py: xling.recipes.rank.run imports xling.recipes.align.run (a recipe imports another recipe)',
+    'xling/recipes/rank/run.py: xling.recipes.rank.run imports xling.recipes.matrix.run (a recipe imports another recipe)',
+    'xling/recipes/transfer/run.py: xling.recipes.transfer.run imports xling.recipes.align.run (a recipe imports another recipe)',
+    'xling/recipes/transfer/run.py: xling.recipes.transfer.run imports xling.recipes.eval.run (a recipe imports another recipe)',
+}
+KNOWN_CIRCLES = [
+    ['xling.data.django_corpus', 'xling.data.firefox', 'xling.data.libreoffice', 'xling.data.readers'],
+    ['xling.tasks.provider', 'xling.tasks.registry'],
+    ['xling.recipes.eval.report', 'xling.recipes.eval.run'],
+]
 
 
 def module_names(src: Path = SRC) -> dict[str, Path]:
@@ -47,8 +83,14 @@ def layer(module: str) -> int | None:
     if module in LEAVES:
         return None
     if module == "xling":
-        return LAYERS["runs"]
+        return FACADE
     return LAYERS[module.split(".")[1]]
+
+
+def recipe_of(module: str) -> str | None:
+    """``xling.recipes.align.run`` -> ``align``; ``None`` outside the recipes."""
+    parts = module.split(".")
+    return parts[2] if len(parts) > 2 and parts[1] == "recipes" else None
 
 
 def imports(module: str, path: Path, known: dict[str, Path]) -> list[tuple[str, int]]:
@@ -93,13 +135,15 @@ def violations(src: Path = SRC) -> list[str]:
                 bad.append(f"{where} (a leaf helper imports only leaves)")
             elif mine is not None and theirs is not None and theirs > mine:
                 bad.append(f"{where} (layer {theirs} above {mine})")
+            elif recipe_of(module) and recipe_of(target) and recipe_of(module) != recipe_of(target):
+                bad.append(f"{where} (a recipe imports another recipe)")
     return bad
 
 
-def same_layer_cycles(src: Path = SRC, layer_of: int = LAYERS["methods"]) -> list[list[str]]:
-    """Import cycles among the modules of one layer (strongly connected components of size > 1)."""
+def cycles(src: Path = SRC) -> list[list[str]]:
+    """Import circles among all of xling's modules (strongly connected components of size > 1)."""
     known = module_names(src)
-    members = [m for m in known if layer(m) == layer_of]
+    members = list(known)
     graph = {m: {t for t, _ in imports(m, known[m], known) if t in members and t != m} for m in members}
     index, low, stack, on, cycles, counter = {}, {}, [], set(), [], [0]
 
@@ -134,7 +178,7 @@ def same_layer_cycles(src: Path = SRC, layer_of: int = LAYERS["methods"]) -> lis
 def argparse_outside_cli(src: Path = SRC) -> list[str]:
     bad = []
     for module, path in module_names(src).items():
-        if module == "xling.cli" or module.startswith("xling.cli."):
+        if any(module == p or module.startswith(p + ".") for p in ARGPARSE_PLACES):
             continue
         tree = ast.parse(path.read_text(encoding="utf-8"))
         for node in ast.walk(tree):
@@ -153,12 +197,18 @@ def test_every_module_has_a_layer():
         layer(module)  # a KeyError names a package the rule does not know
 
 
+def _norm(found: list[str]) -> set[str]:
+    return {re.sub(r":\d+:", ":", f) for f in found}
+
+
 def test_no_import_runs_upward():
-    assert violations() == []
+    found = _norm(violations())
+    assert found - KNOWN == set()
+    assert KNOWN - found == set(), "fixed: remove these from KNOWN"
 
 
-def test_modules_and_methods_import_each_other_without_cycles():
-    assert same_layer_cycles() == []
+def test_no_import_circle_anywhere():
+    assert cycles() == KNOWN_CIRCLES
 
 
 def test_argparse_only_in_the_cli():
@@ -167,9 +217,12 @@ def test_argparse_only_in_the_cli():
 
 @pytest.mark.parametrize("rel, line, expect", [
     ("xling/data/corpus.py", "    import xling.tasks\n", "xling.data.corpus imports xling.tasks"),
-    ("xling/methods/probe.py", "    from xling.runs.store import DEFAULT_STORE\n", "imports xling.runs.store"),
+    ("xling/methods/probe.py", "    from xling.harness.store import DEFAULT_STORE\n", "imports xling.harness.store"),
     ("xling/errors.py", "from xling.data import langcodes\n", "leaf helper"),
-    ("xling/runs/store.py", "from xling.cli.common import csv_list\n", "imports xling.cli.common"),
+    ("xling/harness/store.py", "from xling.cli.common import csv_list\n", "imports xling.cli.common"),
+    ("xling/harness/store.py", "    from xling.recipes.align.run import align\n", "imports xling.recipes.align.run"),
+    ("xling/methods/chance.py", "    from xling.modules import meta\n", "imports xling.modules"),
+    ("xling/recipes/vocab/run.py", "    from xling.recipes.lens.run import lens\n", "a recipe imports another recipe"),
 ])
 def test_a_bad_import_is_caught(tmp_path, rel, line, expect):
     import shutil
@@ -178,7 +231,7 @@ def test_a_bad_import_is_caught(tmp_path, rel, line, expect):
     path = tmp_path / rel
     path.write_text(path.read_text(encoding="utf-8") + "\n\ndef _bad():\n" + line if line.startswith(" ")
                     else path.read_text(encoding="utf-8") + "\n" + line, encoding="utf-8")
-    found = violations(tmp_path)
+    found = sorted(_norm(violations(tmp_path)) - KNOWN)
     assert len(found) == 1 and expect in found[0], found
 
 
@@ -186,7 +239,21 @@ def test_argparse_outside_the_cli_is_caught(tmp_path):
     import shutil
 
     shutil.copytree(SRC / "xling", tmp_path / "xling")
-    path = tmp_path / "xling/runs/probe.py"
+    path = tmp_path / "xling/recipes/probe/run.py"
     path.write_text(path.read_text(encoding="utf-8") + "\n\ndef _p(sub):\n    sub.add_parser('x')\n", encoding="utf-8")
     found = argparse_outside_cli(tmp_path)
     assert len(found) == 1 and "add_parser" in found[0], found
+
+
+def test_a_circle_is_caught(tmp_path):
+    import shutil
+
+    shutil.copytree(SRC / "xling", tmp_path / "xling")
+    path = tmp_path / "xling/data/overlap.py"
+    path.write_text(path.read_text(encoding="utf-8") + "\n\ndef _c():\n    from xling.data import selection\n",
+                    encoding="utf-8")
+    path = tmp_path / "xling/data/selection.py"
+    path.write_text(path.read_text(encoding="utf-8") + "\n\ndef _d():\n    from xling.data import overlap\n",
+                    encoding="utf-8")
+    found = [c for c in cycles(tmp_path) if "xling.data.overlap" in c and c not in KNOWN_CIRCLES]
+    assert found and set(found[0]) >= {"xling.data.overlap", "xling.data.selection"}, found

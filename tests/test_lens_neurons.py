@@ -478,7 +478,7 @@ def test_new_commands_refuse_a_users_folder(command, tiny_causal_dir, tmp_path, 
 
 
 def test_english_detour_needs_a_difference_beyond_noise():
-    from xling.runs.lens import english_detour, task_performance
+    from xling.recipes.lens.run import english_detour, task_performance
 
     rng = np.random.default_rng(0)
     rows = []

@@ -15,7 +15,7 @@ import pytest
 import tiny_models
 from xling.cli import main
 from xling.errors import XlingError
-from xling.runs.store import ResultsStore
+from xling.harness.store import ResultsStore
 
 LANGS6 = ["deu_Latn", "fra_Latn", "rus_Cyrl", "spa_Latn", "ita_Latn", "jpn_Jpan"]
 
@@ -40,7 +40,7 @@ def _add_align(store, run_id, model, layers, langs, f, *, fingerprint=None, hidd
 
 def test_compare_same_model_uses_common_layers_and_languages(tmp_path):
     """13 vs 9 hidden states and 6 vs 3 languages of one model, identical where both scored: difference 0."""
-    from xling.runs.compare import compare_runs, format_compare
+    from xling.recipes.compare.run import compare_runs, format_compare
 
     store = tmp_path / "r.sqlite"
     f = lambda i, k: 0.3 + 0.05 * k - 0.02 * i  # noqa: E731 - later layers align better
@@ -58,7 +58,7 @@ def test_compare_same_model_uses_common_layers_and_languages(tmp_path):
 
 def test_compare_different_depths_at_common_relative_depth(tmp_path):
     """Two models, 13 and 5 hidden states, the same curve over relative depth: difference 0, said in a note."""
-    from xling.runs.compare import compare_runs
+    from xling.recipes.compare.run import compare_runs
 
     store = tmp_path / "r.sqlite"
     _add_align(store, "deep00000000", "deep", range(13), LANGS6[:3], lambda i, k: (k / 12) ** 2, hidden=13)
@@ -86,7 +86,7 @@ def test_compare_refuses_different_sentences_unless_allowed(tmp_path, capsys):
 
 def test_compare_old_runs_without_sentence_record(tmp_path):
     """Runs recorded before the digest: different counts refuse, equal counts compare with a one-line note."""
-    from xling.runs.compare import compare_runs
+    from xling.recipes.compare.run import compare_runs
 
     store = tmp_path / "r.sqlite"
     f = lambda i, k: 0.5  # noqa: E731
@@ -103,8 +103,8 @@ def test_align_records_depth_and_sentences_and_compare_refuses_a_shorter_run(tmp
     """Real align runs: the record has the depth and a sentence digest; 4 vs 8 sentences are refused."""
     from xling.data.corpus import ParallelCorpus
     from xling.models.loading import from_objects
-    from xling.runs.align import align, format_summary
-    from xling.runs.compare import compare_runs
+    from xling.recipes.align.run import align, format_summary
+    from xling.recipes.compare.run import compare_runs
 
     codes = {"eng": "eng_Latn", "deu": "deu_Latn", "fra": "fra_Latn"}
     corpus = ParallelCorpus("tiny", {codes[k]: v for k, v in tiny_models.PARALLEL.items() if k in codes})
@@ -137,7 +137,7 @@ def _lines(n, seed=0):
 
 
 def test_predict_warns_on_few_languages_and_labels_in_sample(tmp_path):
-    from xling.runs.predict import format_summary, predict
+    from xling.recipes.predict.run import format_summary, predict
 
     align, scores = _lines(4)
     res = predict(alignment=align, scores=scores, out=tmp_path / "p", store=None, n_boot=20, metric="accuracy")
@@ -170,7 +170,7 @@ def test_uriel_distance_from_too_few_features_is_missing_not_zero():
 
 
 def test_rank_shows_ties_as_ties():
-    from xling.runs.rank import rank_label, recommend, tied_ranks
+    from xling.recipes.rank.run import rank_label, recommend, tied_ranks
 
     assert tied_ranks(["a", "b", "c", "d"], {"a": 3.0, "b": 2.0, "c": 2.0, "d": 1.0}) == {
         "a": (1, False), "b": (2, True), "c": (2, True), "d": (4, False)}
@@ -190,8 +190,8 @@ def test_rank_shows_ties_as_ties():
 def test_default_store_is_in_the_user_data_folder_and_xling_store_overrides(tmp_path, monkeypatch, capsys):
     import platformdirs
 
-    from xling.runs.align import AlignConfig
-    from xling.runs.store import DEFAULT_STORE, default_store_path
+    from xling.recipes.align.run import AlignConfig
+    from xling.harness.store import DEFAULT_STORE, default_store_path
 
     monkeypatch.delenv("XLING_STORE", raising=False)
     assert default_store_path() == Path(platformdirs.user_data_dir("xling")) / "results.sqlite"
@@ -209,7 +209,7 @@ def test_default_store_is_in_the_user_data_folder_and_xling_store_overrides(tmp_
 def test_tests_never_use_the_real_user_store():
     import platformdirs
 
-    from xling.runs.store import default_store_path
+    from xling.harness.store import default_store_path
 
     assert not str(default_store_path()).startswith(platformdirs.user_data_dir("xling"))
 
@@ -218,8 +218,8 @@ def test_tests_never_use_the_real_user_store():
 
 
 def test_eval_report_never_joins_alignment_from_another_corpus(tmp_path):
-    from xling.runs.eval import EvalResult, _alignment_for
-    from xling.runs.eval_report import render_eval_report
+    from xling.recipes.eval.run import EvalResult, _alignment_for
+    from xling.recipes.eval.report import render_eval_report
 
     scores = {"eng_Latn": 0.9, "deu_Latn": 0.7, "fra_Latn": 0.6, "rus_Cyrl": 0.5}
     rows = [{"model": "ft", "task": "bible-genre", "lang": lang, "split": "test", "metric": "accuracy", "value": v}

@@ -64,8 +64,8 @@ def test_pair_alignment_directions():
 
 def test_matrix_on_a_tiny_model(tiny_model_dirs, tmp_path, one_thread):
     from xling.methods.probe import fit_logreg
-    from xling.runs.matrix import MatrixConfig, transfer_matrix
-    from xling.runs.store import ResultsStore
+    from xling.recipes.matrix.run import MatrixConfig, transfer_matrix
+    from xling.harness.store import ResultsStore
 
     task = _parallel_task()
     folder = str(tiny_model_dirs["xlmr"])
@@ -118,7 +118,7 @@ def test_matrix_on_a_tiny_model(tiny_model_dirs, tmp_path, one_thread):
 
 
 def test_matrix_one_layer_for_all_and_subsets(tiny_model_dirs, one_thread):
-    from xling.runs.matrix import MatrixConfig, transfer_matrix
+    from xling.recipes.matrix.run import MatrixConfig, transfer_matrix
 
     res = transfer_matrix(MatrixConfig(model=str(tiny_model_dirs["bert"]), task=_parallel_task(), sources=["en", "de"],
                                        targets=["fr", "ru"], layer=-1, l2=(1.0,), out=None, store=None, progress=False,
@@ -129,7 +129,7 @@ def test_matrix_one_layer_for_all_and_subsets(tiny_model_dirs, one_thread):
 
 
 def test_matrix_errors(tiny_model_dirs, tmp_path):
-    from xling.runs.matrix import MatrixConfig, transfer_matrix
+    from xling.recipes.matrix.run import MatrixConfig, transfer_matrix
 
     folder = str(tiny_model_dirs["bert"])
     with pytest.raises(XlingError, match="--method"):
@@ -164,7 +164,7 @@ def test_matrix_cli(tiny_model_dirs, tmp_path, capsys, one_thread):
 
 
 def test_matrix_lora_on_a_tiny_model(tiny_model_dirs, tmp_path, one_thread):
-    from xling.runs.matrix import MatrixConfig, transfer_matrix
+    from xling.recipes.matrix.run import MatrixConfig, transfer_matrix
 
     res = transfer_matrix(MatrixConfig(model=str(tiny_model_dirs["bert"]), task=_parallel_task(), method="lora",
                                        sources=["en", "de"], targets=["en", "de", "fr"], epochs=1, out=tmp_path / "m",
@@ -173,7 +173,7 @@ def test_matrix_lora_on_a_tiny_model(tiny_model_dirs, tmp_path, one_thread):
     folders = {p["model_folder"] for p in res.probes.values()}
     assert len(folders) == 2 and all((tmp_path / "m" / "models").exists() for _ in folders)
     # the cell is what xling eval's predictions of that fine-tuned model give
-    from xling.runs.eval import evaluate
+    from xling.recipes.eval.run import evaluate
 
     deu = res.probes["deu_Latn"]["model_folder"]
     ev = evaluate(model=deu, task=_parallel_task(), langs=["fr"], out=None, store=None, progress=False)
@@ -186,7 +186,7 @@ def test_matrix_lora_on_a_tiny_model(tiny_model_dirs, tmp_path, one_thread):
 
 
 def test_matrix_report_escapes_everything():
-    from xling.runs.matrix import MatrixResult, render_matrix_report
+    from xling.recipes.matrix.run import MatrixResult, render_matrix_report
 
     bad = '<script>alert("x")</script>'
     cell = {"accuracy": 0.5, "lo": 0.4, "hi": 0.6, "macro_f1": 0.5}

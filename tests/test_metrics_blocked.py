@@ -162,7 +162,7 @@ def test_parse_memory_rejects(bad):
 def test_align_threads_the_budget_to_the_metrics(monkeypatch, tmp_path):
     from xling.data.corpus import ParallelCorpus
     from xling.models.loading import from_objects
-    from xling.runs.align import AlignConfig, align
+    from xling.recipes.align.run import AlignConfig, align
 
     seen = []
     real = mm.compute_metrics

@@ -12,7 +12,7 @@ from scipy import stats
 
 from test_lens_neurons import PAIRS, _texts, tiny_causal_dir  # noqa: F401 - the fixture
 
-from xling.runs.store import ResultsStore
+from xling.harness.store import ResultsStore
 
 LANGS = ["eng_Latn", "deu_Latn", "fra_Latn"]
 
@@ -100,7 +100,7 @@ def test_neurons_correlations_equal_scipy_on_the_same_numbers(tiny_causal_dir, t
 def test_neurons_correlation_matches_scipy_with_varying_overlap(monkeypatch):
     """The link computation itself, on a given Jaccard matrix (so the overlap surely varies)."""
     from xling.data import typology
-    from xling.runs.neurons import NeuronsConfig, overlap_links
+    from xling.recipes.neurons.run import NeuronsConfig, overlap_links
 
     langs = ["eng_Latn", "deu_Latn", "fra_Latn", "rus_Cyrl", "zho_Hans"]
     rng = np.random.default_rng(1)

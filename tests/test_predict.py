@@ -11,8 +11,8 @@ import pytest
 from xling.cli import main
 from xling.errors import XlingError
 from xling.methods import predict as P
-from xling.runs.predict import PredictConfig, predict
-from xling.runs.store import ResultsStore
+from xling.recipes.predict.run import PredictConfig, predict
+from xling.harness.store import ResultsStore
 
 LANGS = [f"{c}_Latn" for c in ("deu", "fra", "spa", "ita", "nld", "pol", "ces", "slv", "dan", "swe", "fin", "est",
                                "hun", "tur", "ind", "vie", "cat", "glg", "eus", "por", "ron", "hrv", "slk", "lit",

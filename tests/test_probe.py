@@ -78,8 +78,8 @@ def _tiny_task():
 def test_probe_recipe_scores_every_language_and_feeds_the_store(tiny_model_dirs, tmp_path, one_thread):
     from xling.engine.embed import EmbedConfig, embed_sentences
     from xling.models.loading import load_model
-    from xling.runs.probe import ProbeConfig, probe
-    from xling.runs.store import ResultsStore
+    from xling.recipes.probe.run import ProbeConfig, probe
+    from xling.harness.store import ResultsStore
 
     task = _tiny_task()
     folder = str(tiny_model_dirs["gemma3"])
@@ -111,7 +111,7 @@ def test_probe_recipe_scores_every_language_and_feeds_the_store(tiny_model_dirs,
 
 
 def test_probe_errors(tiny_model_dirs):
-    from xling.runs.probe import ProbeConfig, probe
+    from xling.recipes.probe.run import ProbeConfig, probe
 
     with pytest.raises(XlingError, match="--layer"):
         ProbeConfig(layer="middle")
@@ -140,7 +140,7 @@ def test_mean_over_models_is_the_mean_of_the_per_model_statistics():
 
 def _store_with_two_models(path):
     """align and eval runs of two models; model b's scores are a noisy function of its alignment."""
-    from xling.runs.store import ResultsStore
+    from xling.harness.store import ResultsStore
 
     store = ResultsStore(path)
     langs = [f"l{i:02d}_Latn" for i in range(8)]
@@ -167,7 +167,7 @@ def _store_with_two_models(path):
 
 def test_predict_models_per_model_and_averaged(tmp_path, capsys):
     from xling.cli import main
-    from xling.runs.predict import PredictConfig, predict_models
+    from xling.recipes.predict.run import PredictConfig, predict_models
 
     truth = _store_with_two_models(tmp_path / "r.sqlite")
     cfg = PredictConfig(store=tmp_path / "r.sqlite", task="bible-genre", align_corpus="bible:mexa", n_boot=200,
@@ -210,7 +210,7 @@ def test_align_several_models_side_by_side(tiny_model_dirs, tmp_path, one_thread
 
 
 def test_align_several_models_checks_every_name_first(tiny_model_dirs, tmp_path, monkeypatch):
-    import xling.runs.align as align_mod
+    import xling.recipes.align.run as align_mod
 
     ran = []
     monkeypatch.setattr(align_mod, "align", lambda cfg: ran.append(cfg.model))
@@ -244,7 +244,7 @@ def test_xling_runs_lists_and_filters_the_store(tmp_path, capsys):
 def test_probe_uses_the_models_context_and_says_when_it_cuts(tiny_model_dirs, capsys, one_thread):
     """Default --max-length is the model's own context (64 positions for the tiny gemma3), not a fixed 128,
     and texts longer than it are reported in one note line."""
-    from xling.runs.probe import ProbeConfig, probe
+    from xling.recipes.probe.run import ProbeConfig, probe
 
     task = _tiny_task()
     long = " ".join(["the cat sees the dog"] * 30)  # 150 words > 64 positions

@@ -118,7 +118,7 @@ def test_uriel_features_equal_the_librarys_values():
 
 def _store_with_matrix(tiny_model_dirs, tmp_path):
     from test_matrix import _parallel_task
-    from xling.runs.matrix import MatrixConfig, transfer_matrix
+    from xling.recipes.matrix.run import MatrixConfig, transfer_matrix
 
     store = tmp_path / "r.sqlite"
     res = transfer_matrix(MatrixConfig(model=str(tiny_model_dirs["bert"]), task=_parallel_task(), out=None, store=store,
@@ -129,7 +129,7 @@ def _store_with_matrix(tiny_model_dirs, tmp_path):
 def test_rank_recipe_on_a_stored_matrix(tiny_model_dirs, tmp_path, one_thread):
     pytest.importorskip("lightgbm", reason="the rank extra (lightgbm) is not installed")
     pytest.importorskip("urielplus", reason="the typology extra (urielplus) is not installed")
-    from xling.runs.rank import RankConfig, format_summary, rank_sources
+    from xling.recipes.rank.run import RankConfig, format_summary, rank_sources
 
     store, mres = _store_with_matrix(tiny_model_dirs, tmp_path)
     res = rank_sources(RankConfig(store=store, targets=["fr", "hi"], out=tmp_path / "rank", n_boot=100))
@@ -151,7 +151,7 @@ def test_rank_recipe_on_a_stored_matrix(tiny_model_dirs, tmp_path, one_thread):
 
 def test_rank_errors(tiny_model_dirs, tmp_path, capsys):
     from xling.cli import main
-    from xling.runs.rank import RankConfig, rank_sources
+    from xling.recipes.rank.run import RankConfig, rank_sources
 
     with pytest.raises(XlingError, match="does not exist"):
         rank_sources(RankConfig(store=tmp_path / "none.sqlite", out=None))

@@ -16,7 +16,7 @@ import tiny_models
 from xling.cli import main
 from xling.data.corpus import ParallelCorpus
 from xling.errors import XlingError
-from xling.runs.executor import Job, LocalExecutor, RayExecutor, make_executor
+from xling.harness.executor import Job, LocalExecutor, RayExecutor, make_executor
 
 CODES = {"eng": "eng_Latn", "deu": "deu_Latn", "fra": "fra_Latn", "rus": "rus_Cyrl"}
 
@@ -161,8 +161,8 @@ def _same_rows(a, b):
 
 @pytest.mark.slow
 def test_ray_align_matches_local(ray_session, tiny_model_dirs, tmp_path):
-    from xling.runs.align import align
-    from xling.runs.store import ResultsStore
+    from xling.recipes.align.run import align
+    from xling.harness.store import ResultsStore
 
     model = str(tiny_model_dirs["xlmr"])
     kw = dict(model=model, corpus=_corpus(), progress=False, metrics=["mexa", "retrieval", "cka", "bitext_f1"])
@@ -187,7 +187,7 @@ def test_ray_align_matches_local(ray_session, tiny_model_dirs, tmp_path):
 
 @pytest.mark.slow
 def test_ray_align_resumes_from_the_units_already_cached(ray_session, tiny_model_dirs, tmp_path, monkeypatch):
-    from xling.runs.align import align
+    from xling.recipes.align.run import align
 
     kw = dict(model=str(tiny_model_dirs["bert"]), corpus=_corpus(), progress=False, metrics=["mexa"],
               out=None, store=None)
@@ -208,8 +208,8 @@ def test_ray_align_resumes_from_the_units_already_cached(ray_session, tiny_model
 
 @pytest.mark.slow
 def test_ray_align_models_and_saved_embeddings_match_local(ray_session, tiny_model_dirs, tmp_path):
-    from xling.runs.align import align_models
-    from xling.runs.saved_embeddings import read_saved_embeddings
+    from xling.recipes.align.run import align_models
+    from xling.harness.saved_embeddings import read_saved_embeddings
 
     models = [str(tiny_model_dirs["bert"]), str(tiny_model_dirs["llama"])]
     kw = dict(corpus=None, progress=False, metrics=["mexa", "cka"], store=None, cache=False)
@@ -223,7 +223,7 @@ def test_ray_align_models_and_saved_embeddings_match_local(ray_session, tiny_mod
     for m in models:
         _same_rows(remote[m].rows, local[m].rows)
     assert (tmp_path / "ray" / "models.csv").read_text() == (tmp_path / "local" / "models.csv").read_text()
-    from xling.runs.align import align
+    from xling.recipes.align.run import align
 
     for name, ex in (("local", None), ("ray", RayExecutor(workers=2))):
         align(model=models[0], data=str(flores), out=None, save_embeddings=tmp_path / f"emb-{name}", executor=ex, **kw)
@@ -249,8 +249,8 @@ def trained(tiny_model_dirs, tmp_path_factory):
 
 @pytest.mark.slow
 def test_ray_eval_matches_local_and_resumes(ray_session, trained, tmp_path):
-    from xling.runs.eval import evaluate
-    from xling.runs.store import ResultsStore
+    from xling.recipes.eval.run import evaluate
+    from xling.harness.store import ResultsStore
 
     out, task = trained
     kw = dict(model=str(out), task=task, progress=False)
@@ -267,7 +267,7 @@ def test_ray_eval_matches_local_and_resumes(ray_session, trained, tmp_path):
     assert again.rows == local.rows and again.timings["languages_from_cache"] == 3
     assert not again.timings["model_loaded"]
     # resume: one language's entry lost (its worker died before writing it): only that one is predicted
-    from xling.runs.eval import PredictionCache
+    from xling.recipes.eval.run import PredictionCache
 
     entries = sorted(PredictionCache().root.rglob("*.json"))
     assert len(entries) == 3
@@ -303,7 +303,7 @@ def test_cli_eval_and_align_with_ray(ray_session, trained, tiny_model_dirs, tmp_
 def test_ray_zero_shot_eval_matches_local(ray_session, tiny_model_dirs):
     from test_train import tiny_task
 
-    from xling.runs.eval import evaluate
+    from xling.recipes.eval.run import evaluate
 
     task = tiny_task(n_train=2, n_dev=2, n_test=5)
     kw = dict(model=str(tiny_model_dirs["llama"]), task=task, zero_shot=True, out=None, store=None, progress=False,

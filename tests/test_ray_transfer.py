@@ -17,7 +17,7 @@ import torch
 from test_transfer import _texts, translated_task
 from xling.cli import main
 from xling.errors import XlingError
-from xling.runs.transfer import RECIPE_FILE, TransferConfig, module_fingerprint, run_transfer
+from xling.recipes.transfer.run import RECIPE_FILE, TransferConfig, module_fingerprint, run_transfer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -162,7 +162,7 @@ class _DiesOn:
 @pytest.mark.slow
 def test_ray_worker_death_names_the_unit_and_rerun_reuses_finished_modules(ray_session, local_run, tiny_model_dirs,
                                                                            tmp_path):
-    from xling.runs.executor import RayExecutor
+    from xling.harness.executor import RayExecutor
 
     root, local = local_run
     out = tmp_path / "crash"

@@ -59,7 +59,7 @@ def check_readme(text: str) -> list[str]:
     from xling.data.django_corpus import default_languages, django_corpus
     from xling.data.langcodes import normalize_lang
     from xling.methods.metrics import validate_options
-    from xling.runs.align import DEFAULT_METRICS
+    from xling.recipes.align.run import DEFAULT_METRICS
 
     parser = _parser()
     defaults = set(default_languages())

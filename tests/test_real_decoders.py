@@ -40,7 +40,7 @@ def test_builtin_decoder_shape_and_perplexity(name, layers, hidden, vocab):
 
 def test_multilingual_decoder_aligns_spanish_better_than_the_english_centric_one():
     pytest.importorskip("gguf")
-    from xling.runs.align import align
+    from xling.recipes.align.run import align
 
     best = {}
     for name in ("gemma-3-270m", "smollm2-135m"):

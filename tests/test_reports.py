@@ -14,7 +14,7 @@ LANGS = ["deu_Latn", "fra_Latn", "swh_Latn", "jpn_Jpan"]
 
 
 def align_result(model="m1", scale=1.0, run_id="r1", corpus="toy", metrics=("mexa", "xsim_err_p2l")):
-    from xling.runs.align import AlignConfig, AlignResult
+    from xling.recipes.align.run import AlignConfig, AlignResult
 
     rows = []
     for i, lang in enumerate(LANGS):
@@ -29,7 +29,7 @@ def align_result(model="m1", scale=1.0, run_id="r1", corpus="toy", metrics=("mex
 
 
 def eval_result(scores, labels=("a", "b", "c", "d"), task_type="classification"):
-    from xling.runs.eval import EvalResult
+    from xling.recipes.eval.run import EvalResult
 
     langs = list(scores)
     rows = [{"model": "m", "task": "t", "lang": lang, "split": "test", "metric": "accuracy", "value": v}
@@ -43,7 +43,7 @@ def eval_result(scores, labels=("a", "b", "c", "d"), task_type="classification")
 
 
 def test_fmt_rounds_consistently():
-    from xling.runs.report import fmt, fmt_signed
+    from xling.harness.html import fmt, fmt_signed
 
     assert fmt(0.14583333333333334) == "0.146"
     assert fmt(np.float32(0.5)) == "0.500"
@@ -53,14 +53,14 @@ def test_fmt_rounds_consistently():
 
 
 def test_tables_never_show_long_floats():
-    from xling.runs.report import render_align_report
+    from xling.harness.html import render_align_report
 
     html = render_align_report(align_result(scale=1 / 3))
     assert not re.search(r"\d\.\d{5,}", re.sub(r"<svg.*?</svg>", "", html, flags=re.S))
 
 
 def test_escaping_in_new_reports():
-    from xling.runs.report import fit_line_ci, scatter_svg
+    from xling.harness.html import fit_line_ci, scatter_svg
 
     bad = "<b>x</b>"
     svg = scatter_svg(bad, [(bad, 0.1, 0.2), ("y", 0.3, 0.5), ("z", 0.5, 0.4)], bad, bad,
@@ -71,7 +71,7 @@ def test_escaping_in_new_reports():
 def test_ci_band_matches_an_independent_computation():
     from scipy import stats
 
-    from xling.runs.report import fit_line_ci, t_quantile
+    from xling.harness.html import fit_line_ci, t_quantile
 
     rng = np.random.default_rng(3)
     for n in (3, 4, 7, 25):
@@ -92,7 +92,7 @@ def test_ci_band_matches_an_independent_computation():
 
 
 def test_degenerate_fits_are_said_in_words():
-    from xling.runs.report import correlation_note, fit_line_ci
+    from xling.harness.html import correlation_note, fit_line_ci
 
     assert "only 2 points" in fit_line_ci([0, 1], [0, 1])["note"]
     assert "all x values are equal" in fit_line_ci([1, 1, 1], [0, 1, 2])["note"]
@@ -100,7 +100,7 @@ def test_degenerate_fits_are_said_in_words():
 
 
 def test_scatter_labels_do_not_overlap():
-    from xling.runs.report import scatter_svg
+    from xling.harness.html import scatter_svg
 
     pts = [(f"lang{i}", 0.5 + 0.001 * i, 0.5 + 0.001 * i) for i in range(20)] + [("far", 0.9, 0.1)]
     svg = scatter_svg("t", pts, "x", "y")
@@ -113,7 +113,7 @@ def test_scatter_labels_do_not_overlap():
 
 
 def test_align_report_at_a_glance():
-    from xling.runs.report import render_align_report
+    from xling.harness.html import render_align_report
 
     html = render_align_report(align_result())
     assert 'class="headline"' in html and "Best layer by mean mexa" in html
@@ -124,14 +124,14 @@ def test_align_report_at_a_glance():
 
 
 def test_models_report_is_sortable_and_named():
-    from xling.runs.report import render_models_report
+    from xling.harness.html import render_models_report
 
     html = render_models_report({"m1": align_result(), "m2": align_result("m2", 0.5, "r2")})
     assert "Best model by mean mexa: <b>m1</b>" in html and "French (fra_Latn)" in html and 'class="sortable"' in html
 
 
 def test_eval_chance_line_and_headline():
-    from xling.runs.eval import render_eval_report
+    from xling.recipes.eval.run import render_eval_report
 
     html = render_eval_report(eval_result({"eng_Latn": 0.9, "deu_Latn": 0.7, "fra_Latn": 0.6, "swh_Latn": 0.3}))
     assert "chance (1/4 labels) 0.250" in html
@@ -141,7 +141,7 @@ def test_eval_chance_line_and_headline():
 
 
 def test_eval_scatter_explains_constant_scores():
-    from xling.runs.eval import render_eval_report
+    from xling.recipes.eval.run import render_eval_report
 
     res = eval_result({"eng_Latn": 0.9, "deu_Latn": 0.5, "fra_Latn": 0.5, "swh_Latn": 0.5})
     html = render_eval_report(res, {"run_id": "a", "corpus": "c", "metric": "mexa",
@@ -152,8 +152,8 @@ def test_eval_scatter_explains_constant_scores():
 def test_transfer_report_with_and_without_gap_closed():
     from test_hostile import assert_inert, h
 
-    from xling.runs.transfer import TransferResult
-    from xling.runs.transfer_report import render_transfer_report
+    from xling.recipes.transfer.run import TransferResult
+    from xling.recipes.transfer.report import render_transfer_report
 
     conds = ["task", "stack", "translate-train"]
     rows = [{"lang": lang, "role": "target", "condition": c, "accuracy": 0.4 + 0.1 * i + 0.01 * j, "macro_f1": 0.3,
@@ -189,8 +189,8 @@ def test_transfer_report_with_and_without_gap_closed():
 
 @pytest.fixture
 def store(tmp_path):
-    from xling.runs.align import save_to_store
-    from xling.runs.eval import save_to_store as save_eval
+    from xling.recipes.align.run import save_to_store
+    from xling.recipes.eval.run import save_to_store as save_eval
 
     path = tmp_path / "r.sqlite"
     save_to_store(align_result("base", 1.0, "aaaa11112222"), path)
@@ -215,7 +215,7 @@ def test_compare_two_align_runs(store, tmp_path, capsys):
 
 
 def test_compare_ci_is_a_language_bootstrap(store):
-    from xling.runs.compare import compare_runs
+    from xling.recipes.compare.run import compare_runs
 
     res = compare_runs(store, ["aaaa11112222", "aaab33334444"], bootstrap=500)
     d = next(x for x in res.diffs if x["quantity"] == "mean over layers")
@@ -236,7 +236,7 @@ def test_compare_refuses_in_one_line(store, tmp_path, capsys, ids, expect):
     from xling.cli import main
 
     if ids[-1] == "e1":  # the eval run's id is random: take it from the store
-        from xling.runs.store import ResultsStore
+        from xling.harness.store import ResultsStore
 
         ids = [ids[0], ResultsStore(store).runs("eval")[0]["run_id"]]
     assert main(["compare", *ids, "--store", str(store), "--out", str(tmp_path / "c")]) == 2
@@ -253,8 +253,8 @@ def test_compare_missing_store(tmp_path, capsys):
 
 
 def test_compare_task_runs(tmp_path):
-    from xling.runs.compare import compare_runs, render_compare_report
-    from xling.runs.eval import save_to_store
+    from xling.recipes.compare.run import compare_runs, render_compare_report
+    from xling.recipes.eval.run import save_to_store
 
     path = tmp_path / "r.sqlite"
     a = eval_result({"eng_Latn": 0.9, "deu_Latn": 0.7, "fra_Latn": 0.6, "swh_Latn": 0.3})

@@ -51,13 +51,13 @@ def open_in_chromium(html: str, tmp_path, name: str) -> tuple[dict, str]:
 
 def reports(tmp_path) -> dict[str, tuple[str, list[str]]]:
     """name -> (html, language names that must be visible)."""
-    from xling.runs.compare import compare_runs, render_compare_report
-    from xling.runs.eval import render_eval_report
-    from xling.runs.matrix import MatrixResult, render_matrix_report
-    from xling.runs.predict import PredictConfig, predict, render_predict_report
-    from xling.runs.report import render_align_report, render_models_report
-    from xling.runs.transfer import TransferResult
-    from xling.runs.transfer_report import render_transfer_report
+    from xling.recipes.compare.run import compare_runs, render_compare_report
+    from xling.recipes.eval.run import render_eval_report
+    from xling.recipes.matrix.run import MatrixResult, render_matrix_report
+    from xling.recipes.predict.run import PredictConfig, predict, render_predict_report
+    from xling.harness.html import render_align_report, render_models_report
+    from xling.recipes.transfer.run import TransferResult
+    from xling.recipes.transfer.report import render_transfer_report
 
     names = ["German", "Swahili", "Japanese"]
     out = {"align": (render_align_report(align_result()), names),
@@ -93,7 +93,7 @@ def reports(tmp_path) -> dict[str, tuple[str, list[str]]]:
                       features={}, alignment={}, probes={"eng_Latn": {"layer": 1}, "deu_Latn": {"layer": 2}},
                       layers=[0], n_test={}, timings={"total_s": 1}, meta={"layer_choice": "dev"})
     out["matrix"] = (render_matrix_report(mx), [])
-    from xling.runs.align import save_to_store
+    from xling.recipes.align.run import save_to_store
 
     store = tmp_path / "r.sqlite"
     save_to_store(align_result("base", 1.0, "aaaa11112222"), store)
@@ -147,8 +147,8 @@ def glance_reports(tmp_path) -> dict[str, str]:
     """Every report kind, the probe and rank reports included, with many lines and long names."""
     from test_reports_glance import _cells  # noqa: F401 - the same cell markup the fast tests parse
 
-    from xling.runs.eval import render_eval_report
-    from xling.runs.rank import RankResult, render_rank_report
+    from xling.recipes.eval.run import render_eval_report
+    from xling.recipes.rank.run import RankResult, render_rank_report
 
     out = {name: html for name, (html, _) in reports(tmp_path).items()}
     probe = eval_result({"eng_Latn": 0.9, "deu_Latn": 0.7, "swh_Latn": 0.3}, labels=("no", "yes"))

@@ -41,7 +41,7 @@ def _title_width(svg: str, size: float) -> float:
 
 
 def test_layer_heatmap_prints_every_value_in_a_readable_colour():
-    from xling.runs.report import heatmap_svg
+    from xling.harness.html import heatmap_svg
 
     rows = [f"lang{i}" for i in range(4)]
     cols = list(range(13))
@@ -65,7 +65,7 @@ def test_layer_heatmap_prints_every_value_in_a_readable_colour():
 
 
 def test_align_report_heatmaps_have_a_number_per_cell():
-    from xling.runs.report import render_align_report
+    from xling.harness.html import render_align_report
 
     html = render_align_report(align_result())
     fills, texts = _cells(html)
@@ -73,7 +73,7 @@ def test_align_report_heatmaps_have_a_number_per_cell():
 
 
 def test_matrix_heatmap_has_numbers_and_is_never_narrower_than_its_text():
-    from xling.runs.matrix import matrix_svg
+    from xling.recipes.matrix.run import matrix_svg
 
     title = "transfer matrix (row: trained on, column: tested on)"
     for rows, cols in ((["eng_Latn"], ["deu_Latn"]), (["eng_Latn", "Some very long source name"], ["deu_Latn", "fra_Latn"])):
@@ -89,8 +89,8 @@ def test_matrix_heatmap_has_numbers_and_is_never_narrower_than_its_text():
 
 
 def test_rank_report_columns_follow_the_matrix():
-    from xling.runs.matrix import MatrixResult, render_matrix_report
-    from xling.runs.rank import RankResult, render_rank_report
+    from xling.recipes.matrix.run import MatrixResult, render_matrix_report
+    from xling.recipes.rank.run import RankResult, render_rank_report
 
     order = ["swh_Latn", "eng_Latn", "deu_Latn"]  # the matrix's own order, not sorted
     cell = {"accuracy": 0.5, "lo": 0.4, "hi": 0.6, "macro_f1": 0.5}
@@ -116,9 +116,9 @@ def test_rank_report_columns_follow_the_matrix():
 
 def test_language_names_are_shortened_not_cut(capsys):
     from xling.data.langcodes import lang_name, short_lang_name
-    from xling.runs.align import format_summary as align_summary
-    from xling.runs.eval import format_summary as eval_summary
-    from xling.runs.report import display_lang
+    from xling.recipes.align.run import format_summary as align_summary
+    from xling.recipes.eval.run import format_summary as eval_summary
+    from xling.harness.html import display_lang
 
     if lang_name("swh_Latn") == "swh_Latn":
         pytest.skip("no language name data")
@@ -132,9 +132,9 @@ def test_language_names_are_shortened_not_cut(capsys):
 
 
 def test_counts_are_plural_aware():
-    from xling.runs.eval import render_eval_report
-    from xling.runs.matrix import MatrixResult, render_matrix_report
-    from xling.runs.report import plural, render_align_report
+    from xling.recipes.eval.run import render_eval_report
+    from xling.recipes.matrix.run import MatrixResult, render_matrix_report
+    from xling.harness.html import plural, render_align_report
 
     assert plural(1, "language") == "1 language" and plural(0, "language") == "0 languages"
     res = align_result()
@@ -152,7 +152,7 @@ def test_counts_are_plural_aware():
 
 
 def test_titles_and_long_labels_are_never_clipped():
-    from xling.runs.report import bar_chart_svg, line_chart_svg, scatter_svg
+    from xling.harness.html import bar_chart_svg, line_chart_svg, scatter_svg
 
     long_title = "a rather long title that says exactly what the plot shows and for which run it was made"
     for svg in (line_chart_svg(long_title, {"a": [(0, 0.1), (1, 0.2)]}, "x", "y", width=300, height=150),
@@ -168,7 +168,7 @@ def test_titles_and_long_labels_are_never_clipped():
 
 
 def test_legend_never_covers_the_best_layer_label():
-    from xling.runs.report import line_chart_svg
+    from xling.harness.html import line_chart_svg
 
     series = {f"language {i}": [(layer, 0.1 * layer) for layer in range(13)] for i in range(5)}
     svg = line_chart_svg("mexa per layer", series, "layer", "mexa", vline=(12, "best 12"), integer_x=True)
@@ -192,7 +192,7 @@ def _lab(fill: str) -> tuple[float, float, float]:
 
 
 def test_twenty_lines_have_twenty_distinguishable_colours_then_dashes():
-    from xling.runs.report import line_chart_svg
+    from xling.harness.html import line_chart_svg
 
     series = {f"s{i}": [(0, i / 30), (1, i / 30)] for i in range(45)}
     svg = line_chart_svg("t", series, "x", "y")
@@ -210,7 +210,7 @@ def test_twenty_lines_have_twenty_distinguishable_colours_then_dashes():
 
 
 def test_eval_warnings_are_said_once_with_their_languages():
-    from xling.runs.eval import group_warnings, render_eval_report
+    from xling.recipes.eval.run import group_warnings, render_eval_report
 
     res = eval_result({"eng_Latn": 0.9, "deu_Latn": 0.5, "fra_Latn": 0.5, "swh_Latn": 0.5})
     res.meta["warnings"] = {lang: f"the model predicts 'a' for all {n} examples (one class everywhere)"
@@ -227,7 +227,7 @@ def test_eval_warnings_are_said_once_with_their_languages():
 def test_probe_report_has_its_chance_line_and_settings(tiny_model_dirs, tmp_path, one_thread, capsys):
     from test_probe import _tiny_task
 
-    from xling.runs.probe import ProbeConfig, probe
+    from xling.recipes.probe.run import ProbeConfig, probe
 
     res = probe(ProbeConfig(model=str(tiny_model_dirs["bert"]), task=_tiny_task(), out=tmp_path / "out", store=None,
                             l2=(1.0,)))
@@ -315,7 +315,7 @@ def test_align_says_its_estimate_first_and_counts_cached_languages(tmp_path, mon
 
     from xling.data.corpus import ParallelCorpus
     from xling.models.loading import from_objects
-    from xling.runs.align import align
+    from xling.recipes.align.run import align
 
     monkeypatch.setenv("XLING_CACHE", str(tmp_path / "cache"))
     codes = {"eng": "eng_Latn", "deu": "deu_Latn", "fra": "fra_Latn", "rus": "rus_Cyrl"}

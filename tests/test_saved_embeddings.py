@@ -12,8 +12,8 @@ import tiny_models
 from xling.data.corpus import ParallelCorpus
 from xling.errors import XlingError
 from xling.models.loading import from_objects
-from xling.runs.align import align
-from xling.runs.saved_embeddings import FORMAT, read_saved_embeddings
+from xling.recipes.align.run import align
+from xling.harness.saved_embeddings import FORMAT, read_saved_embeddings
 
 CODES = {"eng": "eng_Latn", "deu": "deu_Latn", "fra": "fra_Latn"}
 

@@ -9,7 +9,7 @@ import torch
 
 from test_train import TR, tiny_task
 from xling.errors import XlingError
-from xling.runs.transfer import CONDITIONS, TransferConfig, format_table, paired_bootstrap, run_transfer
+from xling.recipes.transfer.run import CONDITIONS, TransferConfig, format_table, paired_bootstrap, run_transfer
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -101,7 +101,7 @@ def test_every_condition_is_scored_on_every_target(experiment):
     assert chosen == {(c, t) for c in ("add", "add-swap", "layer-swap") for t in res.targets}
     for c in res.choices:
         assert c["split"] == "dev:eng_Latn" and len(c["candidates"]) == 2
-    from xling.runs.store import ResultsStore
+    from xling.harness.store import ResultsStore
 
     runs = ResultsStore(cfg.store).runs("transfer")
     assert runs and runs[-1]["run_id"] == res.run_id
@@ -112,7 +112,7 @@ def test_in_memory_compositions_equal_compose_then_eval(experiment, tmp_path):
     carrying the task head) followed by `xling eval` on that folder; src-lang equals plain
     `xling eval` of the MAD-X task module (which re-applies the language module it was trained on)."""
     from xling.modules.apply import compose_to_lora
-    from xling.runs.eval import evaluate
+    from xling.recipes.eval.run import evaluate
 
     cfg, task, res = experiment
     m = {role: Path(info["path"]) for role, info in res.modules.items()}
@@ -243,7 +243,7 @@ def test_default_conditions_skip_what_the_task_cannot_support(tiny_model_dirs, t
 
 
 def test_bootstrap_study_gap_closed_matches_direct_ratio():
-    from xling.runs.transfer import bootstrap_study
+    from xling.recipes.transfer.run import bootstrap_study
 
     task = [[1, 0, 0, 0], [0, 0, 1, 0]]
     method = [[1, 1, 0, 0], [0, 0, 1, 1]]

@@ -220,7 +220,7 @@ def states(model, ids):
 
 
 def run_trim(src: Path, out: Path, corpus: str, langs=("en",), **kw):
-    from xling.runs.vocab import TrimConfig, trim
+    from xling.recipes.vocab.run import TrimConfig, trim
 
     kw.setdefault("check_sentences", 2)
     return trim(TrimConfig(model=str(src), langs=list(langs), corpus=corpus, out=out, store=kw.pop("store", None),
@@ -410,7 +410,7 @@ def test_unigram_segmentation_change_is_reported():
 
 # ----------------------------------------------------------------------------- outputs, store, errors
 def test_outputs_meta_report_and_store(family_dirs, corpus_files, tmp_path):
-    from xling.runs.store import ResultsStore
+    from xling.harness.store import ResultsStore
 
     store = tmp_path / "results.sqlite"
     out = tmp_path / "t"
@@ -488,7 +488,7 @@ def test_cli_trim_and_error(family_dirs, corpus_files, tmp_path, capsys):
 
 
 def test_compare_two_trims(family_dirs, corpus_files, tmp_path):
-    from xling.runs.vocab import compare
+    from xling.recipes.vocab.run import compare
 
     run_trim(family_dirs["xlmr"], tmp_path / "en", str(corpus_files / "en.txt"))
     run_trim(family_dirs["xlmr"], tmp_path / "pt", str(corpus_files / "pt.txt"), langs=["pt"])
@@ -521,7 +521,7 @@ def test_corpus_sources(tmp_path):
 # ----------------------------------------------------------------------------- the built-in model
 @pytest.mark.slow
 def test_builtin_trim_en_pt_and_compare_with_enpt(tmp_path):
-    from xling.runs.vocab import TrimConfig, compare, trim
+    from xling.recipes.vocab.run import TrimConfig, compare, trim
 
     out = tmp_path / "enpt"
 
@@ -568,7 +568,7 @@ def extend_files(tmp_path_factory):
 
 
 def run_extend(src: Path, out: Path, **kw):
-    from xling.runs.vocab import ExtendConfig, extend
+    from xling.recipes.vocab.run import ExtendConfig, extend
 
     return extend(ExtendConfig(model=str(src), out=out, store=kw.pop("store", None), progress=False, **kw))
 

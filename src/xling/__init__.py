@@ -8,8 +8,9 @@ The Python API that the ``xling`` command line wraps:
 
 Layers, low to high: ``xling.data`` (corpora, language codes), ``xling.models``
 (loading, layer access), ``xling.engine`` (batched hidden states), ``xling.tasks``,
-then ``xling.modules`` and ``xling.methods`` (metrics, composition, training),
-``xling.runs`` (recipes, results store, reports), ``xling.cli`` (the command
+then ``xling.methods`` (metrics, composition, statistics) and ``xling.modules`` (formats),
+``xling.harness`` (config, outputs, cache, store, executors, HTML), ``xling.recipes`` (one
+package per command), ``xling.cli`` (the command
 line). No module imports a higher layer (``tests/test_layers.py``).
 """
 
@@ -22,7 +23,7 @@ __all__ = ["XlingError", "align", "load_model", "load_corpus", "__version__"]
 
 def __getattr__(name):  # lazy: importing xling stays cheap (no torch until needed)
     if name == "align":
-        from xling.runs.align import align
+        from xling.recipes.align.run import align
 
         return align
     if name == "load_model":

@@ -1,7 +1,7 @@
 """``KEY=VALUE`` option values shared by the recipes and the command line.
 
 A leaf module (no xling imports but the error type), so recipes in
-:mod:`xling.runs` parse option values without importing the CLI that sits on
+:mod:`xling.recipes` parse option values without importing the CLI that sits on
 top of them.
 """
 

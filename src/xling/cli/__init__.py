@@ -6,7 +6,7 @@ mistakes (:class:`~xling.errors.XlingError`) print one line, ``xling: error:
 
 One module per command group holds all of its ``argparse`` and its thin
 ``cmd_*`` handlers (flags -> config -> recipe call -> print); the recipes are in
-:mod:`xling.runs`:
+:mod:`xling.recipes`:
 
 * :mod:`xling.cli.align` -- ``align``, ``models``, ``metrics``, ``corpus``
 * :mod:`xling.cli.runs` -- ``runs``, ``compare``

@@ -1,6 +1,6 @@
 """``xling align``, ``xling corpus``, ``xling metrics`` and ``xling models``: alignment and what it runs on.
 
-Recipe: :func:`xling.runs.align.align` (and :func:`~xling.runs.align.align_models`).
+Recipe: :func:`xling.recipes.align.run.align` (and :func:`~xling.recipes.align.run.align_models`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from xling.cli.common import CORPUS_HELP
 
 def add_align_parser(sub) -> None:
     """``xling align``."""
-    from xling.runs.store import DEFAULT_STORE
+    from xling.harness.store import DEFAULT_STORE
 
     a = sub.add_parser("align", help="per-layer cross-lingual alignment on parallel text",
                        description="Per-layer alignment of every language to the pivot: MEXA, retrieval, xSIM, "
@@ -46,7 +46,7 @@ def add_align_parser(sub) -> None:
                         "a diagnostic for decoders whose few huge activation dimensions dominate cosine similarity")
     a.add_argument("--save-embeddings", default=None, metavar="DIR",
                    help="also write each language's pooled per-layer embeddings to DIR (safetensors + index.json, "
-                        "format xling-embeddings/1, see xling.runs.saved_embeddings)")
+                        "format xling-embeddings/1, see xling.harness.saved_embeddings)")
     a.add_argument("--quiet", action="store_true", help="no progress bar")
     add_overwrite_flag(a, "--out (and --save-embeddings)")
     add_executor_flags(a)
@@ -86,7 +86,7 @@ def cmd_align(args) -> int:
     for m in csv_list(args.model) or []:
         check_model_name(m)  # a typo is reported before any corpus is read
 
-    from xling.runs.align import DEFAULT_METRICS, AlignConfig, IgnoredOptionWarning, align, format_summary
+    from xling.recipes.align.run import DEFAULT_METRICS, AlignConfig, IgnoredOptionWarning, align, format_summary
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", IgnoredOptionWarning)
@@ -108,7 +108,7 @@ def cmd_align(args) -> int:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     models = csv_list(args.model) or []
     if len(models) > 1:
-        from xling.runs.align import align_models
+        from xling.recipes.align.run import align_models
 
         results = align_models(models, cfg)
         for m, r in results.items():

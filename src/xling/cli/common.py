@@ -105,7 +105,7 @@ def apply_placement_flags(args) -> None:
 
 def add_executor_flags(p) -> None:
     """``--executor``, ``--ray-address``, ``--ray-workers`` on a subcommand's parser."""
-    from xling.runs.executor import DEFAULT_RAY_WORKERS
+    from xling.harness.executor import DEFAULT_RAY_WORKERS
 
     p.add_argument("--executor", default="local", metavar="local|ray",
                    help="where the (model, language) units run: local (default, this process) or ray "

@@ -1,7 +1,7 @@
 """``xling train``, ``xling eval``, ``xling task`` and ``xling predict``: flags -> config -> recipe -> summary.
 
-The recipes are :func:`xling.methods.train.train_task`, :func:`xling.runs.eval.evaluate`
-and :func:`xling.runs.predict.predict`.
+The recipes are :func:`xling.methods.train.train_task`, :func:`xling.recipes.eval.run.evaluate`
+and :func:`xling.recipes.predict.run.predict`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ def add_eval_parsers(sub) -> None:
     corpus providers, so ``xling align --data task:libreoffice-topic`` works.
     """
     import xling.tasks  # noqa: F401 - registers task:<name> providers
-    from xling.runs.store import DEFAULT_STORE
+    from xling.harness.store import DEFAULT_STORE
 
     def model_flags(p, default):
         p.add_argument("--model", default=default, help=f"default {default}")
@@ -117,7 +117,7 @@ def add_eval_parsers(sub) -> None:
 
 def cmd_train(args) -> int:
     from xling.methods.train import TrainConfig, read_train_info, train_task
-    from xling.runs.seeds import parse_seeds
+    from xling.harness.seeds import parse_seeds
 
     seeds = parse_seeds(args.seeds)  # a bad list fails before anything is loaded
     from xling.models.builtin import check_model_name
@@ -139,14 +139,14 @@ def cmd_train(args) -> int:
     pairs, align_info = None, None
     if args.align_data:
         from xling.methods.train import check_align_pairs
-        from xling.runs.alignment_data import load_align_corpus, read_align_pairs, resolve_align_layer
+        from xling.harness.sources import load_align_corpus, read_align_pairs, resolve_align_layer
 
         source = task.resolve_lang(args.lang, "train") if args.lang else task.source_lang
         langs = [task.resolve_lang(x) for x in csv_list(args.align_langs)] if args.align_langs else \
             [x for x in task.langs("test") if x != source]
         corpus = load_align_corpus(args.align_data, source, langs)  # once, for the pairs and the auto layer
         if not langs:  # a task with the source language only: every other language of the alignment corpus
-            from xling.runs.alignment_data import corpus_targets
+            from xling.harness.sources import corpus_targets
 
             langs = corpus_targets(corpus, source)
         pairs, align_info = read_align_pairs(args.align_data, source, langs, args.align_max_pairs, args.seed,
@@ -175,7 +175,7 @@ def cmd_train(args) -> int:
         one(args.seed, args.out)
         return 0
     from xling.io import mark_output
-    from xling.runs.seeds import format_spread, run_seeds, spread, write_spread
+    from xling.harness.seeds import format_spread, run_seeds, spread, write_spread
 
     mark_output(args.out, "train")  # one folder per seed inside: the folder is xling's
     done = run_seeds(seeds, one, args.out, progress=not args.quiet)
@@ -187,7 +187,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from xling.runs.eval import EvalConfig, evaluate, format_summary
+    from xling.recipes.eval.run import EvalConfig, evaluate, format_summary
 
     cfg = EvalConfig(
         model=args.model, task=args.task, langs=csv_list(args.langs), split=args.split, source_lang=args.source,
@@ -223,7 +223,7 @@ def cmd_task(args) -> int:
 
 
 def add_predict_parser(sub) -> None:
-    from xling.runs.store import DEFAULT_STORE
+    from xling.harness.store import DEFAULT_STORE
 
     p = sub.add_parser("predict", help="predict per-language task scores from alignment (MEXA-style)",
                        description="Fit score ~ alignment across languages with nested leave-one-language-out "
@@ -254,7 +254,7 @@ def add_predict_parser(sub) -> None:
 
 
 def cmd_predict(args) -> int:
-    from xling.runs.predict import PredictConfig, format_models_summary, format_summary, predict, predict_models
+    from xling.recipes.predict.run import PredictConfig, format_models_summary, format_summary, predict, predict_models
 
     def lst(v):
         return [x.strip() for x in v.split(",") if x.strip()] if v else None

@@ -1,4 +1,4 @@
-"""``xling langid``: language identity per layer beside MEXA (recipe: :func:`xling.runs.langid.langid`)."""
+"""``xling langid``: language identity per layer beside MEXA (recipe: :func:`xling.recipes.langid.run.langid`)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 def add_langid_parser(sub) -> None:
     from xling.cli.common import add_overwrite_flag
     from xling.models.loading import DEFAULT_MODEL
-    from xling.runs.langid import DEFAULT_OUT
+    from xling.recipes.langid.run import DEFAULT_OUT
 
     p = sub.add_parser("langid", help="where language identity lives: a linear language-ID probe per layer, beside MEXA",
                        description="Embed the corpus as xling align does (same cache), fit a multinomial logistic "
@@ -36,7 +36,7 @@ def add_langid_parser(sub) -> None:
 
 def cmd_langid(args) -> int:
     from xling.cli.common import csv_list
-    from xling.runs.langid import LangIdConfig, format_summary, langid
+    from xling.recipes.langid.run import LangIdConfig, format_summary, langid
 
     cfg = LangIdConfig(model=args.model, data=args.data, langs=csv_list(args.langs), pivot=args.pivot,
                        max_sentences=args.max_sentences, train_fraction=args.train_fraction, l2=args.l2,

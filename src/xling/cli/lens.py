@@ -1,11 +1,11 @@
-"""``xling lens``: what a decoder predicts at each layer (recipe: :func:`xling.runs.lens.lens`)."""
+"""``xling lens``: what a decoder predicts at each layer (recipe: :func:`xling.recipes.lens.run.lens`)."""
 
 from __future__ import annotations
 
 
 def add_lens_parser(sub) -> None:
     from xling.cli.common import add_overwrite_flag
-    from xling.runs.lens import DEFAULT_LANGS, DEFAULT_OUT, TASKS
+    from xling.recipes.lens.run import DEFAULT_LANGS, DEFAULT_OUT, TASKS
 
     p = sub.add_parser("lens", help="the logit lens: does a decoder pass through English on the way to another language?",
                        description="Few-shot word prompts (Wendler et al. 2024) read through the model's own final norm "
@@ -35,7 +35,7 @@ def add_lens_parser(sub) -> None:
     from xling.cli.common import add_placement_flags
     add_placement_flags(p)
     p.add_argument("--out", default=str(DEFAULT_OUT))
-    from xling.runs.store import DEFAULT_STORE
+    from xling.harness.store import DEFAULT_STORE
 
     p.add_argument("--store", default=str(DEFAULT_STORE),
                    help="results store (SQLite) read for an align run of the model (MEXA per layer); 'none' to skip")
@@ -46,7 +46,7 @@ def add_lens_parser(sub) -> None:
 
 def cmd_lens(args) -> int:
     from xling.cli.common import csv_list, store_or_none
-    from xling.runs.lens import LensConfig, format_summary, lens
+    from xling.recipes.lens.run import LensConfig, format_summary, lens
 
     cfg = LensConfig(model=args.model, langs=csv_list(args.langs), task=args.task, source=args.source, pairs=args.pairs, order=args.order,
                      max_prompts=args.max_prompts, shots=args.shots, seed=args.seed, batch_size=args.batch_size,

@@ -1,6 +1,6 @@
 """``xling matrix`` (source x target transfer matrix) and ``xling rank`` (which source to transfer from).
 
-Recipes: :func:`xling.runs.matrix.transfer_matrix`, :func:`xling.runs.rank.rank_sources`.
+Recipes: :func:`xling.recipes.matrix.run.transfer_matrix`, :func:`xling.recipes.rank.run.rank_sources`.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from xling.errors import XlingError
 
 def add_matrix_parser(sub) -> None:
     from xling.models.loading import DEFAULT_MODEL
-    from xling.runs.matrix import DEFAULT_L2, DEFAULT_OUT, METHODS
-    from xling.runs.store import DEFAULT_STORE
+    from xling.recipes.matrix.run import DEFAULT_L2, DEFAULT_OUT, METHODS
+    from xling.harness.store import DEFAULT_STORE
 
     p = sub.add_parser("matrix", help="source x target transfer matrix (train on each language, test on every one)",
                        description="Train on every source language in turn (default: a linear probe on frozen "
@@ -65,10 +65,10 @@ def _langs(value):
 
 def cmd_matrix(args) -> int:
     from xling.models.builtin import check_model_name
-    from xling.runs.matrix import MatrixConfig, format_summary, transfer_matrix
+    from xling.recipes.matrix.run import MatrixConfig, format_summary, transfer_matrix
 
     check_model_name(args.model)  # a typo is reported before the task is built
-    from xling.runs.seeds import parse_seeds
+    from xling.harness.seeds import parse_seeds
 
     seeds = parse_seeds(args.seeds)
     if seeds is not None and args.method == "probe":
@@ -90,7 +90,7 @@ def cmd_matrix(args) -> int:
 
         check_output_target(cfg.out, overwrite=cfg.overwrite, command="matrix")
     if cfg.store is not None:  # an unusable store fails before the task is built
-        from xling.runs.store import ResultsStore
+        from xling.harness.store import ResultsStore
 
         ResultsStore(cfg.store).check()
     cfg.task = load_task_cli(args)
@@ -104,11 +104,11 @@ def cmd_matrix(args) -> int:
 
 
 def _matrix_seeds(cfg, seeds: list[int]) -> int:
-    """``--seeds``: the matrix once per training seed (:func:`xling.runs.seeds.run_seeds`), then the spread per cell."""
+    """``--seeds``: the matrix once per training seed (:func:`xling.harness.seeds.run_seeds`), then the spread per cell."""
     import dataclasses
 
-    from xling.runs.matrix import cell_rows, transfer_matrix
-    from xling.runs.seeds import format_spread, run_seeds, spread, write_spread
+    from xling.recipes.matrix.run import cell_rows, transfer_matrix
+    from xling.harness.seeds import format_spread, run_seeds, spread, write_spread
 
     if cfg.out is not None:
         from xling.io import mark_output
@@ -127,8 +127,8 @@ def _matrix_seeds(cfg, seeds: list[int]) -> int:
 
 
 def add_rank_parser(sub) -> None:
-    from xling.runs.rank import DEFAULT_OUT
-    from xling.runs.store import DEFAULT_STORE
+    from xling.recipes.rank.run import DEFAULT_OUT
+    from xling.harness.store import DEFAULT_STORE
 
     p = sub.add_parser("rank", help="rank source languages for a target (LangRank-style, from xling matrix results)",
                        description="Learn to rank source languages from a transfer matrix in the results store "
@@ -150,7 +150,7 @@ def add_rank_parser(sub) -> None:
 
 
 def cmd_rank(args) -> int:
-    from xling.runs.rank import RankConfig, format_summary, rank_sources
+    from xling.recipes.rank.run import RankConfig, format_summary, rank_sources
 
     split = lambda v: [x.strip() for x in v.split(",") if x.strip()] if v else None  # noqa: E731
     cfg = RankConfig(store=args.store, matrix=args.matrix, metric=args.metric, targets=split(args.target),

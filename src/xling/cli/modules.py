@@ -1,6 +1,6 @@
 """``xling compose``, ``xling modules list|show`` and ``xling train-module``.
 
-Recipes: :func:`xling.runs.compose.compose` (on :mod:`xling.modules`) and the
+Recipes: :func:`xling.recipes.compose.run.compose` (on :mod:`xling.modules`) and the
 trainers of :mod:`xling.methods.modules_train`.
 """
 
@@ -34,7 +34,7 @@ def parse_weights(value: str | None) -> list[float] | None:
 
 
 def cmd_compose(args) -> int:
-    from xling.runs.compose import ComposeConfig, compose, format_summary
+    from xling.recipes.compose.run import ComposeConfig, compose, format_summary
 
     cfg = ComposeConfig(
         inputs=args.inputs, method=args.method, weights=parse_weights(args.weights),

@@ -1,11 +1,11 @@
-"""``xling neurons``: language-specific neurons by LAPE (recipe: :func:`xling.runs.neurons.neurons`)."""
+"""``xling neurons``: language-specific neurons by LAPE (recipe: :func:`xling.recipes.neurons.run.neurons`)."""
 
 from __future__ import annotations
 
 
 def add_neurons_parser(sub) -> None:
     from xling.cli.common import add_overwrite_flag
-    from xling.runs.neurons import DEFAULT_LANGS, DEFAULT_OUT
+    from xling.recipes.neurons.run import DEFAULT_LANGS, DEFAULT_OUT
 
     p = sub.add_parser("neurons", help="language-specific feed-forward neurons (LAPE) and what switching them off does",
                        description="Count positive feed-forward activations per neuron and language (Tang et al. 2024), "
@@ -27,7 +27,7 @@ def add_neurons_parser(sub) -> None:
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
     p.add_argument("--device", default="auto")
     p.add_argument("--out", default=str(DEFAULT_OUT))
-    from xling.runs.store import DEFAULT_STORE
+    from xling.harness.store import DEFAULT_STORE
 
     p.add_argument("--store", default=str(DEFAULT_STORE),
                    help="results store (SQLite) read for an align run of the model (MEXA correlation); 'none' to skip")
@@ -38,7 +38,7 @@ def add_neurons_parser(sub) -> None:
 
 def cmd_neurons(args) -> int:
     from xling.cli.common import csv_list, store_or_none
-    from xling.runs.neurons import NeuronsConfig, format_summary, neurons
+    from xling.recipes.neurons.run import NeuronsConfig, format_summary, neurons
 
     cfg = NeuronsConfig(model=args.model, langs=csv_list(args.langs), data=args.data, max_tokens=args.max_tokens,
                         held_out=args.held_out, ablate=args.ablate, top_rate=args.top_rate, filter_rate=args.filter_rate,

@@ -1,4 +1,4 @@
-"""``xling probe``: a linear probe on frozen features (recipe: :func:`xling.runs.probe.probe`)."""
+"""``xling probe``: a linear probe on frozen features (recipe: :func:`xling.recipes.probe.run.probe`)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from xling.errors import XlingError
 
 def add_probe_parser(sub) -> None:
     from xling.models.loading import DEFAULT_MODEL
-    from xling.runs.probe import DEFAULT_L2, DEFAULT_OUT
-    from xling.runs.store import DEFAULT_STORE
+    from xling.recipes.probe.run import DEFAULT_L2, DEFAULT_OUT
+    from xling.harness.store import DEFAULT_STORE
 
     p = sub.add_parser("probe", help="per-language task scores from a linear probe on frozen features",
                        description="Embed the task once (all hidden states, cached), fit a logistic-regression probe "
@@ -50,8 +50,8 @@ def add_probe_parser(sub) -> None:
 
 def cmd_probe(args) -> int:
     from xling.options import option_value
-    from xling.runs.probe import ProbeConfig, format_summary, probe
-    from xling.runs.seeds import parse_seeds
+    from xling.recipes.probe.run import ProbeConfig, format_summary, probe
+    from xling.harness.seeds import parse_seeds
 
     seeds = parse_seeds(args.seeds)
     opts = {}
@@ -81,12 +81,12 @@ def cmd_probe(args) -> int:
 
 
 def _probe_seeds(cfg, seeds: list[int]) -> int:
-    """``--seeds``: one probe per seed (:func:`xling.runs.seeds.run_seeds`), then the spread per language."""
+    """``--seeds``: one probe per seed (:func:`xling.harness.seeds.run_seeds`), then the spread per language."""
     import dataclasses
 
     from xling.methods.chance import wilson_interval
-    from xling.runs.probe import probe
-    from xling.runs.seeds import format_spread, run_seeds, spread, write_spread
+    from xling.recipes.probe.run import probe
+    from xling.harness.seeds import format_spread, run_seeds, spread, write_spread
 
     def one(seed, out):
         return probe(dataclasses.replace(cfg, seed=seed, out=out))

@@ -1,6 +1,6 @@
 """``xling runs`` and ``xling compare``: what the results store holds, and runs side by side.
 
-Recipes: :class:`xling.runs.store.ResultsStore`, :func:`xling.runs.compare.compare_runs`.
+Recipes: :class:`xling.harness.store.ResultsStore`, :func:`xling.recipes.compare.run.compare_runs`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from xling.errors import XlingError
 
 def add_runs_parser(sub) -> None:
     """``xling runs``."""
-    from xling.runs.store import DEFAULT_STORE
+    from xling.harness.store import DEFAULT_STORE
 
     rp = sub.add_parser("runs", help="list the runs in the results store (filter by command, model, corpus)",
                         description="One line per run of the results store: id, command, model, corpus or task, "
@@ -27,7 +27,7 @@ def add_runs_parser(sub) -> None:
 
 def add_compare_parser(sub) -> None:
     """``xling compare``."""
-    from xling.runs.store import DEFAULT_STORE
+    from xling.harness.store import DEFAULT_STORE
 
     cp = sub.add_parser("compare", help="runs of the results store side by side (align runs on one corpus, eval or "
                                         "transfer runs on one task)",
@@ -52,7 +52,7 @@ def add_compare_parser(sub) -> None:
 def cmd_runs(args) -> int:
     from pathlib import Path
 
-    from xling.runs.store import ResultsStore, run_headline
+    from xling.harness.store import ResultsStore, run_headline
 
     if not Path(args.store).is_file():
         raise XlingError(f"results store not found: {args.store} (run a command first, or pass --store)")
@@ -84,7 +84,7 @@ def cmd_runs(args) -> int:
 
 def cmd_compare(args) -> int:
     from xling.io import check_output_target
-    from xling.runs.compare import compare_runs, format_compare, write_compare
+    from xling.recipes.compare.run import compare_runs, format_compare, write_compare
 
     check_output_target(args.out, overwrite=args.overwrite, command="compare")  # before reading the store
     result = compare_runs(args.store, args.run_ids, metric=args.metric,

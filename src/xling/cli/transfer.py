@@ -1,4 +1,4 @@
-"""``xling transfer``: the modular transfer experiment (recipe: :func:`xling.runs.transfer.run_transfer`)."""
+"""``xling transfer``: the modular transfer experiment (recipe: :func:`xling.recipes.transfer.run.run_transfer`)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from xling.errors import XlingError
 
 
 def add_transfer_parser(sub) -> None:
-    from xling.runs.store import DEFAULT_STORE
-    from xling.runs.transfer import (CONDITIONS, DEFAULT_LAMBDAS, DEFAULT_MODEL, DEFAULT_OUT, DEFAULT_TARGETS,
+    from xling.harness.store import DEFAULT_STORE
+    from xling.recipes.transfer.run import (CONDITIONS, DEFAULT_LAMBDAS, DEFAULT_MODEL, DEFAULT_OUT, DEFAULT_TARGETS,
                                      DEFAULT_TASK, SELECT_ON, TASK_TARGETS)
 
     p = sub.add_parser(
@@ -94,10 +94,10 @@ def _split(value: str | None) -> list[str] | None:
 
 def cmd_transfer(args) -> int:
     from xling.models.builtin import check_model_name
-    from xling.runs.transfer import TransferConfig, format_table, run_transfer
+    from xling.recipes.transfer.run import TransferConfig, format_table, run_transfer
 
     check_model_name(args.model)  # a typo is reported before the task is built
-    from xling.runs.seeds import parse_seeds
+    from xling.harness.seeds import parse_seeds
 
     seeds = parse_seeds(args.seeds)
     if args.swap.strip().lower() == "auto":
@@ -128,7 +128,7 @@ def cmd_transfer(args) -> int:
         progress=not args.quiet, executor=args.executor, ray_address=args.ray_address, ray_workers=args.ray_workers,
         overwrite=args.overwrite)
     if seeds is not None:
-        from xling.runs.transfer import format_seeds, run_transfer_seeds
+        from xling.recipes.transfer.run import format_seeds, run_transfer_seeds
 
         done, rows = run_transfer_seeds(cfg, seeds)
         print(format_seeds(done, rows))

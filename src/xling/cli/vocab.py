@@ -1,4 +1,4 @@
-"""``xling vocab trim|extend|compare`` (recipes: :mod:`xling.runs.vocab`)."""
+"""``xling vocab trim|extend|compare`` (recipes: :mod:`xling.recipes.vocab.run`)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from xling.cli.common import add_overwrite_flag, store_or_none
 
 def add_vocab_parser(sub) -> None:
     """The ``xling vocab`` group: ``trim``, ``extend``, ``compare``."""
-    from xling.runs.store import DEFAULT_STORE
-    from xling.runs.vocab import DEFAULT_MODEL
+    from xling.harness.store import DEFAULT_STORE
+    from xling.recipes.vocab.run import DEFAULT_MODEL
 
     v = sub.add_parser("vocab", help="trim a model's vocabulary to some languages, or extend it with new tokens",
                        description="Vocabulary specialisation: trim (vocabtrimmer), extend (FOCUS, WECHSEL, mean, "
@@ -73,7 +73,7 @@ def add_vocab_parser(sub) -> None:
 
 
 def cmd_trim(args) -> int:
-    from xling.runs.vocab import TrimConfig, format_trim, trim
+    from xling.recipes.vocab.run import TrimConfig, format_trim, trim
 
     cfg = TrimConfig(model=args.model, langs=args.langs, corpus=args.corpus, min_freq=args.min_freq, top=args.top,
                      out=args.out, store=store_or_none(args.store), check_sentences=args.check_sentences, dtype=args.dtype,
@@ -83,7 +83,7 @@ def cmd_trim(args) -> int:
 
 
 def cmd_extend(args) -> int:
-    from xling.runs.vocab import ExtendConfig, extend, format_extend
+    from xling.recipes.vocab.run import ExtendConfig, extend, format_extend
 
     cfg = ExtendConfig(
         model=args.model, tokens=args.tokens, corpus=args.corpus, target_corpus=args.target_corpus, langs=args.langs,
@@ -97,7 +97,7 @@ def cmd_extend(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from xling.runs.vocab import compare
+    from xling.recipes.vocab.run import compare
 
     res = compare(args.model, args.reference, base=args.base, out=args.out)
     from xling.methods.vocab.compare import format_comparison

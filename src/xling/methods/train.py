@@ -3,7 +3,7 @@
 The zero-shot cross-lingual transfer protocol (XTREME, Hu et al. 2020): train
 on labelled source-language data (English), select on the source-language dev
 set, then evaluate the same model on every target language
-(:mod:`xling.runs.eval`).
+(:mod:`xling.recipes.eval.run`).
 
 * :func:`build_task_model` puts a head on any transformers encoder or decoder
   folder (``AutoModelForSequenceClassification``, ``...ForTokenClassification``,

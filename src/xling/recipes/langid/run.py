@@ -196,7 +196,7 @@ def langid(config: LangIdConfig | None = None, **kwargs) -> LangIdResult:
 
 def write_outputs(result: LangIdResult, out: Path) -> None:
     from xling.io import output_folder
-    from xling.runs.align import rows_to_csv
+    from xling.recipes.align.run import rows_to_csv
 
     with output_folder(out, command="langid", overwrite=result.config.overwrite) as tmp:  # built aside, swapped in
         tmp.mkdir()
@@ -229,7 +229,7 @@ def _describe(result: LangIdResult) -> list[str]:
 
 
 def render_report(result: LangIdResult) -> str:
-    from xling.runs.report import esc, headline_html, line_chart_svg, page, table_html
+    from xling.harness.html import esc, headline_html, line_chart_svg, page, table_html
 
     rows = result.rows
     chart = line_chart_svg("Held-out language-identity accuracy and mean MEXA per hidden state",

@@ -4,7 +4,7 @@
 line and the transfer gap) and, when the results store has an alignment run of the
 same base model on the task's own text (never another corpus: a note says so), score
 against alignment; :func:`format_summary` is what the command
-prints. The recipe itself is :func:`xling.runs.eval.evaluate`.
+prints. The recipe itself is :func:`xling.recipes.eval.run.evaluate`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from xling.errors import XlingError
 
 if TYPE_CHECKING:
-    from xling.runs.eval import EvalResult
+    from xling.recipes.eval.run import EvalResult
 
 
 def group_warnings(warned: dict[str, str]) -> list[tuple[str, list[str]]]:
@@ -79,7 +79,7 @@ def chance_level(result: EvalResult) -> tuple[float, str] | None:
 
 def render_eval_report(result: EvalResult, alignment: dict | None = None) -> str:
     from xling.methods.predict import pearson, spearman
-    from xling.runs.report import (bar_chart_svg, correlation_note, display_lang, esc, fit_line_ci, fmt, fmt_signed,
+    from xling.harness.html import (bar_chart_svg, correlation_note, display_lang, esc, fit_line_ci, fmt, fmt_signed,
                                    headline_html, page, plural, scatter_svg, table_html)
 
     m = result.main_metric

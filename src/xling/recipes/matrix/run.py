@@ -48,7 +48,7 @@ import torch
 
 from xling.errors import XlingError
 from xling.models.loading import DEFAULT_MODEL
-from xling.runs.store import DEFAULT_STORE
+from xling.harness.store import DEFAULT_STORE
 
 DEFAULT_OUT = Path("xling-out") / "matrix"
 DEFAULT_L2 = (1e-1, 1.0)  # l2 = 1e-2 took ~50x longer to converge on bible-genre features (add it with --l2)
@@ -87,7 +87,7 @@ class MatrixConfig:
     def __post_init__(self):
         if self.method not in METHODS:
             raise XlingError(f"--method must be one of {', '.join(METHODS)}, got {self.method!r}")
-        from xling.runs.probe import check_probe_options
+        from xling.recipes.probe.run import check_probe_options
 
         check_probe_options(self)
         for name in ("epochs", "n_boot", "batch_size"):
@@ -139,7 +139,7 @@ def _type_sets(tokenizer, texts: list[str]) -> tuple[set, int]:
 def _trained_predictions(cfg: MatrixConfig, task, src: str, targets: list[str], lm_fingerprint: str) -> tuple[dict, dict]:
     """Fine-tune on ``src`` (or reuse the folder of an identical earlier run) and predict every target."""
     from xling.methods.train import read_train_info, train_task
-    from xling.runs.eval import EvalConfig, _Model
+    from xling.recipes.eval.run import EvalConfig, _Model
 
     spec = {"model": cfg.model, "base": lm_fingerprint, "train": task.fingerprint("train", src),
             "dev": task.fingerprint("dev", src) if src in task.data.get("dev", {}) else None, "method": cfg.method,
@@ -187,7 +187,7 @@ def transfer_matrix(config: MatrixConfig | None = None, **kwargs) -> MatrixResul
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     if cfg.store is not None:
-        from xling.runs.store import ResultsStore
+        from xling.harness.store import ResultsStore
 
         ResultsStore(cfg.store).check()
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -362,7 +362,7 @@ def run_record(result: MatrixResult) -> dict:
 
 def write_outputs(result: MatrixResult, out: Path) -> dict[str, Path]:
     from xling.io import atomic_write_text
-    from xling.runs.align import rows_to_csv
+    from xling.recipes.align.run import rows_to_csv
 
     out.mkdir(parents=True, exist_ok=True)
     frows, fcols = feature_rows(result)
@@ -385,7 +385,7 @@ def write_outputs(result: MatrixResult, out: Path) -> dict[str, Path]:
 def save_to_store(result: MatrixResult, path: Path) -> None:
     """One ``matrix`` run per source: its scores on every target, its alignment with them, the pair features."""
     from xling import __version__
-    from xling.runs.store import ResultsStore
+    from xling.harness.store import ResultsStore
 
     store = ResultsStore(path)
     finished = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -415,7 +415,7 @@ def matrix_svg(title: str, rows: list[str], cols: list[str], values: dict[str, d
     (whichever contrasts more with the cell's colour); labels, title and legend are measured so that
     nothing is clipped, however few the columns.
     """
-    from xling.runs.report import _text_width, color, esc, fmt, text_color
+    from xling.harness.html import _text_width, color, esc, fmt, text_color
 
     flat = [values[r][c] for r in rows for c in cols if values.get(r, {}).get(c) is not None]
     lo = (min(flat) if flat else 0.0) if lo is None else lo
@@ -480,7 +480,7 @@ def best_sources(result: MatrixResult) -> list[dict]:
 
 
 def render_matrix_report(result: MatrixResult) -> str:
-    from xling.runs.report import esc, page, plural, table_html
+    from xling.harness.html import esc, page, plural, table_html
 
     acc = {s: {t: result.cells[s][t]["accuracy"] for t in result.targets} for s in result.sources}
     note = {s: {t: f"[{result.cells[s][t]['lo']:.3f}, {result.cells[s][t]['hi']:.3f}]" for t in result.targets}

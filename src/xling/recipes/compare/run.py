@@ -16,7 +16,7 @@ runs of classification and multiple-choice tasks) for the same items in the same
 order in every target language, and the metric is accuracy, it is a **paired
 bootstrap over items**: per language the same item indices are drawn for both
 series, and the overall difference is the mean over languages
-(:func:`xling.runs.transfer.bootstrap_study`); each language gets its own paired
+(:func:`xling.recipes.transfer.run.bootstrap_study`); each language gets its own paired
 interval too. Otherwise (older runs, token tasks, other metrics, different items)
 it falls back to a percentile **bootstrap over languages**, with a note saying why:
 that interval says how much the mean difference depends on which languages were
@@ -116,8 +116,8 @@ def resolve_runs(store, ids: list[str]) -> list[dict]:
 
 
 def align_result_from_store(store, run: dict):
-    """An :class:`~xling.runs.align.AlignResult` rebuilt from the store (for reports without recomputing)."""
-    from xling.runs.align import AlignResult
+    """An :class:`~xling.recipes.align.run.AlignResult` rebuilt from the store (for reports without recomputing)."""
+    from xling.recipes.align.run import AlignResult
 
     rows = store.alignment(run["run_id"])
     conf = run.get("config") or {}
@@ -347,7 +347,7 @@ def _unpaired(ref: Series, s: Series, lang: str, metric: str) -> str | None:
 
 def paired_items(ref: Series, s: Series, langs: list[str], reps: int, seed: int) -> dict:
     """Paired bootstrap over items of ``s - ref`` on ``langs`` (every one paired): overall and per language."""
-    from xling.runs.transfer import bootstrap_study
+    from xling.recipes.transfer.run import bootstrap_study
 
     st = bootstrap_study({"ref": [_correct(ref, lang) for lang in langs], "s": [_correct(s, lang) for lang in langs]},
                          "ref", None, reps, seed)["s"]
@@ -367,7 +367,7 @@ def compare_runs(store_path: str | Path, ids: list[str], metric: str | None = No
     Align runs are compared like with like: on the languages every run has and the layers at common relative
     depths, and refused in one line when they scored different sentences (``allow_different_data`` compares
     them anyway, with a note)."""
-    from xling.runs.store import ResultsStore
+    from xling.harness.store import ResultsStore
 
     path = Path(store_path)
     if not path.is_file():
@@ -469,7 +469,7 @@ def _how(d: dict) -> str:
 
 
 def _ci(d: dict) -> str:
-    from xling.runs.report import fmt_signed
+    from xling.harness.html import fmt_signed
 
     if d["lo"] is None:
         return f"{fmt_signed(d['mean'])} ({d['note']})"
@@ -514,7 +514,7 @@ def csv_rows(result: CompareResult) -> list[dict]:
 
 def format_compare(result: CompareResult) -> str:
     """A terminal table: one line per language, one column per series, then the mean differences."""
-    from xling.runs.report import fmt, fmt_signed
+    from xling.harness.html import fmt, fmt_signed
 
     ref = result.reference
     labels = [s.label for s in result.series]
@@ -550,7 +550,7 @@ def format_compare(result: CompareResult) -> str:
 
 
 def render_compare_report(result: CompareResult) -> str:
-    from xling.runs.report import (bar_chart_svg, display_lang, esc, fmt, fmt_signed, headline_html,
+    from xling.harness.html import (bar_chart_svg, display_lang, esc, fmt, fmt_signed, headline_html,
                                    line_chart_svg, metric_range, page, plural, table_html)
 
     ref = result.reference
@@ -637,7 +637,7 @@ def write_compare(result: CompareResult, out: str | Path, *, overwrite: bool = F
     """``compare.html`` and ``compare.csv`` in ``out``: the folder built aside and swapped in whole
     (:func:`xling.io.output_folder`: a file, the cache or a user's own folder is refused)."""
     from xling.io import atomic_write_text, output_folder
-    from xling.runs.align import rows_to_csv
+    from xling.recipes.align.run import rows_to_csv
 
     out = Path(out)
     paths = {"report": out / "compare.html", "csv": out / "compare.csv"}

@@ -26,7 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from xling.errors import XlingError
-from xling.runs.store import DEFAULT_STORE, run_folder_name
+from xling.harness.store import DEFAULT_STORE, run_folder_name
 
 DEFAULT_OUT = Path("xling-out") / "predict"
 
@@ -155,7 +155,7 @@ def scores_from_csv(path: str | Path, metric: str | None = None) -> tuple[dict[s
 
 
 def _store(cfg: PredictConfig):
-    from xling.runs.store import ResultsStore
+    from xling.harness.store import ResultsStore
 
     if cfg.store is None or not Path(cfg.store).is_file():
         raise XlingError(f"results store not found: {cfg.store} (run xling align and xling eval first, or pass CSVs)")
@@ -309,7 +309,7 @@ def run_record(result: PredictResult, cfg: PredictConfig | None = None) -> dict:
 
 def write_outputs(result: PredictResult, out: Path, cfg: PredictConfig | None = None) -> dict[str, Path]:
     from xling.io import atomic_write_text
-    from xling.runs.align import rows_to_csv
+    from xling.recipes.align.run import rows_to_csv
 
     out.mkdir(parents=True, exist_ok=True)
     paths = {"predictions": out / "predictions.csv", "run": out / "run.json", "report": out / "report.html"}
@@ -325,7 +325,7 @@ def write_outputs(result: PredictResult, out: Path, cfg: PredictConfig | None = 
 
 def save_to_store(result: PredictResult, path: Path, cfg: PredictConfig | None = None) -> None:
     from xling import __version__
-    from xling.runs.store import ResultsStore
+    from xling.harness.store import ResultsStore
 
     p = result.prediction
     s = result.sources.get("scores", {})
@@ -404,7 +404,7 @@ def correlation_notes(result: PredictResult) -> list[str]:
 
 def _ci_words(stats: dict, key: str) -> str:
     """``0.812 [0.601, 0.930]``; an undefined value or interval said in words."""
-    from xling.runs.report import fmt
+    from xling.harness.html import fmt
 
     v = stats.get(key)
     lo, hi = stats.get(f"{key}_ci", (float("nan"), float("nan")))
@@ -416,7 +416,7 @@ def _ci_words(stats: dict, key: str) -> str:
 
 
 def render_predict_report(result: PredictResult) -> str:
-    from xling.runs.report import esc, fit_line_ci, fmt, fmt_signed, headline_html, page, scatter_svg, table_html
+    from xling.harness.html import esc, fit_line_ci, fmt, fmt_signed, headline_html, page, scatter_svg, table_html
 
     p = result.prediction
     st = p.stats

@@ -22,7 +22,7 @@ the scores go to the results store (``task_scores``; classification and
 multiple-choice runs also per-item correctness, ``item_scores``, for paired
 intervals in ``xling compare``).
 
-The report and the summary are drawn by :mod:`xling.runs.eval_report`; the flags of
+The report and the summary are drawn by :mod:`xling.recipes.eval.report`; the flags of
 ``xling train|eval|task`` are read by :mod:`xling.cli.eval`.
 """
 
@@ -41,9 +41,9 @@ from pathlib import Path
 from typing import Callable
 
 from xling.errors import XlingError
-from xling.runs.eval_report import (chance_level, format_summary, group_warnings, render_eval_report,  # noqa: F401
+from xling.recipes.eval.report import (chance_level, format_summary, group_warnings, render_eval_report,  # noqa: F401
                                     wide_rows)
-from xling.runs.store import DEFAULT_STORE
+from xling.harness.store import DEFAULT_STORE
 
 DEFAULT_OUT = Path("xling-out") / "eval"
 PRED_CACHE_VERSION = 2  # 2: whole-file model fingerprints; entries name their key
@@ -73,13 +73,13 @@ class EvalConfig:
     store: str | Path | None = DEFAULT_STORE
     cache: bool = True
     progress: bool = True
-    executor: str = "local"  # where the languages run: local (this process) or ray (xling.runs.executor)
+    executor: str = "local"  # where the languages run: local (this process) or ray (xling.harness.executor)
     ray_address: str | None = None  # executor ray: a running cluster; None starts a local Ray
     ray_workers: int = 2  # executor ray: actors at a time (torch threads each: threads, default 1)
     overwrite: bool = False  # replace a non-empty --out folder that xling did not write
 
     def __post_init__(self):
-        from xling.runs.executor import check_executor, check_workers
+        from xling.harness.executor import check_executor, check_workers
 
         check_executor(self.executor)
         check_workers(self.ray_workers)
@@ -469,7 +469,7 @@ def evaluate(config: EvalConfig | None = None, *, task=None, executor=None, **kw
     """Evaluate a trained model (or a decoder, zero-shot) on every language of a task.
 
     Pass an :class:`EvalConfig` or its fields as keywords; ``task`` may be a
-    ready :class:`~xling.tasks.core.Task`. ``executor`` (:mod:`xling.runs.executor`)
+    ready :class:`~xling.tasks.core.Task`. ``executor`` (:mod:`xling.harness.executor`)
     overrides the one ``config.executor`` names: with ``ray`` each language's
     predictions are made on a Ray worker (the model loaded once per worker) and
     written to the prediction cache there; the driver reads the cached languages
@@ -479,9 +479,9 @@ def evaluate(config: EvalConfig | None = None, *, task=None, executor=None, **kw
 
     import torch
 
-    from xling.runs.align import worker_model_name
-    from xling.runs.executor import make_executor
-    from xling.runs.store import items_hash
+    from xling.recipes.align.run import worker_model_name
+    from xling.harness.executor import make_executor
+    from xling.harness.store import items_hash
     from xling.tasks.metrics import main_metric, task_metrics
     from xling.tasks.registry import load_task
 
@@ -499,7 +499,7 @@ def evaluate(config: EvalConfig | None = None, *, task=None, executor=None, **kw
 
         check_output_target(cfg.out, overwrite=cfg.overwrite, command="eval")
     if cfg.store is not None:  # an unusable store fails now, not after the run
-        from xling.runs.store import ResultsStore
+        from xling.harness.store import ResultsStore
 
         ResultsStore(cfg.store).check()
     lm = check_model(cfg)  # before the task: a wrong --model must not wait for a task build
@@ -575,7 +575,7 @@ def evaluate(config: EvalConfig | None = None, *, task=None, executor=None, **kw
                 bar.update(len(todo[u][1]))
                 bar.set_description(f"evaluating: {len(predicted)}/{len(units)} languages done")
 
-        from xling.runs.executor import Job
+        from xling.harness.executor import Job
 
         ex.run([Job(make, todo, [f"eval {handle.name}, language {u[0]}" for u in todo])], on_result=on_result)
     finally:
@@ -632,7 +632,7 @@ def evaluate(config: EvalConfig | None = None, *, task=None, executor=None, **kw
 
 
 def _rows_csv(rows: list[dict], columns: list[str]) -> str:
-    from xling.runs.align import rows_to_csv
+    from xling.recipes.align.run import rows_to_csv
 
     return rows_to_csv(rows, columns)
 
@@ -651,7 +651,7 @@ def _alignment_for(result: EvalResult, store_path: Path) -> dict | None:
     the task's own text (``task:<task>`` first, then a corpus of the same collection, :func:`corpus_family`).
 
     Align runs on other corpora are never joined: then only ``{"note": ...}`` saying which corpora there were."""
-    from xling.runs.store import ResultsStore
+    from xling.harness.store import ResultsStore
 
     if not store_path.is_file() or not result.base_model:
         return None
@@ -711,7 +711,7 @@ def run_record(result: EvalResult, cfg: EvalConfig | None = None) -> dict:
 
 def save_to_store(result: EvalResult, path: Path, cfg: EvalConfig | None = None) -> None:
     from xling import __version__
-    from xling.runs.store import ResultsStore, item_row
+    from xling.harness.store import ResultsStore, item_row
 
     items = [item_row(result.model, result.task, lang, result.split, result.ids_hash[lang], c)
              for lang, c in result.correct.items() if lang in result.ids_hash]

@@ -32,7 +32,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from xling.errors import XlingError
-from xling.runs.store import DEFAULT_STORE
+from xling.harness.store import DEFAULT_STORE
 
 DEFAULT_OUT = Path("xling-out") / "rank"
 
@@ -84,7 +84,7 @@ class RankResult:
 
 def load_matrix(store_path, matrix_id: str | None = None, metric: str = "accuracy") -> dict:
     """The matrix ``matrix_id`` (default: the latest) from the store: scores[tgt][src], features[tgt][src], meta."""
-    from xling.runs.store import ResultsStore
+    from xling.harness.store import ResultsStore
 
     store = ResultsStore(store_path)
     if not Path(store_path).is_file():
@@ -279,7 +279,7 @@ def summary_rows(result: RankResult) -> list[dict]:
 
 def write_outputs(result: RankResult, out: Path, cfg: RankConfig) -> None:
     from xling.io import atomic_write_text
-    from xling.runs.align import rows_to_csv
+    from xling.recipes.align.run import rows_to_csv
 
     out.mkdir(parents=True, exist_ok=True)
     loto = [{"method": m, "target": t, **{k: v for k, v in r.items() if k != "ranking"},
@@ -313,8 +313,8 @@ def _ci(r: dict, key: str) -> str:
 
 
 def render_rank_report(result: RankResult) -> str:
-    from xling.runs.matrix import matrix_svg
-    from xling.runs.report import bar_chart_svg, esc, page, plural, table_html
+    from xling.recipes.matrix.run import matrix_svg
+    from xling.harness.html import bar_chart_svg, esc, page, plural, table_html
 
     k = result.loto.k
     # columns in the matrix's own order (xling matrix's report), not sorted: the same picture in both reports

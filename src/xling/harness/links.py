@@ -27,7 +27,7 @@ def corpus_family(name: str | None) -> str:
 def align_runs(store_path: str | Path | None, model: str) -> list[dict]:
     """The results store's align runs of ``model`` (oldest first); none without a store file."""
     from xling.models.builtin import same_model
-    from xling.runs.store import ResultsStore
+    from xling.harness.store import ResultsStore
 
     if store_path is None or not Path(store_path).is_file():
         return []
@@ -37,7 +37,7 @@ def align_runs(store_path: str | Path | None, model: str) -> list[dict]:
 def mexa_table(store_path: str | Path, run: dict) -> dict[str, dict[int, float]]:
     """``{lang: {layer: MEXA}}`` of an align run (language codes normalized)."""
     from xling.data.langcodes import normalize_lang
-    from xling.runs.store import ResultsStore
+    from xling.harness.store import ResultsStore
 
     out: dict[str, dict[int, float]] = {}
     for r in ResultsStore(store_path).alignment(run["run_id"]):

@@ -283,7 +283,7 @@ def metric_range(metric: str, values: Iterable[float]) -> tuple[float, float]:
 
 
 def render_align_report(result) -> str:
-    """HTML for an :class:`~xling.runs.align.AlignResult`."""
+    """HTML for an :class:`~xling.recipes.align.run.AlignResult`."""
     from xling.data.langcodes import short_lang_name
     from xling.methods.metrics import lower_is_better as _lower_is_better
 

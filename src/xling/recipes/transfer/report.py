@@ -1,6 +1,6 @@
-"""The HTML report of ``xling transfer`` (a :class:`~xling.runs.transfer.TransferResult`).
+"""The HTML report of ``xling transfer`` (a :class:`~xling.recipes.transfer.run.TransferResult`).
 
-Same signature and information as ``xling.runs.transfer.render_report``, read at a
+Same signature and information as ``xling.recipes.transfer.run.render_report``, read at a
 glance: a headline (the best condition against the task module, its difference with
 the paired bootstrap CI, the share of the gap to the ceiling it closes when the
 summary has it; no best condition when every condition is within noise of chance,
@@ -17,7 +17,7 @@ def _num(v):
 
 
 def _ci(s: dict) -> str:
-    from xling.runs.report import fmt_signed
+    from xling.harness.html import fmt_signed
 
     d, lo, hi = _num(s.get("delta")), _num(s.get("delta_lo")), _num(s.get("delta_hi"))
     if d is None:
@@ -48,7 +48,7 @@ def _selected(cfg: dict) -> str:
 
 
 def _gap(s: dict) -> str:
-    from xling.runs.report import fmt
+    from xling.harness.html import fmt
 
     g = _num(s.get("gap_closed"))
     if g is None:
@@ -59,7 +59,7 @@ def _gap(s: dict) -> str:
 
 def render_transfer_report(result, task) -> str:
     """HTML for a transfer result; ``task`` needs a ``name``."""
-    from xling.runs.report import (bar_chart_svg, display_lang, esc, fmt, headline_html, page, plural, table_html)
+    from xling.harness.html import (bar_chart_svg, display_lang, esc, fmt, headline_html, page, plural, table_html)
 
     m = result.metric
     cfg = result.config or {}

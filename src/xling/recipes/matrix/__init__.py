@@ -1,0 +1,17 @@
+"""The ``matrix`` recipe: a source x target transfer matrix and the pair features for ``xling rank``.
+
+The recipe is in :mod:`xling.recipes.matrix.run`; its public names are reachable from this package too
+(lazily, so importing a sibling module such as the report does not load the model stack).
+"""
+
+
+def __getattr__(name: str):
+    if name.startswith("__"):
+        raise AttributeError(name)
+    import importlib
+
+    run = importlib.import_module("xling.recipes.matrix.run")
+    try:
+        return getattr(run, name)
+    except AttributeError:
+        raise AttributeError(f"module 'xling.recipes.matrix' has no attribute {name!r}") from None

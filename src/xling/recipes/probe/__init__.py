@@ -1,0 +1,17 @@
+"""The ``probe`` recipe: per-language task scores from a linear probe on frozen features.
+
+The recipe is in :mod:`xling.recipes.probe.run`; its public names are reachable from this package too
+(lazily, so importing a sibling module such as the report does not load the model stack).
+"""
+
+
+def __getattr__(name: str):
+    if name.startswith("__"):
+        raise AttributeError(name)
+    import importlib
+
+    run = importlib.import_module("xling.recipes.probe.run")
+    try:
+        return getattr(run, name)
+    except AttributeError:
+        raise AttributeError(f"module 'xling.recipes.probe' has no attribute {name!r}") from None

@@ -1,0 +1,17 @@
+"""The ``vocab`` recipes: trim a model to the languages it serves, extend it with new tokens,
+
+The recipe is in :mod:`xling.recipes.vocab.run`; its public names are reachable from this package too
+(lazily, so importing a sibling module such as the report does not load the model stack).
+"""
+
+
+def __getattr__(name: str):
+    if name.startswith("__"):
+        raise AttributeError(name)
+    import importlib
+
+    run = importlib.import_module("xling.recipes.vocab.run")
+    try:
+        return getattr(run, name)
+    except AttributeError:
+        raise AttributeError(f"module 'xling.recipes.vocab' has no attribute {name!r}") from None
