@@ -4,8 +4,9 @@ Layer order (low to high)::
 
     data < models < engine < tasks < methods < modules < harness < recipes < (the facade) < cli < _entry
 
-* leaf helpers ``xling.errors``, ``xling.io``, ``xling.options``, ``xling.deps``, ``xling.textsafe``
-  and ``xling.registry`` may be imported from anywhere and import only each other;
+* leaf helpers ``xling.errors``, ``xling.io``, ``xling.options``, ``xling.deps``, ``xling.textsafe``,
+  ``xling.registry`` and ``xling.cache`` (the content cache the engine and the recipes share) may be
+  imported from anywhere and import only each other;
 * ``methods`` (pure functions: metrics, composition, statistics, lens, neurons) sits strictly below
   ``modules`` (the module file formats, which may use the composition maths);
 * ``harness`` is what every recipe shares (config to flags, outputs, cache, HTML kit, store,
@@ -29,7 +30,8 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
-LEAVES = {"xling.errors", "xling.io", "xling.options", "xling.deps", "xling.textsafe", "xling.registry"}
+LEAVES = {"xling.errors", "xling.io", "xling.options", "xling.deps", "xling.textsafe", "xling.registry",
+          "xling.cache"}
 LAYERS = {"data": 0, "models": 1, "engine": 2, "tasks": 3, "methods": 4, "modules": 5, "harness": 6,
           "recipes": 7, "cli": 9, "_entry": 10}
 FACADE = 8

@@ -13,25 +13,24 @@ them from the input ids itself.
 
 Pooled embeddings are cached on disk per language, keyed by the model's
 fingerprint, the pooling, the layers, the truncation length, the prefix and the
-sentences themselves, so a second run (or an interrupted one) skips the model
-for every language already done.
+sentences themselves (:class:`EmbeddingCache`, a :class:`xling.cache.ContentCache`),
+so a second run (or an interrupted one) skips the model for every language already done.
 """
 
 from __future__ import annotations
 
 import hashlib
 import inspect
-import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
 
+from xling.cache import CHECKSUM_KEY, KEY_KEY, ContentCache, TensorCodec  # noqa: F401 - the entries' fields
 from xling.engine.pooling import default_pooling, get_pooling
 from xling.errors import XlingError
-from xling.io import atomic_path, cache_dir, discard, note, tensor_digest
+from xling.io import cache_dir, note
 from xling.models.layers import parse_layers
 from xling.models.loading import LoadedModel
 
@@ -350,43 +349,19 @@ def _sentences_hash(sentences: Sequence[str]) -> str:
     return h.hexdigest()
 
 
-class EmbeddingCache:
-    """Pooled embeddings on disk, one safetensors file per (model, config, sentences)."""
+class EmbeddingCache(ContentCache):
+    """Pooled embeddings on disk, one safetensors file per (model, config, sentences), ``<key[:2]>/<key>.safetensors``
+    under ``root`` (:class:`~xling.cache.TensorCodec`: its metadata holds the tensor's sha256 and the key)."""
 
     VERSION = 2  # 2: whole-file model fingerprints; entries name their key
 
     def __init__(self, root: str | Path | None = None):
-        self.root = Path(root) if root is not None else cache_dir("embeddings")
-        self._pending: dict[str, object] = {}  # key -> Future of a background write (GPU runs)
-        self._writer = None
-
-    def put_background(self, key: str, emb: torch.Tensor, meta: dict | None = None) -> None:
-        """:meth:`put` on one background thread: the sha256 and the file write of a language's entry
-        overlap the next language's forward passes on the GPU. ``emb`` must be a host tensor no one
-        changes afterwards. :meth:`get` of the same key and :meth:`flush` wait for it; so does exit."""
-        if self._writer is None:
-            import atexit
-            from concurrent.futures import ThreadPoolExecutor
-
-            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="xling-cache")
-            atexit.register(self.flush)
-        self._pending[key] = self._writer.submit(self.put, key, emb, meta)
-
-    def flush(self) -> None:
-        """Wait for every background write; a failed one is one note (the entry is simply absent)."""
-        from xling.io import note
-
-        pending, self._pending = self._pending, {}
-        for key, fut in pending.items():
-            try:
-                fut.result()
-            except Exception as exc:  # noqa: BLE001 - a cache entry is optional; the run's results stand
-                note(f"embedding cache entry {key[:12]} not written ({type(exc).__name__}: {exc})")
+        super().__init__(root if root is not None else cache_dir("embeddings"), TensorCodec("embeddings", "float32"),
+                         self.VERSION, name="embedding")
 
     def key(self, lm: LoadedModel, cfg: EmbedConfig, sentences: Sequence[str]) -> str:
         cfg = cfg.resolved(lm)
-        spec = {
-            "v": self.VERSION,
+        return super().key({
             "model": lm.fingerprint,
             "dtype": str(lm.dtype),
             "pooling": cfg.pooling,
@@ -394,11 +369,7 @@ class EmbeddingCache:
             "max_length": cfg.max_length,
             "prefix": cfg.prefix,
             "sentences": _sentences_hash(sentences),
-        }
-        return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:32]
-
-    def path(self, key: str) -> Path:
-        return self.root / key[:2] / f"{key}.safetensors"
+        })
 
     def get(self, key: str, shape: tuple[int, ...] | None = None) -> torch.Tensor | None:
         """The cached tensor, or None when absent or not to be trusted.
@@ -411,82 +382,15 @@ class EmbeddingCache:
         shape, NaN, another key, a folder or an unreadable file in its place) is
         discarded with a one-line note and recomputed by the caller.
         """
-        fut = self._pending.pop(key, None)
-        if fut is not None:  # written in the background: wait for it
-            try:
-                fut.result()
-            except Exception:  # noqa: BLE001 - no entry then; the caller recomputes
-                return None
+        return super().get(key, shape=shape)
+
+    def _first_legacy(self) -> bool:
         global _LEGACY_NOTED
-        p = self.path(key)
-        if not os.path.lexists(p):
-            return None
-        problem, emb = _check_entry(p, shape, key)
-        if problem is None:
-            return emb
-        if problem == _NO_KEY:  # written by an older xling: stale, said once per run
-            if not _LEGACY_NOTED:
-                note(f"cache entry {p} and others like it were written by an older xling (no key); recomputing")
-                _LEGACY_NOTED = True
-        else:
-            note(f"cache entry {p} {problem}; recomputing")
-        discard(p)
-        return None
-
-    def put(self, key: str, emb: torch.Tensor, meta: dict | None = None) -> None:
-        from safetensors.torch import save_file
-
-        p = self.path(key)
-        if p.is_dir() and not p.is_symlink():
-            discard(p)
-        emb = emb.contiguous()
-        metadata = {k: str(v) for k, v in (meta or {}).items()}
-        metadata[CHECKSUM_KEY] = tensor_digest({"embeddings": emb})
-        metadata[KEY_KEY] = key
-        from xling.io import cache_write
-
-        with cache_write(p), atomic_path(p) as tmp:  # a full disk or read-only cache: a note, the run goes on
-            save_file({"embeddings": emb}, str(tmp), metadata=metadata)
+        first, _LEGACY_NOTED = not _LEGACY_NOTED, True
+        return first
 
 
-CHECKSUM_KEY = "xling_sha256"
-KEY_KEY = "xling_key"  # the cache key the entry was written under
-_NO_KEY = "names no key"
-_LEGACY_NOTED = False
-
-
-def _check_entry(p: Path, shape: tuple[int, ...] | None,
-                 key: str | None = None) -> tuple[str | None, torch.Tensor | None]:
-    """(None, tensor) for a sound embeddings entry, else (what is wrong, None)."""
-    from safetensors import safe_open
-
-    if not p.is_file():
-        return "is not a file", None
-    try:
-        with safe_open(str(p), framework="pt") as f:
-            meta = f.metadata() or {}
-            if set(f.keys()) != {"embeddings"}:
-                return "does not hold one embeddings tensor", None
-            emb = f.get_tensor("embeddings")
-    except Exception:  # noqa: BLE001 - any unreadable entry is recomputed
-        return "is unreadable", None
-    want = meta.get(CHECKSUM_KEY)
-    if want is None:
-        return "has no checksum", None
-    if tensor_digest({"embeddings": emb}) != want:
-        return "failed its checksum", None
-    if key is not None:
-        if KEY_KEY not in meta:
-            return _NO_KEY, None
-        if meta[KEY_KEY] != key:
-            return f"was written under another key ({meta[KEY_KEY][:12]}...), not {key[:12]}...", None
-    if emb.dtype != torch.float32:
-        return f"has dtype {str(emb.dtype).replace('torch.', '')}, not float32", None
-    if shape is not None and (emb.dim() != len(shape) or any(w is not None and w != g for w, g in zip(shape, emb.shape))):
-        return f"has shape {tuple(emb.shape)}, not {tuple('?' if w is None else w for w in shape)}", None
-    if not bool(torch.isfinite(emb).all()):
-        return "holds NaN or infinite values", None
-    return None, emb
+_LEGACY_NOTED = False  # an entry of an older xling (no key) was noted in this run
 
 
 def embed_cached(

@@ -29,9 +29,7 @@ The report and the summary are drawn by :mod:`xling.recipes.eval.report`; the fl
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
-import os
 import sys
 import time
 import uuid
@@ -40,6 +38,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
+from xling.cache import ContentCache, JsonCodec, content_key
 from xling.errors import XlingError
 from xling.recipes.eval.report import (chance_level, format_summary, group_warnings, render_eval_report,  # noqa: F401
                                     wide_rows)
@@ -186,23 +185,19 @@ def transfer_gap(scores: dict[str, float], source: str) -> dict[str, float]:
 # ----------------------------------------------------------------------------- prediction cache
 
 
-_LEGACY_PRED_NOTED = False
-
-
-class PredictionCache:
-    """Predictions per (model, task, language, data, settings) as small JSON files."""
+class PredictionCache(ContentCache):
+    """Predictions per (model, task, language, data, settings) as small JSON files, ``<key[:2]>/<key>.json`` under
+    ``root`` (:class:`~xling.cache.JsonCodec`: each names its key and the sha256 of its predictions)."""
 
     def __init__(self, root: str | Path | None = None):
         from xling.io import cache_dir
 
-        self.root = Path(root) if root is not None else cache_dir("predictions")
+        super().__init__(root if root is not None else cache_dir("predictions"), JsonCodec("predictions"),
+                         PRED_CACHE_VERSION, name="prediction")
 
     @staticmethod
     def key(spec: dict) -> str:
-        return hashlib.sha256(json.dumps({"v": PRED_CACHE_VERSION, **spec}, sort_keys=True).encode()).hexdigest()[:32]
-
-    def path(self, key: str) -> Path:
-        return self.root / key[:2] / f"{key}.json"
+        return content_key({"v": PRED_CACHE_VERSION, **spec})
 
     def get(self, key: str, valid: Callable[[list], str | None] | None = None) -> list | None:
         """The cached predictions, or None when absent or not to be trusted.
@@ -215,54 +210,7 @@ class PredictionCache:
         one-line note and recomputed by the caller; an entry of an older xling (no
         key) is recomputed with one note per run.
         """
-        from xling.io import discard, json_digest, note
-
-        global _LEGACY_PRED_NOTED
-        p = self.path(key)
-        if not os.path.lexists(p):
-            return None
-        problem = None
-        try:
-            data = json.loads(p.read_text(encoding="utf-8"))
-            preds = data["predictions"]
-            want = data.get("sha256")
-            stored_key = data.get("key")
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            problem = "is unreadable"
-        else:
-            if want is None:
-                problem = "has no checksum"
-            elif json_digest(preds) != want:
-                problem = "failed its checksum"
-            elif stored_key is None:
-                problem = "names no key"
-            elif stored_key != key:
-                problem = f"was written under another key ({str(stored_key)[:12]}...), not {key[:12]}..."
-            elif not isinstance(preds, list):
-                problem = "holds no prediction list"
-            elif valid is not None:
-                problem = valid(preds)
-        if problem is None:
-            return preds
-        if problem != "names no key":
-            note(f"cache entry {p} {problem}; recomputing")
-        elif not _LEGACY_PRED_NOTED:
-            note(f"cache entry {p} and others like it were written by an older xling (no key); recomputing")
-            _LEGACY_PRED_NOTED = True
-        discard(p)
-        return None
-
-    def put(self, key: str, predictions: list, meta: dict) -> None:
-        from xling.io import atomic_write_text, discard, json_digest
-
-        p = self.path(key)
-        if p.is_dir() and not p.is_symlink():
-            discard(p)
-        from xling.io import cache_write
-
-        with cache_write(p):  # a full disk or read-only cache: a note, the run goes on
-            atomic_write_text(p, json.dumps({"meta": meta, "key": key, "sha256": json_digest(predictions),
-                                             "predictions": predictions}))
+        return super().get(key, valid=valid)
 
 
 def _is_index(v, n: int) -> bool:

@@ -72,6 +72,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
+from xling.cache import ContentCache, FolderCodec, content_key
 from xling.errors import XlingError
 from xling.harness.store import DEFAULT_STORE
 
@@ -290,39 +291,25 @@ def _log(msg: str, on: bool) -> None:
         print(f"[transfer] {msg}", file=sys.stderr, flush=True)
 
 
-def _key(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:20]
+def _key(recipe: dict) -> str:
+    """A module's key: its recipe (which names ``RECIPE_VERSION``) as canonical JSON, hashed."""
+    return content_key(recipe, 20)
+
+
+def _modules(mdir: Path) -> ContentCache:
+    """``OUT/modules`` as the resume cache of this recipe: a folder per module, reused while its marker
+    (:data:`RECIPE_FILE`) names the key of the recipe asked for; one whose weights no longer match the
+    checksums in its ``xling_module.json`` is retrained (with a note), not used."""
+    return ContentCache(mdir, FolderCodec(RECIPE_FILE, ("adapter_model.safetensors",), "xling_module.json"),
+                        RECIPE_VERSION, name="module", key_length=20)
 
 
 def _reusable(folder: Path, key: str) -> bool:
-    f = folder / RECIPE_FILE
-    if not (f.is_file() and (folder / "adapter_model.safetensors").is_file()):
-        return False
-    try:
-        if json.loads(f.read_text(encoding="utf-8")).get("key") != key:
-            return False
-    except (OSError, ValueError, AttributeError):
-        return False
-    # OUT/modules is the resume cache of this recipe: a module whose weights no longer
-    # match the checksums in its xling_module.json is retrained (with a note), not used
-    from xling.io import checksum_problem, note
-
-    try:
-        checksums = json.loads((folder / "xling_module.json").read_text(encoding="utf-8")).get("checksums")
-    except (OSError, ValueError, AttributeError):
-        checksums, problem = None, "has an unreadable xling_module.json"
-    else:
-        problem = checksum_problem(folder, checksums if isinstance(checksums, dict) else None)
-    if problem is not None:
-        note(f"module {folder}: {problem}; retraining it")
-        return False
-    return True
+    return _modules(folder.parent).get(key, name=folder.name) is not None
 
 
 def _mark(folder: Path, key: str, recipe: dict) -> None:
-    from xling.io import atomic_write_text
-
-    atomic_write_text(folder / RECIPE_FILE, json.dumps({"key": key, "recipe": recipe}, indent=2, default=str) + "\n")
+    _modules(folder.parent).put(key, recipe, name=folder.name)
 
 
 def module_fingerprint(folder: Path) -> str:
