@@ -162,7 +162,7 @@ def test_lambdas_are_bounded():
 
 
 def test_csv_cells_neutralised_numbers_kept():
-    from xling.recipes.align.run import rows_to_csv
+    from xling.harness.outputs import rows_to_csv
 
     rows = [{"model": h, "lang": h, "value": -0.5, "n": -2} for h in HOSTILE] + [{"model": "'quoted", "value": 0.25}]
     text = rows_to_csv(rows, ["model", "lang", "value", "n"])
@@ -206,7 +206,7 @@ def test_align_csvs_neutralise_names(tmp_path, tiny_model_dirs, capsys, monkeypa
 
 
 def test_predict_reads_back_neutralised_names(tmp_path):
-    from xling.recipes.align.run import rows_to_csv
+    from xling.harness.outputs import rows_to_csv
     from xling.recipes.predict.run import alignment_from_csv
 
     p = tmp_path / "alignment.csv"

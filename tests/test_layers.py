@@ -41,32 +41,16 @@ ROOT_LEAF_NAMES = {"__version__", "XlingError"}  # the facade's names that need 
 
 # Being moved (issue 20): each entry is removed as its import is fixed; the list may only shrink.
 KNOWN = {
-    'xling/harness/sources.py: xling.harness.sources imports xling.recipes.align.run (layer 7 above 6)',
     'xling/methods/modules_train.py: xling.methods.modules_train imports xling.modules.apply (layer 5 above 4)',
     'xling/methods/modules_train.py: xling.methods.modules_train imports xling.modules.lora (layer 5 above 4)',
     'xling/methods/modules_train.py: xling.methods.modules_train imports xling.modules.meta (layer 5 above 4)',
     'xling/methods/modules_train.py: xling.methods.modules_train imports xling.modules.sparse (layer 5 above 4)',
     'xling/methods/train.py: xling.methods.train imports xling.modules.meta (layer 5 above 4)',
-    'xling/recipes/compare/run.py: xling.recipes.compare.run imports xling.recipes.align.run (a recipe imports another recipe)',
     'xling/recipes/compare/run.py: xling.recipes.compare.run imports xling.recipes.transfer.run (a recipe imports another recipe)',
-    'xling/recipes/eval/run.py: xling.recipes.eval.run imports xling.recipes.align.run (a recipe imports another recipe)',
-    'xling/recipes/langid/run.py: xling.recipes.langid.run imports xling.recipes.align.run (a recipe imports another recipe)',
-    'xling/recipes/lens/run.py: xling.recipes.lens.run imports xling.recipes.align.run (a recipe imports another recipe)',
-    'xling/recipes/matrix/run.py: xling.recipes.matrix.run imports xling.recipes.align.run (a recipe imports another recipe)',
-    'xling/recipes/matrix/run.py: xling.recipes.matrix.run imports xling.recipes.eval.run (a recipe imports another recipe)',
-    'xling/recipes/matrix/run.py: xling.recipes.matrix.run imports xling.recipes.probe.run (a recipe imports another recipe)',
-    'xling/recipes/neurons/run.py: xling.recipes.neurons.run imports xling.recipes.align.run (a recipe imports another recipe)',
-    'xling/recipes/predict/run.py: xling.recipes.predict.run imports xling.recipes.align.run (a recipe imports another recipe)',
-    'xling/recipes/probe/run.py: xling.recipes.probe.run imports xling.recipes.eval.run (a recipe imports another recipe)',
-    'xling/recipes/rank/run.py: xling.recipes.rank.run imports xling.recipes.align.run (a recipe imports another recipe)',
-    'xling/recipes/rank/run.py: xling.recipes.rank.run imports xling.recipes.matrix.run (a recipe imports another recipe)',
-    'xling/recipes/transfer/run.py: xling.recipes.transfer.run imports xling.recipes.align.run (a recipe imports another recipe)',
-    'xling/recipes/transfer/run.py: xling.recipes.transfer.run imports xling.recipes.eval.run (a recipe imports another recipe)',
 }
 KNOWN_CIRCLES = [
     ['xling.data.django_corpus', 'xling.data.firefox', 'xling.data.libreoffice', 'xling.data.readers'],
     ['xling.tasks.provider', 'xling.tasks.registry'],
-    ['xling.recipes.eval.report', 'xling.recipes.eval.run'],
 ]
 
 

@@ -218,8 +218,8 @@ def test_tests_never_use_the_real_user_store():
 
 
 def test_eval_report_never_joins_alignment_from_another_corpus(tmp_path):
-    from xling.recipes.eval.run import EvalResult, _alignment_for
-    from xling.recipes.eval.report import render_eval_report
+    from xling.harness.scores import EvalResult, alignment_for as _alignment_for
+    from xling.harness.scores_report import render_eval_report
 
     scores = {"eng_Latn": 0.9, "deu_Latn": 0.7, "fra_Latn": 0.6, "rus_Cyrl": 0.5}
     rows = [{"model": "ft", "task": "bible-genre", "lang": lang, "split": "test", "metric": "accuracy", "value": v}

@@ -210,7 +210,7 @@ def test_align_several_models_side_by_side(tiny_model_dirs, tmp_path, one_thread
 
 
 def test_align_several_models_checks_every_name_first(tiny_model_dirs, tmp_path, monkeypatch):
-    import xling.recipes.align.run as align_mod
+    import xling.harness.alignment as align_mod
 
     ran = []
     monkeypatch.setattr(align_mod, "align", lambda cfg: ran.append(cfg.model))

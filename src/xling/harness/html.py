@@ -283,7 +283,7 @@ def metric_range(metric: str, values: Iterable[float]) -> tuple[float, float]:
 
 
 def render_align_report(result) -> str:
-    """HTML for an :class:`~xling.recipes.align.run.AlignResult`."""
+    """HTML for an :class:`~xling.harness.alignment.AlignResult`."""
     from xling.data.langcodes import short_lang_name
     from xling.methods.metrics import lower_is_better as _lower_is_better
 
@@ -393,6 +393,58 @@ def render_align_report(result) -> str:
 
 
 # ----------------------------------------------------------------------------- bar charts and scatter plots
+
+
+def matrix_svg(title: str, rows: list[str], cols: list[str], values: dict[str, dict[str, float]],
+               lo: float | None = None, hi: float | None = None, note: dict | None = None) -> str:
+    """A rows x cols heatmap with a value legend; every label and value escaped.
+
+    Sized by its cell count: each cell is wide enough for its value, printed in it in black or white
+    (whichever contrasts more with the cell's colour); labels, title and legend are measured so that
+    nothing is clipped, however few the columns.
+    """
+    flat = [values[r][c] for r in rows for c in cols if values.get(r, {}).get(c) is not None]
+    lo = (min(flat) if flat else 0.0) if lo is None else lo
+    hi = (max(flat) if flat else 1.0) if hi is None else hi
+    span = (hi - lo) or 1.0
+    shown = {(r, c): fmt(float(values[r][c]), 2) for r in rows for c in cols if values.get(r, {}).get(c) is not None}
+    cw = int(max(30, max((_text_width(t, 10) for t in shown.values()), default=0) + 4))
+    ch = 20
+    left = int(max(60, max((_text_width(r, 11) for r in rows), default=0) + 8))
+    col_h = max((_text_width(c, 10) for c in cols), default=0) * 0.87  # labels at -60 degrees
+    top = int(max(40, 24 + col_h + 8))
+    grid_w = cw * len(cols)
+    caption = "target (columns); source (rows)"
+    legend_x = left + grid_w + 12
+    width = int(max(legend_x + 16 + _text_width(f"{hi:.2f}", 10) + 4, _text_width(title, 13) + 4,
+                    left + _text_width(caption, 10), left + grid_w + max((_text_width(c, 10) for c in cols[-1:]),
+                                                                         default=0) * 0.5 + 4))
+    height = int(top + max(ch * len(rows), 120) + 30)
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
+           f'aria-label="{esc(title)}">', f'<text x="0" y="14" font-size="13" font-weight="600">{esc(title)}</text>']
+    for j, c in enumerate(cols):
+        x = left + j * cw + cw / 2
+        out.append(f'<text x="{x}" y="{top - 6}" font-size="10" transform="rotate(-60 {x} {top - 6})">{esc(c)}</text>')
+    for i, r in enumerate(rows):
+        y = top + i * ch
+        out.append(f'<text x="{left - 4}" y="{y + ch - 6}" font-size="11" text-anchor="end">{esc(r)}</text>')
+        for j, c in enumerate(cols):
+            v = values.get(r, {}).get(c)
+            if v is None:
+                continue
+            fill = color((v - lo) / span)
+            tip = f"source {r}, target {c}: {v:.3f}" + (f" {note[r][c]}" if note and note.get(r, {}).get(c) else "")
+            out.append(f'<rect class="cell" x="{left + j * cw}" y="{y}" width="{cw - 1}" height="{ch - 1}" '
+                       f'fill="{fill}"><title>{esc(tip)}</title></rect>'
+                       f'<text class="v" x="{left + j * cw + (cw - 1) / 2:.1f}" y="{y + ch - 6}" font-size="10" '
+                       f'text-anchor="middle" fill="{text_color(fill)}">'
+                       f'{esc(shown[(r, c)])}</text>')
+    for k in range(10):
+        out.append(f'<rect x="{legend_x}" y="{top + k * 12}" width="12" height="12" fill="{color(1 - k / 9)}"/>')
+    out.append(f'<text x="{legend_x + 16}" y="{top + 10}" font-size="10">{esc(f"{hi:.2f}")}</text>')
+    out.append(f'<text x="{legend_x + 16}" y="{top + 118}" font-size="10">{esc(f"{lo:.2f}")}</text>')
+    out.append(f'<text x="{left}" y="{height - 8}" font-size="10">{esc(caption)}</text></svg>')
+    return "".join(out)
 
 
 def bar_chart_svg(title: str, items: list[tuple[str, float]], lo: float = 0.0, hi: float | None = None,

@@ -113,7 +113,7 @@ def resolve_align_layer(value: str | int, model: str, spec: str, source: str, la
         if layer < 0:
             raise XlingError(f"--align-layer must be >= 0, got {layer}")
         return layer, {"rule": "given"}
-    from xling.recipes.align.run import AlignConfig, align
+    from xling.harness.alignment import AlignConfig, align
 
     cfg = AlignConfig(model=model, data=spec, langs=[source, *langs], pivot=source, metrics=["mexa"],
                       max_sentences=AUTO_SENTENCES, device=device, dtype=dtype, out=None, store=None,

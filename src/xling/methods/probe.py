@@ -118,4 +118,20 @@ def select_probe(x: torch.Tensor, y: torch.Tensor, num_classes: int, layers, l2_
     return best
 
 
-__all__ = ["LogReg", "fit_logreg", "ProbeChoice", "select_probe"]
+def check_probe_options(cfg) -> None:
+    """Validate (and normalise) the probe options a config shares: layer, l2, max_train, max_test, threads."""
+    if isinstance(cfg.layer, str) and cfg.layer != "auto":
+        try:
+            cfg.layer = int(cfg.layer)
+        except ValueError:
+            raise XlingError(f"--layer must be auto or a hidden-state index, got {cfg.layer!r}") from None
+    cfg.l2 = tuple(float(v) for v in cfg.l2)
+    if not cfg.l2 or any(not v >= 0 for v in cfg.l2):
+        raise XlingError(f"--l2 must be one or more values >= 0, got {cfg.l2}")
+    for name in ("max_train", "max_test", "threads"):
+        v = getattr(cfg, name)
+        if v is not None and v < 1:
+            raise XlingError(f"--{name.replace('_', '-')} must be at least 1, got {v}")
+
+
+__all__ = ["check_probe_options", "LogReg", "fit_logreg", "ProbeChoice", "select_probe"]

@@ -42,6 +42,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from xling.errors import XlingError
+from xling.harness.alignment import align_result_from_store  # noqa: F401 - compare's name since 0.1
 
 DEFAULT_OUT = Path("xling-out") / "compare"
 GROUPS = {"align": "align", "eval": "task", "transfer": "task"}
@@ -113,28 +114,6 @@ def resolve_runs(store, ids: list[str]) -> list[dict]:
     if len(out) < 2:
         raise XlingError("compare needs at least 2 different runs; the ids given name one run")
     return out
-
-
-def align_result_from_store(store, run: dict):
-    """An :class:`~xling.recipes.align.run.AlignResult` rebuilt from the store (for reports without recomputing)."""
-    from xling.recipes.align.run import AlignResult
-
-    rows = store.alignment(run["run_id"])
-    conf = run.get("config") or {}
-    langs = list(dict.fromkeys(r["lang"] for r in rows))
-    layers = sorted({int(r["layer"]) for r in rows})
-    metrics = list(dict.fromkeys(r["metric"] for r in rows))
-    for r in rows:
-        r["layer"] = int(r["layer"])
-    return AlignResult(
-        rows=rows, config=SimpleNamespace(metrics=(conf.get("config") or {}).get("metrics") or metrics),
-        run_id=run["run_id"], model=run.get("model") or "?", corpus=run.get("corpus") or "?",
-        pivot=conf.get("pivot") or "eng_Latn", langs=conf.get("langs") or langs,
-        n_sentences=conf.get("n_sentences") or 0, layers=conf.get("layers") or layers,
-        pooling=rows[0]["pooling"] if rows else "?", timings=conf.get("timings") or {},
-        meta={k: conf[k] for k in ("model_fingerprint", "corpus_fingerprint", "started", "device", "dtype")
-              if k in conf},
-    )
 
 
 def _task_of(run: dict) -> str:
@@ -637,7 +616,7 @@ def write_compare(result: CompareResult, out: str | Path, *, overwrite: bool = F
     """``compare.html`` and ``compare.csv`` in ``out``: the folder built aside and swapped in whole
     (:func:`xling.io.output_folder`: a file, the cache or a user's own folder is refused)."""
     from xling.io import atomic_write_text, output_folder
-    from xling.recipes.align.run import rows_to_csv
+    from xling.harness.outputs import rows_to_csv
 
     out = Path(out)
     paths = {"report": out / "compare.html", "csv": out / "compare.csv"}

@@ -196,7 +196,7 @@ def langid(config: LangIdConfig | None = None, **kwargs) -> LangIdResult:
 
 def write_outputs(result: LangIdResult, out: Path) -> None:
     from xling.io import output_folder
-    from xling.recipes.align.run import rows_to_csv
+    from xling.harness.outputs import rows_to_csv
 
     with output_folder(out, command="langid", overwrite=result.config.overwrite) as tmp:  # built aside, swapped in
         tmp.mkdir()

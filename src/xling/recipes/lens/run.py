@@ -416,7 +416,7 @@ SOLVES = 0.2
 
 def write_outputs(result: LensRunResult, out: Path) -> None:
     from xling.io import output_folder
-    from xling.recipes.align.run import rows_to_csv
+    from xling.harness.outputs import rows_to_csv
 
     cols = ["prompt_id", "lang", "layer", "p_target", "p_english", "entropy", "top_token", "top_prob", "top_script", "top_is"]
     with output_folder(out, command="lens", overwrite=result.config.overwrite) as tmp:  # built aside, swapped in

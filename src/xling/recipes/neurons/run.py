@@ -328,7 +328,7 @@ def write_outputs(result: NeuronsResult, out: Path) -> None:
     from safetensors.torch import save_file
 
     from xling.io import output_folder
-    from xling.recipes.align.run import rows_to_csv
+    from xling.harness.outputs import rows_to_csv
 
     with output_folder(out, command="neurons", overwrite=result.config.overwrite) as tmp:  # built aside, swapped in
         tmp.mkdir()

@@ -309,7 +309,7 @@ def run_record(result: PredictResult, cfg: PredictConfig | None = None) -> dict:
 
 def write_outputs(result: PredictResult, out: Path, cfg: PredictConfig | None = None) -> dict[str, Path]:
     from xling.io import atomic_write_text
-    from xling.recipes.align.run import rows_to_csv
+    from xling.harness.outputs import rows_to_csv
 
     out.mkdir(parents=True, exist_ok=True)
     paths = {"predictions": out / "predictions.csv", "run": out / "run.json", "report": out / "report.html"}

@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 
 from xling.errors import XlingError
+from xling.methods.probe import check_probe_options  # noqa: F401 - shared with xling matrix
 from xling.models.loading import DEFAULT_MODEL
 from xling.harness.store import DEFAULT_STORE
 
@@ -63,28 +64,12 @@ class ProbeConfig:
         check_probe_options(self)
 
 
-def check_probe_options(cfg) -> None:
-    """Validate (and normalise) the probe options a config shares: layer, l2, max_train, max_test, threads."""
-    if isinstance(cfg.layer, str) and cfg.layer != "auto":
-        try:
-            cfg.layer = int(cfg.layer)
-        except ValueError:
-            raise XlingError(f"--layer must be auto or a hidden-state index, got {cfg.layer!r}") from None
-    cfg.l2 = tuple(float(v) for v in cfg.l2)
-    if not cfg.l2 or any(not v >= 0 for v in cfg.l2):
-        raise XlingError(f"--l2 must be one or more values >= 0, got {cfg.l2}")
-    for name in ("max_train", "max_test", "threads"):
-        v = getattr(cfg, name)
-        if v is not None and v < 1:
-            raise XlingError(f"--{name.replace('_', '-')} must be at least 1, got {v}")
-
-
 def probe(config: ProbeConfig | None = None, **kwargs):
     """Run the probe recipe; returns an :class:`~xling.recipes.eval.run.EvalResult`."""
     from xling.engine.embed import EmbedConfig, EmbeddingCache, embed_cached
     from xling.methods.probe import select_probe
     from xling.models.loading import load_model
-    from xling.recipes.eval.run import EvalResult
+    from xling.harness.scores import EvalResult
     from xling.tasks import load_task
     from xling.tasks.metrics import accuracy, macro_f1
 
@@ -196,12 +181,12 @@ def probe(config: ProbeConfig | None = None, **kwargs):
                         meta=meta)
     if cfg.out is not None:
         from xling.io import output_folder
-        from xling.recipes.eval.run import write_outputs
+        from xling.harness.scores import write_outputs
 
         with output_folder(cfg.out, command="probe", overwrite=cfg.overwrite) as tmp:  # built aside, swapped in
             write_outputs(result, tmp)
     if cfg.store is not None:
-        from xling.recipes.eval.run import save_to_store
+        from xling.harness.scores import save_to_store
 
         save_to_store(result, Path(cfg.store))
     return result

@@ -279,7 +279,7 @@ def summary_rows(result: RankResult) -> list[dict]:
 
 def write_outputs(result: RankResult, out: Path, cfg: RankConfig) -> None:
     from xling.io import atomic_write_text
-    from xling.recipes.align.run import rows_to_csv
+    from xling.harness.outputs import rows_to_csv
 
     out.mkdir(parents=True, exist_ok=True)
     loto = [{"method": m, "target": t, **{k: v for k, v in r.items() if k != "ranking"},
@@ -313,7 +313,7 @@ def _ci(r: dict, key: str) -> str:
 
 
 def render_rank_report(result: RankResult) -> str:
-    from xling.recipes.matrix.run import matrix_svg
+    from xling.harness.html import matrix_svg
     from xling.harness.html import bar_chart_svg, esc, page, plural, table_html
 
     k = result.loto.k

@@ -681,7 +681,7 @@ def _train_modules(cfg: TransferConfig, task, source: str, targets: list[str], m
     if todo:
         remote = ex.name != "local"
         if remote:
-            from xling.recipes.align.run import worker_model_name
+            from xling.harness.outputs import worker_model_name
 
             _log(f"training {len(units)} module(s) on {ex.describe()}", cfg.progress)
             for u in units:  # workers may start in another folder
@@ -843,7 +843,7 @@ def run_transfer(config: TransferConfig | None = None, *, task=None, executor=No
 def _run_transfer(config: TransferConfig, task, executor=None) -> TransferResult:
     import torch
 
-    from xling.recipes.eval.run import PredictionCache, prediction_problem
+    from xling.harness.scores import PredictionCache, prediction_problem
     from xling.harness.store import items_hash
     from xling.tasks.metrics import main_metric, task_metrics
     from xling.tasks.registry import load_task
@@ -1124,7 +1124,7 @@ def render_report(result: TransferResult, task) -> str:
 
 def _write(result: TransferResult, cfg: TransferConfig, task) -> None:
     from xling.io import atomic_write_text
-    from xling.recipes.align.run import rows_to_csv
+    from xling.harness.outputs import rows_to_csv
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)

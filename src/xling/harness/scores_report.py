@@ -10,12 +10,10 @@ prints. The recipe itself is :func:`xling.recipes.eval.run.evaluate`.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
-
 from xling.errors import XlingError
 
-if TYPE_CHECKING:
-    from xling.recipes.eval.run import EvalResult
+# ``EvalResult`` in the annotations is :class:`xling.harness.scores.EvalResult` (not imported: that module
+# imports this one to write its report)
 
 
 def group_warnings(warned: dict[str, str]) -> list[tuple[str, list[str]]]:
