@@ -33,7 +33,8 @@ import torch
 
 
 def load(model_arg: str | None, labels):
-    from xling.methods.train import build_task_model, load_trained
+    from xling.methods.train import build_task_model
+    from xling.modules.trained import load_trained
     from xling.models.loading import load_model
 
     if model_arg:

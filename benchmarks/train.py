@@ -35,7 +35,7 @@ def child(args) -> None:
     import torch
 
     from xling.harness.sources import read_align_pairs
-    from xling.methods.train import train_task
+    from xling.harness.training import train_task
     from xling.tasks.registry import load_task
 
     if args.threads:

@@ -9,6 +9,22 @@ sys.path.insert(0, str(Path(__file__).parent))
 import tiny_models  # noqa: E402
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _session_cache(tmp_path_factory):
+    """Session- and module-scoped fixtures run before the per-test fixtures below: give them a private cache
+    and store too, so no test ever writes into the user's own cache or results store."""
+    saved = {k: os.environ.get(k) for k in ("XLING_CACHE", "XLING_STORE")}
+    if "XLING_CACHE_KEEP" not in os.environ:
+        os.environ["XLING_CACHE"] = str(tmp_path_factory.mktemp("xling-session-cache"))
+    os.environ["XLING_STORE"] = str(tmp_path_factory.mktemp("xling-session-store") / "results.sqlite")
+    yield
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Every test gets a private xling cache unless it sets XLING_CACHE itself."""

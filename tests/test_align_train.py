@@ -126,7 +126,8 @@ def test_training_with_alignment_raises_held_out_alignment(tiny_model_dirs, tmp_
     """Same task training with and without the loss: held-out pairs end up better aligned with it."""
     from transformers import AutoTokenizer
 
-    from xling.methods.train import load_trained, train_task
+    from xling.harness.training import train_task
+    from xling.modules.trained import load_trained
 
     path = tiny_model_dirs[arch]
     task = tiny_task(n_train=32, n_dev=8, n_test=8)
@@ -156,7 +157,7 @@ def test_training_with_alignment_raises_held_out_alignment(tiny_model_dirs, tmp_
 def test_sum_mode_and_weight_zero(tiny_model_dirs, tmp_path):
     import json
 
-    from xling.methods.train import train_task
+    from xling.harness.training import train_task
 
     task = tiny_task(n_train=16, n_dev=4, n_test=4)
     out = train_task(str(tiny_model_dirs["bert"]), task, out=tmp_path / "s", epochs=1, batch_size=8, progress=False,
@@ -205,13 +206,13 @@ def test_cli_train_with_alignment(tiny_model_dirs, tmp_path, capsys):
 
 
 def _lora_pair(tiny_model_dirs, tmp_path):
-    from xling.methods.modules_train import train_language_module
+    from xling.harness.training import train_language_module
 
     sents = [" ".join(TR["deu"][w] for w in e.text.split())
              for e in tiny_task(n_train=24, n_dev=0, n_test=0, seed=3).data["train"]["eng_Latn"]]
     lang = train_language_module(str(tiny_model_dirs["bert"]), "deu", sents, tmp_path / "lang", steps=2,
                                  batch_size=8, progress=False)
-    from xling.methods.modules_train import train_task_module
+    from xling.harness.training import train_task_module
 
     task = train_task_module(str(tiny_model_dirs["bert"]), tiny_task(n_train=16, n_dev=4, n_test=4),
                              tmp_path / "task", epochs=1, batch_size=8, lr=1e-2)

@@ -120,7 +120,7 @@ def test_the_fingerprint_covers_tokenizer_files_and_every_weights_byte(wide_bert
 
 
 def test_trained_folder_fingerprint_sees_the_middle_of_the_weights(wide_bert, tmp_path):
-    from xling.methods.train import _folder_fingerprint
+    from xling.modules.trained import _folder_fingerprint
 
     folder = _copy(wide_bert, tmp_path / "m")
     fp = _folder_fingerprint(folder, "base")
@@ -211,7 +211,7 @@ def test_entries_of_an_older_xling_are_stale_with_one_note(tiny_model_dirs, caps
 @pytest.fixture(scope="module")
 def trained(tiny_model_dirs, tmp_path_factory):
     from test_train import tiny_task
-    from xling.methods.train import train_task
+    from xling.harness.training import train_task
 
     torch.set_num_threads(1)
     task = tiny_task()

@@ -183,7 +183,8 @@ def test_transfer_runs_pair_conditions_like_the_transfer_bootstrap(tmp_path):
     first one equals the recipe's own (same draws for the same seed and repetitions)."""
     from xling.recipes.compare.run import compare_runs
     from xling.harness.store import ResultsStore, items_hash
-    from xling.recipes.transfer.run import TransferResult, _write, bootstrap_study
+    from xling.methods.stats import bootstrap_study
+    from xling.recipes.transfer.run import TransferResult, _write
 
     path = tmp_path / "r.sqlite"
     conds = {"task": A, "add": B}
@@ -214,7 +215,7 @@ def test_transfer_runs_pair_conditions_like_the_transfer_bootstrap(tmp_path):
 
 @pytest.fixture(scope="module")
 def two_models(tiny_model_dirs, tmp_path_factory):
-    from xling.methods.train import train_task
+    from xling.harness.training import train_task
 
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("two")
@@ -227,7 +228,7 @@ def two_models(tiny_model_dirs, tmp_path_factory):
 
 
 def test_two_eval_runs_on_a_tiny_task(two_models, tmp_path):
-    from xling.methods.train import load_trained
+    from xling.modules.trained import load_trained
     from xling.recipes.compare.run import compare_runs
     from xling.recipes.eval.run import evaluate
     from xling.harness.store import ResultsStore

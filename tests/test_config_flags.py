@@ -15,14 +15,46 @@ from xling.harness.config import add_flags, check_config, flag, from_args, optio
 NOT_CONFIG = {"help", "device_map", "quantize"}
 
 #: command -> its config class (every command built by ``add_command`` is listed by the test below).
-CONVERTED = {"lens": "xling.recipes.lens.config:LensConfig"}
+CONVERTED = {"lens": "xling.recipes.lens.config:LensConfig", "eval": "xling.recipes.eval.config:EvalConfig",
+             "task": "xling.recipes.task.config:TaskConfig", "compose": "xling.recipes.compose.config:ComposeConfig",
+             "modules list": "xling.recipes.modules.config:ModulesListConfig",
+             "modules show": "xling.recipes.modules.config:ModulesShowConfig",
+             "matrix": "xling.recipes.matrix.config:MatrixConfig", "rank": "xling.recipes.rank.config:RankConfig",
+             "align": "xling.recipes.align.config:AlignConfig", "models": "xling.recipes.align.config:ModelsConfig",
+             "corpus": "xling.recipes.align.config:CorpusConfig", "probe": "xling.recipes.probe.config:ProbeConfig",
+             "predict": "xling.recipes.predict.config:PredictConfig",
+             "neurons": "xling.recipes.neurons.config:NeuronsConfig",
+             "langid": "xling.recipes.langid.config:LangIdConfig", "runs": "xling.recipes.compare.config:RunsConfig",
+             "compare": "xling.recipes.compare.config:CompareConfig",
+             "transfer": "xling.recipes.transfer.config:TransferConfig",
+             "vocab trim": "xling.recipes.vocab.config:TrimConfig",
+             "vocab extend": "xling.recipes.vocab.config:ExtendConfig",
+             "vocab compare": "xling.recipes.vocab.config:CompareConfig",
+             "train": "xling.recipes.train.config:TrainRunConfig",
+             "train-module": "xling.recipes.train_module.config:TrainModuleConfig"}
+
+
+#: command -> (the arguments it cannot run without, the config fields they give).
+REQUIRED: dict[str, tuple[list[str], dict]] = {
+    "compose": (["a", "b", "--out", "o"], {"inputs": ["a", "b"], "out": "o"}),
+    "modules show": (["m"], {"module": "m"}),
+    "compare": (["a", "b"], {"run_ids": ["a", "b"]}),
+    "vocab trim": (["--langs", "pt"], {"langs": ["pt"]}),
+    "vocab extend": (["--corpus", "c", "--langs", "pt"], {"corpus": "c", "langs": ["pt"]}),
+    "vocab compare": (["--model", "a", "--reference", "b"], {"model": "a", "reference": "b"}),
+    "train-module": (["--kind", "task", "--out", "o"], {"kind": "task", "out": "o"}),
+}
 
 
 def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """Every subcommand's parser by name; nested groups as "group action" (``vocab trim``)."""
+    out = {}
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
-            return dict(action.choices)
-    return {}
+            for name, sub in action.choices.items():
+                out[name] = sub
+                out.update({f"{name} {k}": v for k, v in _subparsers(sub).items()})
+    return out
 
 
 def _config(target: str):
@@ -44,8 +76,9 @@ def test_every_flag_is_a_config_field(command):
 @pytest.mark.parametrize("command", sorted(CONVERTED))
 def test_no_flags_gives_the_config_defaults(command):
     cls = _config(CONVERTED[command])
-    args = build_parser().parse_args([command])
-    assert from_args(cls, args) == cls()
+    argv, given = REQUIRED.get(command, ([], {}))
+    args = build_parser().parse_args(command.split() + argv)
+    assert from_args(cls, args) == cls(**given)
 
 
 @dataclasses.dataclass

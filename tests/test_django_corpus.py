@@ -6,7 +6,8 @@ import re
 import pytest
 
 from xling.data import django_corpus as dc
-from xling.data.django_corpus import clean_message, django_corpus, parse_po, parse_po_text
+from xling.data.django_corpus import django_corpus
+from xling.data.po import clean_message, parse_po, parse_po_text
 from xling.errors import XlingError
 
 PO = r'''# Translators:

@@ -12,7 +12,8 @@ import torch
 from test_train import tiny_task, write_tiny_jsonl
 from xling.cli import main
 from xling.errors import XlingError
-from xling.methods.train import load_trained, train_task
+from xling.harness.training import train_task
+from xling.modules.trained import load_trained
 from xling.recipes.eval import run as ev
 from xling.recipes.eval.run import EvalConfig, evaluate, transfer_gap
 from xling.tasks.encode import encode, pad_id, predict_logits

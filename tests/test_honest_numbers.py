@@ -77,7 +77,8 @@ def test_pick_on_dev_tie_rules():
 
 
 def test_honesty_warnings_only_when_the_numbers_say_so():
-    from xling.recipes.transfer.run import bootstrap_study, honesty_warnings
+    from xling.methods.stats import bootstrap_study
+    from xling.recipes.transfer.run import honesty_warnings
 
     rng = np.random.default_rng(0)
 
@@ -104,7 +105,7 @@ def test_honesty_warnings_only_when_the_numbers_say_so():
 
 @pytest.mark.parametrize("devs,kept_lr", [((0.5, 0.45, 0.4), 1e-2), ((0.3, 0.5, 0.4), 5e-3)])
 def test_chance_retry_keeps_the_best_attempt(tiny_model_dirs, tmp_path, monkeypatch, capsys, devs, kept_lr):
-    import xling.methods.modules_train as mt
+    import xling.harness.training as mt
 
     real = mt.train_task_module
     calls = []
@@ -140,7 +141,7 @@ def test_train_at_chance_warns_and_records_it(tiny_model_dirs, tmp_path, capsys)
                "--lr", "1e-9", "--batch-size", "8", "--patience", "0", "--out", str(tmp_path / "m"), "--quiet"])
     assert rc == 0
     info = json.loads((tmp_path / "m" / "xling_train.json").read_text())
-    from xling.methods.chance import wilson_interval
+    from xling.methods.stats import wilson_interval
 
     lo, hi = wilson_interval(info["best_dev"] * 16, 16)
     assert lo <= 0.5 <= hi
@@ -150,7 +151,7 @@ def test_train_at_chance_warns_and_records_it(tiny_model_dirs, tmp_path, capsys)
 
 
 def test_train_that_learned_does_not_warn(tiny_model_dirs, tmp_path):
-    from xling.methods.train import train_task
+    from xling.harness.training import train_task
 
     out = train_task(str(tiny_model_dirs["bert"]), tiny_task(), out=tmp_path / "m", epochs=4, seed=3, **FAST)
     info = json.loads((out / "xling_train.json").read_text())
@@ -158,7 +159,7 @@ def test_train_that_learned_does_not_warn(tiny_model_dirs, tmp_path):
 
 
 def test_wilson_interval_matches_the_formula():
-    from xling.methods.chance import at_chance, mean_sd, wilson_interval
+    from xling.methods.stats import at_chance, mean_sd, wilson_interval
 
     z = 1.959963984540054
     p, n = 0.6, 50

@@ -444,7 +444,7 @@ def test_transfer_report_escapes_everything():
 def test_eval_warns_when_a_language_gets_one_class(tiny_model_dirs, tmp_path, capsys, monkeypatch, one_thread):
     from test_train import tiny_task
 
-    from xling.methods.train import train_task
+    from xling.harness.training import train_task
     from xling.recipes.eval import run as ev
 
     task = tiny_task(n_train=8, n_dev=4, n_test=6)

@@ -142,7 +142,7 @@ def test_no_cache_recomputes_and_overwrites(clean, capsys, monkeypatch):
 @pytest.fixture(scope="module")
 def trained(tiny_model_dirs, tmp_path_factory):
     from test_train import tiny_task
-    from xling.methods.train import train_task
+    from xling.harness.training import train_task
 
     torch.set_num_threads(1)
     task = tiny_task()
@@ -224,8 +224,8 @@ def _flip(path: Path, n: int = 16) -> None:
 def modules(tiny_model_dirs, tmp_path_factory):
     """One module of each writer: language LoRA, task LoRA, LT-SFT sparse, composed LoRA, train --method lora."""
     from test_train import tiny_task
-    from xling.methods.modules_train import train_language_module, train_sparse_language_module, train_task_module
-    from xling.methods.train import train_task
+    from xling.harness.training import (train_language_module, train_sparse_language_module, train_task,
+                                        train_task_module)
     from xling.modules.apply import compose_to_lora
 
     torch.set_num_threads(1)
@@ -302,7 +302,7 @@ def test_edited_module_weights_are_a_one_line_error_everywhere(modules, which, t
 def test_eval_of_an_edited_module_is_a_one_line_error(modules, which, weights, tmp_path, capsys):
     from xling.cli import main
     from xling.errors import XlingError
-    from xling.methods.train import load_trained
+    from xling.modules.trained import load_trained
 
     folder = _copy(Path(modules[0][which]), tmp_path)
     load_trained(folder)  # a sound copy loads
@@ -320,7 +320,7 @@ def test_eval_of_an_edited_module_is_a_one_line_error(modules, which, weights, t
 
 
 def test_modules_without_checksums_still_load(modules, tmp_path):
-    from xling.methods.train import load_trained
+    from xling.modules.trained import load_trained
     from xling.modules.lora import LoraModule
 
     folder = _copy(Path(modules[0]["task"]), tmp_path)

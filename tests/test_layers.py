@@ -39,21 +39,6 @@ ARGPARSE_PLACES = ("xling.cli", "xling.harness.config")  # the flags are built f
 ROOT_LEAF_NAMES = {"__version__", "XlingError"}  # the facade's names that need nothing above a leaf
 
 
-# Being moved (issue 20): each entry is removed as its import is fixed; the list may only shrink.
-KNOWN = {
-    'xling/methods/modules_train.py: xling.methods.modules_train imports xling.modules.apply (layer 5 above 4)',
-    'xling/methods/modules_train.py: xling.methods.modules_train imports xling.modules.lora (layer 5 above 4)',
-    'xling/methods/modules_train.py: xling.methods.modules_train imports xling.modules.meta (layer 5 above 4)',
-    'xling/methods/modules_train.py: xling.methods.modules_train imports xling.modules.sparse (layer 5 above 4)',
-    'xling/methods/train.py: xling.methods.train imports xling.modules.meta (layer 5 above 4)',
-    'xling/recipes/compare/run.py: xling.recipes.compare.run imports xling.recipes.transfer.run (a recipe imports another recipe)',
-}
-KNOWN_CIRCLES = [
-    ['xling.data.django_corpus', 'xling.data.firefox', 'xling.data.libreoffice', 'xling.data.readers'],
-    ['xling.tasks.provider', 'xling.tasks.registry'],
-]
-
-
 def module_names(src: Path = SRC) -> dict[str, Path]:
     out = {}
     for f in sorted((src / "xling").rglob("*.py")):
@@ -189,12 +174,11 @@ def _norm(found: list[str]) -> set[str]:
 
 def test_no_import_runs_upward():
     found = _norm(violations())
-    assert found - KNOWN == set()
-    assert KNOWN - found == set(), "fixed: remove these from KNOWN"
+    assert found == set()
 
 
 def test_no_import_circle_anywhere():
-    assert cycles() == KNOWN_CIRCLES
+    assert cycles() == []
 
 
 def test_argparse_only_in_the_cli():
@@ -217,7 +201,7 @@ def test_a_bad_import_is_caught(tmp_path, rel, line, expect):
     path = tmp_path / rel
     path.write_text(path.read_text(encoding="utf-8") + "\n\ndef _bad():\n" + line if line.startswith(" ")
                     else path.read_text(encoding="utf-8") + "\n" + line, encoding="utf-8")
-    found = sorted(_norm(violations(tmp_path)) - KNOWN)
+    found = sorted(_norm(violations(tmp_path)))
     assert len(found) == 1 and expect in found[0], found
 
 
@@ -241,5 +225,5 @@ def test_a_circle_is_caught(tmp_path):
     path = tmp_path / "xling/data/selection.py"
     path.write_text(path.read_text(encoding="utf-8") + "\n\ndef _d():\n    from xling.data import overlap\n",
                     encoding="utf-8")
-    found = [c for c in cycles(tmp_path) if "xling.data.overlap" in c and c not in KNOWN_CIRCLES]
+    found = [c for c in cycles(tmp_path) if "xling.data.overlap" in c]
     assert found and set(found[0]) >= {"xling.data.overlap", "xling.data.selection"}, found

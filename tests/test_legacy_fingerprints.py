@@ -73,7 +73,7 @@ def modules(tiny_model_dirs, tmp_path_factory):
     """A language module written by the current code, and a copy whose record holds the legacy fingerprint."""
     import shutil
 
-    from xling.methods.modules_train import train_language_module
+    from xling.harness.training import train_language_module
 
     root = tmp_path_factory.mktemp("legacy-modules")
     bert = str(tiny_model_dirs["bert"])
@@ -145,8 +145,8 @@ def test_task_module_on_a_legacy_language_module_and_a_legacy_trained_folder(mod
                                                                               capsys):
     from test_train import tiny_task
 
-    from xling.methods.modules_train import train_task_module
-    from xling.methods.train import load_trained
+    from xling.harness.training import train_task_module
+    from xling.modules.trained import load_trained
 
     _, old = modules
     bert = str(tiny_model_dirs["bert"])
@@ -179,7 +179,7 @@ def trained(tiny_model_dirs, tmp_path_factory):
     """A fully fine-tuned task folder, a LoRA task folder and the task's JSONL."""
     from test_train import tiny_task, write_tiny_jsonl
 
-    from xling.methods.train import train_task
+    from xling.harness.training import train_task
 
     root = tmp_path_factory.mktemp("trained")
     task = tiny_task(n_train=16, n_dev=8, n_test=8)
@@ -225,7 +225,7 @@ def test_eval_of_a_trained_folder_that_lost_a_tensor_is_one_line(trained, tmp_pa
 def test_trained_folder_with_an_unexpected_tensor_is_an_error(trained, tmp_path):
     import shutil
 
-    from xling.methods.train import load_trained
+    from xling.modules.trained import load_trained
 
     full, _, _ = trained
     folder = Path(shutil.copytree(full, tmp_path / "extra"))
@@ -268,7 +268,7 @@ def test_lora_task_folder_whose_head_lost_a_tensor_is_an_error(trained, tmp_path
 def test_language_module_training_on_a_base_that_lost_a_tensor_is_refused(tiny_model_dirs, tmp_path):
     import shutil
 
-    from xling.methods.modules_train import train_language_module
+    from xling.harness.training import train_language_module
 
     folder = Path(shutil.copytree(tiny_model_dirs["bert"], tmp_path / "base"))
     _drop(folder, "model.safetensors", "encoder.layer.0.attention.self.key.weight")

@@ -9,7 +9,8 @@ import torch
 
 import tiny_models
 from xling.errors import XlingError
-from xling.methods.matrix import cell_bootstrap, pair_alignment, token_overlap
+from xling.methods.matrix import pair_alignment, token_overlap
+from xling.methods.stats import cell_bootstrap
 from xling.tasks.core import Example, Task
 
 DOG = {"eng": "dog", "deu": "hund", "fra": "chien", "rus": "собака"}

@@ -72,7 +72,7 @@ def text_file(tmp_path):
 
 @pytest.fixture(scope="module")
 def lora_module(tiny_model_dirs, tmp_path_factory):
-    from xling.methods.modules_train import train_language_module
+    from xling.harness.training import train_language_module
 
     return train_language_module(str(tiny_model_dirs["gpt2"]), "swh", CORPUS,
                                  tmp_path_factory.mktemp("lora") / "lang", steps=1)
@@ -146,7 +146,7 @@ def test_train_refuses_users_folder_before_loading_anything_and_overwrite_procee
     assert snapshot(notes) == before
     assert main([str(a) for a in argv + ["--overwrite"]]) == 0
     assert not (notes / "chapter1.tex").exists() and (notes / "xling_train.json").is_file()
-    from xling.methods.train import read_train_info
+    from xling.modules.trained import read_train_info
 
     assert read_train_info(notes) is not None  # the record file does not disturb the trained folder
 

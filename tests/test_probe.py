@@ -9,7 +9,7 @@ import torch
 
 import tiny_models
 from xling.errors import XlingError
-from xling.methods.predict import mean_over_models, pearson
+from xling.methods.stats import mean_over_models, pearson
 from xling.methods.probe import fit_logreg
 from xling.tasks.core import Example, Task
 

@@ -238,7 +238,7 @@ def test_ray_align_models_and_saved_embeddings_match_local(ray_session, tiny_mod
 def trained(tiny_model_dirs, tmp_path_factory):
     from test_train import tiny_task
 
-    from xling.methods.train import train_task
+    from xling.harness.training import train_task
 
     torch.set_num_threads(1)
     task = tiny_task(n_train=24, n_dev=8, n_test=12)

@@ -48,7 +48,7 @@ def test_bad_executor_is_one_line(capsys, tmp_path):
 
 
 def test_missing_ray_is_one_line_before_any_training(monkeypatch, tmp_path, capsys, tiny_model_dirs):
-    import xling.methods.modules_train as mt
+    import xling.harness.training as mt
     import xling.tasks.registry as registry
 
     monkeypatch.setitem(sys.modules, "ray", None)  # import -> ImportError, as when not installed

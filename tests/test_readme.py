@@ -53,13 +53,22 @@ def _parser():
     return build_parser()
 
 
+def _config_default(args, attr: str):
+    """A flag the command line left out: the default of its field in the command's config (None if none)."""
+    import dataclasses
+
+    cls = getattr(getattr(args, "func", None), "config", None)
+    field = {f.name: f for f in dataclasses.fields(cls)}.get(attr) if cls else None
+    value = None if field is None else field.default
+    return str(value) if isinstance(value, Path) else value
+
+
 def check_readme(text: str) -> list[str]:
     """Problems found in the README text (empty when it runs as written)."""
-    from xling.cli import _metric_options
     from xling.data.django_corpus import default_languages, django_corpus
     from xling.data.langcodes import normalize_lang
-    from xling.methods.metrics import validate_options
-    from xling.recipes.align.run import DEFAULT_METRICS
+    from xling.harness.config import from_args
+    from xling.recipes.align.config import AlignConfig
 
     parser = _parser()
     defaults = set(default_languages())
@@ -105,25 +114,24 @@ def check_readme(text: str) -> list[str]:
             if args.command == "modules" and getattr(args, "module", None) and args.module not in produced:
                 problems.append(f"README: module {args.module!r} is not written by an earlier command: {line}")
             if args.command == "align":
+                data, langs = getattr(args, "data", None), getattr(args, "langs", None)  # flags given only
                 try:
-                    options = _metric_options(args.metric_option)
-                    metrics = [m for m in (args.metrics or ",".join(DEFAULT_METRICS)).split(",") if m]
-                    validate_options(metrics, options)
+                    from_args(AlignConfig, args)  # the metrics and their options, checked as xling align checks them
                 except Exception as exc:  # noqa: BLE001 - reported with the line
                     problems.append(f"README: {exc}: {line}")
-                if args.data in (None, "django") and args.langs:
+                if data in (None, "django") and langs:
                     corpus = django_corpus()
-                    for code in args.langs.split(","):
+                    for code in langs:
                         if corpus.resolve(normalize_lang(code)) not in defaults:
                             problems.append(f"README: {code} is not a default language of the built-in corpus: {line}")
-                if args.data and "=" in args.data:
-                    for item in args.data.split(","):
+                if data and "=" in data:
+                    for item in data.split(","):
                         if item.split("=", 1)[1] not in produced:
                             problems.append(f"README: {item} is not written by an earlier command: {line}")
-                elif args.data and args.data.endswith((".tsv", ".jsonl")) and args.data not in produced:
-                    problems.append(f"README: {args.data} is not written by an earlier command: {line}")
+                elif data and data.endswith((".tsv", ".jsonl")) and data not in produced:
+                    problems.append(f"README: {data} is not written by an earlier command: {line}")
             for attr in ("out", "name"):
-                value = getattr(args, attr, None)
+                value = getattr(args, attr) if hasattr(args, attr) else _config_default(args, attr)
                 if isinstance(value, str):
                     produced.add(value)
     if n_commands < 20:

@@ -73,7 +73,7 @@ def test_align_report_heatmaps_have_a_number_per_cell():
 
 
 def test_matrix_heatmap_has_numbers_and_is_never_narrower_than_its_text():
-    from xling.recipes.matrix.run import matrix_svg
+    from xling.harness.html import matrix_svg
 
     title = "transfer matrix (row: trained on, column: tested on)"
     for rows, cols in ((["eng_Latn"], ["deu_Latn"]), (["eng_Latn", "Some very long source name"], ["deu_Latn", "fra_Latn"])):

@@ -153,7 +153,7 @@ def test_hf_dataset_load_from_disk(tmp_path):
 
 
 def test_register_task_and_provider(tmp_path):
-    from xling.data.readers import load_corpus
+    from xling.harness.sources import load_text_source as load_corpus
 
     t = load_task(write_jsonl(tmp_path / "t.jsonl", cls_rows()))
     register_task("tiny-test-task", lambda: t)
@@ -331,7 +331,7 @@ def test_unlabeled_text_never_holds_dev_or_test_text(monkeypatch):
     """`--text unlabeled:libreoffice-topic`: help paragraphs of the language minus every paragraph
     whose id or text is a dev/test example, minus untranslated fallbacks, each text once."""
     from xling.data import libreoffice as lo
-    from xling.methods.modules_train import read_module_text
+    from xling.harness.training import read_module_text
     from xling.tasks.core import Example, Task
     from xling.tasks.libreoffice import unlabeled_text
 

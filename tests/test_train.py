@@ -10,15 +10,9 @@ import pytest
 import torch
 
 from xling.errors import XlingError
-from xling.methods.train import (
-    TrainConfig,
-    build_task_model,
-    fit,
-    linear_schedule,
-    load_trained,
-    lora_targets,
-    train_task,
-)
+from xling.harness.training import train_task
+from xling.methods.train import TrainConfig, build_task_model, fit, linear_schedule, lora_targets
+from xling.modules.trained import load_trained
 from xling.tasks import Example, Task
 from xling.tasks.encode import bucketed, encode, length_sorted, predict
 
@@ -182,6 +176,31 @@ def test_lora_adapter_folder(tiny_model_dirs, tmp_path):
                       adapters=[out], lr=1e-2, batch_size=8, patience=0, progress=False)
     assert json.loads((out2 / "xling_train.json").read_text())["adapters_merged"] == [str(out)]
     load_trained(out2)
+
+
+def test_a_task_module_without_its_checksums_is_never_written(tiny_model_dirs, tmp_path, monkeypatch, capsys):
+    """A failure to write xling_module.json (the weight checksums) fails the training: no folder, one line."""
+    import errno
+
+    import xling.modules.trained as trained
+    from xling.cli import main
+
+    def no_space(folder, meta, *a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device", str(Path(folder) / "xling_module.json"))
+
+    monkeypatch.setattr(trained, "write_meta", no_space)
+    task = tiny_task(n_train=8, n_dev=4, n_test=4)
+    with pytest.raises(XlingError, match="cannot write .*m: the disk is full"):
+        train_task(str(tiny_model_dirs["bert"]), task, method="lora", out=tmp_path / "m", epochs=1, **FAST)
+    assert not (tmp_path / "m").exists()
+    data = write_tiny_jsonl(tmp_path / "tiny.jsonl", task)
+    capsys.readouterr()
+    rc = main(["train", "--model", str(tiny_model_dirs["bert"]), "--task", str(data), "--method", "lora",
+               "--epochs", "1", "--quiet", "--out", str(tmp_path / "cli")])
+    out, err = capsys.readouterr()
+    assert rc == 2 and err.startswith("xling: error: cannot write") and err.count("\n") == 1
+    assert "wrote" not in out and not (tmp_path / "cli").exists()
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")) == ["tiny.jsonl"]
 
 
 def test_lora_targets_structural(tiny_model_dirs):

@@ -9,14 +9,8 @@ import pytest
 import torch
 
 from xling.errors import XlingError
-from xling.methods.modules_train import (
-    LMObjective,
-    _Encoder,
-    build_lm,
-    mask_tokens,
-    train_language_module,
-    train_task_module,
-)
+from xling.harness.training import train_language_module, train_task_module
+from xling.methods.modules_train import LMObjective, _Encoder, build_lm, mask_tokens
 
 CORPUS = ["the cat sees the dog", "the dog sees the cat", "one big red house", "the small dog runs"] * 8
 
@@ -219,7 +213,8 @@ def test_lt_sft_sparse_module(tiny_model_dirs, tmp_path):
     from safetensors.torch import load_file
     from transformers import AutoModel
 
-    from xling.methods.modules_train import apply_sparse_diff, train_sparse_language_module
+    from xling.harness.training import train_sparse_language_module
+    from xling.modules.apply import apply_sparse_diff
 
     out = train_sparse_language_module(str(tiny_model_dirs["bert"]), "swh", CORPUS, tmp_path / "sft", k=300,
                                        phase1_steps=8, phase2_steps=15, lr=1e-2, batch_size=8)

@@ -9,7 +9,8 @@ import torch
 
 from test_train import TR, tiny_task
 from xling.errors import XlingError
-from xling.recipes.transfer.run import CONDITIONS, TransferConfig, format_table, paired_bootstrap, run_transfer
+from xling.methods.stats import paired_bootstrap
+from xling.recipes.transfer.run import CONDITIONS, TransferConfig, format_table, run_transfer
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -153,7 +154,8 @@ def test_composition_with_head_keeps_logits_exact(experiment, tmp_path):
     """The logits of compose->eval equal a dense reference: base + head, LoRA deltas added by hand."""
     from safetensors.torch import load_file
 
-    from xling.methods.train import build_task_model, load_trained
+    from xling.methods.train import build_task_model
+    from xling.modules.trained import load_trained
     from xling.modules.apply import compose_to_lora
     from xling.modules.lora import LoraModule
 
@@ -243,7 +245,7 @@ def test_default_conditions_skip_what_the_task_cannot_support(tiny_model_dirs, t
 
 
 def test_bootstrap_study_gap_closed_matches_direct_ratio():
-    from xling.recipes.transfer.run import bootstrap_study
+    from xling.methods.stats import bootstrap_study
 
     task = [[1, 0, 0, 0], [0, 0, 1, 0]]
     method = [[1, 1, 0, 0], [0, 0, 1, 1]]
@@ -285,7 +287,7 @@ def test_bad_configs_are_one_line_errors(tiny_model_dirs, tmp_path, capsys):
 def test_a_task_module_stuck_at_chance_is_retrained_at_half_the_lr(tiny_model_dirs, tmp_path, monkeypatch, capsys):
     import json
 
-    import xling.methods.modules_train as mt
+    import xling.harness.training as mt
 
     real = mt.train_task_module
     calls = []

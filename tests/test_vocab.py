@@ -819,7 +819,7 @@ def test_ppmi_matches_naive_count():
 def test_dictd_reader(tmp_path):
     import gzip
 
-    from xling.methods.vocab.dictionary import B64, b64_number, read_dictd
+    from xling.data.dictionaries import B64, b64_number, read_dictd
 
     def enc(n):
         s = ""
@@ -846,7 +846,7 @@ def test_dictd_reader(tmp_path):
 
 @pytest.mark.slow
 def test_freedict_download():
-    from xling.methods.vocab.dictionary import load_dictionary
+    from xling.data.dictionaries import load_dictionary
 
     pairs = load_dictionary("freedict", "eng_Latn", "por_Latn")
     assert len(pairs) > 10000 and ("cat", "gato") in pairs

@@ -31,8 +31,7 @@ def __getattr__(name):  # lazy: importing xling stays cheap (no torch until need
 
         return load_model
     if name == "load_corpus":
-        from xling.data.readers import load_corpus
-        import xling.tasks  # noqa: F401 - registers the task:<name> corpora
+        from xling.harness.sources import load_text_source
 
-        return load_corpus
+        return load_text_source
     raise AttributeError(name)

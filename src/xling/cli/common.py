@@ -12,13 +12,6 @@ from xling.errors import XlingError
 from xling.options import option_value
 
 
-#: What a ``--data`` value may be (``xling align``, ``xling corpus``; ``--align-data`` takes the same).
-CORPUS_HELP = ("parallel corpus: django (built-in default), libreoffice, libreoffice-ui, firefox, bible "
-               "(eBible, 22 languages), bible:mexa (MEXA's verse sample), task:NAME (a task's parallel test "
-               "text, e.g. task:bible-genre), bible-genre:align, a FLORES-style folder, a .tsv/.jsonl file, or "
-               "lang=file,lang=file plain text files")
-
-
 def csv_list(value: str | None) -> list[str] | None:
     """``"de, fr,"`` -> ``["de", "fr"]``; ``None`` or nothing but commas -> ``None``."""
     if value is None:
@@ -34,21 +27,21 @@ def store_or_none(value: str | None) -> str | None:
 
 def metric_options(pairs: list[str] | None) -> dict[str, dict]:
     """``--metric-option xsim.k=8`` -> ``{"xsim": {"k": 8}}`` (values parsed as JSON when possible)."""
+    from xling.harness.alignment import metric_option
+
     out: dict[str, dict] = {}
     for pair in pairs or []:
-        if "=" not in pair or "." not in pair.split("=", 1)[0]:
-            raise XlingError(f"--metric-option expects METRIC.OPTION=VALUE, got '{pair}'")
-        key, raw = pair.split("=", 1)
-        metric, opt = key.split(".", 1)
-        value = option_value(raw)
-        if isinstance(value, list):
-            value = tuple(value)
-        out.setdefault(metric, {})[opt] = value
+        for metric, opts in metric_option(pair).items():
+            out.setdefault(metric, {}).update(opts)
     return out
 
 
 def task_options(args) -> dict:
-    """``--task-option NAME=VALUE`` (repeatable) -> keyword arguments of a task builder (``-`` becomes ``_``)."""
+    """``--task-option NAME=VALUE`` (repeatable) -> keyword arguments of a task builder (``-`` becomes ``_``).
+
+    A config (``task_options``, parsed by :mod:`xling.harness.config`) gives its dict as it is."""
+    if isinstance(getattr(args, "task_options", None), dict):
+        return dict(args.task_options)
     opts = {}
     for pair in getattr(args, "task_option", None) or []:
         if "=" not in pair:
@@ -59,7 +52,8 @@ def task_options(args) -> dict:
 
 
 def load_task_cli(args):
-    """The task of ``--task`` with its ``--task-option`` values; a builder's TypeError is the user's bad option."""
+    """The task of ``--task`` with its ``--task-option`` values (parsed flags or a config with ``task`` and
+    ``task_options``); a builder's TypeError is the user's bad option."""
     from xling.tasks.registry import load_task
 
     opts = task_options(args)
@@ -116,7 +110,7 @@ def add_executor_flags(p) -> None:
                    help=f"--executor ray: workers (actors) at a time, 1 torch thread each (default {DEFAULT_RAY_WORKERS})")
 
 
-__all__ = ["CORPUS_HELP", "add_executor_flags", "add_overwrite_flag", "add_model_flags", "csv_list", "load_task_cli", "metric_options", "store_or_none",
+__all__ = ["add_executor_flags", "add_overwrite_flag", "add_model_flags", "csv_list", "load_task_cli", "metric_options", "store_or_none",
            "task_options"]
 
 

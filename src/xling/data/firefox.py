@@ -4,7 +4,7 @@ Source: the Debian packages ``firefox-esr-l10n-<locale>``, each one Firefox ESR
 language pack (an XPI, i.e. a zip) of Fluent ``.ftl`` and Java-style
 ``.properties`` files, about 11,000 messages per locale. They are downloaded
 with ``apt-get download`` and unpacked with ``dpkg -x`` into
-``cache_dir("debian")`` (:func:`xling.data.libreoffice.fetch_package`: one
+``cache_dir("debian")`` (:func:`xling.data.debian.fetch_package`: one
 process at a time per package, nothing half-unpacked is ever visible), then
 parsed once per locale and cached as JSON in ``cache_dir("corpora")``, keyed by
 the package version and :data:`PARSER_VERSION`.
@@ -29,8 +29,8 @@ Cleaning:
   line continuations and ``\\uXXXX`` escapes; printf placeholders (``%S``,
   ``%1$S``, ``%d``, ``%ld``, ``%%``) are removed; a value with a PluralForm
   placeholder (``#1``) or an entity reference (``&brandShortName;``) is dropped.
-* then :func:`xling.data.django_corpus.clean_message` (markup, entities,
-  whitespace) and, for English, :func:`~xling.data.django_corpus.english_ok`
+* then :func:`xling.data.po.clean_message` (markup, entities,
+  whitespace) and, for English, :func:`~xling.data.po.english_ok`
   (at least 10 characters and 2 words); a translation identical to the English
   text (an untranslated fallback) is dropped for that locale, and the rows are
   deduplicated on the English side, in a fixed hash order.
@@ -54,7 +54,9 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from xling.data.corpus import ParallelCorpus
+from xling.data.debian import apt_packages, fetch_package
 from xling.data.langcodes import normalize_lang
+from xling.data.po import clean_message, english_ok
 from xling.errors import XlingError
 from xling.io import atomic_write_text, cache_dir, file_lock, lock_for
 
@@ -275,8 +277,6 @@ def _unit_path(name: str, locale: str) -> str:
 
 def read_xpi(path: str | Path, locale: str) -> dict[str, str]:
     """Cleaned messages ``{unit id: text}`` of one language pack (dropped messages left out)."""
-    from xling.data.django_corpus import clean_message
-
     out: dict[str, str] = {}
     try:
         zf = zipfile.ZipFile(path)
@@ -309,9 +309,7 @@ def read_xpi(path: str | Path, locale: str) -> dict[str, str]:
 
 
 def _apt_names() -> list[str]:
-    from xling.data.libreoffice import _apt_packages
-
-    names = [n[len(PACKAGE_PREFIX):] for n in _apt_packages(PACKAGE_PREFIX)]
+    names = [n[len(PACKAGE_PREFIX):] for n in apt_packages(PACKAGE_PREFIX)]
     return sorted(n for n in names if n != "all") or list(KNOWN_LOCALES)
 
 
@@ -335,8 +333,6 @@ def locales() -> dict[str, str]:
 
 
 def _fetch(locale: str) -> Path:
-    from xling.data.libreoffice import fetch_package
-
     return fetch_package(PACKAGE_PREFIX + locale)
 
 
@@ -370,8 +366,6 @@ def locale_table(locale: str, fetch: Callable[[str], Path] | None = None,
 
 def usable(english: dict[str, str], table: dict[str, str]) -> set[str]:
     """Units of a locale that are translated (not a copy of the English text) and have usable English."""
-    from xling.data.django_corpus import english_ok
-
     return {k for k, v in table.items() if k in english and v != english[k] and english_ok(english[k])}
 
 
@@ -419,8 +413,6 @@ def firefox_corpus(
     shared = {k for k in english}
     for lang in chosen:
         shared &= usable(english, tables[lang])
-    from xling.data.django_corpus import english_ok
-
     seen: set[str] = set()
     rows = []
     for key in sorted((k for k in shared if english_ok(english[k])),

@@ -26,7 +26,7 @@ whose ``msgid`` is the English text; they are aligned by
 ``(msgctxt, msgid)`` like the Django corpus, with the module (``sw``,
 ``sc``, ``cui``...) as label. English has no package: it is the msgid.
 
-Packages are fetched with ``apt-get download`` into
+Packages are fetched (:func:`xling.data.debian.fetch_package`) with ``apt-get download`` into
 ``cache_dir("debian", "debs")`` and unpacked with ``dpkg -x`` under
 ``cache_dir("debian", "root")``; parsed languages are cached as JSON in
 ``cache_dir("corpora")``.
@@ -35,21 +35,19 @@ Packages are fetched with ``apt-get download`` into
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import struct
-import subprocess
-import tempfile
-from functools import lru_cache
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Sequence
 
 from xling.data.corpus import ParallelCorpus
+from xling.data.debian import apt_packages as _apt_packages  # a name of this module: tests substitute it
+from xling.data.debian import fetch_package, require_tool
 from xling.data.langcodes import normalize_lang
+from xling.data.po import clean_message
 from xling.errors import XlingError
-from xling.io import atomic_path, atomic_write_text, cache_dir, file_lock, lock_for
+from xling.io import atomic_write_text, cache_dir
 
 #: Bump when help/ui parsing changes: part of the cache key.
 PARSER_VERSION = 3
@@ -298,10 +296,8 @@ def clean_ui(text: str) -> str:
     Removes accelerator marks (``~Save``, GTK ``_Save``, ``Än_dern``,
     CJK ``(_S)``), replaces ``%PRODUCTNAME`` with ``LibreOffice``, and drops
     placeholders (``%1``, ``$(ARG1)``, ``%NAME``, ``%SAVE IN SELECTION%``)
-    and markup like :func:`~xling.data.django_corpus.clean_message`.
+    and markup like :func:`~xling.data.po.clean_message`.
     """
-    from xling.data.django_corpus import clean_message
-
     s = text.replace("%PRODUCTNAME", "LibreOffice").replace("%PRODUCTVERSION", "")
     s = _MNEMONIC_CJK.sub("", s)
     s = _MNEMONIC.sub("", s).replace("~", "")
@@ -309,35 +305,8 @@ def clean_ui(text: str) -> str:
 
 
 # --------------------------------------------------------------------------
-# Debian packages
+# Debian packages (fetched by xling.data.debian)
 # --------------------------------------------------------------------------
-
-
-def _tool(name: str) -> str:
-    path = shutil.which(name)
-    if not path:
-        raise XlingError(
-            f"{name} not found: the LibreOffice corpus downloads Debian packages and needs apt-get and dpkg "
-            "(a Debian or Ubuntu system)"
-        )
-    return path
-
-
-def _pkg_suffix(lang_tag: str) -> str:
-    return lang_tag.lower().replace("_", "-")
-
-
-@lru_cache(maxsize=4)
-def _apt_packages(prefix: str) -> tuple[str, ...]:
-    """Package names starting with ``prefix`` known to apt (empty if apt-cache is unavailable)."""
-    exe = shutil.which("apt-cache")
-    if not exe:
-        return ()
-    try:
-        res = subprocess.run([exe, "pkgnames", prefix], capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.SubprocessError):
-        return ()
-    return tuple(sorted(n.strip() for n in res.stdout.split() if n.strip()))
 
 
 def _packages(kind: str) -> dict[str, str]:
@@ -371,48 +340,6 @@ def available_help_languages() -> list[str]:
 def available_ui_languages() -> list[str]:
     """Normalised codes of the languages with a ``libreoffice-l10n-*`` package, plus English."""
     return sorted({PIVOT, *_packages("l10n")})
-
-
-def fetch_package(pkg: str) -> Path:
-    """Download (``apt-get download``) and unpack (``dpkg -x``) a package; its root folder.
-
-    Cached: the ``.deb`` in ``cache_dir("debian", "debs")``, the files under
-    ``cache_dir("debian", "root") / pkg``. Raises :class:`XlingError` when
-    apt-get or dpkg is missing or the package does not exist.
-
-    Safe under concurrent first use: one process at a time fetches a package (a
-    file lock), the ``.deb`` is downloaded into a private folder and renamed into
-    the cache, and the tree is unpacked into a temporary folder renamed into place,
-    so no reader sees a partial download or a half-unpacked tree.
-    """
-    debs = cache_dir("debian", "debs")
-    root = cache_dir("debian", "root") / pkg
-    with file_lock(lock_for(root)):
-        have = sorted(debs.glob(f"{pkg}_*.deb"))
-        if not have:
-            apt = _tool("apt-get")
-            with tempfile.TemporaryDirectory(prefix=f".{pkg}.", dir=debs) as tmp:
-                res = subprocess.run([apt, "download", pkg], cwd=tmp, capture_output=True, text=True)
-                got = sorted(Path(tmp).glob(f"{pkg}_*.deb"))
-                if res.returncode != 0 or not got:
-                    err = " ".join((res.stderr or res.stdout or "").split())
-                    if "Unable to locate" in err or "has no installation candidate" in err or "No packages found" in err:
-                        raise XlingError(f"Debian package {pkg} not found (is the language available? run apt-get update)")
-                    raise XlingError(f"apt-get download {pkg} failed: {err[:300]}")
-                for f in got:
-                    os.replace(f, debs / f.name)
-            have = sorted(debs.glob(f"{pkg}_*.deb"))
-        deb = have[-1]
-        stamp = root / ".xling-extracted"
-        if not (stamp.is_file() and stamp.read_text().strip() == deb.name):
-            dpkg = _tool("dpkg")
-            with atomic_path(root) as tmp:
-                tmp.mkdir()
-                res = subprocess.run([dpkg, "-x", str(deb), str(tmp)], capture_output=True, text=True)
-                if res.returncode != 0:
-                    raise XlingError(f"dpkg -x {deb.name} failed: {' '.join(res.stderr.split())[:300]}")
-                (tmp / stamp.name).write_text(deb.name + "\n")
-    return root
 
 
 def _locale_dir(folder: Path, pkg: str, exclude: tuple[str, ...] = ()) -> Path:
@@ -550,7 +477,7 @@ def libreoffice_ui_corpus(
     """Parallel LibreOffice interface strings (English msgid plus ``langs``), module as label."""
     packages = _packages("l10n")
     if not packages:
-        _tool("apt-get")
+        require_tool("apt-get")
         raise XlingError("no libreoffice-l10n-* packages known to apt (run apt-get update)")
     chosen = _resolve_langs(langs, packages, DEFAULT_HELP_LANGS, "LibreOffice l10n")
     if not chosen:
@@ -592,5 +519,4 @@ __all__ = [
     "help_label",
     "parse_mo",
     "clean_ui",
-    "fetch_package",
 ]

@@ -99,7 +99,7 @@ def _cache_file():
 
 
 def _read_cache() -> dict:
-    from xling.data.readers import parse_json
+    from xling.data.files import parse_json
 
     path = _cache_file()
     if not path.is_file():

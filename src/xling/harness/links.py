@@ -2,8 +2,9 @@
 
 Used by ``xling neurons`` (does the overlap of two languages' neuron sets follow their URIEL
 distance, and their MEXA alignment with English?) and ``xling lens`` (MEXA per layer next to the
-logit-lens curves). MEXA: Kargaran et al. 2024, "MEXA: Multilingual Evaluation of English-Centric
-LLMs via Cross-Lingual Alignment"; URIEL: Littell et al. 2017 (:mod:`xling.data.typology`).
+logit-lens curves); :func:`corpus_family` also by the task scores (:mod:`xling.harness.scores`).
+MEXA: Kargaran et al. 2024, "MEXA: Multilingual Evaluation of English-Centric LLMs via Cross-Lingual
+Alignment"; URIEL: Littell et al. 2017 (:mod:`xling.data.typology`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ DESCRIPTIVE_BELOW = 10
 
 
 def corpus_family(name: str | None) -> str:
-    """The text collection of a corpus name (``bible:mexa`` and ``bible`` are both ``bible``)."""
+    """The text collection a corpus or task comes from: ``bible:mexa``, ``bible-genre:align`` and
+    ``task:bible-genre`` are all ``bible``; ``libreoffice-ui`` and ``libreoffice-topic`` are ``libreoffice``."""
     name = str(name or "").lower()
     if name.startswith("task:"):
         name = name[5:]
@@ -55,7 +57,7 @@ def mean_by_layer(table: dict[str, dict[int, float]]) -> dict[int, float]:
 def correlation(what: str, x: Sequence[float], y: Sequence[float], reps: int = 1000, seed: int = 0) -> dict:
     """Pearson and Spearman of paired values (pairs with a missing value dropped, counted in ``missing``),
     with a 95% percentile bootstrap interval of Pearson over the points."""
-    from xling.methods.predict import bootstrap_ci, pearson, spearman
+    from xling.methods.stats import bootstrap_ci, pearson, spearman
 
     keep = [(float(a), float(b)) for a, b in zip(x, y)
             if a is not None and b is not None and not math.isnan(float(a)) and not math.isnan(float(b))]

@@ -11,7 +11,7 @@
 * the outputs: ``scores.csv``, ``per_language.csv``, ``run.json``, ``report.html``
   (:mod:`xling.harness.scores_report`) and the results store's ``task_scores`` and ``item_scores``.
 
-A config passed here is any object with the fields of :class:`xling.recipes.eval.config.EvalConfig`
+A config passed here is any object with the fields of :class:`xling.recipes.eval.run.EvalConfig`
 that the function reads (``model``, ``zero_shot``, ``device``, ``dtype``, ``max_length`` ...).
 """
 
@@ -25,6 +25,8 @@ from typing import Callable
 
 from xling.cache import ContentCache, JsonCodec, content_key
 from xling.errors import XlingError
+from xling.harness.links import corpus_family
+from xling.harness.outputs import rows_to_csv
 from xling.harness.scores_report import render_eval_report, wide_rows
 
 PRED_CACHE_VERSION = 2  # 2: whole-file model fingerprints; entries name their key
@@ -175,7 +177,7 @@ def check_model(cfg):
             raise XlingError(
                 f"--zero-shot scores labels by log-likelihood and needs a decoder LLM; {cfg.model} is an encoder")
         return lm
-    from xling.methods.train import _type_from_arch, read_train_info
+    from xling.modules.trained import _type_from_arch, read_train_info
 
     folder = Path(cfg.model).expanduser()
     if not folder.is_dir():
@@ -209,7 +211,7 @@ class TaskModel:
     """The model side of an evaluation, loaded only when a language is not cached."""
 
     def __init__(self, cfg, task, lm=None):
-        from xling.methods.train import _folder_fingerprint, read_train_info
+        from xling.modules.trained import _folder_fingerprint, read_train_info
 
         self.cfg = cfg
         self.task = task
@@ -253,7 +255,7 @@ class TaskModel:
                 tok = self.lm.tokenizer
                 self._loaded = (model, tok)
             else:
-                from xling.methods.train import load_trained
+                from xling.modules.trained import load_trained
 
                 tm = load_trained(self.cfg.model, self.cfg.device, self.cfg.dtype)
                 if list(tm.labels) != list(self.task.labels):
@@ -281,21 +283,6 @@ class TaskModel:
         from xling.tasks.encode import predict
 
         return predict(model, tok, self.task.type, examples, self.cfg.batch_size, self.max_length, progress)
-
-
-def _rows_csv(rows: list[dict], columns: list[str]) -> str:
-    from xling.harness.outputs import rows_to_csv
-
-    return rows_to_csv(rows, columns)
-
-
-def corpus_family(name: str) -> str:
-    """The text collection a corpus or task comes from: ``bible:mexa``, ``bible-genre:align`` and
-    ``task:bible-genre`` are all ``bible``; ``libreoffice-ui`` and ``libreoffice-topic`` are ``libreoffice``."""
-    name = str(name or "").lower()
-    if name.startswith("task:"):
-        name = name[5:]
-    return name.split(":")[0].split("-")[0]
 
 
 def alignment_for(result: EvalResult, store_path: Path) -> dict | None:
@@ -337,10 +324,10 @@ def write_outputs(result: EvalResult, out: Path, cfg=None, alignment: dict | Non
     out.mkdir(parents=True, exist_ok=True)
     paths = {"scores": out / "scores.csv", "per_language": out / "per_language.csv", "run": out / "run.json",
              "report": out / "report.html"}
-    atomic_write_text(paths["scores"], _rows_csv(result.rows, ["model", "task", "lang", "split", "metric", "value"]))
+    atomic_write_text(paths["scores"], rows_to_csv(result.rows, ["model", "task", "lang", "split", "metric", "value"]))
     wide = wide_rows(result)
     cols = list(wide[0]) if wide else ["lang"]
-    atomic_write_text(paths["per_language"], _rows_csv(wide, cols))
+    atomic_write_text(paths["per_language"], rows_to_csv(wide, cols))
     atomic_write_text(paths["run"], json.dumps(run_record(result, cfg), indent=2, default=str))
     atomic_write_text(paths["report"], render_eval_report(result, alignment))
     return paths

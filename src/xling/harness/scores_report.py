@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from xling.errors import XlingError
 
-# ``EvalResult`` in the annotations is :class:`xling.harness.scores.EvalResult` (not imported: that module
+# ``result`` below is an :class:`xling.harness.scores.EvalResult` (not imported: that module
 # imports this one to write its report)
 
 
@@ -31,7 +31,7 @@ def group_warnings(warned: dict[str, str]) -> list[tuple[str, list[str]]]:
     return [(texts[k] if len(langs) == 1 else k, langs) for k, langs in groups.items()]
 
 
-def settings_of(result: EvalResult) -> dict | None:
+def settings_of(result) -> dict | None:
     """The run's settings for the report: ``settings`` (xling eval), else the recipe's ``config`` (xling probe)
     with the probe's own choices (layer, l2, ...) beside it."""
     meta = result.meta or {}
@@ -45,7 +45,7 @@ def settings_of(result: EvalResult) -> dict | None:
     return None
 
 
-def wide_rows(result: EvalResult) -> list[dict]:
+def wide_rows(result) -> list[dict]:
     from xling.data.langcodes import short_lang_name as lang_name
 
     metrics = list(dict.fromkeys(r["metric"] for r in result.rows))
@@ -59,7 +59,7 @@ def wide_rows(result: EvalResult) -> list[dict]:
     return out
 
 
-def chance_level(result: EvalResult) -> tuple[float, str] | None:
+def chance_level(result) -> tuple[float, str] | None:
     """The score of guessing, and how it was found: 1 / number of labels for accuracy on a classification
     task, the majority-class rate when the run recorded label counts; None where no chance level applies."""
     counts = result.meta.get("label_counts")
@@ -75,10 +75,10 @@ def chance_level(result: EvalResult) -> tuple[float, str] | None:
     return None
 
 
-def render_eval_report(result: EvalResult, alignment: dict | None = None) -> str:
-    from xling.methods.predict import pearson, spearman
-    from xling.harness.html import (bar_chart_svg, correlation_note, display_lang, esc, fit_line_ci, fmt, fmt_signed,
+def render_eval_report(result, alignment: dict | None = None) -> str:
+    from xling.harness.html import (bar_chart_svg, correlation_note, display_lang, esc, fmt, fmt_signed,
                                    headline_html, page, plural, scatter_svg, table_html)
+    from xling.methods.stats import fit_line_ci, pearson, spearman
 
     m = result.main_metric
     scores = result.scores()
@@ -178,7 +178,7 @@ def render_eval_report(result: EvalResult, alignment: dict | None = None) -> str
     return page(f"xling eval: {result.task}", "".join(body), script=True)
 
 
-def format_summary(result: EvalResult) -> str:
+def format_summary(result) -> str:
     from xling.data.langcodes import short_lang_name as lang_name
 
     wide = wide_rows(result)

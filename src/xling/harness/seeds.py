@@ -6,7 +6,7 @@ training seed (initialisation, data order, training subset), which on small data
 is often larger. :func:`run_seeds` runs a recipe per seed, each into its own
 ``OUT/seed-<s>`` folder, and :func:`spread` aggregates the rows the runs return:
 per group (e.g. language), the value of each seed, the mean and the sample
-standard deviation across seeds (:func:`xling.methods.chance.mean_sd`), next to
+standard deviation across seeds (:func:`xling.methods.stats.mean_sd`), next to
 the mean of the bootstrap bounds where the rows have them.
 """
 
@@ -65,7 +65,7 @@ def spread(per_seed: Sequence[tuple[int, Sequence[dict]]], keys: Sequence[str], 
     ``seeds`` (how many seeds have the row). ``bounds`` ``{v: (lo_field, hi_field)}``:
     the mean over seeds of each seed's interval bounds, as ``v_lo`` / ``v_hi``.
     """
-    from xling.methods.chance import mean_sd
+    from xling.methods.stats import mean_sd
 
     groups: dict[tuple, dict] = {}
     for seed, rows in per_seed:

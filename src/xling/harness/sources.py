@@ -1,29 +1,71 @@
-"""Parallel text and layer for middle-layer alignment training (``xling train --align-data``).
+"""The sources of text every recipe reads: ``--data`` corpora, ``task:NAME``, alignment pairs.
 
-Two recipe steps that read files or run the engine, so they live here and not in
+Recipe steps that read files or run the engine, so they live here and not in
 :mod:`xling.methods` (pure):
 
+* :func:`load_text_source` reads any ``--data`` spec: ``task:NAME`` (a task's parallel
+  test split, :func:`xling.tasks.provider.task_corpus`) and the corpora task packages
+  build (``bible-genre:align``, :data:`xling.tasks.provider.CORPORA`) here, everything
+  else with :func:`xling.data.readers.load_corpus` (the data layer knows nothing of tasks).
 * :func:`read_align_pairs` turns any xling corpus (``--data`` spec: ``bible``,
   ``django``, a TSV, ...) into ``(source, target)`` sentence pairs for the given
   target languages: every row of the corpus gives one pair per target language;
   empty and duplicate pairs are dropped; a seeded shuffle then keeps at most
   ``max_pairs``.
-* :func:`resolve_align_layer` turns ``--align-layer N|auto`` into a hidden-state
-  index. ``auto`` runs ``xling align`` (MEXA, the first ``AUTO_SENTENCES`` rows of
-  the same corpus and languages, cached embeddings) on the base model and applies
-  :func:`xling.methods.align_loss.pick_align_layer`: the best-aligned layer of the
-  middle half of the model.
+
+The layer of ``--align-layer auto`` is found by running the alignment engine:
+:func:`xling.harness.alignment.resolve_align_layer`.
 """
 
 from __future__ import annotations
 
+import os
 import random
 from typing import Sequence
 
 from xling.errors import XlingError
 
-AUTO_SENTENCES = 200
 DEFAULT_MAX_PAIRS = 4000
+TASK_PREFIX = "task:"
+
+
+def task_source(spec) -> str | None:
+    """The task corpus a ``--data`` spec names (``task:NAME`` or a :data:`~xling.tasks.provider.CORPORA` name,
+    any case), lower-cased; None for anything else (a path is never a task corpus)."""
+    if not isinstance(spec, str) or any(sep in spec for sep in ("/", "\\", os.sep)):
+        return None
+    from xling.tasks.provider import CORPORA
+
+    key = spec.strip().lower()
+    return key if key.startswith(TASK_PREFIX) or key in CORPORA else None
+
+
+def load_text_source(spec, langs: Sequence[str] | None = None, max_sentences: int | None = None,
+                     split: str | None = None):
+    """The :class:`~xling.data.corpus.ParallelCorpus` of a ``--data`` spec (see the module docstring).
+
+    Arguments as :func:`xling.data.readers.load_corpus`: a task corpus, like a built-in provider, chooses
+    its languages itself (the task's source language kept as the pivot) and keeps the first
+    ``max_sentences`` rows.
+    """
+    from xling.data.readers import load_corpus, restrict
+
+    key = task_source(spec)
+    if key is None:
+        return load_corpus(spec, langs, max_sentences, split)
+    if max_sentences is not None and int(max_sentences) < 1:
+        raise XlingError(f"max_sentences must be at least 1, got {max_sentences}")
+    from xling.tasks.provider import CORPORA, task_corpus
+    from xling.tasks.registry import TASKS
+
+    if key.startswith(TASK_PREFIX):
+        name = key[len(TASK_PREFIX):]
+        if name not in TASKS:
+            raise TASKS.unknown(name)  # one line naming the built-in tasks
+        corpus = task_corpus(name, langs, max_sentences)
+    else:
+        corpus = CORPORA.get(key)(langs, max_sentences)
+    return restrict(corpus, None, max_sentences)
 
 
 def load_align_corpus(spec: str, source: str, langs: Sequence[str] | None):
@@ -34,21 +76,19 @@ def load_align_corpus(spec: str, source: str, langs: Sequence[str] | None):
     the source language are an error.
     """
     from xling.data.langcodes import normalize_lang
-    from xling.data.readers import load_corpus
-    import xling.tasks  # noqa: F401 - registers the task:<name> and bible-genre:align corpora
 
     src = normalize_lang(source)
     targets = [normalize_lang(x) for x in langs or () if normalize_lang(x) != src]
     if not targets and langs:
         raise XlingError("middle-layer alignment: no target languages to align with the source")
     if not targets:
-        corpus = load_corpus(spec, None)
+        corpus = load_text_source(spec, None)
         if src not in corpus.langs:
             raise XlingError(f"alignment data {spec}: no {src} text (it has {', '.join(sorted(corpus.langs))})")
         if len(corpus.langs) < 2:
             raise XlingError(f"middle-layer alignment: alignment data {spec} has no language besides {src}")
         return corpus
-    return load_corpus(spec, [src, *targets])
+    return load_text_source(spec, [src, *targets])
 
 
 def corpus_targets(corpus, source: str) -> list[str]:
@@ -98,38 +138,5 @@ def read_align_pairs(spec: str, source: str, langs: Sequence[str], max_pairs: in
     return pairs, info
 
 
-def resolve_align_layer(value: str | int, model: str, spec: str, source: str, langs: Sequence[str], *,
-                        device: str = "auto", dtype: str = "fp32", progress: bool = False,
-                        corpus=None) -> tuple[int, dict]:
-    """``(layer, info)`` for ``--align-layer N|auto`` (see the module docstring); ``corpus``: already loaded."""
-    from xling.methods.align_loss import middle_band, pick_align_layer
-
-    text = str(value).strip().lower()
-    if text != "auto":
-        try:
-            layer = int(text)
-        except ValueError:
-            raise XlingError(f"--align-layer takes a layer number or auto, got {value!r}") from None
-        if layer < 0:
-            raise XlingError(f"--align-layer must be >= 0, got {layer}")
-        return layer, {"rule": "given"}
-    from xling.harness.alignment import AlignConfig, align
-
-    cfg = AlignConfig(model=model, data=spec, langs=[source, *langs], pivot=source, metrics=["mexa"],
-                      max_sentences=AUTO_SENTENCES, device=device, dtype=dtype, out=None, store=None,
-                      progress=progress)
-    result = align(cfg, corpus=corpus)
-    values = result.values("mexa")
-    scores: dict[int, float] = {}
-    for layer in result.layers:
-        vals = [v[layer] for lang, v in values.items() if layer in v]
-        if vals:
-            scores[layer] = sum(vals) / len(vals)
-    n_layers = max(result.layers)
-    layer = pick_align_layer(scores, n_layers)
-    lo, hi = middle_band(n_layers)
-    return layer, {"rule": f"auto: best mean MEXA in the middle band {lo}-{hi} (first {AUTO_SENTENCES} rows)",
-                   "mexa_by_layer": {str(k): round(v, 4) for k, v in sorted(scores.items())}}
-
-
-__all__ = ["corpus_targets", "load_align_corpus", "read_align_pairs", "resolve_align_layer", "AUTO_SENTENCES", "DEFAULT_MAX_PAIRS"]
+__all__ = ["load_text_source", "task_source", "corpus_targets", "load_align_corpus", "read_align_pairs",
+           "DEFAULT_MAX_PAIRS"]

@@ -44,6 +44,7 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 
 from xling.errors import XlingError
+from xling.registry import Registry
 
 __all__ = [
     "COMPOSERS",
@@ -111,7 +112,8 @@ class Composer:
         return self.coefficients_fn is not None
 
 
-COMPOSERS: dict[str, Composer] = {}
+COMPOSERS = Registry(kind="composition method",
+                     unknown="unknown composition method {name!r}{hint} (available: {known})")
 
 # Public option names that are not valid Python identifiers map to keyword names.
 _ALIASES = {"lambda": "lam"}
@@ -137,62 +139,32 @@ def register_composer(
     """
 
     def deco(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
-        if name in COMPOSERS:
-            raise ValueError(f"composer {name} registered twice")
-        COMPOSERS[name] = Composer(
+        spec = Composer(
             name=name, fn=fn, description=description, citation=citation, defaults=dict(defaults or {}),
             min_inputs=min_inputs, max_inputs=max_inputs, coefficients_fn=linear,
             uses_weights=uses_weights, needs_layer=needs_layer,
         )
+        COMPOSERS.register(name, spec, options=spec.defaults)
         return fn
 
     return deco
 
 
 def _get(name: str) -> Composer:
-    if name not in COMPOSERS:
-        extra = " (lora_factorwise is an approximation on LoRA factors, see lora_factorwise())" \
-            if name == "lora_factorwise" else ""
-        raise XlingError(f"unknown composition method '{name}' (available: {', '.join(sorted(COMPOSERS))}){extra}")
-    return COMPOSERS[name]
+    if name == "lora_factorwise" and name not in COMPOSERS:
+        raise XlingError(f"{COMPOSERS.unknown(name)} (lora_factorwise is an approximation on LoRA factors, "
+                         "see lora_factorwise())")
+    return COMPOSERS.get(name)
 
 
 def resolve_options(name: str, options: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Defaults of ``name`` updated with ``options``; unknown options are an error.
 
-    Returns the public names (``lambda``); values are type-checked against the defaults.
+    Returns the public names (``lambda``); values (command-line strings too) are converted to the
+    defaults' types by :meth:`xling.registry.Registry.coerce`.
     """
     spec = _get(name)
-    out = dict(spec.defaults)
-    for key, value in (options or {}).items():
-        key = _PUBLIC.get(key, key)
-        if key not in spec.defaults:
-            known = ", ".join(sorted(spec.defaults)) or "none"
-            raise XlingError(f"{name} has no option '{key}' (options: {known})")
-        default = spec.defaults[key]
-        if isinstance(default, bool):
-            if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
-                value = value.lower() in ("true", "1", "yes")
-            if not isinstance(value, bool):
-                raise XlingError(f"{name} option {key} must be true or false, got {value!r}")
-        elif isinstance(default, int) and not isinstance(default, bool):
-            try:
-                if isinstance(value, float) and not value.is_integer():
-                    raise ValueError
-                value = int(value)
-            except (TypeError, ValueError):
-                raise XlingError(f"{name} option {key} must be an integer, got {value!r}") from None
-        elif isinstance(default, float):
-            try:
-                value = float(value)
-            except (TypeError, ValueError):
-                raise XlingError(f"{name} option {key} must be a number, got {value!r}") from None
-            if not math.isfinite(value):
-                raise XlingError(f"{name} option {key} must be finite, got {value}")
-        elif isinstance(default, str):
-            value = str(value)
-        out[key] = value
-    return out
+    return {**spec.defaults, **COMPOSERS.coerce(name, {_PUBLIC.get(k, k): v for k, v in (options or {}).items()})}
 
 
 def _kw(options: Mapping[str, Any]) -> dict[str, Any]:

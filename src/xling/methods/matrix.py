@@ -10,17 +10,14 @@ cross-lingual transfer") did to show that English is often not the best source.
   per source on frozen features (:func:`xling.methods.probe.fit_logreg`), its
   hidden state and ``l2`` chosen on **that source's own dev set** (never a
   target's, never test), applied to every target's test set.
-* :func:`cell_bootstrap`: percentile bootstrap CIs of each cell's accuracy and
-  of its difference to the reference-source cell of the same target. The two
-  cells of a difference are scored on the same test items, so the difference
-  is paired (same resample of items for both); where the test sets are parallel
-  across targets (``shared=True``) one resample serves every target.
 * :func:`pair_alignment`: MEXA (Kargaran et al. 2024) and top-1 retrieval
   (XTREME Tatoeba; Artetxe & Schwenk 2019) between two languages' embeddings of
   the same parallel sentences, at every layer, with either language as pivot.
 * :func:`token_overlap`: LangRank's overlap feature (Lin et al. 2019, "Choosing
   Transfer Languages for Cross-Lingual Learning"): ``|T1 & T2| / (|T1| + |T2|)``
   over the sets of (here: subword token) types of the two corpora.
+
+The cells' bootstrap CIs (paired against a reference source): :func:`xling.methods.stats.cell_bootstrap`.
 """
 
 from __future__ import annotations
@@ -28,7 +25,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
-import numpy as np
 import torch
 
 from xling.errors import XlingError
@@ -77,62 +73,6 @@ def probe_matrix(
     return probes, preds
 
 
-def _percentile(vals: np.ndarray, level: float) -> tuple[float, float]:
-    a = (1 - level) / 2
-    return float(np.quantile(vals, a)), float(np.quantile(vals, 1 - a))
-
-
-def cell_bootstrap(
-    correct: Mapping[str, Mapping[str, np.ndarray]], reference: str | None, n_boot: int = 1000, seed: int = 0,
-    level: float = 0.95, shared: bool = False,
-) -> dict[str, dict[str, dict[str, float]]]:
-    """Accuracy, its CI, and the paired difference to the ``reference`` source, per cell.
-
-    ``correct[src][tgt]``: boolean array over the target's test items (1 = right).
-    Items are resampled with replacement, ``n_boot`` times, seeded; the same
-    resample of a target's items scores every source, so ``diff = acc(src, tgt) -
-    acc(reference, tgt)`` is a paired bootstrap. ``shared=True`` (parallel test
-    sets of equal size) uses one resample for every target. Returns
-    ``out[src][tgt] = {accuracy, lo, hi, diff, diff_lo, diff_hi}`` (diff keys are
-    absent without a reference or for the reference itself).
-    """
-    if n_boot < 1:
-        raise XlingError(f"bootstrap: n_boot must be at least 1, got {n_boot}")
-    sources = list(correct)
-    targets = list(dict.fromkeys(t for s in sources for t in correct[s]))
-    rng = np.random.default_rng(seed)
-    out: dict[str, dict[str, dict[str, float]]] = {s: {} for s in sources}
-    common = None
-    for tgt in targets:
-        n = len(next(correct[s][tgt] for s in sources if tgt in correct[s]))
-        if shared:
-            if common is None or common.shape[1] != n:
-                common = rng.integers(0, n, (n_boot, n))
-            idx = common
-        else:
-            idx = rng.integers(0, n, (n_boot, n))
-        boot = {}
-        for s in sources:
-            if tgt not in correct[s]:
-                continue
-            c = np.asarray(correct[s][tgt], dtype=float)
-            if len(c) != n:
-                raise XlingError(f"bootstrap: target {tgt} has {len(c)} items for source {s}, {n} for another")
-            boot[s] = c[idx].mean(axis=1)
-            lo, hi = _percentile(boot[s], level)
-            out[s][tgt] = {"accuracy": float(c.mean()), "lo": lo, "hi": hi}
-        if reference is not None and reference in boot:
-            ref_c = np.asarray(correct[reference][tgt], dtype=float)
-            for s in boot:
-                if s == reference:
-                    continue
-                d = boot[s] - boot[reference]
-                lo, hi = _percentile(d, level)
-                out[s][tgt].update(diff=float(np.asarray(correct[s][tgt], dtype=float).mean() - ref_c.mean()),
-                                   diff_lo=lo, diff_hi=hi)
-    return out
-
-
 def pair_alignment(a: torch.Tensor, b: torch.Tensor) -> dict[str, list[float]]:
     """Per-layer alignment of two languages' embeddings (L, n, d) of the same n parallel sentences.
 
@@ -155,4 +95,4 @@ def token_overlap(a: set, b: set) -> float:
     return len(a & b) / (len(a) + len(b))
 
 
-__all__ = ["SourceProbe", "probe_matrix", "cell_bootstrap", "pair_alignment", "token_overlap"]
+__all__ = ["SourceProbe", "probe_matrix", "pair_alignment", "token_overlap"]

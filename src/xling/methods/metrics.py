@@ -70,6 +70,7 @@ from typing import Any, Callable, Iterable, Mapping
 import torch
 
 from xling.errors import XlingError
+from xling.registry import Registry, signature_options
 
 __all__ = [
     "METRICS",
@@ -271,7 +272,8 @@ class Metric:
         return self.fn(pair, **resolve_options(self.name, opts))
 
 
-METRICS: dict[str, Metric] = {}
+METRICS = Registry(kind="metric", unknown="unknown metric {name!r}{hint}; available: {known}",
+                   no_option="metric {name!r}: unknown option {option!r}{hint} (known options: {known})")
 
 
 def register_metric(
@@ -283,45 +285,38 @@ def register_metric(
 ) -> Callable[[Callable[..., dict[str, torch.Tensor]]], Callable[..., dict[str, torch.Tensor]]]:
     """Decorator: register ``fn(pair, **opts) -> {output: (L,) tensor}`` under ``name``.
 
-    ``defaults`` lists every option the metric accepts (anything else is rejected with an
-    :class:`XlingError`); ``higher_is_better`` maps output names (or ``"prefix@k"``) to
-    their direction (default: a single output ``name``, higher is better);
-    ``description`` defaults to the first line of the docstring.
+    The options the metric accepts are the keyword parameters of ``fn`` with a default
+    (or ``defaults``, when given); anything else is rejected with an :class:`XlingError`.
+    ``higher_is_better`` maps output names (or ``"prefix@k"``) to their direction
+    (default: a single output ``name``, higher is better); ``description`` defaults to
+    the first line of the docstring. A second metric of the same name is a ``ValueError``.
     """
 
     def deco(fn):
-        if name in METRICS:
-            raise ValueError(f"metric {name!r} is already registered")
         desc = description
         if desc is None:
             desc = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else name
-        METRICS[name] = Metric(
+        metric = Metric(
             name=name,
             fn=fn,
-            defaults=dict(defaults or {}),
+            defaults=dict(defaults) if defaults is not None else signature_options(fn),
             description=desc,
             higher_is_better=dict(higher_is_better or {name: True}),
         )
+        METRICS.register(name, metric, options=metric.defaults)
         return fn
 
     return deco
 
 
-def _unknown_metric(name: str) -> XlingError:
-    return XlingError(f"unknown metric {name!r}; available: {', '.join(sorted(METRICS))}")
-
-
 def resolve_options(name: str, opts: Mapping[str, Any] | None) -> dict[str, Any]:
     """The metric's defaults overridden by ``opts``; unknown metric or option -> XlingError."""
-    if name not in METRICS:
-        raise _unknown_metric(name)
-    metric = METRICS[name]
+    defaults = METRICS.options(name)
     opts = dict(opts or {})
-    unknown = sorted(set(opts) - set(metric.defaults))
+    unknown = sorted(set(opts) - set(defaults))
     if unknown:
-        known = ", ".join(sorted(metric.defaults)) or "none"
-        raise XlingError(f"metric {name!r}: unknown option {unknown[0]!r} (known options: {known})")
-    return {**metric.defaults, **opts}
+        raise METRICS.no_option(name, unknown[0], sorted(defaults))
+    return {**defaults, **opts}
 
 
 def validate_options(names: Iterable[str], options: Mapping[str, Mapping[str, Any]] | None = None) -> None:
@@ -384,8 +379,7 @@ def compute_metrics(
     names = list(dict.fromkeys(names))
     options = dict(options or {})
     for name in list(names) + list(options):
-        if name not in METRICS:
-            raise _unknown_metric(name)
+        METRICS.get(name)  # an unknown metric is one line naming the available ones
     for name, opts in options.items():  # options of unselected metrics are validated, then unused
         resolve_options(name, opts)
     resolved = {name: resolve_options(name, options.get(name)) for name in names}
@@ -957,7 +951,6 @@ def _decided(*undecided: torch.Tensor | None) -> bool:
 
 @register_metric(
     "mexa",
-    defaults={"directional": False},
     higher_is_better={"mexa": True, "mexa_p2l": True, "mexa_l2p": True},
     description="MEXA alignment: share of sentences whose translation is the strict nearest neighbour both ways",
 )
@@ -983,7 +976,6 @@ def mexa(pair: PairEmbeddings, *, directional: bool = False) -> dict[str, torch.
 
 @register_metric(
     "retrieval",
-    defaults={"ks": (1, 5), "ties": "strict"},
     higher_is_better={"retrieval_p2l@k": True, "retrieval_l2p@k": True},
     description="Top-k retrieval accuracy by cosine, pivot->other and other->pivot (XTREME Tatoeba)",
 )
@@ -1056,7 +1048,6 @@ def _column_counts(pair: PairEmbeddings, st: _Pass1, ties: str) -> torch.Tensor:
 
 @register_metric(
     "xsim",
-    defaults={"margin": "ratio", "k": 4, "candidates": "knn", "ties": "strict"},
     higher_is_better={"xsim_err_p2l": False, "xsim_err_l2p": False},
     description="xSIM error rate with margin scoring (LASER; Artetxe & Schwenk 2019), both directions",
 )
@@ -1174,7 +1165,6 @@ def _xsim_blocked(pair: PairEmbeddings, margin: str, kk: int, candidates: str, t
 
 @register_metric(
     "bitext_f1",
-    defaults={"ties": "strict", "precision_recall": False},
     higher_is_better={"bitext_f1": True, "bitext_acc": True, "bitext_precision": True, "bitext_recall": True},
     description="MTEB BitextMining: top-1 cosine search pivot->other, weighted F1 and accuracy",
 )
@@ -1248,7 +1238,6 @@ def bitext_f1(pair: PairEmbeddings, *, ties: str = "strict", precision_recall: b
 
 @register_metric(
     "cka",
-    defaults={"form": "auto"},
     higher_is_better={"cka": True},
     description="Linear CKA between the two sides' column-centred embeddings (Kornblith et al. 2019)",
 )
@@ -1289,7 +1278,6 @@ def cka(pair: PairEmbeddings, *, form: str = "auto") -> dict[str, torch.Tensor]:
 
 @register_metric(
     "anc",
-    defaults={},
     higher_is_better={"anc": True, "anc_signed": True},
     description="Average neuron-wise Pearson correlation across parallel sentences (Del & Fishel 2021)",
 )
@@ -1350,7 +1338,6 @@ def _svd_basis(A: torch.Tensor, keep: float) -> torch.Tensor:
 
 @register_metric(
     "svcca",
-    defaults={"keep": 0.99},
     higher_is_better={"svcca": True},
     description="SVCCA: SVD to 99% variance on each side, then mean CCA correlation (Raghu et al. 2017)",
 )

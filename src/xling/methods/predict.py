@@ -28,77 +28,25 @@ how well it predicts a language it has not seen:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
 from xling.errors import XlingError
+from xling.methods.stats import bootstrap_ci, mae, pearson, spearman
+from xling.registry import Registry, registry_of
 
-MODELS = ("linear", "isotonic")
+#: The predictors of ``score ~ f(alignment)`` by name: classes with ``fit(x, y)`` and ``predict(x)``.
+MODELS = Registry(kind="predictor", ordered=True, unknown="unknown predictor {name!r}{hint} (use {known})")
+MODELS.register("linear", "xling.methods.predict:LinearPredictor")
+MODELS.register("isotonic", "xling.methods.predict:IsotonicPredictor")
 
 
 # ----------------------------------------------------------------------------- statistics
 
 
-def pearson(x: Sequence[float], y: Sequence[float]) -> float:
-    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    if len(x) < 2:
-        return float("nan")
-    xc, yc = x - x.mean(), y - y.mean()
-    den = np.sqrt((xc * xc).sum() * (yc * yc).sum())
-    return float((xc * yc).sum() / den) if den > 0 else float("nan")
-
-
-def rankdata(a: Sequence[float]) -> np.ndarray:
-    """Ranks 1..n with ties given their average rank."""
-    a = np.asarray(a, dtype=float)
-    order = np.argsort(a, kind="mergesort")
-    ranks = np.empty(len(a), dtype=float)
-    sorted_a = a[order]
-    i = 0
-    while i < len(a):
-        j = i
-        while j + 1 < len(a) and sorted_a[j + 1] == sorted_a[i]:
-            j += 1
-        ranks[order[i : j + 1]] = (i + j) / 2 + 1
-        i = j + 1
-    return ranks
-
-
-def spearman(x: Sequence[float], y: Sequence[float]) -> float:
-    return pearson(rankdata(x), rankdata(y))
-
-
-def mae(y: Sequence[float], pred: Sequence[float]) -> float:
-    y, pred = np.asarray(y, dtype=float), np.asarray(pred, dtype=float)
-    return float(np.abs(y - pred).mean()) if len(y) else float("nan")
-
-
-STATS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
-    "pearson": pearson, "spearman": spearman, "mae": lambda a, b: mae(b, a),
-}
-
-
-def bootstrap_ci(
-    x: Sequence[float], y: Sequence[float], stat: Callable[[np.ndarray, np.ndarray], float],
-    n_boot: int = 1000, seed: int = 0, level: float = 0.95,
-) -> tuple[float, float]:
-    """Percentile bootstrap CI of ``stat(x, y)``, resampling the pairs (languages) with replacement."""
-    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    n = len(x)
-    if n < 3 or n_boot < 1:
-        return float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    vals = []
-    for _ in range(n_boot):
-        idx = rng.integers(0, n, n)
-        v = stat(x[idx], y[idx])
-        if v == v:  # skip NaN (constant resample)
-            vals.append(v)
-    if not vals:
-        return float("nan"), float("nan")
-    alpha = (1 - level) / 2
-    return float(np.quantile(vals, alpha)), float(np.quantile(vals, 1 - alpha))
+#: Agreement of predicted and measured scores by name: ``f(predicted, measured) -> float``.
+STATS = registry_of("statistic", {"pearson": pearson, "spearman": spearman, "mae": lambda a, b: mae(b, a)})
 
 
 # ----------------------------------------------------------------------------- predictors
@@ -148,11 +96,7 @@ class IsotonicPredictor:
 
 
 def make_predictor(name: str):
-    if name == "linear":
-        return LinearPredictor()
-    if name == "isotonic":
-        return IsotonicPredictor()
-    raise XlingError(f"unknown predictor {name!r} (use {', '.join(MODELS)})")
+    return MODELS.get(name)()
 
 
 # ----------------------------------------------------------------------------- candidates
@@ -273,7 +217,7 @@ def predict_scores(
     and evaluation; languages with alignment only are predicted.
     """
     if model not in MODELS:
-        raise XlingError(f"unknown predictor {model!r} (use {', '.join(MODELS)})")
+        raise MODELS.unknown(model)
     cands = candidates(alignment, which)
     known = sorted(lang for lang in scores if lang in alignment and scores[lang] == scores[lang])
     unknown = sorted(lang for lang in alignment if lang not in scores)
@@ -315,40 +259,5 @@ def predict_scores(
     )
 
 
-def mean_over_models(
-    pairs: Mapping[str, tuple[Sequence[float], Sequence[float]]],
-    stat: Callable[[np.ndarray, np.ndarray], float],
-    n_boot: int = 1000, seed: int = 0, level: float = 0.95,
-) -> tuple[float, tuple[float, float]]:
-    """``stat`` averaged over models, with a percentile bootstrap CI.
-
-    ``pairs``: ``{model: (x, y)}`` over that model's languages. MEXA (Kargaran
-    et al. 2024) reports correlations averaged over models; each bootstrap
-    replicate resamples every model's languages independently (with replacement)
-    and averages the models' statistics, so the interval reflects the language
-    sample of each model. Replicates where a model's statistic is undefined are
-    skipped.
-    """
-    arrays = {m: (np.asarray(x, dtype=float), np.asarray(y, dtype=float)) for m, (x, y) in pairs.items()}
-    if not arrays:
-        raise XlingError("no models to average over")
-    point = float(np.mean([stat(x, y) for x, y in arrays.values()]))
-    rng = np.random.default_rng(seed)
-    vals = []
-    for _ in range(n_boot):
-        per = []
-        for x, y in arrays.values():
-            idx = rng.integers(0, len(x), len(x))
-            per.append(stat(x[idx], y[idx]))
-        v = float(np.mean(per))
-        if v == v:
-            vals.append(v)
-    if not vals or any(len(x) < 3 for x, _ in arrays.values()):
-        return point, (float("nan"), float("nan"))
-    alpha = (1 - level) / 2
-    return point, (float(np.quantile(vals, alpha)), float(np.quantile(vals, 1 - alpha)))
-
-
-__all__ = ["pearson", "spearman", "rankdata", "mae", "bootstrap_ci", "LinearPredictor", "IsotonicPredictor",
-           "make_predictor", "candidates", "lolo_mae", "select_candidate", "nested_lolo", "predict_scores",
-           "Prediction", "MODELS", "mean_over_models"]
+__all__ = ["LinearPredictor", "IsotonicPredictor", "make_predictor", "candidates", "lolo_mae", "select_candidate",
+           "nested_lolo", "predict_scores", "Prediction", "MODELS"]

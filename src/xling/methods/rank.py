@@ -24,7 +24,8 @@ judged by NDCG@3 against the true transfer scores. This module has:
   labelled data, so it is removed as a candidate source everywhere in its fold;
   the ranker is trained on the other targets' rankings only. NDCG@k and regret
   per target, means with percentile bootstrap CIs over targets, and the paired
-  bootstrap difference of the ranker to every baseline (same target resamples).
+  bootstrap difference of the ranker to every baseline (same target resamples;
+  :func:`xling.methods.stats.nanmean_interval`).
 
 Missing feature values (NaN; e.g. URIEL has no shared phonological features for a
 pair) are not imputed: LightGBM sends them down the branch learned for missing
@@ -40,6 +41,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from xling.errors import XlingError
+from xling.methods.stats import Resampler, nanmean_interval
 
 #: Feature -> +1 when a higher value should mean a better source, -1 when lower is better (distances).
 FEATURE_DIRECTION: dict[str, int] = {
@@ -185,16 +187,6 @@ class LotoResult:
     methods: list[str] = field(default_factory=list)
 
 
-def _mean_ci(vals: np.ndarray, idx: np.ndarray, level: float) -> tuple[float, float, float]:
-    ok = ~np.isnan(vals)
-    if not ok.any():
-        return float("nan"), float("nan"), float("nan")
-    boots = np.array([np.nanmean(vals[i]) if (~np.isnan(vals[i])).any() else np.nan for i in idx])
-    boots = boots[~np.isnan(boots)]
-    a = (1 - level) / 2
-    return float(np.nanmean(vals)), float(np.quantile(boots, a)), float(np.quantile(boots, 1 - a))
-
-
 def evaluate_loto(
     scores: Mapping[str, Mapping[str, float]], features: Mapping[str, Mapping[str, Mapping[str, float]]],
     feature_names: Sequence[str], reference: str, *, k: int = 3, top: int = 10, n_boot: int = 1000, seed: int = 0,
@@ -235,18 +227,17 @@ def evaluate_loto(
         for m, ranked in rankings.items():
             per[m][t] = {"ndcg": ndcg_at_k(ranked, rel, k), "regret": regret(ranked, sc), "choice": ranked[0],
                          "best": best, "ranking": ranked}
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(targets), (n_boot, len(targets)))
+    idx = Resampler(seed).draw(len(targets), n_boot)
     summary: dict[str, dict[str, float]] = {}
     for m in methods:
         row = {}
         for stat in ("ndcg", "regret"):
             vals = np.array([per[m][t][stat] for t in targets], dtype=float)
-            row[stat], row[f"{stat}_lo"], row[f"{stat}_hi"] = _mean_ci(vals, idx, level)
+            row[stat], row[f"{stat}_lo"], row[f"{stat}_hi"] = nanmean_interval(vals, idx, level)
             if ranker and m != "ranker":
                 diff = np.array([per["ranker"][t][stat] for t in targets], dtype=float) - vals
                 row[f"ranker_minus_{stat}"], row[f"ranker_minus_{stat}_lo"], row[f"ranker_minus_{stat}_hi"] = \
-                    _mean_ci(diff, idx, level)
+                    nanmean_interval(diff, idx, level)
         row["top1_hits"] = sum(per[m][t]["choice"] == per[m][t]["best"] for t in targets)
         summary[m] = row
     return LotoResult(per, summary, k, methods)

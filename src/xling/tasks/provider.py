@@ -5,6 +5,11 @@ set, like ``libreoffice-topic``) becomes a :class:`~xling.data.corpus.ParallelCo
 of the very paragraphs the task is evaluated on, so alignment (MEXA, Kargaran
 et al. 2024) and task scores are measured on the same text. Row metadata keeps
 the ids and the label names.
+
+:data:`CORPORA` holds the other corpora a task package builds (``bible-genre:align``:
+parallel verses that never overlap the task's dev and test text). Both kinds are
+read through :func:`xling.harness.sources.load_text_source`; the data layer below
+knows nothing of tasks.
 """
 
 from __future__ import annotations
@@ -13,6 +18,11 @@ from typing import Sequence
 
 from xling.data.corpus import ParallelCorpus
 from xling.errors import XlingError
+from xling.registry import Registry
+
+#: Corpora built by task packages, by name (any case): ``name -> f(langs, max_sentences) -> ParallelCorpus``.
+CORPORA = Registry(kind="task corpus", ignore_case=True)
+CORPORA.register("bible-genre:align", "xling.tasks.bible:align_corpus")
 
 
 def task_corpus(task, langs: Sequence[str] | None = None, max_sentences: int | None = None,
@@ -58,19 +68,4 @@ def task_corpus(task, langs: Sequence[str] | None = None, max_sentences: int | N
     return ParallelCorpus(f"task:{t.name}", sentences, meta)
 
 
-def register_task_providers(names: Sequence[str]) -> None:
-    """Make ``task:<name>`` a ``--data`` provider for each registered task name."""
-    from xling.data.readers import PROVIDERS, register_provider
-
-    for name in names:
-        key = f"task:{name}"
-        if key in PROVIDERS:
-            continue
-
-        def provider(langs, max_sentences, _name=name):
-            return task_corpus(_name, langs, max_sentences)
-
-        register_provider(key)(provider)
-
-
-__all__ = ["task_corpus", "register_task_providers"]
+__all__ = ["CORPORA", "task_corpus"]

@@ -1,9 +1,11 @@
 """Tasks by name: ``--task libreoffice-topic`` or ``--task path/to/spec.json``.
 
-Built-in tasks are registered lazily as ``"module:function"`` strings, so
-listing them imports nothing heavy. :func:`load_task` resolves, in order:
+Built-in tasks are registered lazily as ``"module:function"`` strings in :data:`TASKS`
+(a :class:`~xling.registry.Registry`), so listing them imports nothing heavy.
+:func:`load_task` resolves, in order:
 
-1. a registered name (``libreoffice-topic``), with builder options as keywords;
+1. a registered name (``libreoffice-topic``), with builder options as keywords
+   (checked and converted against the builder's signature, :meth:`~xling.registry.Registry.coerce`);
 2. an xling task file (``{"format": "xling-task/1", ...}``, as written by
    :meth:`~xling.tasks.core.Task.save`);
 3. a JSON task spec (:class:`~xling.tasks.spec.TaskSpec`);
@@ -14,45 +16,39 @@ listing them imports nothing heavy. :func:`load_task` resolves, in order:
 
 from __future__ import annotations
 
-import importlib
 import os
 from pathlib import Path
 from typing import Callable
 
 from xling.errors import XlingError
+from xling.registry import Registry
 from xling.tasks.core import Task
 
-#: ``name -> "module:function"`` (lazy) or a callable returning a :class:`Task`.
-TASKS: dict[str, str | Callable[..., Task]] = {
-    "libreoffice-topic": "xling.tasks.libreoffice:libreoffice_topic",
-    "bible-genre": "xling.tasks.bible:bible_genre",
-}
+#: Task builders by name (any case): ``"module:function"`` (lazy) or a callable returning a :class:`Task`.
+TASKS = Registry(kind="task", ignore_case=True, unknown="unknown task {name!r}{hint} (built-in tasks: {known})")
+TASKS.register("libreoffice-topic", "xling.tasks.libreoffice:libreoffice_topic")
+TASKS.register("bible-genre", "xling.tasks.bible:bible_genre")
 
 
-#: ``name -> "module:function"``: unlabeled in-domain text of a task, ``f(lang) -> list[str]``,
-#: with the task's evaluation text removed (``--text unlabeled:<task>`` for language modules).
-UNLABELED: dict[str, str | Callable[[str], list[str]]] = {
-    "libreoffice-topic": "xling.tasks.libreoffice:unlabeled_text",
-    "bible-genre": "xling.tasks.bible:unlabeled_text",
-}
+#: Unlabeled in-domain text of a task, ``f(lang) -> list[str]``, with the task's evaluation text
+#: removed (``--text unlabeled:<task>`` for language modules).
+UNLABELED = Registry(kind="unlabeled text source", ignore_case=True)
+UNLABELED.register("libreoffice-topic", "xling.tasks.libreoffice:unlabeled_text")
+UNLABELED.register("bible-genre", "xling.tasks.bible:unlabeled_text")
 
 
 def unlabeled_text(task: str, lang: str) -> list[str]:
     """Unlabeled ``lang`` text in the domain of ``task`` (never its dev/test text)."""
-    key = task.strip().lower()
-    if key not in UNLABELED:
-        have = ", ".join(f"unlabeled:{k}" for k in sorted(UNLABELED))
+    if task not in UNLABELED:
+        have = ", ".join(f"unlabeled:{k}" for k in UNLABELED.names())
         raise XlingError(f"no unlabeled text source for task {task!r} (available: {have})")
-    target = UNLABELED[key]
-    if not callable(target):
-        module, _, attr = target.partition(":")
-        target = getattr(importlib.import_module(module), attr)
-    return list(target(lang))
+    return list(UNLABELED.get(task)(lang))
 
 
 #: The languages each unlabeled source has (``module:attribute``, a mapping or list of codes), for
 #: :func:`unlabeled_lang`; a source not listed keeps the normalised code.
-UNLABELED_LANGS: dict[str, str] = {"bible-genre": "xling.data.bible:TRANSLATIONS"}
+UNLABELED_LANGS = Registry(kind="unlabeled text languages", ignore_case=True)
+UNLABELED_LANGS.register("bible-genre", "xling.data.bible:TRANSLATIONS")
 
 
 def unlabeled_lang(task: str, lang: str) -> str:
@@ -60,36 +56,23 @@ def unlabeled_lang(task: str, lang: str) -> str:
     from xling.data.langcodes import match_lang, normalize_lang
 
     code = normalize_lang(lang)
-    target = UNLABELED_LANGS.get(task.strip().lower())
-    if target is None:
+    langs = UNLABELED_LANGS.get(task, None)
+    if langs is None:
         return code
-    module, _, attr = target.partition(":")
-    return match_lang(code, getattr(importlib.import_module(module), attr)) or code
+    return match_lang(code, langs) or code
 
 
 def register_task(name: str, factory: str | Callable[..., Task] | None = None):
-    """Register a task builder (``"module:function"`` or a callable); usable as a decorator."""
+    """Register a task builder (``"module:function"`` or a callable); usable as a decorator.
 
-    def deco(fn):
-        from xling.tasks.provider import register_task_providers
-
-        TASKS[name.lower()] = fn
-        register_task_providers([name.lower()])
-        return fn
-
-    return deco(factory) if factory is not None else deco
-
-
-def _factory(name: str) -> Callable[..., Task]:
-    target = TASKS[name]
-    if callable(target):
-        return target
-    module, _, attr = target.partition(":")
-    return getattr(importlib.import_module(module), attr)
+    The task's test split is then a parallel corpus too, ``--data task:<name>``
+    (:func:`xling.harness.sources.load_text_source`).
+    """
+    return TASKS.register(name, factory)
 
 
 def task_names() -> list[str]:
-    return sorted(TASKS)
+    return TASKS.names()
 
 
 def load_task(spec: str | os.PathLike | Task | dict, **options) -> Task:
@@ -103,9 +86,7 @@ def load_task(spec: str | os.PathLike | Task | dict, **options) -> Task:
     text = os.fspath(spec)
     key = text.strip().lower()
     if key in TASKS:
-        factory = _factory(key)
-        _check_options(key, factory, options)
-        return factory(**options)
+        return TASKS.get(key)(**TASKS.coerce(key, options))
     if options:
         raise XlingError(f"task options ({', '.join(options)}) apply to built-in tasks only, not {text}")
     path = Path(text).expanduser()
@@ -124,28 +105,6 @@ def load_task(spec: str | os.PathLike | Task | dict, **options) -> Task:
     # a bare data file or dataset folder, default field names
     fields = _default_fields(path)
     return load_task_spec(TaskSpec(name=path.stem, files=[{"path": str(path)}], **fields))
-
-
-def _check_options(name: str, factory: Callable[..., Task], options: dict) -> None:
-    """Options a built-in task does not take, or of the wrong type: one line naming the option."""
-    import inspect
-
-    try:
-        params = inspect.signature(factory).parameters
-    except (TypeError, ValueError):
-        return
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return
-    for opt, value in options.items():
-        if opt not in params:
-            known = ", ".join(k for k, p in params.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL)
-            raise XlingError(f"task {name} has no option {opt!r} (options: {known})")
-        default = params[opt].default
-        if isinstance(default, bool) and not isinstance(value, bool):
-            raise XlingError(f"task {name}: option {opt} must be true or false, got {value!r}")
-        if isinstance(default, int) and not isinstance(default, bool) and (
-                not isinstance(value, int) or isinstance(value, bool)):
-            raise XlingError(f"task {name}: option {opt} must be an integer, got {value!r}")
 
 
 def _default_fields(path: Path) -> dict:

@@ -3,9 +3,10 @@
 A corpus spec is one or more sources joined by ``+``:
 
 * anything :func:`xling.data.readers.load_corpus` reads (``django``,
-  ``libreoffice``, a FLORES folder, ``.tsv``/``.jsonl``): the sentences of
-  the requested languages (a provider's English pivot is not used unless
-  English is requested);
+  ``libreoffice``, a FLORES folder, ``.tsv``/``.jsonl``), or the caller's
+  ``load_corpus`` (the recipes pass :func:`xling.harness.sources.load_text_source`,
+  which adds ``task:NAME``): the sentences of the requested languages (a
+  provider's English pivot is not used unless English is requested);
 * ``LANG=FILE[,LANG=FILE...]``: monolingual plain text files, one sentence a
   line (unlike ``load_corpus`` they need not be parallel);
 * ``FILE`` (plain text, any other suffix): sentences of unspecified language;
@@ -97,10 +98,13 @@ def _read_plain(path: Path) -> list[str]:
     return [s.strip() for s in read_lines(path) if s.strip()]
 
 
-def load_sources(spec: str, langs: Sequence[str]) -> list[TextSource]:
-    """Read a corpus spec (see the module docstring) into one source per language and part."""
-    from xling.data.readers import load_corpus
-    import xling.tasks  # noqa: F401 - registers the task:<name> and bible-genre:align corpora
+def load_sources(spec: str, langs: Sequence[str], load_corpus=None) -> list[TextSource]:
+    """Read a corpus spec (see the module docstring) into one source per language and part.
+
+    ``load_corpus(spec, langs=...)`` reads the corpus parts (default :func:`xling.data.readers.load_corpus`).
+    """
+    if load_corpus is None:
+        from xling.data.readers import load_corpus
 
     if not spec or not str(spec).strip():
         raise XlingError("no corpus given")

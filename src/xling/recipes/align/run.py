@@ -11,6 +11,5 @@ from xling.harness.alignment import (DEFAULT_MAX_SENTENCES, DEFAULT_METRICS, DEF
                                      AlignResult, IgnoredOptionWarning, align, align_models, best_layer,
                                      format_summary, run_record, save_to_store, sentences_digest, summarize,
                                      unused_option_messages, write_outputs)
-from xling.harness.outputs import rows_to_csv, worker_model_name  # noqa: F401 - align's names since 0.1
 
 __all__ = ["AlignConfig", "AlignResult", "align", "align_models", "format_summary", "write_outputs"]

@@ -16,7 +16,7 @@ runs of classification and multiple-choice tasks) for the same items in the same
 order in every target language, and the metric is accuracy, it is a **paired
 bootstrap over items**: per language the same item indices are drawn for both
 series, and the overall difference is the mean over languages
-(:func:`xling.recipes.transfer.run.bootstrap_study`); each language gets its own paired
+(:func:`xling.methods.stats.bootstrap_study`); each language gets its own paired
 interval too. Otherwise (older runs, token tasks, other metrics, different items)
 it falls back to a percentile **bootstrap over languages**, with a note saying why:
 that interval says how much the mean difference depends on which languages were
@@ -39,12 +39,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 
 from xling.errors import XlingError
-from xling.harness.alignment import align_result_from_store  # noqa: F401 - compare's name since 0.1
+from xling.methods.stats import bootstrap_mean_diff, bootstrap_study
+from xling.recipes.compare.config import DEFAULT_OUT  # noqa: F401
 
-DEFAULT_OUT = Path("xling-out") / "compare"
 GROUPS = {"align": "align", "eval": "task", "transfer": "task"}
 CI_METHOD = "95% percentile bootstrap over languages"
 CI_ITEMS = ("95% paired bootstrap over items (per language the same items resampled for both series; the overall "
@@ -286,22 +285,6 @@ def _task_series(store, runs: list[dict], metric: str | None) -> tuple[list[Seri
     return series, metric
 
 
-def bootstrap_mean_diff(diffs: list[float], reps: int = 2000, seed: int = 0) -> tuple[float, float | None, float | None]:
-    """Mean of per-language differences and its 95% percentile bootstrap interval (languages resampled)."""
-    import numpy as np
-
-    d = np.asarray(diffs, dtype=float)
-    if len(d) == 0:
-        return float("nan"), None, None
-    point = float(d.mean())
-    if len(d) < 2 or reps <= 0:
-        return point, None, None
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(d), size=(reps, len(d)))
-    lo, hi = np.percentile(d[idx].mean(axis=1), [2.5, 97.5])
-    return point, float(lo), float(hi)
-
-
 def _correct(s: Series, lang: str) -> list[int]:
     return [int(c) for c in s.items[lang]["correct"]]
 
@@ -326,8 +309,6 @@ def _unpaired(ref: Series, s: Series, lang: str, metric: str) -> str | None:
 
 def paired_items(ref: Series, s: Series, langs: list[str], reps: int, seed: int) -> dict:
     """Paired bootstrap over items of ``s - ref`` on ``langs`` (every one paired): overall and per language."""
-    from xling.recipes.transfer.run import bootstrap_study
-
     st = bootstrap_study({"ref": [_correct(ref, lang) for lang in langs], "s": [_correct(s, lang) for lang in langs]},
                          "ref", None, reps, seed)["s"]
     per = {lang: {"delta": st["lang_delta"][j], "lo": st["lang_lo"][j], "hi": st["lang_hi"][j],
@@ -629,6 +610,5 @@ def write_compare(result: CompareResult, out: str | Path, *, overwrite: bool = F
     return paths
 
 
-__all__ = ["CompareResult", "Series", "compare_runs", "paired_items", "resolve_runs", "align_result_from_store",
-           "format_compare",
-           "render_compare_report", "write_compare", "bootstrap_mean_diff", "csv_rows"]
+__all__ = ["CompareResult", "Series", "compare_runs", "paired_items", "resolve_runs", "format_compare",
+           "render_compare_report", "write_compare", "csv_rows"]

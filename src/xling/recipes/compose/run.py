@@ -21,50 +21,12 @@ Methods: ``add``, ``genknowsub``, ``stack``, ``layer_swap``, ``ties``, ``dare``,
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from xling.errors import XlingError
-
-
-@dataclass
-class ComposeConfig:
-    """Everything a composition depends on; validated on construction."""
-
-    inputs: list[str] = field(default_factory=list)
-    method: str = "add"
-    weights: list[float] | None = None
-    options: dict[str, Any] = field(default_factory=dict)
-    output: str | None = None          # "lora" or "merged"; default lora for modules, merged for models
-    rank: int | None = None
-    base: str | None = None
-    out: str | Path | None = None
-    name: str | None = None            # store the output LoRA in the module store under this name
-    modules_dir: str | Path | None = None
-    num_layers: int | None = None
-    allow_missing_targets: bool = False
-    overwrite: bool = False
-    max_shard_size: str | int = "2GB"
-    svd: str = "exact"                 # or "lowrank" (randomised) for dense re-factorisation
-
-    def __post_init__(self):
-        from xling.modules.apply import methods
-
-        if not self.inputs:
-            raise XlingError("nothing to compose: give one or more modules or model folders")
-        if self.method not in methods():
-            raise XlingError(f"unknown composition method '{self.method}' (available: {', '.join(methods())})")
-        if self.output not in (None, "lora", "merged"):
-            raise XlingError(f"--as must be lora or merged, got {self.output!r}")
-        if self.rank is not None and self.rank < 1:
-            raise XlingError(f"--rank must be at least 1, got {self.rank}")
-        if self.out is None and self.name is None:
-            raise XlingError("say where to write the result: --out DIR (or --name NAME for the module store)")
-        if self.name is not None:
-            from xling.modules.store import check_name
-
-            check_name(self.name)
+from xling.recipes.compose.config import ComposeConfig  # noqa: F401 - the options live there
 
 
 @dataclass

@@ -33,67 +33,18 @@ import json
 import sys
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
 
-from xling.cache import ContentCache, JsonCodec, content_key
 from xling.errors import XlingError
 from xling.harness.scores import (PRED_CACHE_VERSION, EvalResult, PredictionCache, TaskModel,  # noqa: F401
                                   alignment_for, check_model, corpus_family, one_class_warning, prediction_problem,
                                   run_record, save_to_store, transfer_gap, write_outputs)
 from xling.harness.scores_report import (chance_level, format_summary, group_warnings,  # noqa: F401
                                          render_eval_report, wide_rows)
+from xling.recipes.eval.config import DEFAULT_OUT, EvalConfig  # noqa: F401 - the options live there
 
-_Model = TaskModel  # the name matrix and tests used before the harness held it
-from xling.harness.store import DEFAULT_STORE
-
-DEFAULT_OUT = Path("xling-out") / "eval"
-
-
-@dataclass
-class EvalConfig:
-    """Everything an evaluation depends on; see :func:`evaluate`."""
-
-    model: str = "xling-out/train/model"
-    task: str = "libreoffice-topic"
-    langs: list[str] | None = None
-    split: str = "test"
-    max_examples: int | None = None         # --test-size: the first N examples per language of the split
-    source_lang: str | None = None
-    batch_size: int = 32
-    max_length: int | None = None
-    zero_shot: bool = False
-    template: str | None = None
-    verbalizers: dict[str, str] | None = None
-    normalize: str = "mean"
-    task_options: dict = field(default_factory=dict)
-    device: str = "auto"
-    dtype: str = "fp32"
-    threads: int | None = None
-    out: str | Path | None = DEFAULT_OUT
-    store: str | Path | None = DEFAULT_STORE
-    cache: bool = True
-    progress: bool = True
-    executor: str = "local"  # where the languages run: local (this process) or ray (xling.harness.executor)
-    ray_address: str | None = None  # executor ray: a running cluster; None starts a local Ray
-    ray_workers: int = 2  # executor ray: actors at a time (torch threads each: threads, default 1)
-    overwrite: bool = False  # replace a non-empty --out folder that xling did not write
-
-    def __post_init__(self):
-        from xling.harness.executor import check_executor, check_workers
-
-        check_executor(self.executor)
-        check_workers(self.ray_workers)
-        if self.batch_size < 1:
-            raise XlingError(f"--batch-size must be at least 1, got {self.batch_size}")
-        if self.max_examples is not None and self.max_examples < 1:
-            raise XlingError(f"--test-size must be at least 1, got {self.max_examples}")
-        if self.max_length is not None and self.max_length < 4:
-            raise XlingError(f"--max-length must be at least 4, got {self.max_length}")
-        if self.normalize not in ("mean", "sum"):
-            raise XlingError(f"--normalize must be mean or sum, got {self.normalize}")
+_Model = TaskModel  # eval's name for the model handle (tests patch it here)
 
 
 def _say_estimate(cfg, handle, table, langs, total) -> None:

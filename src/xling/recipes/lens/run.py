@@ -40,7 +40,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 import time
 import unicodedata
 from datetime import datetime, timezone
@@ -49,6 +48,7 @@ from pathlib import Path
 import torch
 
 from xling.errors import XlingError
+from xling.methods.stats import Resampler, bootstrap_mean, quartiles
 from xling.recipes.lens.config import DEFAULT_LANGS, DEFAULT_OUT, TASKS, LensConfig  # noqa: F401 - the recipe's names
 
 
@@ -87,7 +87,7 @@ def read_pairs_tsv(path: str | Path, langs: list[str]) -> dict[str, dict[str, st
 def freedict_pairs(langs: list[str]) -> dict[str, dict[str, str]]:
     """``{english word: {lang: word}}`` from FreeDict eng-<lang> (the first translation of each headword,
     headwords in lower case)."""
-    from xling.methods.vocab.dictionary import load_dictionary
+    from xling.data.dictionaries import load_dictionary
 
     table: dict[str, dict[str, str]] = {}
     for lang in langs:
@@ -335,20 +335,6 @@ def mexa_per_layer(store, model: str, n_hidden: int) -> dict:
     return {"run_id": run["run_id"], "corpus": run.get("corpus"), "langs": len(table), "layers": layers, "peak": peak}
 
 
-def quantiles(values: list[float]) -> tuple[float, float, float]:
-    """(25th, 50th, 75th) percentiles, linear interpolation (numpy's default)."""
-    v = sorted(values)
-    if not v:
-        return (math.nan,) * 3
-
-    def q(p):
-        pos = (len(v) - 1) * p
-        lo, hi = math.floor(pos), math.ceil(pos)
-        return v[lo] + (v[hi] - v[lo]) * (pos - lo)
-
-    return q(0.25), q(0.5), q(0.75)
-
-
 def curves(rows: list[dict]) -> dict[str, dict[str, list[tuple[int, float, float, float]]]]:
     """``{lang: {"target"|"english": [(layer, q25, median, q75), ...]}}``."""
     by: dict[tuple[str, int], dict[str, list[float]]] = {}
@@ -359,7 +345,7 @@ def curves(rows: list[dict]) -> dict[str, dict[str, list[tuple[int, float, float
     out: dict[str, dict[str, list]] = {}
     for (lang, layer), d in sorted(by.items()):
         for k in ("target", "english"):
-            out.setdefault(lang, {}).setdefault(k, []).append((layer, *quantiles(d[k])))
+            out.setdefault(lang, {}).setdefault(k, []).append((layer, *quartiles(d[k])))
     return out
 
 
@@ -377,7 +363,7 @@ def english_detour(curve: dict[str, list] | None = None, rows: list[dict] | None
         if r["lang"] == lang:
             by.setdefault(r["layer"], {})[r["prompt_id"]] = r["p_english"] - r["p_target"]
     last = max(by)
-    g = torch.Generator().manual_seed(seed)
+    rs = Resampler(seed, "torch")
     out = []
     for layer in sorted(by):
         if layer == last:
@@ -385,8 +371,7 @@ def english_detour(curve: dict[str, list] | None = None, rows: list[dict] | None
         d = torch.tensor(list(by[layer].values()), dtype=torch.float64)
         if d.numel() < 2 or float(d.mean()) <= 0:
             continue
-        idx = torch.randint(0, d.numel(), (reps, d.numel()), generator=g)
-        lo = torch.quantile(d[idx].mean(dim=1), 0.025).item()
+        lo, _ = bootstrap_mean(d, reps, rs)
         if lo > 0:
             out.append(layer)
     return out

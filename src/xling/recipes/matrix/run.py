@@ -11,13 +11,13 @@ language in turn and scores every target language's test set:
   accuracy on **that source's own dev set** is kept (``--layer N`` fixes one
   hidden state for every source instead); it predicts every target's test set.
 * ``--method lora|full`` (hours for e5-small on a CPU): one fine-tuned model per
-  source with :func:`xling.methods.train.train_task` (``lang=source``, early
+  source with :func:`xling.harness.training.train_task` (``lang=source``, early
   stopping on the source's dev set), saved under ``OUT/models`` and reused when
   it is there, evaluated with the ``xling eval`` prediction code.
 
 Each cell gets a percentile bootstrap CI over its test items and the paired
 bootstrap CI of its difference to the reference source's cell (``--reference``,
-default English) of the same target (:func:`xling.methods.matrix.cell_bootstrap`).
+default English) of the same target (:func:`xling.methods.stats.cell_bootstrap`).
 Pair features for the ranker, from the same data: MEXA and top-1 retrieval in both
 directions between the two languages' embeddings of the parallel test sentences,
 best over hidden states (:func:`~xling.methods.matrix.pair_alignment`), LangRank's
@@ -47,53 +47,9 @@ import numpy as np
 import torch
 
 from xling.errors import XlingError
-from xling.harness.html import matrix_svg  # noqa: F401 - matrix's name since 0.1
-from xling.models.loading import DEFAULT_MODEL
-from xling.harness.store import DEFAULT_STORE
-
-DEFAULT_OUT = Path("xling-out") / "matrix"
-DEFAULT_L2 = (1e-1, 1.0)  # l2 = 1e-2 took ~50x longer to converge on bible-genre features (add it with --l2)
-METHODS = ("probe", "lora", "full")
-
-
-@dataclass
-class MatrixConfig:
-    model: str = DEFAULT_MODEL
-    task: object = "bible-genre"
-    task_options: dict = field(default_factory=dict)
-    sources: list[str] | None = None
-    targets: list[str] | None = None
-    method: str = "probe"
-    reference: str | None = None
-    layer: str | int = "auto"
-    l2: tuple[float, ...] = DEFAULT_L2
-    pooling: str = "auto"
-    max_train: int | None = None
-    max_test: int | None = None
-    epochs: int = 3
-    lr: float | None = None
-    seed: int = 0
-    n_boot: int = 1000
-    batch_size: int = 32
-    max_length: int = 128
-    device: str = "auto"
-    dtype: str = "fp32"
-    threads: int | None = None
-    out: str | Path | None = DEFAULT_OUT
-    store: str | Path | None = DEFAULT_STORE
-    cache: bool = True
-    progress: bool = True
-    overwrite: bool = False  # replace a non-empty --out folder that xling did not write
-
-    def __post_init__(self):
-        if self.method not in METHODS:
-            raise XlingError(f"--method must be one of {', '.join(METHODS)}, got {self.method!r}")
-        from xling.methods.probe import check_probe_options
-
-        check_probe_options(self)
-        for name in ("epochs", "n_boot", "batch_size"):
-            if getattr(self, name) < 1:
-                raise XlingError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+from xling.harness.html import matrix_svg
+from xling.recipes.matrix.config import (DEFAULT_L2, DEFAULT_OUT, METHODS, NOT_RECORDED,  # noqa: F401
+                                         MatrixConfig)
 
 
 @dataclass
@@ -139,7 +95,8 @@ def _type_sets(tokenizer, texts: list[str]) -> tuple[set, int]:
 
 def _trained_predictions(cfg: MatrixConfig, task, src: str, targets: list[str], lm_fingerprint: str) -> tuple[dict, dict]:
     """Fine-tune on ``src`` (or reuse the folder of an identical earlier run) and predict every target."""
-    from xling.methods.train import read_train_info, train_task
+    from xling.harness.training import train_task
+    from xling.modules.trained import read_train_info
     from xling.harness.scores import ModelSettings, TaskModel
 
     spec = {"model": cfg.model, "base": lm_fingerprint, "train": task.fingerprint("train", src),
@@ -175,7 +132,8 @@ def _trained_predictions(cfg: MatrixConfig, task, src: str, targets: list[str], 
 def transfer_matrix(config: MatrixConfig | None = None, **kwargs) -> MatrixResult:
     """Run the matrix recipe (see the module docstring); returns a :class:`MatrixResult`."""
     from xling.engine.embed import EmbedConfig, EmbeddingCache, embed_cached
-    from xling.methods.matrix import cell_bootstrap, pair_alignment, probe_matrix, token_overlap
+    from xling.methods.matrix import pair_alignment, probe_matrix, token_overlap
+    from xling.methods.stats import cell_bootstrap
     from xling.models.loading import load_model
     from xling.tasks import load_task
     from xling.tasks.metrics import accuracy, macro_f1
@@ -326,7 +284,8 @@ def transfer_matrix(config: MatrixConfig | None = None, **kwargs) -> MatrixResul
         meta={"started": started, "model_fingerprint": lm.fingerprint, "task_fingerprint": task.fingerprint(),
               "pooling": ecfg.resolved(lm).pooling, "parallel_test_sets": parallel_all,
               "layer_choice": "each source's own dev set" if cfg.layer == "auto" else f"fixed hidden state {cfg.layer}",
-              "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items() if k != "task"}
+              "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()
+                         if k != "task" and k not in NOT_RECORDED}
               | {"task": task.name}},
     )
     if cfg.out is not None:

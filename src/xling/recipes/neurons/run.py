@@ -44,45 +44,8 @@ from pathlib import Path
 import torch
 
 from xling.errors import XlingError
-from xling.harness.store import DEFAULT_STORE
-
-DEFAULT_OUT = Path("xling-out") / "neurons"
-DEFAULT_LANGS = ["en", "de", "fr", "ru", "zh", "hi"]
-
-
-@dataclasses.dataclass
-class NeuronsConfig:
-    model: str = "gemma-3-270m"
-    langs: list[str] | None = None
-    data: str = "bible"
-    max_tokens: int = 20000
-    held_out: int = 50
-    ablate: bool = False
-    top_rate: float = 0.01
-    filter_rate: float = 0.95
-    activation_bar_ratio: float = 0.95
-    batch_size: int = 8
-    max_length: int = 256
-    seed: int = 0
-    bootstrap: int = 1000
-    dtype: str = "fp32"
-    device: str = "auto"
-    out: str | Path | None = DEFAULT_OUT
-    overwrite: bool = False
-    progress: bool = True
-    store: str | Path | None = DEFAULT_STORE
-
-    def __post_init__(self):
-        if self.max_tokens < 100:
-            raise XlingError(f"--max-tokens must be at least 100, got {self.max_tokens}")
-        if self.held_out < 2:
-            raise XlingError(f"--held-out must be at least 2 sentences, got {self.held_out}")
-        for name in ("top_rate", "filter_rate", "activation_bar_ratio"):
-            v = getattr(self, name)
-            if not 0 < v <= 1:
-                raise XlingError(f"--{name.replace('_', '-')} must be in (0, 1], got {v}")
-        if self.batch_size < 1 or self.max_length < 8:
-            raise XlingError("--batch-size must be at least 1 and --max-length at least 8")
+from xling.methods.stats import delta_log_ppl
+from xling.recipes.neurons.config import DEFAULT_LANGS, DEFAULT_OUT, NeuronsConfig  # noqa: F401
 
 
 @dataclasses.dataclass
@@ -126,23 +89,10 @@ def _nll(model, tok, texts, batch_size, max_length, device) -> tuple[torch.Tenso
     return nll, cnt
 
 
-def delta_log_ppl(base: tuple, abl: tuple, reps: int, seed: int) -> tuple[float, float, float]:
-    """``log PPL_abl - log PPL_base`` on the same sentences, with a 95% paired bootstrap interval over sentences."""
-    (nb, cb), (na, ca) = base, abl
-    point = (na.sum() / ca.sum() - nb.sum() / cb.sum()).item()
-    g = torch.Generator().manual_seed(seed)
-    n = nb.shape[0]
-    idx = torch.randint(0, n, (reps, n), generator=g)
-    boot = na[idx].sum(1) / ca[idx].sum(1) - nb[idx].sum(1) / cb[idx].sum(1)
-    lo, hi = torch.quantile(boot, torch.tensor([0.025, 0.975], dtype=boot.dtype)).tolist()
-    return point, lo, hi
-
-
 def neurons(config: NeuronsConfig | None = None, **kwargs) -> NeuronsResult:
     """Run the neurons recipe (see the module doc)."""
-    import xling.tasks  # noqa: F401 - registers the task: corpora
-    from xling.data.readers import load_corpus
     from xling.engine.neurons import ActivationCounter, NeuronAblation, find_activations
+    from xling.harness.sources import load_text_source
     from xling.methods.neurons import jaccard_matrix, select_lape
     from xling.models.heads import load_with_head
     from xling.models.loading import load_model
@@ -163,7 +113,7 @@ def neurons(config: NeuronsConfig | None = None, **kwargs) -> NeuronsResult:
         raise XlingError(f"neurons: {cfg.model} is an encoder; LAPE and perplexity need a decoder with its LM head")
     from xling.data.langcodes import normalize_lang
 
-    corpus = load_corpus(cfg.data, langs=cfg.langs or DEFAULT_LANGS)
+    corpus = load_text_source(cfg.data, langs=cfg.langs or DEFAULT_LANGS)
     langs = []
     for x in cfg.langs or DEFAULT_LANGS:
         code = corpus.resolve(normalize_lang(x))

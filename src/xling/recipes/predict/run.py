@@ -26,47 +26,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from xling.errors import XlingError
-from xling.harness.store import DEFAULT_STORE, run_folder_name
-
-DEFAULT_OUT = Path("xling-out") / "predict"
+from xling.harness.store import run_folder_name
+from xling.recipes.predict.config import DEFAULT_OUT, NOT_RECORDED, PredictConfig  # noqa: F401
 
 #: Below this many languages with both task scores and alignment, correlations across languages mean little.
 MIN_LANGUAGES = 8
-
-
-@dataclass
-class PredictConfig:
-    store: str | Path | None = DEFAULT_STORE
-    align_run: str | None = None
-    align_csv: str | None = None
-    align_model: str | None = None
-    align_corpus: str | None = None
-    align_metric: str = "mexa"
-    scores_run: str | None = None
-    scores_csv: str | None = None
-    task: str | None = None
-    model: str | None = None
-    metric: str | None = None
-    split: str = "test"
-    exclude: list[str] | None = None
-    predictor: str = "linear"
-    aggregations: list[str] | None = None
-    n_boot: int = 1000
-    seed: int = 0
-    level: float = 0.95
-    out: str | Path | None = DEFAULT_OUT
-    write_store: bool = True
-    overwrite: bool = False  # replace a non-empty --out folder that xling did not write
-
-    def __post_init__(self):
-        from xling.methods.predict import MODELS
-
-        if self.predictor not in MODELS:
-            raise XlingError(f"unknown predictor {self.predictor!r} (use {', '.join(MODELS)})")
-        if self.n_boot < 0:
-            raise XlingError(f"--n-boot must be >= 0, got {self.n_boot}")
-        if not 0 < self.level < 1:
-            raise XlingError(f"--level must be in (0, 1), got {self.level}")
 
 
 @dataclass
@@ -303,7 +267,8 @@ def run_record(result: PredictResult, cfg: PredictConfig | None = None) -> dict:
         "candidate_lolo_mae": p.chosen_lolo_mae, "known": p.known, "unknown": p.unknown,
         "in_sample_is": in_sample_label(result), "warning": small_n_warning(result),
         "sources": result.sources, **result.meta,
-        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()} if cfg else None,
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()
+                   if k not in NOT_RECORDED} if cfg else None,
     }
 
 
@@ -416,7 +381,8 @@ def _ci_words(stats: dict, key: str) -> str:
 
 
 def render_predict_report(result: PredictResult) -> str:
-    from xling.harness.html import esc, fit_line_ci, fmt, fmt_signed, headline_html, page, scatter_svg, table_html
+    from xling.harness.html import esc, fmt, fmt_signed, headline_html, page, scatter_svg, table_html
+    from xling.methods.stats import fit_line_ci
 
     p = result.prediction
     st = p.stats
@@ -525,13 +491,14 @@ def predict_models(models: list[str], config: PredictConfig | None = None, **kwa
     across languages, reported as correlations averaged over models. Per model
     this runs :func:`predict` with the eval run of that model (``--task``) and
     its align run (``--align-corpus``); the average uses
-    :func:`xling.methods.predict.mean_over_models` for two predictors: MEXA's
+    :func:`xling.methods.stats.mean_over_models` for two predictors: MEXA's
     (alignment averaged over layers, no fitting: ``mean_layers``) and the honest
     held-out one (``lolo``: nested leave-one-language-out predictions).
     """
     import dataclasses
 
-    from xling.methods.predict import STATS, mean_over_models
+    from xling.methods.predict import STATS
+    from xling.methods.stats import mean_over_models
 
     cfg = config if config is not None else PredictConfig(**kwargs)
     if len(models) < 2:

@@ -22,46 +22,14 @@ import hashlib
 import sys
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 
 from xling.errors import XlingError
-from xling.methods.probe import check_probe_options  # noqa: F401 - shared with xling matrix
-from xling.models.loading import DEFAULT_MODEL
-from xling.harness.store import DEFAULT_STORE
-
-DEFAULT_OUT = Path("xling-out") / "probe"
-DEFAULT_L2 = (1e-3, 1e-2, 1e-1, 1.0)
-
-
-@dataclass
-class ProbeConfig:
-    model: str = DEFAULT_MODEL
-    task: str = "bible-genre"
-    task_options: dict = field(default_factory=dict)
-    langs: list[str] | None = None
-    layer: str | int = "auto"
-    l2: tuple[float, ...] = DEFAULT_L2
-    pooling: str = "auto"
-    max_train: int | None = None
-    max_test: int | None = None
-    batch_size: int = 32
-    max_length: int | None = None  # None: the model's own context (as xling align)
-    device: str = "auto"
-    dtype: str = "fp32"
-    threads: int | None = None
-    out: str | Path | None = DEFAULT_OUT
-    store: str | Path | None = DEFAULT_STORE
-    cache: bool = True
-    progress: bool = True
-    seed: int | None = None  # None: the first max_train examples; a seed: a seeded training sample (see probe)
-    overwrite: bool = False  # replace a non-empty --out folder that xling did not write
-
-    def __post_init__(self):
-        check_probe_options(self)
+from xling.recipes.probe.config import DEFAULT_L2, DEFAULT_OUT, NOT_RECORDED, ProbeConfig  # noqa: F401
 
 
 def probe(config: ProbeConfig | None = None, **kwargs):
@@ -172,7 +140,7 @@ def probe(config: ProbeConfig | None = None, **kwargs):
                       "seed": cfg.seed, "distinct_train": len(set(sample.tolist())),
                       "sample": "bootstrap" if cfg.max_train is None or cfg.max_train >= len(train_all) else "subset",
                       "sample_hash": hashlib.sha256(str(sample.tolist()).encode()).hexdigest()[:16]})},
-        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items() if k not in NOT_RECORDED},
     }
     result = EvalResult(rows=rows, run_id=uuid.uuid4().hex[:12], model=cfg.model, base_model=cfg.model,
                         task=task.name, task_type=task.type, split="test", source=src, langs=langs,
@@ -224,4 +192,4 @@ def format_summary(result) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["ProbeConfig", "probe", "format_summary", "check_probe_options", "training_sample"]
+__all__ = ["ProbeConfig", "probe", "format_summary", "training_sample"]

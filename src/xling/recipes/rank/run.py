@@ -32,35 +32,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from xling.errors import XlingError
-from xling.harness.store import DEFAULT_STORE
-
-DEFAULT_OUT = Path("xling-out") / "rank"
-
-
-@dataclass
-class RankConfig:
-    store: str | Path = DEFAULT_STORE
-    matrix: str | None = None
-    metric: str = "accuracy"
-    targets: list[str] | None = None
-    features: list[str] | None = None
-    typology: bool = True
-    k: int = 3
-    top: int = 10
-    n_boot: int = 1000
-    seed: int = 0
-    out: str | Path | None = DEFAULT_OUT
-    overwrite: bool = False  # replace a non-empty --out folder that xling did not write
-
-    def __post_init__(self):
-        from xling.methods.rank import FEATURE_DIRECTION
-
-        for name in ("k", "top", "n_boot"):
-            if getattr(self, name) < 1:
-                raise XlingError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        for f in self.features or []:
-            if f not in FEATURE_DIRECTION:
-                raise XlingError(f"unknown feature {f!r}; features: {', '.join(FEATURE_DIRECTION)}")
+from xling.recipes.rank.config import DEFAULT_OUT, RankConfig  # noqa: F401 - the options live there
 
 
 @dataclass

