@@ -20,9 +20,6 @@ def csv_list(value: str | None) -> list[str] | None:
     return items or None
 
 
-def store_or_none(value: str | None) -> str | None:
-    """A ``--store`` value: ``none`` (any case) means no results store."""
-    return None if value is None or value.lower() == "none" else value
 
 
 def metric_options(pairs: list[str] | None) -> dict[str, dict]:
@@ -97,26 +94,7 @@ def apply_placement_flags(args) -> None:
     set_placement(device_map, quantize)
 
 
-def add_executor_flags(p) -> None:
-    """``--executor``, ``--ray-address``, ``--ray-workers`` on a subcommand's parser."""
-    from xling.harness.executor import DEFAULT_RAY_WORKERS
-
-    p.add_argument("--executor", default="local", metavar="local|ray",
-                   help="where the (model, language) units run: local (default, this process) or ray "
-                        "(Ray actors, one model loaded per worker; pip install 'ray>=2.9')")
-    p.add_argument("--ray-address", default=None, metavar="ADDR",
-                   help="--executor ray: connect to this Ray cluster (default: start a local Ray)")
-    p.add_argument("--ray-workers", type=int, default=DEFAULT_RAY_WORKERS, metavar="N",
-                   help=f"--executor ray: workers (actors) at a time, 1 torch thread each (default {DEFAULT_RAY_WORKERS})")
 
 
-__all__ = ["add_executor_flags", "add_overwrite_flag", "add_model_flags", "csv_list", "load_task_cli", "metric_options", "store_or_none",
-           "task_options"]
+__all__ = ["add_model_flags", "csv_list", "load_task_cli", "metric_options", "task_options"]
 
-
-def add_overwrite_flag(p, what: str = "--out") -> None:
-    """``--overwrite``: replace a non-empty ``what`` folder that xling did not write (refused without it)."""
-    p.add_argument("--overwrite", action="store_true",
-                   help=f"replace {what} even when it is a non-empty folder that xling did not write "
-                        f"(without it such a folder is refused; a file, the cache folder and the working folder "
-                        f"are refused always)")
