@@ -11,7 +11,7 @@ three phases are timed:
 * slice: gathering the kept rows of every vocabulary tensor in place
   (:func:`xling.methods.vocab.model.trim_model_`);
 * save: writing the safetensors folder and tokenizer.json
-  (:func:`xling.methods.vocab.model.save_folder`).
+  (:func:`xling.modules.vocab_folder.save_folder`).
 
 Peak resident memory is sampled every 2 ms during the phases and reported as
 the increase over the process after the model was built, next to the size of
@@ -72,7 +72,8 @@ def one(vocab: int, hidden: int, keep: float, untied: bool, seed: int = 0) -> di
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import BertConfig, BertForMaskedLM, BertModel
 
-    from xling.methods.vocab.model import count_parameters, save_folder, trim_model_
+    from xling.methods.vocab.model import count_parameters, trim_model_
+    from xling.modules.vocab_folder import save_folder
     from xling.methods.vocab.tokenizer import load_json
     from xling.methods.vocab.trim import select_ids
 

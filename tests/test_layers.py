@@ -227,3 +227,36 @@ def test_a_circle_is_caught(tmp_path):
                     encoding="utf-8")
     found = [c for c in cycles(tmp_path) if "xling.data.overlap" in c]
     assert found and set(found[0]) >= {"xling.data.overlap", "xling.data.selection"}, found
+
+
+IO_CALLS = {"open", "write_text", "read_text", "write_bytes", "read_bytes", "save_pretrained", "save_file", "mkdir",
+            "unlink", "rmtree", "copyfile"}
+
+
+def file_io_in_methods(src: Path = SRC) -> list[str]:
+    """Calls that read or write files inside ``xling.methods`` (pure functions: the harness and formats do I/O)."""
+    bad = []
+    for module, path in module_names(src).items():
+        if not module.startswith("xling.methods"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call):
+                f = node.func
+                name = f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else None
+                if name in IO_CALLS:
+                    bad.append(f"{path.relative_to(src)}:{node.lineno}: calls {name}")
+    return bad
+
+
+def test_methods_do_no_file_io():
+    assert file_io_in_methods() == []
+
+
+def test_file_io_in_methods_is_caught(tmp_path):
+    import shutil
+
+    shutil.copytree(SRC / "xling", tmp_path / "xling")
+    path = tmp_path / "xling/methods/chance.py"
+    path.write_text(path.read_text(encoding="utf-8") + "\n\ndef _w(p):\n    p.write_text('x')\n", encoding="utf-8")
+    found = file_io_in_methods(tmp_path)
+    assert len(found) == 1 and "write_text" in found[0], found

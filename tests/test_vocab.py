@@ -461,7 +461,7 @@ def test_refuses_to_overwrite_foreign_folder(family_dirs, corpus_files, tmp_path
 
 
 def test_failure_while_writing_leaves_nothing(family_dirs, corpus_files, tmp_path, monkeypatch):
-    import xling.methods.vocab.model as M
+    import xling.modules.vocab_folder as M
 
     def boom(*a, **k):
         raise RuntimeError("disk full")

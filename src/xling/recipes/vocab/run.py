@@ -119,15 +119,8 @@ def trim(cfg: TrimConfig) -> dict:
 
     from xling.io import output_folder
     from xling.methods.vocab import corpus as C
-    from xling.methods.vocab.model import (
-        config_token_ids,
-        count_parameters,
-        folder_bytes,
-        load_model_and_tokenizer,
-        save_folder,
-        trim_model_,
-        vocab_rows,
-    )
+    from xling.methods.vocab.model import config_token_ids, count_parameters, trim_model_, vocab_rows
+    from xling.modules.vocab_folder import folder_bytes, load_model_and_tokenizer, save_folder
     from xling.methods.vocab.tokenizer import build_tokenizer, inspect_tokenizer, load_json
     from xling.methods.vocab.trim import compare_states, forward_states, select_ids, tokenization_parity
 
@@ -326,14 +319,8 @@ def extend(cfg: ExtendConfig) -> dict:
     from xling.methods.vocab import corpus as C
     from xling.methods.vocab import init as I
     from xling.methods.vocab.extend import mine_words, plan_extension, read_tokens
-    from xling.methods.vocab.model import (
-        count_parameters,
-        extend_model_,
-        folder_bytes,
-        load_model_and_tokenizer,
-        save_folder,
-        vocab_rows,
-    )
+    from xling.methods.vocab.model import count_parameters, extend_model_, vocab_rows
+    from xling.modules.vocab_folder import folder_bytes, load_model_and_tokenizer, save_folder
     from xling.methods.vocab.tokenizer import build_tokenizer, load_json, word_piece
     from xling.methods.vocab.trim import compare_states, forward_states
 
@@ -551,7 +538,7 @@ def compare(model: str, reference: str, base: str | None = None, out: str | Path
     """Compare two trimmed copies (see :mod:`xling.methods.vocab.compare`); optionally write JSON."""
     from xling.io import atomic_write_text
     from xling.methods.vocab.compare import compare_models
-    from xling.methods.vocab.model import load_model_and_tokenizer
+    from xling.modules.vocab_folder import load_model_and_tokenizer
 
     _, a, ta = load_model_and_tokenizer(model)
     _, b, tb = load_model_and_tokenizer(reference)
