@@ -136,6 +136,10 @@ def device_option() -> Any:
     return option("auto", help="cpu, cuda, cuda:N or auto")
 
 
+def threads_option() -> Any:
+    return option(None, help="CPU threads for torch (default: torch's choice)")
+
+
 def at_least(n: int | float) -> Callable[[Any], str | None]:
     """A check: the value (when not ``None``) is at least ``n``."""
     return lambda v: None if v is None or v >= n else f"must be at least {n}, got {v}"
@@ -366,4 +370,5 @@ def add_command(sub, name: str, cls: type, run: Callable[[Any], int], *, help: s
 
 __all__ = ["add_command", "add_flags", "at_least", "between", "check_config", "csv_list", "device_option",
            "dtype_option", "executor_option", "flag", "from_args", "key_values", "option", "overwrite_option",
-           "quiet_option", "ray_address_option", "ray_workers_option", "store_option", "task_options_option"]
+           "quiet_option", "ray_address_option", "ray_workers_option", "store_option", "task_options_option",
+           "threads_option"]

@@ -22,4 +22,19 @@ def worker_model_name(name: str) -> str:
     return str(p.resolve()) if p.exists() else name
 
 
-__all__ = ["rows_to_csv", "worker_model_name"]
+def preflight(cfg, command: str) -> None:
+    """Before any work: refuse an ``out`` folder that is not xling's to write (:func:`xling.io.check_output_target`),
+    then an unusable results ``store``; a config without one of the two (or with ``None``) skips that check."""
+    out = getattr(cfg, "out", None)
+    if out is not None:
+        from xling.io import check_output_target
+
+        check_output_target(out, overwrite=getattr(cfg, "overwrite", False), command=command)
+    store = getattr(cfg, "store", None)
+    if store is not None:
+        from xling.harness.store import ResultsStore
+
+        ResultsStore(store).check()
+
+
+__all__ = ["preflight", "rows_to_csv", "worker_model_name"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from xling.harness.config import (at_least, check_config, device_option, dtype_option, executor_option, option,
+from xling.harness.config import (threads_option, at_least, check_config, device_option, dtype_option, executor_option, option,
                                   overwrite_option, quiet_option, ray_address_option, ray_workers_option,
                                   store_option, task_options_option)
 
@@ -38,7 +38,7 @@ class EvalConfig:
     task_options: dict = task_options_option()
     device: str = device_option()
     dtype: str = dtype_option()
-    threads: int | None = option(None, help="CPU threads for torch (default: torch's choice)")
+    threads: int | None = threads_option()
     out: str | Path | None = option(DEFAULT_OUT, help="output folder")
     store: str | Path | None = store_option("results store (SQLite); 'none' to skip")
     cache: bool = option(True, flag="--no-cache", negate=True,

@@ -159,14 +159,9 @@ def evaluate(config: EvalConfig | None = None, *, task=None, executor=None, **kw
         torch.set_num_threads(cfg.threads)
     t0 = time.perf_counter()
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    if cfg.out is not None:  # a file, the cache or a user's own folder: refused before any work
-        from xling.io import check_output_target
+    from xling.harness.outputs import preflight
 
-        check_output_target(cfg.out, overwrite=cfg.overwrite, command="eval")
-    if cfg.store is not None:  # an unusable store fails now, not after the run
-        from xling.harness.store import ResultsStore
-
-        ResultsStore(cfg.store).check()
+    preflight(cfg, "eval")  # a folder that is not xling's, an unusable store: refused before any work
     lm = check_model(cfg)  # before the task: a wrong --model must not wait for a task build
     task = task if task is not None else load_task(cfg.task, **cfg.task_options)
     if cfg.max_examples is not None:

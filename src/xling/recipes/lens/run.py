@@ -247,14 +247,9 @@ def lens(config: LensConfig | None = None, **kwargs) -> LensRunResult:
     cfg = config if config is not None else LensConfig(**kwargs)
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     t0 = time.perf_counter()
-    if cfg.out is not None:  # a folder that is not xling's to write is refused before any work
-        from xling.io import check_output_target
+    from xling.harness.outputs import preflight
 
-        check_output_target(cfg.out, overwrite=cfg.overwrite, command="lens")
-    if cfg.store is not None:  # an unusable store fails now, not after the run
-        from xling.harness.store import ResultsStore
-
-        ResultsStore(cfg.store).check()
+    preflight(cfg, "lens")  # a folder that is not xling's, an unusable store: refused before any work
     langs = [normalize_lang(x) for x in (cfg.langs or DEFAULT_LANGS)]
     if "eng_Latn" in langs:
         raise XlingError("lens: English is the reference answer; choose target languages other than English")

@@ -6,7 +6,7 @@ import dataclasses
 from pathlib import Path
 
 from xling.errors import XlingError
-from xling.harness.config import (at_least, check_config, device_option, dtype_option, flag, option,
+from xling.harness.config import (threads_option, at_least, check_config, device_option, dtype_option, flag, option,
                                   overwrite_option, quiet_option, store_option, task_options_option)
 from xling.harness.seeds import parse_seeds
 from xling.models.loading import DEFAULT_MODEL
@@ -58,7 +58,7 @@ class MatrixConfig:
     max_length: int = option(128, help="tokens per text at most")
     device: str = device_option()
     dtype: str = dtype_option()
-    threads: int | None = option(None, help="CPU threads for torch (default: torch's choice)")
+    threads: int | None = threads_option()
     out: str | Path | None = option(DEFAULT_OUT, help="output folder")
     store: str | Path | None = store_option("results store (SQLite); 'none' to skip")
     cache: bool = option(True, flag="--no-cache", negate=True, help="recompute the embeddings")

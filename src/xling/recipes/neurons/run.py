@@ -100,14 +100,9 @@ def neurons(config: NeuronsConfig | None = None, **kwargs) -> NeuronsResult:
     cfg = config if config is not None else NeuronsConfig(**kwargs)
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     t0 = time.perf_counter()
-    if cfg.out is not None:  # a folder that is not xling's to write is refused before any work
-        from xling.io import check_output_target
+    from xling.harness.outputs import preflight
 
-        check_output_target(cfg.out, overwrite=cfg.overwrite, command="neurons")
-    if cfg.store is not None:  # an unusable store fails now, not after the run
-        from xling.harness.store import ResultsStore
-
-        ResultsStore(cfg.store).check()
+    preflight(cfg, "neurons")  # a folder that is not xling's, an unusable store: refused before any work
     lm = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device, lazy=True, quiet=not cfg.progress)
     if not lm.is_decoder:
         raise XlingError(f"neurons: {cfg.model} is an encoder; LAPE and perplexity need a decoder with its LM head")

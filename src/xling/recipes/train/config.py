@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from xling.harness.config import (device_option, dtype_option, option, overwrite_option, quiet_option,
+from xling.harness.config import (threads_option, device_option, dtype_option, option, overwrite_option, quiet_option,
                                   task_options_option)
 from xling.harness.seeds import parse_seeds
 from xling.methods.train import METHODS, TrainConfig
@@ -29,7 +29,7 @@ class TrainRunConfig:
     model: str = option(DEFAULT_MODEL, help="the model to fine-tune: built-in, a folder, or a hub id")
     dtype: str = dtype_option()
     device: str = device_option()
-    threads: int | None = option(None, help="CPU threads for torch (default: torch's choice)")
+    threads: int | None = threads_option()
     task: str = option("libreoffice-topic", help="built-in task name (libreoffice-topic, default), a JSON task spec, "
                                                  "or a .jsonl/.csv/.tsv file")  # or a Task
     task_options: dict = task_options_option()

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from xling.errors import XlingError
-from xling.harness.config import (check_config, device_option, dtype_option, executor_option, flag, option,
+from xling.harness.config import (threads_option, check_config, device_option, dtype_option, executor_option, flag, option,
                                   overwrite_option, quiet_option, ray_address_option, ray_workers_option,
                                   store_option, task_options_option)
 from xling.harness.seeds import parse_seeds
@@ -159,7 +159,7 @@ class TransferConfig:
     seed: int = option(0, help="seed of every module's training and of the bootstrap")
     device: str = device_option()
     dtype: str = dtype_option()
-    threads: int | None = option(None, help="CPU threads for torch (default: torch's choice)")
+    threads: int | None = threads_option()
     out: str | Path = option(DEFAULT_OUT, help="output folder")
     modules_dir: str | Path | None = option(None, help="where modules are kept (default OUT/modules)")
     store: str | Path | None = store_option("results store (SQLite); 'none' to skip")
