@@ -105,6 +105,7 @@ def test_lens_equals_direct_computation_at_every_layer(kind, tied):
         ent = -(probs * probs.log()).sum(-1)
         torch.testing.assert_close(res.entropy[i].double(), ent, atol=1e-4, rtol=1e-4)
         assert torch.equal(res.top_id[i], probs.argmax(-1))
+        torch.testing.assert_close(res.top_prob[i].double(), probs.max(-1).values, atol=1e-5, rtol=1e-4)
 
 
 def test_lens_batch_size_invariance():
@@ -492,3 +493,42 @@ def test_english_detour_needs_a_difference_beyond_noise():
     assert english_detour(rows=rows, lang="deu_Latn") == [2]
     perf = task_performance(rows)
     assert perf["deu_Latn"]["p_target"] == pytest.approx(0.5) and perf["deu_Latn"]["top_is_target"] == 1.0
+
+
+def test_cloze_sentences_pick_the_shortest_verse_with_exactly_one_occurrence():
+    from xling.recipes.lens.run import ClozeSentences
+
+    verses = ["Der Hund sieht die Katze und der Hund bellt laut",      # Hund twice: never chosen for Hund
+              "Ein Hund läuft schnell über die Straße heute",            # Hund once
+              "Der Hund schläft im Haus am Abend",                       # Hund once, shorter: chosen
+              "Hund bellt",                                              # too short (< 5 words)
+              "Die HUNDE sind klein und der hundert Weg"]                # no whole-word Hund
+    cloze = ClozeSentences(verses, "deu_Latn")
+    assert cloze("Hund") == "Der ___ schläft im Haus am Abend"
+    assert cloze("hund") == "Der ___ schläft im Haus am Abend"       # case-folded match
+    assert cloze("Katze") == "Der Hund sieht die ___ und der Hund bellt laut"
+    assert cloze("Vogel") is None
+    ja = ClozeSentences(["神は光あれと言われた。すると光があった。", "神は言われた。光あれ、ここに。", "光"], "jpn_Jpan")
+    assert ja("光") == "神は言われた。___あれ、ここに。"                  # exactly once, shortest, substring
+    assert ja("神") == "神は言われた。光あれ、ここに。".replace("神", "___", 1)
+    assert ja("犬") is None
+
+
+def test_cloze_prompts_blank_the_word_and_count_the_words_without_a_sentence():
+    import tiny_models
+    from xling.recipes.lens.run import ClozeSentences, _prefix_index, build_prompts
+
+    _, tok = tiny_models.build("llama")
+    table = {en: {"eng_Latn": en, "deu_Latn": de} for en, de in [
+        ("cat", "katze"), ("dog", "hund"), ("house", "haus"), ("red", "rot"), ("blue", "blau"), ("bird", "vogel")]}
+    verses = [f"heute sieht man hier {w} und mehr" for w in ("katze", "hund", "haus", "rot", "blau")]
+    prompts, counts = build_prompts(tok, table, "deu_Latn", "fra_Latn", "cloze", max_prompts=10, shots=2, seed=0,
+                                    prefix_index=_prefix_index(tok), cloze=ClozeSentences(verses, "deu_Latn"))
+    assert counts["no_cloze_sentence"] == 1  # vogel is in no verse
+    assert prompts, counts
+    for p in prompts:
+        assert p["text"].endswith('\n___ = "')
+        query = p["text"].split("\n\n")[-1]
+        assert p["word"] not in query and "___" in query
+        assert query.count("___") == 2  # the blank in the sentence and the answer line
+        assert p["text"].count('___ = "') == 3  # two demonstrations and the query

@@ -40,6 +40,24 @@ def _base(model: torch.nn.Module) -> torch.nn.Module:
     return base if isinstance(base, torch.nn.Module) and base is not model else model
 
 
+def _distribution_stats(z: torch.Tensor):
+    """From logits ``z`` (``(..., V)``, float32, overwritten): the probabilities, the entropy (nats), the top
+    probability and its id, in few passes over ``V`` (the post-processing is a visible part of the lens's cost
+    next to the unembedding): ``z - max`` in place, one ``exp``, one sum, one dot product."""
+    zmax, ti = z.max(dim=-1, keepdim=True)
+    z.sub_(zmax)  # z <= 0, the top token's entry is 0
+    e = z.exp()
+    s = e.sum(dim=-1, keepdim=True)
+    # H = log s - sum(e * z) / s, the dot product batched without a (.., V) temporary
+    flat_e, flat_z = e.reshape(-1, 1, e.shape[-1]), z.reshape(-1, e.shape[-1], 1)
+    ez = torch.bmm(flat_e, flat_z).reshape(s.shape)
+    if not torch.isfinite(ez).all():  # a logit of -inf: 0 * -inf terms count as 0
+        ez = (e * z).nan_to_num(0.0).sum(dim=-1, keepdim=True)
+    ent = (s.log() - ez / s).squeeze(-1)
+    p = e.div_(s)
+    return p, ent, (1.0 / s).squeeze(-1), ti.squeeze(-1)
+
+
 @torch.no_grad()
 def logit_lens(
     model: torch.nn.Module,
@@ -101,10 +119,7 @@ def logit_lens(
         # every layer's last position at once: (H, B, d) -> one norm, one unembedding, one softmax
         h = torch.stack([hs[layer][rows, last] for layer in range(H)])
         z = torch.cat([head.logits(h[:-1]), head.logits(h[-1:], normed=True)]).float()
-        logp = torch.log_softmax(z, dim=-1)
-        p = logp.exp()
-        ent = -(p * logp).nan_to_num(0.0).sum(dim=-1)  # (H, B)
-        tp, ti = p.max(dim=-1)
+        p, ent, tp, ti = _distribution_stats(z)
         entropy[idx] = ent.T.cpu()
         top_id[idx] = ti.T.cpu()
         top_prob[idx] = tp.T.cpu()

@@ -9,7 +9,7 @@ from xling.harness.config import (at_least, between, check_config, device_option
                                   overwrite_option, quiet_option, store_option)
 
 DEFAULT_OUT = Path("xling-out") / "lens"
-TASKS = ("translation", "repetition")
+TASKS = ("translation", "repetition", "cloze")
 DEFAULT_LANGS = ["de", "es", "ru", "hi", "ja", "ar"]  # FreeDict has eng-<lang> for each; 5 scripts
 ORDERS = ("frequent", "file", "sample")
 
@@ -21,7 +21,8 @@ class LensConfig:
     langs: list[str] | None = option(None, help=f"comma-separated target languages (default "
                                                 f"{','.join(DEFAULT_LANGS)})")
     task: str = option("translation", choices=TASKS,
-                       help="translation (source word -> target word, default) or repetition (target word repeated)")
+                       help="translation (source word -> target word, default), repetition (target word repeated) or "
+                            "cloze (a Bible verse of the target language with the word blanked)")
     source: str | None = option(None, help="source language of the translation prompts (default French; German for "
                                            "a French target)")
     pairs: str = option("freedict", help="word pairs: freedict (Debian's FreeDict eng-<lang>, fetched once; default) "

@@ -11,7 +11,14 @@ Prompts (built offline from word pairs; nothing here is model-specific):
 * ``translation``: ``Français: "fleur" - Deutsch: "Blume"`` for ``--shots`` pairs of the source
   language (``--source``, default French, German when French is the target) and the target, then
   the query ``Français: "<word>" - Deutsch: "``;
-* ``repetition``: the same with the target word on both sides (``Deutsch: "Blume" - Deutsch: "Blume"``).
+* ``repetition``: the same with the target word on both sides (``Deutsch: "Blume" - Deutsch: "Blume"``);
+* ``cloze``: a sentence of the target language with the word blanked, then the word
+  (``Und Gott sprach: Es werde ___! Und es ward Licht.`` / ``___ = "Licht"``), ``--shots`` of them
+  and the query sentence. Wendler et al. had GPT-4 write one cloze sentence per word and language;
+  offline, xling takes the *shortest verse of the built-in Bible* (22 languages) that contains the
+  word (a whole word where the script separates words by spaces, a substring in Japanese and
+  Chinese; verses of fewer than 5 words or characters-equivalents skipped) and blanks its first
+  occurrence. A word in no verse is dropped and counted (``no_cloze_sentence``).
 
 Answers: the *target* token ids are the first token of the word tokenized alone (when it carries
 no leading space), plus every vocabulary token whose text is a non-empty prefix of the word (Wendler et al.
@@ -23,7 +30,8 @@ Filters (every one counted in ``prompts.jsonl``'s summary line and the report):
 2. the target word differs from the English word (after case folding);
 3. the target and English id sets are disjoint (the paper keeps prompts whose target and English
    first tokens differ; otherwise both probabilities measure the same tokens);
-4. demonstrations never include the query's concept.
+4. demonstrations never include the query's concept;
+5. (cloze) the word occurs in a verse of the target language.
 
 Word pairs come from a TSV file (``--pairs``: a header of language codes, one concept a row,
 English included) or from the FreeDict dictionaries (``--pairs freedict``: Debian's
@@ -124,6 +132,16 @@ def english_frequencies(progress: bool = True) -> dict[str, int]:
     return dict(words)
 
 
+def _bible_verses(lang: str, progress: bool) -> list[str]:
+    """Every verse of the built-in Bible in ``lang`` (cloze sentences), or one error naming its languages."""
+    from xling.data.bible import TRANSLATIONS, bible_corpus
+
+    if lang not in TRANSLATIONS:
+        raise XlingError(f"lens --task cloze: the built-in Bible (the cloze sentences) has no {lang}; it has "
+                         f"{', '.join(sorted(TRANSLATIONS))}")
+    return bible_corpus([lang], quiet=not progress).sentences[lang]
+
+
 def _answer_ids(tokenizer, word: str, prefix_index: dict[str, list[int]]) -> list[int]:
     """The first token of ``word`` tokenized alone (unless it carries a leading space: a prompt ending in
     a quote is continued without one) plus every vocabulary token whose text is a non-empty prefix of it."""
@@ -172,12 +190,16 @@ def _lang_name(lang: str) -> str:
 
 def build_prompts(tokenizer, table: dict[str, dict[str, str]], target: str, source: str, task: str,
                   max_prompts: int, shots: int, seed: int, prefix_index: dict[str, list[int]],
-                  freq: dict[str, int] | None = None, keep_order: bool = False):
-    """Prompts for one target language; returns (prompts, filter counts)."""
+                  freq: dict[str, int] | None = None, keep_order: bool = False,
+                  cloze: ClozeSentences | None = None):
+    """Prompts for one target language; returns (prompts, filter counts). ``cloze`` (task cloze only) finds
+    the target-language sentence with the blank for a word."""
     freq = freq or {}
     concepts = []
     counts = {"concepts": 0, "not_single_words": 0, "same_as_english": 0, "overlapping_answer_tokens": 0}
-    need = [target] if task == "repetition" else [target, source]
+    if task == "cloze":
+        counts["no_cloze_sentence"] = 0
+    need = [target] if task in ("repetition", "cloze") else [target, source]
     for en in (list(table) if keep_order else sorted(table)):
         row = table[en]
         if not all(lang in row for lang in need):
@@ -196,6 +218,21 @@ def build_prompts(tokenizer, table: dict[str, dict[str, str]], target: str, sour
     # unseen words in a seeded hash order
     if not keep_order:
         concepts.sort(key=lambda w: (-freq.get(w, 0), hashlib.sha256(f"{seed}:{w}".encode()).hexdigest()))
+    contexts: dict[str, str] = {}
+    if task == "cloze":
+        # looked up lazily in frequency order (a substring search over 31k verses per word is slow in
+        # Japanese and Chinese): enough words for the prompts, their demonstrations and the later filter
+        kept, enough = [], 2 * max_prompts + shots + 20
+        for en in concepts:
+            if len(kept) >= enough:
+                break
+            sentence = cloze(table[en][target]) if cloze is not None else None
+            if sentence is None:
+                counts["no_cloze_sentence"] += 1
+                continue
+            contexts[en] = sentence
+            kept.append(en)
+        concepts = kept
     if len(concepts) < shots + 1:
         raise XlingError(f"lens: only {len(concepts)} usable word pairs for {target}; need at least {shots + 1}")
     src_name = _lang_name(target if task == "repetition" else source)
@@ -209,8 +246,12 @@ def build_prompts(tokenizer, table: dict[str, dict[str, str]], target: str, sour
         demos = [c for c in concepts if c != en]
         start = (qi * shots) % len(demos)
         demos = (demos[start:] + demos[:start])[:shots]
-        lines = [f'{src_name}: "{table[d][left]}" - {tgt_name}: "{table[d][target]}"' for d in demos]
-        text = "\n".join(lines) + f'\n{src_name}: "{table[en][left]}" - {tgt_name}: "'
+        if task == "cloze":
+            lines = [f'{contexts[d]}\n___ = "{table[d][target]}"\n' for d in demos]
+            text = "\n".join(lines) + f'\n{contexts[en]}\n___ = "'
+        else:
+            lines = [f'{src_name}: "{table[d][left]}" - {tgt_name}: "{table[d][target]}"' for d in demos]
+            text = "\n".join(lines) + f'\n{src_name}: "{table[en][left]}" - {tgt_name}: "'
         ids = bos + tokenizer(text, add_special_tokens=False)["input_ids"]
         t_ids = _answer_ids(tokenizer, table[en][target], prefix_index)
         e_ids = _answer_ids(tokenizer, en, prefix_index)
@@ -222,6 +263,60 @@ def build_prompts(tokenizer, table: dict[str, dict[str, str]], target: str, sour
                         "target_token_ids": t_ids, "english_token_ids": e_ids})
     counts["prompts"] = len(prompts)
     return prompts, counts
+
+
+class ClozeSentences:
+    """Cloze sentences from a language's verses: for a word, the shortest verse (at least
+    :attr:`MIN_WORDS` words, or that many times 2 characters in a script without spaces) in which the
+    word occurs exactly once, case-folded, as a whole word (a substring where words are not separated
+    by spaces, compared as is), with that occurrence replaced by ``___``; ties by verse order. ``None`` when no verse has it."""
+
+    MIN_WORDS = 5
+    UNSPACED = ("jpn_", "zho_", "tha_", "khm_", "lao_", "mya_", "yue_", "wuu_")
+
+    def __init__(self, verses: list[str], lang: str):
+        import re
+
+        self.verses = verses
+        self.spaced = not lang.startswith(self.UNSPACED)
+        self._word = re.compile(r"[^\W\d_]+")
+        self._index: dict[str, tuple[int, int]] | None = None
+
+    def _build_index(self) -> dict[str, tuple[int, int]]:
+        from collections import Counter
+
+        index: dict[str, tuple[int, int]] = {}
+        for i, v in enumerate(self.verses):
+            words = [w.casefold() for w in self._word.findall(v)]
+            if len(words) < self.MIN_WORDS:
+                continue
+            for w, n in Counter(words).items():
+                if n == 1 and (w not in index or len(v) < index[w][0]):
+                    index[w] = (len(v), i)
+        return index
+
+    def __call__(self, word: str) -> str | None:
+        key = word.casefold()
+        if self.spaced:
+            if self._index is None:
+                self._index = self._build_index()
+            hit = self._index.get(key)
+            if hit is None:
+                return None
+            v = self.verses[hit[1]]
+            for m in self._word.finditer(v):
+                if m.group().casefold() == key:
+                    return v[: m.start()] + "___" + v[m.end():]
+            return None  # unreachable: the index was built from the same words
+        best = None  # scripts without spaces (and without case): a substring, exactly once
+        for i, v in enumerate(self.verses):
+            if len(v) < 2 * self.MIN_WORDS or (best is not None and len(v) >= best[0]):
+                continue
+            if v.count(word) == 1:
+                best = (len(v), i)
+        if best is None:
+            return None
+        return self.verses[best[1]].replace(word, "___", 1)
 
 
 @dataclasses.dataclass
@@ -271,8 +366,9 @@ def lens(config: LensConfig | None = None, **kwargs) -> LensRunResult:
         src = source or ("deu_Latn" if lang == "fra_Latn" else "fra_Latn")
         if cfg.task == "translation" and src == lang:
             raise XlingError(f"lens: --source {cfg.source} equals the target language {lang}")
+        cloze = ClozeSentences(_bible_verses(lang, cfg.progress), lang) if cfg.task == "cloze" else None
         prompts, counts = build_prompts(tok, table, lang, src, cfg.task, cfg.max_prompts, cfg.shots, cfg.seed, prefix_index,
-                                        freq, keep_order=(order == "file"))
+                                        freq, keep_order=(order == "file"), cloze=cloze)
         for p in prompts:
             p["source"] = src if cfg.task == "translation" else lang
         filters[lang] = counts
