@@ -1,0 +1,101 @@
+"""Knowledge editing (xling.methods.edit): exact reset, an edit that takes, and a locality check that catches
+an edit that changes everything."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import tiny_models
+from test_lens_neurons import causal
+from xling.errors import XlingError
+from xling.methods.edit import EditSettings, FactEditor, edit_rates, middle_layers, mlp_output_projections
+from xling.tasks.zeroshot import label_loglik
+
+
+class _Tok:
+    """A whitespace tokenizer over a fixed word list (ids 2..), BOS 1: enough for prompts and answers."""
+
+    bos_token_id, pad_token_id, eos_token_id = 1, 0, 0
+
+    def __init__(self, vocab_size):
+        self.words = {w: i + 2 for i, w in enumerate(tiny_models.WORDS[: vocab_size - 2])}
+
+    def __call__(self, text, add_special_tokens=False):
+        return {"input_ids": [self.words[w] for w in text.split()]}
+
+
+@pytest.mark.parametrize("kind", ["llama", "gpt2", "gemma3"])
+def test_projections_are_found_structurally(kind):
+    model = causal(kind)
+    names = mlp_output_projections(model)
+    assert len(names) == 3
+    for n in names:
+        m = model.get_submodule(n)
+        assert (m.in_features if hasattr(m, "in_features") else m.weight.shape[0]) == 48 or kind == "gpt2"
+    assert mlp_output_projections(model, [1]) == names[1:2]
+    with pytest.raises(XlingError, match="out of range"):
+        mlp_output_projections(model, [7])
+
+
+def test_middle_layers():
+    assert middle_layers(1) == [0]
+    assert middle_layers(3) == [1]
+    assert middle_layers(18) == list(range(6, 12))
+    assert middle_layers(30) == list(range(10, 20))
+
+
+@pytest.mark.parametrize("kind", ["llama", "gpt2", "gemma3"])
+def test_reset_is_exactly_the_unedited_model(kind):
+    model = causal(kind)
+    x = torch.randint(0, 50, (2, 7))
+    with torch.no_grad():
+        before = model(input_ids=x).logits.clone()
+    editor = FactEditor(model, _Tok(50), EditSettings(layers=[0, 1, 2], steps=3))
+    editor.edit("the cat sees", "dog", seed=1)
+    with torch.no_grad():
+        changed = model(input_ids=x).logits
+    assert not torch.equal(changed, before)
+    editor.reset(5)
+    with torch.no_grad():
+        assert torch.equal(model(input_ids=x).logits, before)
+
+
+@pytest.mark.parametrize("kind", ["llama", "gemma3"])
+def test_an_edit_changes_the_edited_fact_and_locality_measures_the_rest(kind):
+    model = causal(kind)
+    tok = _Tok(50)
+    prompt, choices = "the cat sees", ["dog", "house", "red", "blue"]
+    unrelated = [("one two", ["three", "and"]), ("der hund", ["sieht", "rot"]), ("le chat", ["voit", "bleu"])]
+
+    def predict(items):
+        scores = label_loglik(model, tok, [p for p, _ in items], [c for _, c in items], normalize="sum", batch_size=4)
+        return [max(range(len(s)), key=lambda j: (s[j], -j)) for s in scores]
+
+    base = predict([(prompt, choices)] + unrelated)
+    new = next(j for j in range(4) if j != base[0])
+    editor = FactEditor(model, tok, EditSettings(rank=1, steps=30, lr=0.05))
+    info = editor.edit(prompt, choices[new], seed=0)
+    assert info["nll_after"] < info["nll_before"]
+    after = predict([(prompt, choices)] + unrelated)
+    rates = edit_rates(base, after, [new, -1, -1, -1])
+    assert rates["success"] == 1.0 and rates["base"] == 0.0 and rates["n_other"] == 3
+    # a destructive edit (every layer, a huge step size) is caught: predictions of unrelated items move
+    editor2 = FactEditor(causal(kind), tok, EditSettings(rank=4, steps=60, lr=2.0, layers=[0, 1, 2]))
+    model = editor2.model
+    # unrelated items that offer the new answer as a choice: an edit that says it everywhere changes them
+    offered = [(p, [c[0], choices[new]]) for p, c in unrelated] + [(p, [c[1], choices[new]]) for p, c in unrelated]
+    base2 = predict([(prompt, choices)] + offered)
+    editor2.edit(prompt, choices[new], seed=0)
+    rates2 = edit_rates(base2, predict([(prompt, choices)] + offered), [new] + [-1] * len(offered))
+    assert rates2["locality"] < 1.0
+
+
+def test_edit_rates_by_hand_and_errors():
+    r = edit_rates([0, 1, 2, 0, 1], [2, 1, 2, 1, 1], [2, 0, -1, -1, -1])
+    assert r["success"] == 0.5 and r["base"] == 0.0 and r["locality"] == pytest.approx(2 / 3)
+    assert edit_rates([0], [0], [-1])["success"] is None
+    with pytest.raises(XlingError):
+        edit_rates([0], [0, 1], [1])
+    with pytest.raises(XlingError):
+        EditSettings(rank=0)
