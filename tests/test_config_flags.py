@@ -15,7 +15,8 @@ from xling.harness.config import add_flags, check_config, flag, from_args, optio
 NOT_CONFIG = {"help", "device_map", "quantize"}
 
 #: command -> its config class (every command built by ``add_command`` is listed by the test below).
-CONVERTED = {"lens": "xling.recipes.lens.config:LensConfig", "eval": "xling.recipes.eval.config:EvalConfig",
+CONVERTED = {"lens": "xling.recipes.lens.config:LensConfig", "edit": "xling.recipes.edit.config:EditConfig",
+             "eval": "xling.recipes.eval.config:EvalConfig",
              "task": "xling.recipes.task.config:TaskConfig", "compose": "xling.recipes.compose.config:ComposeConfig",
              "modules list": "xling.recipes.modules.config:ModulesListConfig",
              "modules show": "xling.recipes.modules.config:ModulesShowConfig",
@@ -26,12 +27,16 @@ CONVERTED = {"lens": "xling.recipes.lens.config:LensConfig", "eval": "xling.reci
              "neurons": "xling.recipes.neurons.config:NeuronsConfig",
              "langid": "xling.recipes.langid.config:LangIdConfig", "runs": "xling.recipes.compare.config:RunsConfig",
              "compare": "xling.recipes.compare.config:CompareConfig",
+             "consistency": "xling.recipes.consistency.config:ConsistencyConfig",
              "transfer": "xling.recipes.transfer.config:TransferConfig",
              "vocab trim": "xling.recipes.vocab.config:TrimConfig",
              "vocab extend": "xling.recipes.vocab.config:ExtendConfig",
              "vocab compare": "xling.recipes.vocab.config:CompareConfig",
+             "vocab fertility": "xling.recipes.vocab.config:FertilityConfig",
+             "vocab export": "xling.recipes.vocab.config:ExportConfig",
              "train": "xling.recipes.train.config:TrainRunConfig",
-             "train-module": "xling.recipes.train_module.config:TrainModuleConfig"}
+             "train-module": "xling.recipes.train_module.config:TrainModuleConfig",
+             "knowledge": "xling.recipes.knowledge.config:KnowledgeConfig"}
 
 
 #: command -> (the arguments it cannot run without, the config fields they give).
@@ -39,9 +44,12 @@ REQUIRED: dict[str, tuple[list[str], dict]] = {
     "compose": (["a", "b", "--out", "o"], {"inputs": ["a", "b"], "out": "o"}),
     "modules show": (["m"], {"module": "m"}),
     "compare": (["a", "b"], {"run_ids": ["a", "b"]}),
+    "consistency": (["r"], {"run_id": "r"}),
     "vocab trim": (["--langs", "pt"], {"langs": ["pt"]}),
     "vocab extend": (["--corpus", "c", "--langs", "pt"], {"corpus": "c", "langs": ["pt"]}),
     "vocab compare": (["--model", "a", "--reference", "b"], {"model": "a", "reference": "b"}),
+    "vocab fertility": (["--model", "a,b"], {"models": ["a", "b"]}),
+    "vocab export": (["--model", "m", "--out", "m.gguf"], {"model": "m", "out": "m.gguf"}),
     "train-module": (["--kind", "task", "--out", "o"], {"kind": "task", "out": "o"}),
 }
 

@@ -81,7 +81,7 @@ def test_an_edit_changes_the_edited_fact_and_locality_measures_the_rest(kind):
     rates = edit_rates(base, after, [new, -1, -1, -1])
     assert rates["success"] == 1.0 and rates["base"] == 0.0 and rates["n_other"] == 3
     # a destructive edit (every layer, a huge step size) is caught: predictions of unrelated items move
-    editor2 = FactEditor(causal(kind), tok, EditSettings(rank=4, steps=60, lr=2.0, layers=[0, 1, 2]))
+    editor2 = FactEditor(causal(kind), tok, EditSettings(rank=4, steps=60, lr=2.0, layers=[0, 1, 2], stop_nll=0))
     model = editor2.model
     # unrelated items that offer the new answer as a choice: an edit that says it everywhere changes them
     offered = [(p, [c[0], choices[new]]) for p, c in unrelated] + [(p, [c[1], choices[new]]) for p, c in unrelated]
@@ -99,3 +99,56 @@ def test_edit_rates_by_hand_and_errors():
         edit_rates([0], [0, 1], [1])
     with pytest.raises(XlingError):
         EditSettings(rank=0)
+
+
+def test_edit_end_to_end(tiny_model_dirs, tmp_path, one_thread):
+    import csv
+    import json
+
+    from xling.cli import main
+
+    out, store = tmp_path / "edit", tmp_path / "store.sqlite"
+    args = ["edit", "--model", str(tiny_model_dirs["llama"]), "--lang", "en,ru", "--langs", "de", "--relations",
+            "currency", "--edits", "3", "--locality", "2", "--steps", "3", "--lr", "0.05", "--bootstrap", "50",
+            "--out", str(out), "--store", str(store), "--quiet"]
+    assert main(args) == 0
+    edits = list(csv.DictReader(open(out / "edits.csv", encoding="utf-8")))
+    loc = list(csv.DictReader(open(out / "locality.csv", encoding="utf-8")))
+    summary = list(csv.DictReader(open(out / "summary.csv", encoding="utf-8")))
+    run = json.loads((out / "run.json").read_text(encoding="utf-8"))
+    langs = {"eng_Latn", "rus_Cyrl", "deu_Latn"}
+    assert len(edits) == 2 * 3 * 3 and {r["lang"] for r in edits} == langs  # 2 edit langs x 3 facts x 3 langs
+    assert len(loc) == 2 * 3 * 2 * 3
+    facts = run["meta"]["facts"]
+    assert len(facts) == 3 and all(f.startswith("currency:") for f in facts)
+    for r in edits:
+        assert int(r["success"]) == (r["pred_after"] == r["new_answer"])
+        assert int(r["base"]) == (r["pred_before"] == r["new_answer"])
+        assert r["new_answer"] != r["old_answer"]
+    # the unedited predictions of a fact are the same whichever language it is edited in
+    before = {}
+    for r in edits:
+        assert before.setdefault((r["item_id"], r["lang"]), r["pred_before"]) == r["pred_before"]
+    for r in loc:
+        assert int(r["unchanged"]) == (r["pred_before"] == r["pred_after"])
+        assert r["item_id"] != r["edited_item"]
+    # summary rates recount the per-edit rows
+    for s in summary:
+        if s["what"] == "efficacy":
+            sel = [r for r in edits if r["edit_lang"] == s["edit_lang"] and r["lang"] == s["edit_lang"]]
+            assert float(s["rate"]) == pytest.approx(sum(int(r["success"]) for r in sel) / len(sel))
+        if s["what"] == "locality" and s["lang"] == "all":
+            sel = [r for r in loc if r["edit_lang"] == s["edit_lang"]]
+            assert float(s["rate"]) == pytest.approx(sum(int(r["unchanged"]) for r in sel) / len(sel))
+    groups = {(s["edit_lang"], s["group"]) for s in summary if s["lang"] == "all" and s["what"] == "propagation"}
+    assert ("eng_Latn", "same script") in groups and ("eng_Latn", "other script") in groups
+    assert "<script>alert" not in (out / "report.html").read_text(encoding="utf-8")
+
+
+def test_edit_refuses_an_encoder_in_one_line(tiny_model_dirs, capsys):
+    from xling.cli import main
+
+    rc = main(["edit", "--model", str(tiny_model_dirs["bert"]), "--langs", "de", "--relations", "currency",
+               "--edits", "1", "--out", "none", "--store", "none", "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "encoder" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

@@ -111,6 +111,15 @@ def test_matrix_on_a_tiny_model(tiny_model_dirs, tmp_path, one_thread):
     assert scores["fra_Latn"] == pytest.approx(res.score("deu_Latn", "fra_Latn"))
     assert deu["config"]["features"]["fra_Latn"]["token_overlap"] == pytest.approx(f["token_overlap"])
     assert {r["metric"] for r in store.alignment(deu["run_id"])} == {"mexa", "retrieval_src2tgt", "retrieval_tgt2src"}
+    # each item's prediction per source and target: predictions.csv (condition = source) and the source's store run
+    pred = list(csv.DictReader(open(tmp_path / "out" / "predictions.csv", encoding="utf-8")))
+    assert list(pred[0]) == ["condition", "item_id", "lang", "prediction", "label", "correct"]
+    assert len(pred) == 4 * sum(len(task.examples("test", t)) for t in langs)
+    mine = [r for r in pred if r["condition"] == "deu_Latn" and r["lang"] == "fra_Latn"]
+    assert [r["item_id"] for r in mine] == [e.id for e in task.examples("test", "fra_Latn")]
+    assert sum(int(r["correct"]) for r in mine) / len(mine) == pytest.approx(res.score("deu_Latn", "fra_Latn"))
+    stored = {r["lang"]: r for r in store.predictions(deu["run_id"])}
+    assert set(stored) == set(langs) and stored["fra_Latn"]["predictions"] == [r["prediction"] for r in mine]
     # a second run reads every embedding from the cache and gives the same matrix
     again = transfer_matrix(MatrixConfig(model=folder, task=task, out=None, store=None, progress=False,
                                          l2=(0.1, 1.0), n_boot=200))

@@ -106,6 +106,20 @@ def test_every_condition_is_scored_on_every_target(experiment):
 
     runs = ResultsStore(cfg.store).runs("transfer")
     assert runs and runs[-1]["run_id"] == res.run_id
+    # each test item's prediction per condition and language: predictions.csv and the store, read by consistency
+    import csv
+
+    pred = list(csv.DictReader(open(out / "predictions.csv", encoding="utf-8")))
+    assert list(pred[0]) == ["condition", "item_id", "lang", "prediction", "label", "correct"]
+    for c in ("task", "stack"):
+        for t in res.targets:
+            mine = [r for r in pred if r["condition"] == c and r["lang"] == t]
+            assert [r["item_id"] for r in mine] == [e.id for e in task.examples("test", t)]
+            assert sum(int(r["correct"]) for r in mine) / len(mine) == pytest.approx(res.score(c, t))
+    from xling.harness.consistency import load_run_predictions
+
+    got = load_run_predictions(cfg.store, res.run_id, "task")
+    assert set(got.records) == {res.source, *res.targets} and set(got.conditions) == set(res.conditions)
 
 
 def test_in_memory_compositions_equal_compose_then_eval(experiment, tmp_path):

@@ -10,6 +10,7 @@ One module per command group holds all of its ``argparse`` and its thin
 
 * :mod:`xling.cli.align` -- ``align``, ``models``, ``metrics``, ``corpus``
 * :mod:`xling.cli.runs` -- ``runs``, ``compare``
+* :mod:`xling.cli.consistency` -- ``consistency``
 * :mod:`xling.cli.vocab` -- ``vocab trim|extend|compare``
 * :mod:`xling.cli.modules` -- ``compose``, ``modules list|show``, ``train-module``
 * :mod:`xling.cli.eval` -- ``train``, ``eval``, ``task``, ``predict``
@@ -19,6 +20,7 @@ One module per command group holds all of its ``argparse`` and its thin
 * :mod:`xling.cli.lens` -- ``lens``
 * :mod:`xling.cli.neurons` -- ``neurons``
 * :mod:`xling.cli.langid` -- ``langid``
+* :mod:`xling.cli.knowledge` -- ``knowledge``
 * :mod:`xling.cli.common` -- flag helpers shared by the groups
 """
 
@@ -48,7 +50,9 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     from xling import __version__
-    from xling.cli import align, langid, lens, matrix, modules, neurons, probe, runs, transfer, vocab
+    from xling.cli import align, knowledge, langid, lens, matrix, modules, neurons, probe, runs, transfer, vocab
+    from xling.cli import consistency as consistency_cmds
+    from xling.cli import edit as edit_cmds
     from xling.cli import eval as eval_cmds
 
     parser = _Parser(prog="xling", description="Cross-lingual transfer of language models.")
@@ -58,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     align.add_models_parser(sub)
     runs.add_runs_parser(sub)
     runs.add_compare_parser(sub)
+    consistency_cmds.add_consistency_parser(sub)  # xling consistency (a run's answers across languages)
     align.add_metrics_parser(sub)
     align.add_corpus_parser(sub)
     vocab.add_vocab_parser(sub)  # xling vocab trim|extend|compare
@@ -71,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     lens.add_lens_parser(sub)  # xling lens (the logit lens of a decoder)
     neurons.add_neurons_parser(sub)  # xling neurons (language-specific neurons, LAPE)
     langid.add_langid_parser(sub)  # xling langid (language identity per layer)
+    knowledge.add_knowledge_parser(sub)  # xling knowledge (the CLDR fact probe across languages)
+    edit_cmds.add_edit_parser(sub)  # xling edit (cross-lingual knowledge editing)
     return parser
 
 

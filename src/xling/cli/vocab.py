@@ -1,4 +1,4 @@
-"""``xling vocab trim|extend|compare`` (recipes: :mod:`xling.recipes.vocab.run`).
+"""``xling vocab trim|extend|compare|fertility`` (recipes: :mod:`xling.recipes.vocab.run`).
 
 The flags are the fields of the configs in :mod:`xling.recipes.vocab.config`; this module only prints.
 """
@@ -10,6 +10,8 @@ def add_vocab_parser(sub) -> None:
     """The ``xling vocab`` group: ``trim``, ``extend``, ``compare``."""
     from xling.harness.config import add_command
     from xling.recipes.vocab.config import CompareConfig, ExtendConfig, TrimConfig
+    from xling.recipes.vocab.config import ExportConfig
+    from xling.recipes.vocab.config import FertilityConfig
 
     v = sub.add_parser("vocab", help="trim a model's vocabulary to some languages, or extend it with new tokens",
                        description="Vocabulary specialisation: trim (vocabtrimmer), extend (FOCUS, WECHSEL, mean, "
@@ -23,15 +25,32 @@ def add_vocab_parser(sub) -> None:
     add_command(vs, "extend", ExtendConfig, cmd_extend, help="add new tokens and initialise their embeddings",
                 description="Add tokens (a list, or words the tokenizer over-segments in a corpus) and initialise "
                             "them by mean, random, FOCUS or WECHSEL.")
+    add_command(vs, "fertility", FertilityConfig, cmd_fertility,
+                help="tokens per word and per character, parity against English, byte fallback rate",
+                description="Tokenizer fairness (Petrov et al. 2023) on a parallel corpus (default: the Bible's 22 "
+                            "languages): tokens per word and per character, tokens relative to English on the same "
+                            "rows (with a bootstrap interval) and the share of byte tokens, for each model's "
+                            "tokenizer (no weights are read). Writes fertility.csv and report.html.")
     add_command(vs, "compare", CompareConfig, cmd_compare, help="compare two vocabulary-trimmed copies of a model",
                 description="Rows kept in each (by token), overlap, and whether shared rows and all other weights "
                             "are identical.")
+    add_command(vs, "export", ExportConfig, cmd_export, help="write a decoder as one GGUF file for llama.cpp",
+                description="Write a Llama-family (Llama, SmolLM2, Mistral, Qwen2) or Gemma 3 text decoder with its "
+                            "tokenizer as one GGUF file (F16 or F32) that llama.cpp and transformers' GGUF reader "
+                            "load.")
 
 
 def cmd_trim(cfg) -> int:
     from xling.recipes.vocab.run import format_trim, trim
 
     print(format_trim(trim(cfg)))
+    return 0
+
+
+def cmd_fertility(cfg) -> int:
+    from xling.recipes.vocab.fertility import fertility, format_fertility
+
+    print(format_fertility(fertility(cfg)))
     return 0
 
 
@@ -53,4 +72,11 @@ def cmd_compare(cfg) -> int:
     return 0
 
 
-__all__ = ["add_vocab_parser", "cmd_compare", "cmd_extend", "cmd_trim"]
+def cmd_export(cfg) -> int:
+    from xling.recipes.vocab.run import export, format_export
+
+    print(format_export(export(cfg)))
+    return 0
+
+
+__all__ = ["add_vocab_parser", "cmd_compare", "cmd_export", "cmd_extend", "cmd_fertility", "cmd_trim"]

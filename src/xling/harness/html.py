@@ -396,8 +396,10 @@ def render_align_report(result) -> str:
 
 
 def matrix_svg(title: str, rows: list[str], cols: list[str], values: dict[str, dict[str, float]],
-               lo: float | None = None, hi: float | None = None, note: dict | None = None) -> str:
-    """A rows x cols heatmap with a value legend; every label and value escaped.
+               lo: float | None = None, hi: float | None = None, note: dict | None = None,
+               axes: tuple[str, str] = ("source", "target")) -> str:
+    """A rows x cols heatmap with a value legend; every label and value escaped. ``axes``: what the rows and the
+    columns are (the caption and each cell's tooltip say so).
 
     Sized by its cell count: each cell is wide enough for its value, printed in it in black or white
     (whichever contrasts more with the cell's colour); labels, title and legend are measured so that
@@ -414,7 +416,7 @@ def matrix_svg(title: str, rows: list[str], cols: list[str], values: dict[str, d
     col_h = max((_text_width(c, 10) for c in cols), default=0) * 0.87  # labels at -60 degrees
     top = int(max(40, 24 + col_h + 8))
     grid_w = cw * len(cols)
-    caption = "target (columns); source (rows)"
+    caption = f"{axes[1]} (columns); {axes[0]} (rows)"
     legend_x = left + grid_w + 12
     width = int(max(legend_x + 16 + _text_width(f"{hi:.2f}", 10) + 4, _text_width(title, 13) + 4,
                     left + _text_width(caption, 10), left + grid_w + max((_text_width(c, 10) for c in cols[-1:]),
@@ -433,7 +435,8 @@ def matrix_svg(title: str, rows: list[str], cols: list[str], values: dict[str, d
             if v is None:
                 continue
             fill = color((v - lo) / span)
-            tip = f"source {r}, target {c}: {v:.3f}" + (f" {note[r][c]}" if note and note.get(r, {}).get(c) else "")
+            tip = f"{axes[0]} {r}, {axes[1]} {c}: {v:.3f}" + (f" {note[r][c]}" if note and note.get(r, {}).get(c)
+                                                               else "")
             out.append(f'<rect class="cell" x="{left + j * cw}" y="{y}" width="{cw - 1}" height="{ch - 1}" '
                        f'fill="{fill}"><title>{esc(tip)}</title></rect>'
                        f'<text class="v" x="{left + j * cw + (cw - 1) / 2:.1f}" y="{y + ch - 6}" font-size="10" '

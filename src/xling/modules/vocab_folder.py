@@ -21,7 +21,11 @@ STALE_TOKENIZER_FILES = (
     "tokenizer.json", "tokenizer_config.json", "added_tokens.json", "vocab.txt", "vocab.json", "merges.txt",
     "tokenizer.model", "spiece.model", "sentencepiece.bpe.model", "sentencepiece.model", "tekken.json",
 )
-COPY_FILES = ("special_tokens_map.json", "chat_template.jinja", "chat_template.json")
+#: Copied as they are: the chat template, and the licence and notice files a derivative must carry (the Gemma
+#: Terms of Use ask for a copy of the terms and the NOTICE with every model derivative; a trimmed or extended model
+#: is one).
+COPY_FILES = ("special_tokens_map.json", "chat_template.jinja", "chat_template.json", "LICENSE", "LICENSE.txt",
+              "LICENSE.md", "NOTICE", "NOTICE.md", "GEMMA_TERMS.html", "USE_POLICY.md")
 
 
 def resolve_folder(name: str, revision: str | None = None) -> Path:
@@ -31,11 +35,32 @@ def resolve_folder(name: str, revision: str | None = None) -> Path:
     return Path(model_folder(name, revision))
 
 
-def load_model_and_tokenizer(name: str, dtype: str = "auto"):
-    """(folder, model, tokenizer) with the full architecture (heads kept), safetensors only."""
+def load_tokenizer(name: str, *, quiet: bool = True):
+    """(folder, tokenizer) of a ``--model`` value without reading its weights
+    (:func:`xling.models.loading.tokenizer_folder`); remote code is never run."""
+    from transformers import AutoTokenizer
+
+    from xling.models.loading import tokenizer_folder
+
+    folder = Path(tokenizer_folder(name, quiet=quiet))
+    try:
+        return folder, AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
+    except Exception as exc:
+        raise XlingError(f"model {name}: cannot load its tokenizer ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0][:200] if str(exc) else ''})") from None
+
+
+def load_model_and_tokenizer(name: str, dtype: str = "auto", timings: dict | None = None):
+    """(folder, model, tokenizer) with the full architecture (heads kept), safetensors only.
+
+    ``timings``, when given, receives the seconds the tokenizer and the model took to load (``tokenizer``,
+    ``model``, ``total``; the folder already prepared)."""
+    import time
+
     from transformers import AutoConfig, AutoTokenizer
 
     folder = resolve_folder(name)
+    t0 = time.perf_counter()
     if not list(folder.glob("*.safetensors")):
         raise XlingError(f"model {name}: no .safetensors weights in {folder} (xling never loads pickled weights)")
     try:
@@ -46,12 +71,16 @@ def load_model_and_tokenizer(name: str, dtype: str = "auto"):
         tokenizer = AutoTokenizer.from_pretrained(folder)
     except Exception as exc:
         raise XlingError(f"model {name}: cannot load its tokenizer ({type(exc).__name__})") from None
+    t1 = time.perf_counter()
     kw = {} if dtype == "auto" else {"dtype": {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]}
     model, info = model_class(config).from_pretrained(folder, use_safetensors=True, output_loading_info=True,
                                                       **({"dtype": "auto"} | kw))
     # weights the class has but the checkpoint lacks (e.g. a pooler) were initialised at random: never save them
     model._xling_missing_keys = sorted(info.get("missing_keys") or [])
     model.eval()
+    if timings is not None:
+        t2 = time.perf_counter()
+        timings.update(tokenizer=round(t1 - t0, 4), model=round(t2 - t1, 4), total=round(t2 - t0, 4))
     return folder, model, tokenizer
 
 
@@ -134,4 +163,4 @@ def _normal_permissions(folder: Path) -> None:
 
 
 __all__ = ["COPY_FILES", "STALE_TOKENIZER_FILES", "WEIGHT_SUFFIXES", "folder_bytes", "load_model_and_tokenizer",
-           "resolve_folder", "save_folder"]
+           "load_tokenizer", "resolve_folder", "save_folder"]

@@ -28,6 +28,7 @@ from xling.tasks.core import Task
 TASKS = Registry(kind="task", ignore_case=True, unknown="unknown task {name!r}{hint} (built-in tasks: {known})")
 TASKS.register("libreoffice-topic", "xling.tasks.libreoffice:libreoffice_topic")
 TASKS.register("bible-genre", "xling.tasks.bible:bible_genre")
+TASKS.register("facts", "xling.tasks.facts:facts_task")
 
 
 #: Unlabeled in-domain text of a task, ``f(lang) -> list[str]``, with the task's evaluation text

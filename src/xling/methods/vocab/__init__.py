@@ -13,7 +13,12 @@
   byte-level BPE, SentencePiece BPE, WordPiece, WordLevel);
 * :mod:`~xling.methods.vocab.model` -- the embedding surgery (tied and untied,
   output biases);
-* :mod:`~xling.methods.vocab.compare` -- comparing two trimmed copies.
+* :mod:`~xling.methods.vocab.compare` -- comparing two trimmed copies;
+* :mod:`~xling.methods.vocab.fertility` -- tokenizer fairness: tokens per word and per
+  character, parity against English, byte fallback rate (Petrov, La Malfa, Torr and Bibi
+  2023, "Language Model Tokenizers Introduce Unfairness Between Languages", NeurIPS 2023);
+* :mod:`~xling.methods.vocab.lm` -- a causal LM before and after a vocabulary change:
+  held-out perplexity (and why trimming keeps it up to the kept probability mass), tokens/s.
 
 The recipes that read models and corpora and write folders are in
 :mod:`xling.recipes.vocab.run`.

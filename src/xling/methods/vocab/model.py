@@ -85,7 +85,12 @@ def _replace(vt: VocabTensor, new: torch.Tensor) -> None:
             module._buffers[attr] = new
 
 
-def _fix_modules(model: torch.nn.Module, new_size: int, pad_map: Callable[[int], int | None]) -> None:
+def _fix_modules(model: torch.nn.Module, old_size: int, new_size: int, pad_map: Callable[[int], int | None]) -> None:
+    """Module attributes that describe the vocabulary follow the new matrices: ``num_embeddings`` and
+    ``padding_idx`` of the embeddings, ``out_features`` of the head, and the plain ``vocab_size`` /
+    ``padding_idx`` copies decoder classes keep of their config (``LlamaForCausalLM.vocab_size``,
+    ``LlamaModel.padding_idx``, ``XLMRobertaEmbeddings.padding_idx``), which ``save_pretrained`` does not write but
+    in-memory use reads (a reloaded folder takes them from the updated config)."""
     for module in model.modules():
         if isinstance(module, torch.nn.Embedding) and module.weight.shape[0] == new_size:
             if module.num_embeddings != new_size:
@@ -94,6 +99,12 @@ def _fix_modules(model: torch.nn.Module, new_size: int, pad_map: Callable[[int],
                     module.padding_idx = pad_map(module.padding_idx)
         elif isinstance(module, torch.nn.Linear) and module.weight.shape[0] == new_size:
             module.out_features = new_size
+        elif old_size != new_size and not isinstance(module, torch.nn.Embedding):  # a position table's padding_idx
+            if isinstance(vars(module).get("vocab_size"), int) and module.vocab_size == old_size:
+                module.vocab_size = new_size
+            pad = vars(module).get("padding_idx")
+            if isinstance(pad, int) and pad >= 0:
+                module.padding_idx = pad_map(pad)
 
 
 def vocab_rows(model: torch.nn.Module) -> int:
@@ -113,7 +124,7 @@ def trim_model_(model: torch.nn.Module, keep: torch.Tensor) -> None:
         new = vt.tensor.detach().index_select(vt.dim, idx)
         _replace(vt, new)
         del new
-    _fix_modules(model, len(keep), lambda old: pos.get(int(old)))
+    _fix_modules(model, V, len(keep), lambda old: pos.get(int(old)))
     _set_vocab_size(model, len(keep))
     remap_token_ids(model, lambda old: pos.get(int(old)))
 
@@ -139,7 +150,7 @@ def extend_model_(model: torch.nn.Module, new_size: int, rows: Callable[[VocabTe
         if new.shape[vt.dim] != new_size:
             raise RuntimeError(f"extension produced {new.shape[vt.dim]} rows, expected {new_size}")
         _replace(vt, new)
-    _fix_modules(model, new_size, lambda old: old)
+    _fix_modules(model, V, new_size, lambda old: old)
     _set_vocab_size(model, new_size)
 
 

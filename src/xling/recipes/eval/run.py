@@ -20,7 +20,8 @@ results store holds an ``align`` run of the same base model on the task's own co
 :func:`corpus_family`), ``run.json``; and
 the scores go to the results store (``task_scores``; classification and
 multiple-choice runs also per-item correctness, ``item_scores``, for paired
-intervals in ``xling compare``).
+intervals in ``xling compare``), and each item's prediction next to its correctness, keyed by the item's
+parallel id (``predictions.csv`` and the store's ``predictions``, read by ``xling consistency``).
 
 The report and the summary are drawn by :mod:`xling.harness.scores_report`; the flags of
 ``xling train|eval|task`` are read by :mod:`xling.cli.eval`.
@@ -146,6 +147,7 @@ def evaluate(config: EvalConfig | None = None, *, task=None, executor=None, **kw
 
     from xling.harness.outputs import worker_model_name
     from xling.harness.executor import make_executor
+    from xling.harness.consistency import prediction_record
     from xling.harness.store import items_hash
     from xling.tasks.metrics import main_metric, task_metrics
     from xling.tasks.registry import load_task
@@ -199,6 +201,7 @@ def evaluate(config: EvalConfig | None = None, *, task=None, executor=None, **kw
     warned: dict[str, str] = {}
     correct: dict[str, list[int]] = {}
     ids_hash: dict[str, str] = {}
+    records: dict[str, dict] = {}  # lang -> each item's prediction, keyed by its parallel id (predictions.csv)
     metric = main_metric(task.type)
     t_infer = 0.0
     units = []
@@ -255,6 +258,7 @@ def evaluate(config: EvalConfig | None = None, *, task=None, executor=None, **kw
         if task.type != "token-classification":  # per-item correctness: classification and multiple choice
             correct[lang] = [int(p == g) for p, g in zip(preds, gold)]
             ids_hash[lang] = items_hash(examples)
+            records[lang] = prediction_record(examples, preds, task.type, task.labels)
         for m, v in task_metrics(task.type, task.labels, gold, preds).items():
             rows.append({"model": handle.name, "task": task.name, "lang": lang, "split": cfg.split,
                          "metric": m, "value": float(v)})
@@ -273,7 +277,7 @@ def evaluate(config: EvalConfig | None = None, *, task=None, executor=None, **kw
               "settings": handle.settings(), "train_info": {k: v for k, v in handle.info.items() if k != "curve"},
               "dev_curve": handle.info.get("curve"), "started": started, "device": cfg.device,
               "torch": torch.__version__, "labels": task.labels, "warnings": warned},
-        correct=correct, ids_hash=ids_hash,
+        correct=correct, ids_hash=ids_hash, predictions=records,
     )
     store_align = alignment_for(result, Path(cfg.store)) if cfg.store is not None else None
     if cfg.out is not None:

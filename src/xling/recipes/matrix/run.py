@@ -26,10 +26,12 @@ training data) under the model's tokenizer, and the source's training size in
 examples and in subword tokens. URIEL distances are added by ``xling rank``.
 
 Outputs in ``--out``: ``matrix.csv`` (one row per cell), ``features.csv``,
-``sources.csv`` (the probe chosen for each source), ``run.json``, ``report.html``
-(heatmap); in the results store one ``matrix`` run per source (its scores on every
-target as task scores, its per-layer alignment with every target as alignment
-rows, the pair features in its config), grouped by a matrix id.
+``sources.csv`` (the probe chosen for each source), ``predictions.csv`` (each test
+item's prediction per source, ``condition`` = the source language), ``run.json``,
+``report.html`` (heatmap); in the results store one ``matrix`` run per source (its
+scores on every target as task scores, its per-layer alignment with every target as
+alignment rows, its predictions on every target, the pair features in its config),
+grouped by a matrix id.
 """
 
 from __future__ import annotations
@@ -69,6 +71,9 @@ class MatrixResult:
     n_test: dict[str, int]
     timings: dict
     meta: dict = field(default_factory=dict)
+    # predictions[src][tgt]: each test item's prediction, gold label and correctness, keyed by its parallel id
+    # (xling.harness.consistency.prediction_record): predictions.csv and the store's predictions
+    predictions: dict[str, dict[str, dict]] = field(default_factory=dict)
 
     def score(self, source: str, target: str, metric: str = "accuracy") -> float:
         return self.cells[source][target][metric]
@@ -239,6 +244,10 @@ def transfer_matrix(config: MatrixConfig | None = None, **kwargs) -> MatrixResul
     t_fit = time.perf_counter() - t1
     gold = {t: np.array([e.label for e in sets[("test", t)]]) for t in targets}
     correct = {s: {t: preds[s][t].numpy() == gold[t] for t in targets} for s in sources}
+    from xling.harness.consistency import prediction_record
+
+    records = {s: {t: prediction_record(sets[("test", t)], preds[s][t].tolist(), task.type, task.labels)
+                   for t in targets} for s in sources}
     parallel_all = all(_parallel(task, targets[0], t, cfg.max_test) for t in targets[1:]) if len(targets) > 1 else False
     boot = cell_bootstrap(correct, reference, n_boot=cfg.n_boot, seed=cfg.seed, shared=parallel_all)
     cells: dict[str, dict[str, dict]] = {s: {} for s in sources}
@@ -287,6 +296,7 @@ def transfer_matrix(config: MatrixConfig | None = None, **kwargs) -> MatrixResul
               "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()
                          if k != "task" and k not in NOT_RECORDED}
               | {"task": task.name}},
+        predictions=records,
     )
     if cfg.out is not None:
         from xling.io import output_folder
@@ -317,6 +327,7 @@ def feature_rows(result: MatrixResult) -> tuple[list[dict], list[str]]:
 def run_record(result: MatrixResult) -> dict:
     d = asdict(result)
     d.pop("alignment")
+    d.pop("predictions")  # in predictions.csv
     return d
 
 
@@ -335,6 +346,11 @@ def write_outputs(result: MatrixResult, out: Path) -> dict[str, Path]:
         "run.json": json.dumps(run_record(result), indent=1, default=str),
         "report.html": render_matrix_report(result),
     }
+    if result.predictions:  # one row per (source, target, item); the source in the condition column
+        from xling.harness.consistency import predictions_csv, predictions_rows
+
+        rows = [r for s in result.sources for r in predictions_rows(result.predictions.get(s, {}), condition=s)]
+        files["predictions.csv"] = predictions_csv(rows, with_condition=True)
     paths = {}
     for name, text in files.items():
         atomic_write_text(out / name, text)
@@ -345,6 +361,7 @@ def write_outputs(result: MatrixResult, out: Path) -> dict[str, Path]:
 def save_to_store(result: MatrixResult, path: Path) -> None:
     """One ``matrix`` run per source: its scores on every target, its alignment with them, the pair features."""
     from xling import __version__
+    from xling.harness.consistency import store_rows
     from xling.harness.store import ResultsStore
 
     store = ResultsStore(path)
@@ -364,7 +381,8 @@ def save_to_store(result: MatrixResult, path: Path) -> None:
                        "model_fingerprint": result.meta.get("model_fingerprint"), "corpus": f"task:{result.task}",
                        "corpus_fingerprint": result.meta.get("task_fingerprint"), "config": config,
                        "started": result.meta.get("started"), "finished": finished, "xling_version": __version__},
-                      alignment=align, task_scores=rows)
+                      alignment=align, task_scores=rows,
+                      predictions=store_rows(result.model, result.task, "test", result.predictions.get(s, {})))
 
 
 def best_sources(result: MatrixResult) -> list[dict]:

@@ -12,8 +12,9 @@ CPU cores costs an hour, so it is how xling gets task scores for every built-in
 model; ``xling train`` + ``xling eval`` remain the fine-tuned route.
 
 The result is an ``eval`` run (same outputs and store rows as ``xling eval``:
-``scores.csv``, ``per_language.csv``, ``run.json``, ``report.html``), so ``xling
-predict --model M`` correlates it with the model's alignment.
+``scores.csv``, ``per_language.csv``, ``run.json``, ``report.html``, ``predictions.csv``,
+and per-item correctness and predictions in the store), so ``xling predict --model M``
+correlates it with the model's alignment and ``xling consistency RUN_ID`` reads it.
 """
 
 from __future__ import annotations
@@ -120,13 +121,22 @@ def probe(config: ProbeConfig | None = None, **kwargs):
     li, l2, dev_acc, clf = choice.layer_index, choice.l2, choice.dev_accuracy, choice.clf
     grid = [{"layer": layers[g["layer_index"]], "l2": g["l2"], "dev_accuracy": round(g["dev_accuracy"], 6)}
             for g in choice.grid]
+    from xling.harness.consistency import prediction_record
+    from xling.harness.store import items_hash
+
     rows = []
     n_examples = {}
+    correct: dict[str, list[int]] = {}
+    ids_hash: dict[str, str] = {}
+    records: dict[str, dict] = {}  # lang -> each item's prediction, keyed by its parallel id (predictions.csv)
     for lang in langs:
         exs = sets[("test", lang)]
         gold = [e.label for e in exs]
         pred = clf.predict(feats[("test", lang)][li]).tolist()
         n_examples[lang] = len(exs)
+        correct[lang] = [int(p == g) for p, g in zip(pred, gold)]
+        ids_hash[lang] = items_hash(exs)
+        records[lang] = prediction_record(exs, pred, task.type, task.labels)
         for metric, value in (("accuracy", accuracy(gold, pred)), ("macro_f1", macro_f1(gold, pred))):
             rows.append({"model": cfg.model, "task": task.name, "lang": lang, "split": "test", "metric": metric,
                          "value": float(value)})
@@ -146,7 +156,7 @@ def probe(config: ProbeConfig | None = None, **kwargs):
                         task=task.name, task_type=task.type, split="test", source=src, langs=langs,
                         n_examples=n_examples, main_metric="accuracy",
                         timings={"embed_s": round(t_embed, 2), "total_s": round(time.perf_counter() - t0, 2)},
-                        meta=meta)
+                        meta=meta, correct=correct, ids_hash=ids_hash, predictions=records)
     if cfg.out is not None:
         from xling.io import output_folder
         from xling.harness.scores import write_outputs

@@ -56,7 +56,8 @@ interrupted run resumes. ``--executor ray`` trains the modules not reusable on R
 workers, one unit per module, each marked reusable as soon as it is trained; the
 evaluation stays in this process. Outputs: ``transfer.csv`` (per language and condition),
 ``summary.csv`` (per condition, with a paired bootstrap CI of the difference to
-``task``), ``report.html``, ``run.json`` and the results store.
+``task``), ``predictions.csv`` (each test item's prediction per condition and language, keyed by its
+parallel id: ``xling consistency RUN_ID --condition C``), ``report.html``, ``run.json`` and the results store.
 
 The recipe runs in four stages, one module each: :mod:`~xling.recipes.transfer.plan` (the swap grid, the
 conditions resolved to module paths, the reuse keys, the dev-choice rule), :mod:`~xling.recipes.transfer.units`
@@ -123,6 +124,7 @@ def run_transfer(config: TransferConfig | None = None, *, task=None, executor=No
 def _run_transfer(config: TransferConfig, task, executor=None) -> TransferResult:
     import torch
 
+    from xling.harness.consistency import prediction_record
     from xling.harness.scores import PredictionCache, prediction_problem
     from xling.harness.store import items_hash
     from xling.tasks.metrics import main_metric, task_metrics
@@ -349,6 +351,9 @@ def _run_transfer(config: TransferConfig, task, executor=None) -> TransferResult
         choices=choices, notes=notes,
         items=[{"condition": cn, "lang": lang, "ids_hash": items_hash(examples[lang]), "correct": v}
                for (cn, lang), v in correct.items()],
+        predictions=[{"condition": cn, "lang": lang,
+                      "record": prediction_record(examples[lang], v, task.type, task.labels)}
+                     for (cn, lang), v in preds.items()],
     )
     result.config["started"] = started
     _write(result, cfg, task)

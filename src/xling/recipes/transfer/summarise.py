@@ -29,6 +29,9 @@ class TransferResult:
     notes: list[str] = field(default_factory=list)
     items: list[dict] = field(default_factory=list)     # condition, lang, ids_hash, correct (0/1 per test example)
     warnings: list[str] = field(default_factory=list)   # numbers not to be trusted (chance, ceiling), see honesty_warnings
+    # condition, lang, record: each test item's prediction, gold label and correctness, keyed by its parallel id
+    # (xling.harness.consistency.prediction_record): predictions.csv and the store's predictions
+    predictions: list[dict] = field(default_factory=list)
 
     def score(self, condition: str, lang: str, metric: str | None = None) -> float:
         m = metric or self.metric
@@ -148,6 +151,11 @@ def _write(result: TransferResult, cfg: TransferConfig, task) -> None:
                                                                   "delta_hi", "ceiling", "gap_closed",
                                                                   "gap_closed_lo", "gap_closed_hi", "description"]))
     atomic_write_text(out / "report.html", render_report(result, task))
+    if result.predictions:
+        from xling.harness.consistency import predictions_csv, predictions_rows
+
+        rows = [r for x in result.predictions for r in predictions_rows({x["lang"]: x["record"]}, x["condition"])]
+        atomic_write_text(out / "predictions.csv", predictions_csv(rows, with_condition=True))
     run = {"run_id": result.run_id, "command": "transfer", "source": result.source, "targets": result.targets,
            "conditions": result.conditions, "summary": result.summary, "modules": result.modules,
            "timings": result.timings, "config": result.config, "choices": result.choices, "notes": result.notes,
@@ -155,6 +163,7 @@ def _write(result: TransferResult, cfg: TransferConfig, task) -> None:
     atomic_write_text(out / "run.json", json.dumps(run, indent=2, default=str) + "\n")
     if cfg.store is not None:
         from xling import __version__
+        from xling.harness.consistency import store_rows
         from xling.harness.store import ResultsStore, item_row
 
         Path(cfg.store).parent.mkdir(parents=True, exist_ok=True)
@@ -166,4 +175,6 @@ def _write(result: TransferResult, cfg: TransferConfig, task) -> None:
              "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"), "xling_version": __version__},
             task_scores=scores,
             items=[item_row(f"transfer:{x['condition']}", task.name, x["lang"], "test", x["ids_hash"], x["correct"])
-                   for x in result.items])
+                   for x in result.items],
+            predictions=[r for x in result.predictions for r in
+                         store_rows(f"transfer:{x['condition']}", task.name, "test", {x["lang"]: x["record"]})])

