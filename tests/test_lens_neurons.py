@@ -532,3 +532,12 @@ def test_cloze_prompts_blank_the_word_and_count_the_words_without_a_sentence():
         assert p["word"] not in query and "___" in query
         assert query.count("___") == 2  # the blank in the sentence and the answer line
         assert p["text"].count('___ = "') == 3  # two demonstrations and the query
+
+
+def test_cloze_finds_the_bible_translation_of_a_macrolanguage_code():
+    from xling.data.bible import TRANSLATIONS
+    from xling.data.langcodes import match_lang, normalize_lang
+
+    # lens normalises "ar" to the macrolanguage; the Bible's Arabic is Standard Arabic (arb)
+    assert match_lang(normalize_lang("ar"), TRANSLATIONS) == "arb_Arab"
+    assert match_lang(normalize_lang("de"), TRANSLATIONS) == "deu_Latn"

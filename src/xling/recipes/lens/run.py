@@ -135,11 +135,13 @@ def english_frequencies(progress: bool = True) -> dict[str, int]:
 def _bible_verses(lang: str, progress: bool) -> list[str]:
     """Every verse of the built-in Bible in ``lang`` (cloze sentences), or one error naming its languages."""
     from xling.data.bible import TRANSLATIONS, bible_corpus
+    from xling.data.langcodes import match_lang
 
-    if lang not in TRANSLATIONS:
+    match = match_lang(lang, TRANSLATIONS)  # ara_Arab (macrolanguage) -> arb_Arab, as --data bible does
+    if match is None:
         raise XlingError(f"lens --task cloze: the built-in Bible (the cloze sentences) has no {lang}; it has "
                          f"{', '.join(sorted(TRANSLATIONS))}")
-    return bible_corpus([lang], quiet=not progress).sentences[lang]
+    return bible_corpus([match], quiet=not progress).sentences[match]
 
 
 def _answer_ids(tokenizer, word: str, prefix_index: dict[str, list[int]]) -> list[int]:
