@@ -18,8 +18,9 @@ item scored as multiple choice by log-likelihood (:func:`xling.tasks.zeroshot.la
 Each edit starts from the unedited model (:meth:`~xling.methods.edit.FactEditor.reset`: exactly the original
 weights' output). Facts edited: ``--edits`` per edit language, a seeded sample of the facts that have an item in
 every language of the run; the new answer is a seeded choice among the distractors. Intervals: Wilson over
-edits for one language's rate; for a group of languages (same script as the edit language or not) the pooled
-rate with a bootstrap over edits (each edit's languages resampled together).
+edits for one language's rate; for a group of languages (same script as the edit language or not) and for
+locality the pooled rate, its interval the union of a cluster bootstrap over edits (each edit's rows resampled
+together) and a Wilson interval counting each edit once (the bootstrap alone collapses to a point at 0 or 1).
 """
 
 from __future__ import annotations
@@ -74,6 +75,28 @@ def _score(model, tok, items, cfg: EditConfig) -> list[int]:
     return [max(range(len(s)), key=lambda j: (s[j], -j)) for s in scores]
 
 
+def _say_estimate(cfg: EditConfig, model, base_items, edited_items, per_edit: int, n_langs: int) -> None:
+    """One line before the work: the forward passes of the scoring (every choice after its prompt) and of the
+    edits (forward + backward, counted as 3 forward passes, per step), at :mod:`xling.engine.estimate`'s rate."""
+    import torch
+
+    from xling.engine.estimate import (count_tokens, current_load, estimate_line, estimate_seconds, forward_params,
+                                       model_params, say)
+
+    def tokens(items):
+        return count_tokens((it.prompt + " " + c for it in items for c in it.choices), cfg.max_length)
+
+    scored = tokens(base_items) + len(edited_items) * per_edit * tokens(base_items) // max(1, len(base_items))
+    trained = 3 * cfg.steps * count_tokens((it.prompt + " " + it.answer_text for it in edited_items), cfg.max_length)
+    device = next(model.parameters()).device.type
+    device = "cuda" if device == "cuda" else "cpu"
+    load = current_load()
+    secs = estimate_seconds(scored + trained, forward_params(model.config, model), device=device, load=load)
+    say(estimate_line("edit", model=cfg.model, params=model_params(model.config, model), seconds=secs, device=device,
+                      langs=n_langs, texts=len(edited_items), text_word="edit", load=load,
+                      note="at most (edits that reach --stop-nll early take fewer steps)"))
+
+
 def plan(probe, edit_langs: list[str], langs: list[str], cfg: EditConfig) -> tuple[list[str], dict, dict]:
     """``(edited fact ids, {fact id: new answer index}, {(edit_lang, fact id): unrelated fact ids})``: facts with
     an item in every language, sampled by a seeded hash; each new answer a seeded distractor; the unrelated facts
@@ -116,14 +139,18 @@ def summarise(edits: list[dict], locality: list[dict], edit_langs: list[str], la
         if not n:
             return 0, None, (None, None)
         rate = sum(sum(v) for v in by_edit.values()) / n
+        # a Wilson interval as if each edit were one observation (the rows of an edit are not independent) ...
+        wlo, whi = wilson_interval(rate * len(ids), len(ids))
         if n_boot < 1 or len(ids) < 2:
-            return n, rate, (None, None)
+            return n, rate, (wlo, whi)
         rs, vals = Resampler(seed), []
         for _ in range(n_boot):
             pick = [ids[i] for i in rs.draw(len(ids))]
             tot = sum(len(by_edit[i]) for i in pick)
             vals.append(sum(sum(by_edit[i]) for i in pick) / tot if tot else np.nan)
-        return n, rate, defined_interval(vals)
+        blo, bhi = defined_interval(vals)
+        # ... widened by the cluster bootstrap over edits; the bootstrap alone collapses to a point at 0 or 1
+        return n, rate, (min(wlo, blo), max(whi, bhi))
 
     out = []
     for e in edit_langs:
@@ -192,8 +219,10 @@ def edit(config: EditConfig | None = None, **kwargs) -> EditResult:
     per_edit = (1 + cfg.locality) * len(langs)
     if cfg.progress:
         print(f"xling: edit: {n_units} edits ({len(chosen)} facts x {len(edit_langs)} edit languages), each "
-              f"{cfg.steps} steps and {per_edit} items re-scored in {len(langs)} languages; "
+              f"at most {cfg.steps} steps and {per_edit} items re-scored in {len(langs)} languages; "
               f"{len(base_items)} items scored first on the unedited model", file=sys.stderr, flush=True)
+        _say_estimate(cfg, model, base_items, [item[(e, f)] for e in edit_langs for f in chosen], per_edit,
+                      len(langs))
     base = dict(zip([(it.lang, it.id) for it in base_items], _score(editor.model, tok, base_items, cfg)))
     edits, locality = [], []
     bar = None
