@@ -73,7 +73,7 @@ def _batches(tok, texts: list[str], batch_size: int, max_length: int):
         yield idx, enc["input_ids"], enc["attention_mask"]
 
 
-def _nll(model, tok, texts, batch_size, max_length, device) -> tuple[torch.Tensor, torch.Tensor]:
+def _nll(model, tok, texts, batch_size, max_length, device, progress=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Per sentence: summed next-token negative log-likelihood (nats) and predicted-token count."""
     nll = torch.zeros(len(texts), dtype=torch.float64)
     cnt = torch.zeros(len(texts), dtype=torch.float64)
@@ -86,7 +86,27 @@ def _nll(model, tok, texts, batch_size, max_length, device) -> tuple[torch.Tenso
             lp = torch.log_softmax(logits, dim=-1).gather(-1, target.unsqueeze(-1)).squeeze(-1)
             nll[idx] = (-(lp * m)).sum(dim=1).double().cpu()
             cnt[idx] = m.sum(dim=1).double().cpu()
+            if progress is not None:
+                progress(len(idx))
     return nll, cnt
+
+
+def _progress(cfg, lm, model, tokens: int, passes: int, n_langs: int):
+    """The estimate line (:mod:`xling.engine.estimate`: ``tokens`` through the model, the ablation passes with the LM
+    head counted as part of the model) and a progress bar over sentence passes; ``None`` with ``--quiet``."""
+    if not cfg.progress:
+        return None
+    from tqdm.auto import tqdm
+
+    from xling.engine.estimate import current_load, estimate_line, estimate_seconds, forward_params, model_params, say
+
+    device = next(model.parameters()).device.type
+    device = "cuda" if device == "cuda" else "cpu"
+    load = current_load()
+    secs = estimate_seconds(tokens, forward_params(model.config, model), device=device, load=load)
+    say(estimate_line("neurons", model=cfg.model, params=model_params(model.config, model), seconds=secs,
+                      device=device, langs=n_langs, texts=passes, text_word="sentence pass", load=load))
+    return tqdm(total=passes, unit="sent", desc="neurons", file=sys.stderr, dynamic_ncols=True)
 
 
 def neurons(config: NeuronsConfig | None = None, **kwargs) -> NeuronsResult:
@@ -135,6 +155,8 @@ def neurons(config: NeuronsConfig | None = None, **kwargs) -> NeuronsResult:
     n_tok: dict[str, int] = {}
     over: dict[str, torch.Tensor] = {}
     held: dict[str, list[str]] = {}
+    counting: dict[str, list[str]] = {}
+    tokens = 0
     for lang in langs:
         sents = corpus.sentences[lang]
         held[lang] = sents[: cfg.held_out]
@@ -147,12 +169,24 @@ def neurons(config: NeuronsConfig | None = None, **kwargs) -> NeuronsResult:
                 break
             texts.append(s)
             total += k
+        counting[lang] = texts
+        tokens += total
+    passes = sum(len(v) for v in counting.values())
+    if cfg.ablate:  # the unablated perplexities, then each language's set and its random control on every language
+        held_tokens = sum(len(tok(x, add_special_tokens=True, truncation=True, max_length=cfg.max_length)["input_ids"])
+                          for lang in langs for x in held[lang])
+        tokens += held_tokens * (1 + 2 * len(langs))
+        passes += sum(len(v) for v in held.values()) * (1 + 2 * len(langs))
+    bar = _progress(cfg, lm, model, tokens, passes, len(langs))
+    for lang in langs:
         # counting needs no logits: the base model runs the blocks without the LM head (262k x d per token on Gemma)
         base = getattr(model, "base_model", model)
         counter = ActivationCounter(base)
         with counter.attach(base):
-            for _idx, ids, mask in _batches(tok, texts, cfg.batch_size, cfg.max_length):
+            for idx, ids, mask in _batches(tok, counting[lang], cfg.batch_size, cfg.max_length):
                 counter.run(base, ids.to(device), mask.to(device))
+                if bar is not None:
+                    bar.update(len(idx))
         n_tok[lang] = counter.n
         over[lang] = counter.over_zero.cpu()
     sel = select_lape(torch.tensor([n_tok[x] for x in langs]), torch.stack([over[x] for x in langs], dim=-1),
@@ -165,19 +199,22 @@ def neurons(config: NeuronsConfig | None = None, **kwargs) -> NeuronsResult:
     ablation: list[dict] = []
     verdict: list[str] = []
     if cfg.ablate:
-        base = {b: _nll(model, tok, held[b], cfg.batch_size, cfg.max_length, device) for b in langs}
+        tick = bar.update if bar is not None else None
+        base = {b: _nll(model, tok, held[b], cfg.batch_size, cfg.max_length, device, tick) for b in langs}
         rng = random.Random(cfg.seed)
         for a in langs:
             rand_set = {layer: sorted(rng.sample(range(d_ff), len(ids))) for layer, ids in chosen[a].items()}
             for cond, neuron_set in (("language", chosen[a]), ("random", rand_set)):
                 with NeuronAblation(model, neuron_set):
                     for b in langs:
-                        abl = _nll(model, tok, held[b], cfg.batch_size, cfg.max_length, device)
+                        abl = _nll(model, tok, held[b], cfg.batch_size, cfg.max_length, device, tick)
                         d, lo, hi = delta_log_ppl(base[b], abl, cfg.bootstrap, cfg.seed)
                         ablation.append({"ablated": a, "lang": b, "condition": cond, "neurons": sum(len(v) for v in neuron_set.values()),
                                          "delta_log_ppl": d, "ci_low": lo, "ci_high": hi,
                                          "ppl_base": math.exp(base[b][0].sum().item() / base[b][1].sum().item())})
         verdict = diagonal_verdict(ablation, langs)
+    if bar is not None:
+        bar.close()
     correlations, link_notes = overlap_links(cfg, langs, jac, corpus.name)
     result = NeuronsResult(cfg, langs, n_tok, over, chosen, counts, overlap, ablation, verdict,
                            time.perf_counter() - t0, started, correlations, link_notes)
