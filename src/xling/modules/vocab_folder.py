@@ -24,6 +24,7 @@ STALE_TOKENIZER_FILES = (
 #: Copied as they are: the chat template, and the licence and notice files a derivative must carry (the Gemma
 #: Terms of Use ask for a copy of the terms and the NOTICE with every model derivative; a trimmed or extended model
 #: is one).
+TOKENIZER_FILES = ("special_tokens_map.json", "chat_template.jinja", "chat_template.json")
 COPY_FILES = ("special_tokens_map.json", "chat_template.jinja", "chat_template.json", "LICENSE", "LICENSE.txt",
               "LICENSE.md", "NOTICE", "NOTICE.md", "GEMMA_TERMS.html", "USE_POLICY.md")
 
@@ -100,15 +101,20 @@ def folder_bytes(folder: Path) -> dict[str, int]:
     return sizes
 
 
-def save_folder(model, tj: dict, source: Path, dest: Path, new_id: Callable[[int], int | None] | None = None) -> None:
+def save_folder(model, tj: dict, source: Path, dest: Path, new_id: Callable[[int], int | None] | None = None, *,
+                tokenizer_config: dict | None = None, copy_tokenizer_files: bool = True,
+                extra_notices: tuple[Path, ...] = ()) -> None:
     """Write a standard transformers folder: safetensors weights, config, tokenizer.json.
 
-    The tokenizer config is the source's, minus what names stale files or
+    The tokenizer config is the source's (or ``tokenizer_config``), minus what names stale files or
     remote code; ``tokenizer_class`` becomes ``TokenizersBackend`` (the fast
     tokenizer loaded from ``tokenizer.json`` verbatim) unless it already is,
     because model-specific classes in transformers 5 rebuild their pipeline
     from the vocabulary and could diverge from the JSON edited here.
-    ``added_tokens_decoder`` ids go through ``new_id``.
+    ``added_tokens_decoder`` ids go through ``new_id``. The source's chat template and special-tokens map are
+    copied unless ``copy_tokenizer_files`` is false (a tokenizer from elsewhere); the licence and notice files of
+    the source and then of each of ``extra_notices`` are copied (a transplanted model carries those of the model
+    and of the tokenizer's donor; a file of the same name with other content is kept as ``<folder>-<name>``).
     """
     import json
     import shutil
@@ -123,9 +129,9 @@ def save_folder(model, tj: dict, source: Path, dest: Path, new_id: Callable[[int
     from xling.methods.vocab.tokenizer import build_tokenizer
 
     build_tokenizer(tj).save(str(dest / "tokenizer.json"))
-    cfg = {}
+    cfg = dict(tokenizer_config) if tokenizer_config is not None else {}
     src_cfg = source / "tokenizer_config.json"
-    if src_cfg.is_file():
+    if tokenizer_config is None and src_cfg.is_file():
         try:
             cfg = json.loads(src_cfg.read_text(encoding="utf-8"))
         except ValueError:
@@ -146,8 +152,22 @@ def save_folder(model, tj: dict, source: Path, dest: Path, new_id: Callable[[int
         cfg["added_tokens_decoder"] = mapped
     (dest / "tokenizer_config.json").write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     for name in COPY_FILES:
+        if name in TOKENIZER_FILES and not copy_tokenizer_files:
+            continue
         if (source / name).is_file() and not (dest / name).exists():
             shutil.copyfile(source / name, dest / name)
+    for folder in extra_notices:
+        for name in COPY_FILES:
+            src = Path(folder) / name
+            if name in TOKENIZER_FILES or not src.is_file():
+                continue
+            target = dest / name
+            if target.exists():
+                if target.read_bytes() == src.read_bytes():
+                    continue
+                target = dest / f"{Path(folder).name}-{name}"
+            if not target.exists():
+                shutil.copyfile(src, target)
     _normal_permissions(dest)
 
 
@@ -162,5 +182,5 @@ def _normal_permissions(folder: Path) -> None:
             f.chmod(0o666 & ~mask)
 
 
-__all__ = ["COPY_FILES", "STALE_TOKENIZER_FILES", "WEIGHT_SUFFIXES", "folder_bytes", "load_model_and_tokenizer",
+__all__ = ["COPY_FILES", "STALE_TOKENIZER_FILES", "TOKENIZER_FILES", "WEIGHT_SUFFIXES", "folder_bytes", "load_model_and_tokenizer",
            "load_tokenizer", "resolve_folder", "save_folder"]

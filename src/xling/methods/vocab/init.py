@@ -198,19 +198,29 @@ def focus_plan(aux: AuxVectors, new_ids: Sequence[int], candidates: Sequence[int
     cand = np.array([c for c in candidates if int(c) in idx], dtype=np.int64)
     if len(cand) == 0:
         raise XlingError("FOCUS: no old token occurs in the auxiliary text")
-    cvec = _unit(aux.vectors[[idx[int(c)] for c in cand]])
-    plan: Plan = {}
-    missing = []
-    for nid in new_ids:
-        r = idx.get(int(nid))
-        if r is None:
-            missing.append(int(nid))
-            continue
-        sims = cvec @ _unit(aux.vectors[r])
-        w = sparsemax(sims)
-        nz = w > 0
-        plan[int(nid)] = (cand[nz], w[nz])
+    cvec = aux.vectors[[idx[int(c)] for c in cand]]
+    missing = [int(n) for n in new_ids if int(n) not in idx]
+    found = [int(n) for n in new_ids if int(n) in idx]
+    weights = focus_weights(aux.vectors[[idx[n] for n in found]] if found else np.zeros((0, cvec.shape[1])), cvec)
+    plan: Plan = {nid: (cand[j], w) for nid, (j, w) in zip(found, weights)}
     return plan, missing
+
+
+def focus_weights(targets: np.ndarray, candidates: np.ndarray, chunk: int = 256) -> list[tuple[np.ndarray, np.ndarray]]:
+    """For each row of ``targets``: the candidate rows with non-zero weight and their weights,
+    ``sparsemax(cos(target, candidates))`` (FOCUS, Dobler and de Melo 2023), computed ``chunk`` rows at a time.
+
+    Returns ``(candidate indices, weights)`` per target; the weights are non-negative and sum to 1.
+    """
+    cvec = _unit(np.asarray(candidates, dtype=np.float64))
+    targets = np.asarray(targets, dtype=np.float64)
+    out: list[tuple[np.ndarray, np.ndarray]] = []
+    for a in range(0, len(targets), chunk):
+        w = sparsemax(_unit(targets[a : a + chunk]) @ cvec.T)
+        for row in w:
+            nz = np.flatnonzero(row > 0)
+            out.append((nz, row[nz]))
+    return out
 
 
 def align_spaces(src: AuxVectors, tgt: AuxVectors,

@@ -154,6 +154,37 @@ def extend_model_(model: torch.nn.Module, new_size: int, rows: Callable[[VocabTe
     _set_vocab_size(model, new_size)
 
 
+@torch.no_grad()
+def replace_vocab_(model: torch.nn.Module, new_size: int, rows: Callable[[VocabTensor, torch.Tensor], torch.Tensor],
+                   new_id: Callable[[int], int | None]) -> None:
+    """Give the model another vocabulary of ``new_size`` ids, in place: every vocabulary tensor becomes
+    ``rows(vt, old)`` (``new_size`` along ``vt.dim``; tied tensors stay one tensor), and the config's token ids and
+    the embeddings' ``padding_idx`` go through ``new_id`` (old id -> new id, None drops it)."""
+    V = vocab_rows(model)
+    for vt in vocab_tensors(model):
+        old = vt.tensor.detach()
+        new = rows(vt, old).to(dtype=old.dtype, device=old.device)
+        if new.shape[vt.dim] != new_size:
+            raise RuntimeError(f"replacement produced {new.shape[vt.dim]} rows, expected {new_size}")
+        _replace(vt, new)
+        del old
+    for module in model.modules():  # as _fix_modules, but ids are remapped also when the size did not change
+        if isinstance(module, torch.nn.Embedding) and module.weight.shape[0] == new_size:
+            module.num_embeddings = new_size
+            if module.padding_idx is not None:
+                module.padding_idx = new_id(module.padding_idx)
+        elif isinstance(module, torch.nn.Linear) and module.weight.shape[0] == new_size:
+            module.out_features = new_size
+        elif not isinstance(module, torch.nn.Embedding):
+            if isinstance(vars(module).get("vocab_size"), int) and module.vocab_size == V:
+                module.vocab_size = new_size
+            pad = vars(module).get("padding_idx")
+            if isinstance(pad, int) and pad >= 0:
+                module.padding_idx = new_id(pad)
+    _set_vocab_size(model, new_size)
+    remap_token_ids(model, new_id)
+
+
 def _configs(model) -> list:
     cfgs = [model.config]
     try:

@@ -105,7 +105,7 @@ def _progress(cfg, lm, model, tokens: int, passes: int, n_langs: int):
     load = current_load()
     secs = estimate_seconds(tokens, forward_params(model.config, model), device=device, load=load)
     say(estimate_line("neurons", model=cfg.model, params=model_params(model.config, model), seconds=secs,
-                      device=device, langs=n_langs, texts=passes, text_word="sentence pass", load=load))
+                      device=device, langs=n_langs, texts=passes, text_word="sentence run", load=load))
     return tqdm(total=passes, unit="sent", desc="neurons", file=sys.stderr, dynamic_ncols=True)
 
 
