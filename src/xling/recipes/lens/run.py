@@ -334,6 +334,32 @@ class LensRunResult:
     mexa: dict | None = None
 
 
+def _progress(cfg: LensConfig, model, prompts: list[dict], n_hidden: int, n_langs: int):
+    """The estimate line (the prompts' tokens through the model, plus one unembedding per hidden state and prompt)
+    and a progress bar over prompts; ``None`` with ``--quiet``."""
+    if not cfg.progress:
+        return None
+    import sys
+
+    from tqdm.auto import tqdm
+
+    from xling.engine.estimate import current_load, estimate_line, estimate_seconds, forward_params, model_params, say
+
+    device = next(model.parameters()).device.type
+    device = "cuda" if device == "cuda" else "cpu"
+    emb = model.get_output_embeddings()
+    head_params = int(emb.weight.numel()) if emb is not None else 0
+    tokens = sum(len(p["input_ids"]) for p in prompts)
+    # the body's cost per token, and the lens's unembeddings as n_hidden extra "tokens" through the head alone
+    params = forward_params(model.config, model)
+    work = tokens + (len(prompts) * n_hidden * head_params) // max(1, params)
+    load = current_load()
+    secs = estimate_seconds(work, params, device=device, load=load)
+    say(estimate_line("lens", model=cfg.model, params=model_params(model.config, model), seconds=secs, device=device,
+                      langs=n_langs, texts=len(prompts), text_word="prompt", layers=n_hidden, load=load))
+    return tqdm(total=len(prompts), unit="prompt", desc="lens", file=sys.stderr, dynamic_ncols=True)
+
+
 def lens(config: LensConfig | None = None, **kwargs) -> LensRunResult:
     """Run the lens recipe (see the module doc)."""
     from xling.data.langcodes import normalize_lang
@@ -380,10 +406,16 @@ def lens(config: LensConfig | None = None, **kwargs) -> LensRunResult:
 
         print(f"xling: lens: {len(all_prompts)} prompts, {len(langs)} languages, {head.num_hidden_states} hidden states "
               f"of {cfg.model}", file=sys.stderr, flush=True)
-    res = logit_lens(model, [p["input_ids"] for p in all_prompts],
-                     {"target": [p["target_token_ids"] for p in all_prompts],
-                      "english": [p["english_token_ids"] for p in all_prompts]},
-                     batch_size=cfg.batch_size, pad_id=tok.pad_token_id if tok.pad_token_id is not None else 0, head=head)
+    bar = _progress(cfg, model, all_prompts, head.num_hidden_states, len(langs))
+    try:
+        res = logit_lens(model, [p["input_ids"] for p in all_prompts],
+                         {"target": [p["target_token_ids"] for p in all_prompts],
+                          "english": [p["english_token_ids"] for p in all_prompts]},
+                         batch_size=cfg.batch_size, pad_id=tok.pad_token_id if tok.pad_token_id is not None else 0,
+                         head=head, progress=bar.update if bar is not None else None)
+    finally:
+        if bar is not None:
+            bar.close()
     rows = []
     for i, p in enumerate(all_prompts):
         tgt_set, en_set = set(p["target_token_ids"]), set(p["english_token_ids"])
