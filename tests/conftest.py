@@ -45,6 +45,14 @@ def tiny_model_dirs(tmp_path_factory):
     return {k: tiny_models.save(k, root / k) for k in ("bert", "xlmr", "llama", "gpt2", "gemma3")}
 
 
+@pytest.fixture(scope="session")
+def tiny_causal_dirs(tmp_path_factory):
+    """Tiny decoders saved with their LM heads (untied Llama, tied GPT-2 and Gemma 3): what scoring and
+    generation load, where a missing untied head is refused rather than initialised at random."""
+    root = tmp_path_factory.mktemp("tiny-causal")
+    return {k: tiny_models.save(k, root / k, head=True) for k in ("llama", "gpt2", "gemma3")}
+
+
 @pytest.fixture
 def one_thread():
     """Tiny models run faster on one torch thread (and the machine is shared)."""

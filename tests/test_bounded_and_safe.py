@@ -22,6 +22,13 @@ from xling.textsafe import CHARS_PER_TOKEN, cap_texts, cap_words, char_cap, csv_
 HOSTILE = ["=cmd|' /C calc'!A0", "+1", "-2", "@SUM(1)"]
 WORDS = "the cat sees the dog one big red house two and three a blue cat".split()
 
+@pytest.fixture
+def tiny_model_dirs(tiny_model_dirs, tiny_causal_dirs):
+    """Here the tiny decoders are scored or generated from: saved with their LM heads (an untied head missing from a
+    folder is refused, never initialised at random)."""
+    return {**tiny_model_dirs, **tiny_causal_dirs}
+
+
 
 def _long_text(n_chars: int) -> str:
     """Words of the tiny vocabulary (one token each), ``n_chars`` characters in all."""

@@ -34,6 +34,8 @@ CONVERTED = {"lens": "xling.recipes.lens.config:LensConfig", "edit": "xling.reci
              "vocab compare": "xling.recipes.vocab.config:CompareConfig",
              "vocab fertility": "xling.recipes.vocab.config:FertilityConfig",
              "vocab export": "xling.recipes.vocab.config:ExportConfig",
+             "vocab transplant": "xling.recipes.vocab.config:TransplantConfig",
+             "vocab replace": "xling.recipes.vocab.config:ReplaceConfig",
              "train": "xling.recipes.train.config:TrainRunConfig",
              "train-module": "xling.recipes.train_module.config:TrainModuleConfig",
              "knowledge": "xling.recipes.knowledge.config:KnowledgeConfig"}
@@ -50,6 +52,8 @@ REQUIRED: dict[str, tuple[list[str], dict]] = {
     "vocab compare": (["--model", "a", "--reference", "b"], {"model": "a", "reference": "b"}),
     "vocab fertility": (["--model", "a,b"], {"models": ["a", "b"]}),
     "vocab export": (["--model", "m", "--out", "m.gguf"], {"model": "m", "out": "m.gguf"}),
+    "vocab transplant": (["--model", "m", "--tokenizer-from", "t"], {"model": "m", "tokenizer_from": "t"}),
+    "vocab replace": (["--model", "m", "--data", "d", "--langs", "pt"], {"model": "m", "data": "d", "langs": ["pt"]}),
     "train-module": (["--kind", "task", "--out", "o"], {"kind": "task", "out": "o"}),
 }
 

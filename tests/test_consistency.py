@@ -19,6 +19,13 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 nan = float("nan")
 
+@pytest.fixture
+def tiny_model_dirs(tiny_model_dirs, tiny_causal_dirs):
+    """Here the tiny decoders are scored or generated from: saved with their LM heads (an untied head missing from a
+    folder is refused, never initialised at random)."""
+    return {**tiny_model_dirs, **tiny_causal_dirs}
+
+
 
 def same(a, b) -> bool:
     return (a != a and b != b) or a == pytest.approx(b)

@@ -25,6 +25,7 @@ DIST_OF = {
     "yaml": "pyyaml",
     "PIL": "pillow",
     "google": "protobuf",
+    "lingua": "lingua-language-detector",
 }
 
 #: Calls whose first argument, a string constant, is a module imported at run time.

@@ -12,6 +12,13 @@ from xling.errors import XlingError
 from xling.methods.edit import EditSettings, FactEditor, edit_rates, middle_layers, mlp_output_projections
 from xling.tasks.zeroshot import label_loglik
 
+@pytest.fixture
+def tiny_model_dirs(tiny_model_dirs, tiny_causal_dirs):
+    """Here the tiny decoders are scored or generated from: saved with their LM heads (an untied head missing from a
+    folder is refused, never initialised at random)."""
+    return {**tiny_model_dirs, **tiny_causal_dirs}
+
+
 
 class _Tok:
     """A whitespace tokenizer over a fixed word list (ids 2..), BOS 1: enough for prompts and answers."""

@@ -21,6 +21,13 @@ from xling.tasks.encode import encode, pad_id, predict_logits
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
+@pytest.fixture(scope="module")
+def tiny_model_dirs(tiny_model_dirs, tiny_causal_dirs):
+    """Here the tiny decoders are scored or generated from: saved with their LM heads (an untied head missing from a
+    folder is refused, never initialised at random)."""
+    return {**tiny_model_dirs, **tiny_causal_dirs}
+
+
 
 @pytest.fixture(scope="module")
 def trained(tiny_model_dirs, tmp_path_factory):

@@ -491,6 +491,10 @@ def test_english_detour_needs_a_difference_beyond_noise():
             rows.append({"prompt_id": f"p{i}", "lang": "deu_Latn", "layer": layer, "p_target": p_t, "p_english": p_e,
                          "top_is": "target" if layer == 3 else "other"})
     assert english_detour(rows=rows, lang="deu_Latn") == [2]
+    # English above the target beyond noise, but with no mass at all: reported apart, never as a detour
+    tiny = [{**r, "p_english": r["p_english"] * 0.01} if r["layer"] == 2 else r for r in rows]
+    massless = []
+    assert english_detour(rows=tiny, lang="deu_Latn", massless=massless) == [] and massless == [2]
     perf = task_performance(rows)
     assert perf["deu_Latn"]["p_target"] == pytest.approx(0.5) and perf["deu_Latn"]["top_is_target"] == 1.0
 

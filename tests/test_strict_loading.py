@@ -145,3 +145,31 @@ def test_a_damaged_safetensors_file_is_one_line_naming_it(tiny_model_dirs, data,
                       "garbage": b"\xff" * 8 + raw[8:]}[damage])
     line = _align_error(capsys, folder, data, tmp_path)
     assert str(path) in line and "safetensors" in line
+
+
+def test_causal_loading_never_initialises_an_untied_head_at_random(tiny_causal_dirs, tmp_path):
+    """A decoder folder without its untied LM head is refused in one line by every scoring/generation loader;
+    a complete folder loads to the same logits twice (no weight left to transformers' random init)."""
+    import torch
+    from transformers import AutoConfig, LlamaModel
+
+    from xling.errors import XlingError
+    from xling.tasks.zeroshot import load_causal_lm
+
+    src = tiny_causal_dirs["llama"]
+    ids = torch.tensor([[1, 5, 6, 7]])
+    torch.manual_seed(0)
+    a = load_causal_lm(src, torch.float32, torch.device("cpu"))(ids).logits
+    torch.manual_seed(1)
+    b = load_causal_lm(src, torch.float32, torch.device("cpu"))(ids).logits
+    assert torch.equal(a, b)
+    headless = tmp_path / "headless"
+    base = LlamaModel(AutoConfig.from_pretrained(src))
+    assert not base.config.tie_word_embeddings
+    base.save_pretrained(headless)
+    for f in src.iterdir():
+        if f.name.startswith(("tokenizer", "special")):
+            shutil.copy(f, headless)
+    with pytest.raises(XlingError, match="lack weights for lm_head") as info:
+        load_causal_lm(headless, torch.float32, torch.device("cpu"))
+    assert "\n" not in str(info.value)

@@ -65,8 +65,8 @@ def experiment(tiny_model_dirs, tmp_path_factory):
 def test_every_condition_is_scored_on_every_target(experiment):
     cfg, task, res = experiment
     assert res.source == "eng_Latn" and res.targets == ["deu_Latn", "fra_Latn"]
-    assert res.conditions == list(CONDITIONS)
-    for c in CONDITIONS.values():
+    assert res.conditions == [c for c in CONDITIONS if c != "translate-test"]  # that one needs --translate-test
+    for c in (CONDITIONS[n] for n in res.conditions):
         for t in res.targets:
             assert 0.0 <= res.score(c.name, t) <= 1.0
         if not c.per_target:

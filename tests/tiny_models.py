@@ -102,8 +102,25 @@ def build(kind: str, seed: int = 0, layers: int = 3, hidden: int = 32):
     return model, tok
 
 
-def save(kind: str, folder: Path, **kw) -> Path:
+def with_lm_head(model, seed: int = 0):
+    """The causal LM around a tiny decoder ``model`` (same weights), its untied head seeded: a saved decoder folder
+    holds every weight, so loading it with its head never initialises anything at random."""
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed + 1)
+    lm = AutoModelForCausalLM.from_config(model.config)
+    lm.base_model.load_state_dict(model.state_dict())
+    if lm.config.get_text_config().tie_word_embeddings:
+        lm.tie_weights()
+    return lm.eval()
+
+
+def save(kind: str, folder: Path, head: bool = False, **kw) -> Path:
+    """Save a tiny ``kind`` (base model weights only, as most tests read them); ``head=True`` saves a decoder with
+    its LM head (:func:`with_lm_head`), as scoring and generation need."""
     model, tok = build(kind, **kw)
+    if head:
+        model = with_lm_head(model, kw.get("seed", 0))
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder, safe_serialization=True)
     tok.save_pretrained(folder)

@@ -31,6 +31,9 @@ EXTRAS: dict[str, tuple[str, str]] = {
     "ray": ("ray", "ray>=2.9"),
     "accelerate": ("device-map", "accelerate>=0.26"),
     "bitsandbytes": ("quant", "bitsandbytes>=0.43"),
+    "lm_eval": ("harness", "lm-eval>=0.4.12"),
+    "sacrebleu": ("generation", "sacrebleu>=2.4"),
+    "lingua": ("generation", "lingua-language-detector>=2.0"),
 }
 
 
@@ -57,6 +60,24 @@ def require(module: str, what: str = "this") -> ModuleType:
         raise XlingError(f"{what} needs {hint}") from None
 
 
+def require_extra(extra: str, what: str = "this") -> None:
+    """Import every module of ``extra`` (a feature that needs all of them, e.g. ``generation``: sacrebleu and
+    lingua); if any is missing, raise one line naming ``pip install 'xling[extra]'`` and what the extra holds."""
+    modules = [m for m, (e, _) in EXTRAS.items() if e == extra]
+    if not modules:
+        raise KeyError(f"{extra!r} is not an extra of xling (see xling.deps.EXTRAS)")
+    missing = []
+    for m in modules:
+        try:
+            importlib.import_module(m)
+        except ImportError:
+            missing.append(m)
+    if missing:
+        holds = " and ".join(EXTRAS[m][1] for m in modules)
+        raise XlingError(f"{what} needs the '{extra}' extra: pip install 'xling[{extra}]' (in the xling checkout: "
+                         f"pip install -e '.[{extra}]'; it holds {holds})")
+
+
 def available(module: str) -> bool:
     """Whether the optional dependency ``module`` can be imported."""
     install_hint(module)
@@ -67,4 +88,4 @@ def available(module: str) -> bool:
     return True
 
 
-__all__ = ["EXTRAS", "available", "install_hint", "require"]
+__all__ = ["EXTRAS", "available", "install_hint", "require", "require_extra"]

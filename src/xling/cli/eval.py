@@ -55,6 +55,31 @@ def cmd_eval(cfg) -> int:
     from xling.recipes.eval.run import evaluate, format_summary
 
     result = evaluate(cfg)  # checks --model (and the store) before it loads the task
+    if getattr(result, "kind", None) == "harness":
+        from xling.harness.lm_harness import format_harness_summary
+
+        print(format_harness_summary(result))
+        print(f"wrote {cfg.out}/report.html, harness_results.json, harness_scores.csv, predictions.csv"
+              + ("" if cfg.store is None else f"; results store {cfg.store} (runs "
+                 f"{', '.join(r.run_id for r in result.runs)})"))
+        return 0
+    if getattr(result, "kind", None) == "icl":
+        print(result.summary())
+        wrote = [f"{cfg.out}/icl.csv, icl_differences.csv, report.html, demonstrations.jsonl, predictions.csv"] \
+            if cfg.out is not None else []
+        wrote += [f"results store {cfg.store} (one eval run per source: "
+                  f"{', '.join(f'{s} {rid}' for s, rid in result.run_ids.items())})"] if cfg.store is not None else []
+        if wrote:
+            print("wrote " + "; ".join(wrote))
+        return 0
+    if getattr(result, "kind", None) == "generation":
+        print(result.summary())
+        wrote = [f"{cfg.out}/report.html, generations.jsonl, generation_scores.csv, predictions.csv"] \
+            if cfg.out is not None else []
+        wrote += [f"results store {cfg.store} (run {result.run_id})"] if cfg.store is not None else []
+        if wrote:
+            print("wrote " + "; ".join(wrote))
+        return 0
     print(format_summary(result))
     print(f"wrote {cfg.out}/report.html, scores.csv, per_language.csv"
           + ("" if cfg.store is None else f"; results store {cfg.store} (run {result.run_id})"))
@@ -65,6 +90,17 @@ def cmd_task(cfg) -> int:
     from xling.textsafe import term
 
     task = load_task_cli(cfg)
+    if cfg.export_harness is not None:
+        from xling.io import output_folder
+        from xling.tasks.harness_export import export_harness_task
+
+        with output_folder(cfg.export_harness, command="task", overwrite=cfg.overwrite,
+                           flag="--export-harness") as tmp:
+            manifest = export_harness_task(task, tmp, langs=cfg.langs, final=cfg.export_harness)
+        print(f"wrote {cfg.export_harness}: harness group {manifest['group']} ({len(manifest['tasks'])} languages, "
+              f"{sum(manifest['n_examples'].values())} examples); run it with xling eval --harness "
+              f"{cfg.export_harness}, or lm_eval --include_path {cfg.export_harness} --tasks {manifest['group']}")
+        return 0
     print(task.summary())
     print("labels: " + ", ".join(task.labels))
     for split in task.splits:
@@ -73,6 +109,8 @@ def cmd_task(cfg) -> int:
     test = task.data.get("test", {}).get(task.source_lang, [])
     for e in test[: cfg.show]:
         label = task.labels[e.label] if task.type == "classification" and e.label is not None else e.label
+        if task.type == "generation":  # a translation's verse id, or a task file's reference output
+            label = e.target if e.target is not None else e.id
         text = e.text if e.tokens is None else " ".join(e.tokens)
         print(f"--- {term(label)}: {term(text)}")  # one line each, escapes shown, never run
     return 0

@@ -33,7 +33,8 @@ def cmd_transfer(cfg) -> int:
         return 0
     result = run_transfer(cfg)
     print(format_table(result))
-    print(f"wrote {Path(cfg.out) / 'report.html'} (and transfer.csv, summary.csv, run.json)")
+    extra = ", translations.jsonl" if result.translations else ""
+    print(f"wrote {Path(cfg.out) / 'report.html'} (and transfer.csv, summary.csv, run.json{extra})")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""``xling vocab trim|extend|compare|fertility`` (recipes: :mod:`xling.recipes.vocab.run`).
+"""``xling vocab trim|extend|transplant|replace|compare|fertility|export`` (recipes: :mod:`xling.recipes.vocab.run`).
 
 The flags are the fields of the configs in :mod:`xling.recipes.vocab.config`; this module only prints.
 """
@@ -7,11 +7,13 @@ from __future__ import annotations
 
 
 def add_vocab_parser(sub) -> None:
-    """The ``xling vocab`` group: ``trim``, ``extend``, ``compare``."""
+    """The ``xling vocab`` group: ``trim``, ``extend``, ``transplant``, ``replace``, ``compare``, ``fertility``,
+    ``export``."""
     from xling.harness.config import add_command
     from xling.recipes.vocab.config import CompareConfig, ExtendConfig, TrimConfig
     from xling.recipes.vocab.config import ExportConfig
     from xling.recipes.vocab.config import FertilityConfig
+    from xling.recipes.vocab.config import ReplaceConfig, TransplantConfig
 
     v = sub.add_parser("vocab", help="trim a model's vocabulary to some languages, or extend it with new tokens",
                        description="Vocabulary specialisation: trim (vocabtrimmer), extend (FOCUS, WECHSEL, mean, "
@@ -34,6 +36,20 @@ def add_vocab_parser(sub) -> None:
     add_command(vs, "compare", CompareConfig, cmd_compare, help="compare two vocabulary-trimmed copies of a model",
                 description="Rows kept in each (by token), overlap, and whether shared rows and all other weights "
                             "are identical.")
+    add_command(vs, "transplant", TransplantConfig, cmd_new_vocab,
+                help="give a model another model's tokenizer, initialising the new embeddings training-free",
+                description="Give --model the tokenizer of --tokenizer-from (a model, folder, hub id or "
+                            "tokenizer.json). Tokens both vocabularies share keep their vectors; the others are "
+                            "initialised by orthogonal matching pursuit over shared-token anchors (omp, mergekit "
+                            "tokensurgeon's idea), FOCUS (sparsemax over similar shared tokens), mean or random. With "
+                            "--data: fertility and bits per character per language before and after, and with "
+                            "--adapt-steps after a short causal-LM adaptation.")
+    add_command(vs, "replace", ReplaceConfig, cmd_new_vocab,
+                help="replace the vocabulary by one trained on the target text (FOCUS, mean, random)",
+                description="Train a byte-level BPE or Unigram tokenizer of --vocab-size on the training part of "
+                            "--data, initialise every embedding (FOCUS, mean, random or omp), adapt for "
+                            "--adapt-steps causal-LM steps, and compare fertility and bits per character per "
+                            "language with the original model and with vocabulary extension.")
     add_command(vs, "export", ExportConfig, cmd_export, help="write a decoder as one GGUF file for llama.cpp",
                 description="Write a Llama-family (Llama, SmolLM2, Mistral, Qwen2) or Gemma 3 text decoder with its "
                             "tokenizer as one GGUF file (F16 or F32) that llama.cpp and transformers' GGUF reader "
@@ -72,6 +88,15 @@ def cmd_compare(cfg) -> int:
     return 0
 
 
+def cmd_new_vocab(cfg) -> int:
+    from xling.recipes.vocab.config import TransplantConfig
+    from xling.recipes.vocab.transplant import format_new_vocab, replace, transplant
+
+    run = transplant if isinstance(cfg, TransplantConfig) else replace
+    print(format_new_vocab(run(cfg)))
+    return 0
+
+
 def cmd_export(cfg) -> int:
     from xling.recipes.vocab.run import export, format_export
 
@@ -79,4 +104,4 @@ def cmd_export(cfg) -> int:
     return 0
 
 
-__all__ = ["add_vocab_parser", "cmd_compare", "cmd_export", "cmd_extend", "cmd_fertility", "cmd_trim"]
+__all__ = ["add_vocab_parser", "cmd_compare", "cmd_export", "cmd_extend", "cmd_fertility", "cmd_new_vocab", "cmd_trim"]

@@ -118,7 +118,7 @@ def logit_lens(
         rows = torch.arange(len(idx), device=device)
         # every layer's last position at once: (H, B, d) -> one norm, one unembedding, one softmax
         h = torch.stack([hs[layer][rows, last] for layer in range(H)])
-        z = torch.cat([head.logits(h[:-1]), head.logits(h[-1:], normed=True)]).float()
+        z = head.stack_logits(h).float()
         p, ent, tp, ti = _distribution_stats(z)
         entropy[idx] = ent.T.cpu()
         top_id[idx] = ti.T.cpu()

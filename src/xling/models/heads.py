@@ -58,6 +58,17 @@ class LensHead:
             z = torch.tanh(z / self.softcap) * self.softcap
         return z
 
+    def stack_logits(self, h: torch.Tensor) -> torch.Tensor:
+        """Logits of a stack of every layer's hidden states ``h`` (H, ..., d) whose last entry is the model's last
+        hidden state (already normed): the norm on the others, then *one* unembedding of the whole stack, the
+        soft-capping in place (over a large vocabulary each extra pass over (H, ..., V) is a visible cost)."""
+        if self.norm is not None:
+            h = torch.cat([self.norm(h[:-1]), h[-1:]])
+        z = self.unembed(h)
+        if self.softcap:
+            z.div_(self.softcap).tanh_().mul_(self.softcap)
+        return z
+
     @torch.no_grad()
     def verify(self, model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                *, atol: float = 1e-4) -> None:
@@ -136,31 +147,41 @@ def find_lens_head(model: nn.Module) -> LensHead:
                     norm_name=norm_name)
 
 
-def load_with_head(lm) -> nn.Module:
-    """The causal LM (with its head) of a :class:`~xling.models.loading.LoadedModel`'s folder.
+def load_causal_checked(folder, dtype, device, name: str | None = None) -> nn.Module:
+    """The causal LM (with its head) in ``folder``: safetensors only, no remote code, and missing weights are an
+    error unless they are the head of a model with tied embeddings (the head *is* the input embedding then).
 
-    Safetensors only, no remote code; missing weights are an error unless they are the head of a
-    model with tied embeddings (the head *is* the input embedding then)."""
+    transformers would otherwise initialise a missing untied head at random on every load, so two loads of
+    the same folder would predict differently; xling never scores with weights nobody trained."""
     from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
 
-    if lm.path is None:
-        raise XlingError(f"{lm.name}: an in-memory model has no folder to load its LM head from")
-    if not lm.is_decoder:
-        raise XlingError(f"{lm.name} is an encoder; this reads a decoder's next-token predictions")
+    name = name or str(folder)
+    hf_logging.set_verbosity_error()
     try:
-        model, info = AutoModelForCausalLM.from_pretrained(lm.path, dtype=lm.dtype, use_safetensors=True,
+        model, info = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, use_safetensors=True,
                                                            trust_remote_code=False, output_loading_info=True)
     except (OSError, ValueError, RuntimeError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else ""
-        raise XlingError(f"{lm.name}: cannot load it with its LM head ({type(exc).__name__}: {first})") from None
+        raise XlingError(f"{name}: cannot load it with its LM head ({type(exc).__name__}: {first})") from None
     cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
     tied = bool(getattr(cfg, "tie_word_embeddings", False))
     missing = [k for k in info.get("missing_keys", []) if not (tied and "lm_head" in k)]
     bad = missing + list(info.get("mismatched_keys", []))
     if bad:
-        raise XlingError(f"{lm.name}: its files lack weights for {', '.join(map(str, bad[:3]))} "
+        raise XlingError(f"{name}: its files lack weights for {', '.join(map(str, bad[:3]))} "
                          f"(an untied LM head that is not in the checkpoint is never initialised at random)")
-    return model.eval().to(lm.device)
+    return model.eval().to(device)
 
 
-__all__ = ["LensHead", "find_lens_head", "load_with_head"]
+def load_with_head(lm) -> nn.Module:
+    """The causal LM (with its head) of a :class:`~xling.models.loading.LoadedModel`'s folder
+    (:func:`load_causal_checked`)."""
+    if lm.path is None:
+        raise XlingError(f"{lm.name}: an in-memory model has no folder to load its LM head from")
+    if not lm.is_decoder:
+        raise XlingError(f"{lm.name} is an encoder; this reads a decoder's next-token predictions")
+    return load_causal_checked(lm.path, lm.dtype, lm.device, name=lm.name)
+
+
+__all__ = ["LensHead", "find_lens_head", "load_causal_checked", "load_with_head"]

@@ -182,5 +182,6 @@ def _normal_permissions(folder: Path) -> None:
             f.chmod(0o666 & ~mask)
 
 
-__all__ = ["COPY_FILES", "STALE_TOKENIZER_FILES", "TOKENIZER_FILES", "WEIGHT_SUFFIXES", "folder_bytes", "load_model_and_tokenizer",
+__all__ = ["COPY_FILES", "STALE_TOKENIZER_FILES", "TOKENIZER_FILES", "WEIGHT_SUFFIXES", "folder_bytes",
+           "load_model_and_tokenizer",
            "load_tokenizer", "resolve_folder", "save_folder"]

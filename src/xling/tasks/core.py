@@ -8,7 +8,11 @@ task types:
 * ``token-classification``: a list of words (``tokens``) with one tag per word
   (``tags``, indices into :attr:`Task.labels`, BIO scheme: ``B-PER``, ``I-PER``, ``O``);
 * ``multiple-choice``: a context (``text``, optionally ``text_pair``) and a list
-  of ``choices``; the label is the index of the right choice.
+  of ``choices``; the label is the index of the right choice;
+* ``generation``: an input (``text``) and the reference output (``target``), scored by
+  prompted generation with a decoder (:mod:`xling.tasks.generation`); no labels. A
+  translation task (``meta["translation"]``, the built-in ``bible-mt``) holds parallel
+  texts instead (``text`` only; rows with the same ``id`` are translations).
 
 The usual protocol (XTREME, Hu et al. 2020) trains on the source language
 (:attr:`Task.source_lang`, English by default) and evaluates on every language
@@ -24,7 +28,7 @@ from pathlib import Path
 
 from xling.errors import XlingError
 
-TASK_TYPES = ("classification", "token-classification", "multiple-choice")
+TASK_TYPES = ("classification", "token-classification", "multiple-choice", "generation")
 SPLITS = ("train", "dev", "test")
 
 
@@ -39,6 +43,7 @@ class Example:
     choices: list[str] | None = None
     label: int | None = None
     id: str | None = None
+    target: str | None = None  # generation: the reference output
 
     def to_json(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if v is not None}
@@ -183,7 +188,8 @@ class Task:
 
 
 #: Fields of a saved example and the JSON types they accept.
-_EXAMPLE_TYPES = {"text": str, "text_pair": str, "tokens": list, "tags": list, "choices": list, "label": int, "id": str}
+_EXAMPLE_TYPES = {"text": str, "text_pair": str, "tokens": list, "tags": list, "choices": list, "label": int, "id": str,
+                  "target": str}
 
 
 def _check_task_json(obj: dict, where: str) -> None:

@@ -29,6 +29,7 @@ TASKS = Registry(kind="task", ignore_case=True, unknown="unknown task {name!r}{h
 TASKS.register("libreoffice-topic", "xling.tasks.libreoffice:libreoffice_topic")
 TASKS.register("bible-genre", "xling.tasks.bible:bible_genre")
 TASKS.register("facts", "xling.tasks.facts:facts_task")
+TASKS.register("bible-mt", "xling.tasks.bible_mt:bible_mt")
 
 
 #: Unlabeled in-domain text of a task, ``f(lang) -> list[str]``, with the task's evaluation text
@@ -118,6 +119,8 @@ def _default_fields(path: Path) -> dict:
         raise XlingError(f"{path}: no examples")
     if "tokens" in first and "tags" in first:
         return {"type": "token-classification"}
+    if "target" in first:
+        return {"type": "generation"}
     if "choices" in first:
         return {"type": "multiple-choice", "text": [k for k in ("text", "text_pair") if k in first] or []}
     if "text_pair" in first:

@@ -21,6 +21,10 @@ Relative paths are read from the spec's folder. Token classification reads
 ``tokens`` and ``tags`` (lists in JSONL; space-separated in CSV/TSV); multiple
 choice reads ``choices`` (a list field, or a list of column names) and a label
 that is the index (``0``, ``"2"``) or letter (``"B"``) of the right choice.
+Generation (``"type": "generation"``) reads the input from ``text`` and the
+reference output from ``target``; the row's language is the language the output
+should be in, and the train split's rows serve as the k-shot demonstrations
+(:mod:`xling.tasks.generation`).
 
 Validation raises :class:`~xling.errors.XlingError` naming the file and line:
 an unknown label, an empty text, a missing language or split, a tag count that
@@ -59,6 +63,7 @@ class TaskSpec:
     tags: str = "tags"
     choices: str | list[str] = "choices"
     label: str = "label"
+    target: str = "target"
     labels: list[str] | None = None
     lang: str | None = "lang"
     split: str | None = "split"
@@ -79,6 +84,8 @@ class TaskSpec:
             self.text = [*self.text, self.text_pair]
         if self.type == "classification" and not 1 <= len(self.text) <= 2:
             raise XlingError(f"task spec {self.name}: 'text' must name one field or two (a text pair)")
+        if self.type == "generation" and len(self.text) != 1:
+            raise XlingError(f"task spec {self.name}: a generation task's 'text' must name one field (the input)")
         if not self.files:
             raise XlingError(f"task spec {self.name}: no files")
         for f in self.files:
@@ -121,7 +128,7 @@ class TaskSpec:
 #: The JSON types each spec key accepts ("list" = a list of strings).
 _SPEC_TYPES = {
     "name": "str", "type": "str", "text": "str|list", "text_pair": "str|null", "tokens": "str", "tags": "str",
-    "choices": "str|list", "label": "str", "labels": "list|null", "lang": "str|null", "split": "str|null",
+    "choices": "str|list", "label": "str", "target": "str", "labels": "list|null", "lang": "str|null", "split": "str|null",
     "id": "str|null", "source_lang": "str", "strict_labels": "bool", "files": "files", "base": "str|null",
     "path": "str", "format": "str|null",
 }
@@ -327,6 +334,8 @@ def _parse_row(spec: TaskSpec, row: dict, where: str) -> tuple[Example, object, 
         label = _get(row, spec.label, where, "label")
         ex = Example(text=texts[0], text_pair=texts[1] if len(texts) > 1 else None, id=ex_id)
         return ex, label, None
+    if spec.type == "generation":  # the input and its reference output
+        return Example(text=_text(row, spec.text[0], where), target=_text(row, spec.target, where), id=ex_id), None, None
     if spec.type == "token-classification":
         tokens = [str(t) for t in _list_field(row, spec.tokens, where, "words")]
         tags = _list_field(row, spec.tags, where, "one tag per word")
@@ -397,6 +406,8 @@ def load_task_spec(spec: TaskSpec | dict | str | os.PathLike) -> Task:
 
 
 def _label_names(spec: TaskSpec, raws: list[_Raw]) -> list[str]:
+    if spec.type == "generation":
+        return []
     if spec.type == "multiple-choice":
         n = max(len(r.example.choices) for r in raws)
         return [str(i) for i in range(n)]

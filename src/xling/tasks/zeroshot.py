@@ -39,15 +39,11 @@ def _prompt(e: Example, template: str) -> str:
 
 
 def load_causal_lm(folder, dtype: torch.dtype, device: torch.device):
-    from transformers import AutoModelForCausalLM
-    from transformers.utils import logging as hf_logging
+    """The causal LM in ``folder`` for scoring and generation (safetensors, no remote code, no weight left to
+    random initialisation: :func:`xling.models.heads.load_causal_checked`)."""
+    from xling.models.heads import load_causal_checked
 
-    hf_logging.set_verbosity_error()
-    try:
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, use_safetensors=True)
-    except ValueError as exc:
-        raise XlingError(f"{folder}: zero-shot scoring needs a causal LM ({str(exc).splitlines()[0]})") from None
-    return model.eval().to(device)
+    return load_causal_checked(folder, dtype, device)
 
 
 @torch.inference_mode()

@@ -18,7 +18,11 @@
   character, parity against English, byte fallback rate (Petrov, La Malfa, Torr and Bibi
   2023, "Language Model Tokenizers Introduce Unfairness Between Languages", NeurIPS 2023);
 * :mod:`~xling.methods.vocab.lm` -- a causal LM before and after a vocabulary change:
-  held-out perplexity (and why trimming keeps it up to the kept probability mass), tokens/s.
+  held-out perplexity (and why trimming keeps it up to the kept probability mass), tokens/s;
+* :mod:`~xling.methods.vocab.transplant` -- a whole new vocabulary (another model's tokenizer, or one trained
+  here by :mod:`~xling.methods.vocab.train_tokenizer`): tokens matched across tokenizer families, new rows by
+  orthogonal matching pursuit over shared-token anchors (mergekit tokensurgeon's idea) or FOCUS;
+* :mod:`~xling.methods.vocab.adapt` -- the short causal-LM adaptation of the embeddings after such a change.
 
 The recipes that read models and corpora and write folders are in
 :mod:`xling.recipes.vocab.run`.

@@ -206,7 +206,8 @@ def focus_plan(aux: AuxVectors, new_ids: Sequence[int], candidates: Sequence[int
     return plan, missing
 
 
-def focus_weights(targets: np.ndarray, candidates: np.ndarray, chunk: int = 256) -> list[tuple[np.ndarray, np.ndarray]]:
+def focus_weights(targets: np.ndarray, candidates: np.ndarray,
+                  chunk: int = 256) -> list[tuple[np.ndarray, np.ndarray]]:
     """For each row of ``targets``: the candidate rows with non-zero weight and their weights,
     ``sparsemax(cos(target, candidates))`` (FOCUS, Dobler and de Melo 2023), computed ``chunk`` rows at a time.
 

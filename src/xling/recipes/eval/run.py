@@ -134,6 +134,17 @@ class _EvalUnits:
 def evaluate(config: EvalConfig | None = None, *, task=None, executor=None, **kwargs) -> EvalResult:
     """Evaluate a trained model (or a decoder, zero-shot) on every language of a task.
 
+    A generation task (``bible-mt``, a task file with a ``target`` field) is generated for by a decoder and
+    scored with chrF, BLEU and language fidelity instead (:mod:`xling.recipes.eval.generation`; the result is a
+    :class:`~xling.harness.generation.GenerationResult`).
+
+    With ``demos`` set (``--demos source,target,retrieved``), a decoder is prompted with k train-split
+    demonstrations from each source and the sources are compared per language with paired intervals
+    (:mod:`xling.recipes.eval.icl`; the result is an :class:`~xling.recipes.eval.icl.IclResult`).
+
+    With ``harness`` set (``--harness``), lm-evaluation-harness tasks run on the model instead
+    (:func:`xling.harness.lm_harness.run_harness`; the result is a :class:`~xling.harness.lm_harness.HarnessResult`).
+
     Pass an :class:`EvalConfig` or its fields as keywords; ``task`` may be a
     ready :class:`~xling.tasks.core.Task`. ``executor`` (:mod:`xling.harness.executor`)
     overrides the one ``config.executor`` names: with ``ray`` each language's
@@ -155,6 +166,10 @@ def evaluate(config: EvalConfig | None = None, *, task=None, executor=None, **kw
     if task is not None and not hasattr(task, "data"):  # a name or path: a config field
         kwargs["task"], task = str(task), None
     cfg = config if config is not None else EvalConfig(**kwargs)
+    if cfg.harness:  # lm-evaluation-harness tasks on the model xling loads: xling.harness.lm_harness
+        from xling.harness.lm_harness import run_harness
+
+        return run_harness(cfg)
     ex = executor if executor is not None else make_executor(  # a missing ray fails now, before the task
         cfg.executor, address=cfg.ray_address, workers=cfg.ray_workers, threads=cfg.threads or 1)
     if cfg.threads:
@@ -164,6 +179,16 @@ def evaluate(config: EvalConfig | None = None, *, task=None, executor=None, **kw
     from xling.harness.outputs import preflight
 
     preflight(cfg, "eval")  # a folder that is not xling's, an unusable store: refused before any work
+    if cfg.demos:  # in-context learning, three demonstration sources: recipes/eval/icl.py
+        from xling.recipes.eval.icl import evaluate_icl
+
+        return evaluate_icl(cfg, task=task)
+    from xling.tasks.generation import is_generation_task
+
+    if is_generation_task(task if task is not None else cfg.task):  # prompted generation: recipes/eval/generation.py
+        from xling.recipes.eval.generation import evaluate_generation
+
+        return evaluate_generation(cfg, task=task)
     lm = check_model(cfg)  # before the task: a wrong --model must not wait for a task build
     task = task if task is not None else load_task(cfg.task, **cfg.task_options)
     if cfg.max_examples is not None:

@@ -474,10 +474,18 @@ def curves(rows: list[dict]) -> dict[str, dict[str, list[tuple[int, float, float
     return out
 
 
+#: A detour needs English to carry probability mass: at a layer where the mean p(English) is below this, English
+#: "above the target" is a comparison of two near-zero numbers (Wendler et al. 2024 see English at 0.1-0.4 in the
+#: middle layers of Llama-2), and it is reported as such, not as a detour.
+DETOUR_FLOOR = 0.01
+
+
 def english_detour(curve: dict[str, list] | None = None, rows: list[dict] | None = None, lang: str | None = None,
-                   reps: int = 1000, seed: int = 0) -> list[int]:
-    """Layers before the last where English is more probable than the target *beyond noise*: the 95%
-    paired bootstrap interval over prompts of mean(p_english - p_target) lies above 0.
+                   reps: int = 1000, seed: int = 0, floor: float = DETOUR_FLOOR, massless: list | None = None) -> list[int]:
+    """Layers before the last where English is more probable than the target *beyond noise* (the 95%
+    paired bootstrap interval over prompts of mean(p_english - p_target) lies above 0) *and* English carries
+    mass (mean p(English) >= ``floor``). Layers that pass the first test but not the second are appended to
+    ``massless`` when a list is given.
 
     Called with ``curve`` only (no per-prompt rows), it falls back to comparing medians."""
     if rows is None:
@@ -498,7 +506,11 @@ def english_detour(curve: dict[str, list] | None = None, rows: list[dict] | None
             continue
         lo, _ = bootstrap_mean(d, reps, rs)
         if lo > 0:
-            out.append(layer)
+            p_en = sum(r["p_english"] for r in rows if r["lang"] == lang and r["layer"] == layer) / len(by[layer])
+            if p_en >= floor:
+                out.append(layer)
+            elif massless is not None:
+                massless.append(layer)
     return out
 
 
@@ -586,9 +598,10 @@ def render_report(result: LensRunResult) -> str:
     langs_word = "language" if len(cur) == 1 else "languages"
     head = [f"{esc(result.model_name)}: {len(result.prompts)} {esc(result.config.task)} prompts in {len(cur)} {langs_word}, "
             f"logit lens at each of {n_hidden} hidden states.",
-            (f"English above the target (median probability) before the last layer in {len(with_detour)} of {len(cur)} "
+            (f"English above the target beyond noise, with mean p(English) at least {DETOUR_FLOOR}, before the last layer in {len(with_detour)} of {len(cur)} "
              f"{langs_word}: " + ", ".join(f"{esc(display_lang(lang))} (layers {esc(_ranges(detour[lang]))})" for lang in with_detour))
-            if with_detour else "No English detour beyond noise (95% paired bootstrap over prompts) in the languages the model translates.",
+            if with_detour else (f"No English detour beyond noise (95% paired bootstrap over prompts, mean p(English) at least {DETOUR_FLOOR}) "
+             "in the languages the model translates."),
             (f"The model does not perform the task in {len(weak)} of {len(cur)} {langs_word} (mean p(target) at the last "
              f"layer below {SOLVES}): " + ", ".join(f"{esc(display_lang(lang))} {perf[lang]['p_target']:.3f}" for lang in weak) +
              "; their curves say nothing about a latent language.") if weak else ""]
@@ -650,13 +663,17 @@ def format_summary(result: LensRunResult) -> str:
              f"{result.seconds:.1f} s"]
     perf = task_performance(result.rows)
     for lang, c in cur.items():
-        d = english_detour(rows=result.rows, lang=lang)
+        massless: list[int] = []
+        d = english_detour(rows=result.rows, lang=lang, massless=massless)
+        weak = (f" (above but both under {DETOUR_FLOOR} at layers {_ranges(massless)}: no English mass, not a detour)"
+                if massless else "")
         t_last = c["target"][-1][2]
         e_peak = max(c["english"][:-1], key=lambda x: x[2]) if len(c["english"]) > 1 else c["english"][-1]
         solves = "" if perf[lang]["p_target"] >= SOLVES else " (does not perform the task: read as noise)"
         lines.append(f"  {short_lang_name(lang):20s} last layer: mean p(target) {perf[lang]['p_target']:.3f}, top-1 "
                      f"{perf[lang]['top_is_target']:.0%}{solves}; median p(English) peaks at layer {e_peak[0]} ({e_peak[2]:.3f}); "
-                     f"English above target beyond noise at layers: {_ranges(d) or 'none'}; median p(target) last {t_last:.3f}")
+                     f"English above target beyond noise with mean p(English) >= {DETOUR_FLOOR} at layers: {_ranges(d) or 'none'}"
+                     f"{weak}; median p(target) last {t_last:.3f}")
     mexa = result.mexa or {}
     if mexa.get("layers"):
         lines.append(f"  mean MEXA (align run {mexa['run_id']}, {mexa['langs']} languages) peaks at hidden state "

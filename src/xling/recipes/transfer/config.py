@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from xling.errors import XlingError
-from xling.harness.config import (threads_option, check_config, device_option, dtype_option, executor_option, flag, option,
+from xling.harness.config import (at_least, threads_option, check_config, device_option, dtype_option,
+                                  executor_option, flag, option,
                                   overwrite_option, quiet_option, ray_address_option, ray_workers_option,
                                   store_option, task_options_option)
 from xling.harness.seeds import parse_seeds
@@ -24,6 +25,9 @@ DEFAULT_OUT = "xling-out/transfer"
 DEFAULT_LAMBDAS = (0.25, 0.5, 1.0, 2.0)
 SELECT_ON = ("source-dev", "target-dev")
 ALIGN_GROUP = "condition align: middle-layer alignment (Liu & Niehues 2025)"
+TRANSLATE_GROUP = "condition translate-test: the target test items translated into the source language"
+#: Where the translation demonstrations come from (xling.harness.translate.DEMO_SOURCES).
+TRANSLATE_DEMOS = ("auto", "task", "bible-mt")
 #: Config fields that say how the command line ran the experiment, not what one run is (left out of its record).
 NOT_RECORDED = ("seeds",)
 
@@ -46,6 +50,7 @@ class Condition:
     baseline: bool = False
     choice: str | None = None      # "lambda" or "swap": chosen on dev among candidates
     ceiling: bool = False
+    translate: bool = False        # scored on the target test items translated into the source language
 
 
 #: The conditions by name, in the order they are run and reported.
@@ -69,6 +74,9 @@ for _condition in (
               ("task", "lang:tgt"), (0.0, 1.0), baseline=True),
     Condition("align", "task module trained with middle-layer alignment on parallel text", "add",
               ("task+align",), per_target=False),
+    Condition("translate-test", "baseline: target test items translated into the source language by a prompted "
+              "decoder (--translate-test), scored by the task module", "add", ("task",), baseline=True,
+              translate=True),
     Condition("translate-train", "ceiling: task module trained on the target language's gold translations",
               "add", ("tt:tgt",), ceiling=True),
 ):
@@ -152,6 +160,20 @@ class TransferConfig:
     align_max_pairs: int = option(4000, group=ALIGN_GROUP, help="at most N pairs, a seeded sample")
     align_drop_overlap: bool = option(False, group=ALIGN_GROUP, help="remove pairs containing a dev/test item of the "
                                                                  "task (default: refuse them)")
+    translate_test: str | None = option(None, group=TRANSLATE_GROUP, metavar="MODEL",
+                                        help="run the translate-test condition with this decoder as the translator (a "
+                                             "built-in name such as gemma-3-270m or smollm2-135m, a folder, a hub "
+                                             "id or a GGUF file); needs the 'generation' extra")
+    translate_shots: int = option(4, group=TRANSLATE_GROUP, check=at_least(0),
+                                  help="fixed demonstration pairs in each translation prompt (default 4)")
+    translate_demos: str = option("auto", group=TRANSLATE_GROUP, choices=TRANSLATE_DEMOS,
+                                  help="where the demonstrations come from: task (the task's training split, target "
+                                       "and source paired by id), bible-mt (the built-in bible-mt task's "
+                                       "demonstration verses, training-split chapters), or auto (default: task where "
+                                       "it has enough pairs, else bible-mt); a pair equal to any test item is never "
+                                       "used")
+    translate_max_new_tokens: int = option(128, group=TRANSLATE_GROUP, check=at_least(1),
+                                           help="tokens generated at most per translated text (default 128)")
     max_test: int | None = option(None, flag="--test-size", short="--max-test",
                                   help="evaluate the first N test examples per language (--max-test: the older name)")
     batch_size: int = option(32, help="evaluation batch size")
@@ -187,6 +209,12 @@ class TransferConfig:
             raise XlingError("no conditions to run")
         if self.conditions is not None:  # None: the default set (all, less what the task cannot support)
             self.conditions = list(dict.fromkeys(names))
+            if self.translate_test is not None and "translate-test" not in self.conditions:
+                self.conditions.append("translate-test")  # --translate-test MODEL asks for the condition
+            if self.translate_test is None and "translate-test" in self.conditions:
+                raise XlingError("the translate-test condition needs a translator: --translate-test MODEL (a decoder)")
+        if self.translate_test is not None and not str(self.translate_test).strip():
+            raise XlingError("--translate-test takes a model name, folder or GGUF file, got an empty string")
         for name in ("lang_steps", "task_epochs", "r", "batch_size", "lang_batch_size", "task_batch_size"):
             v = getattr(self, name)
             if v < 1:
@@ -216,5 +244,6 @@ class TransferConfig:
 
 
 __all__ = ["CONDITIONS", "Condition", "DEFAULT_LAMBDAS", "DEFAULT_MODEL", "DEFAULT_OUT", "DEFAULT_TARGETS",
-           "DEFAULT_TASK", "NOT_RECORDED", "SELECT_ON", "TASK_TARGETS", "TransferConfig", "parse_lambdas",
+           "DEFAULT_TASK", "NOT_RECORDED", "SELECT_ON", "TASK_TARGETS", "TRANSLATE_DEMOS", "TransferConfig",
+           "parse_lambdas",
            "parse_swap"]

@@ -57,6 +57,33 @@ def _gap(s: dict) -> str:
     return f"{fmt(g)}" + (f" [{fmt(lo)}, {fmt(hi)}]" if lo is not None and hi is not None else "")
 
 
+def _translation_section(tr: dict) -> str:
+    """translate-test: the translator, its prompts, and per language the off-target rate and chrF."""
+    from xling.harness.html import display_lang, esc, fmt, table_html
+
+    def pct(v):
+        return "–" if v is None else fmt(100 * v, 1)
+
+    rows = []
+    for lang, q in tr["quality"].items():
+        off = pct(q.get("off_target"))
+        if q.get("off_target_lo") is not None:
+            off += f" [{pct(q['off_target_lo'])}, {pct(q['off_target_hi'])}]"
+        chrf = "–" if q.get("chrf") is None else fmt(q["chrf"], 1) + (
+            f" [{fmt(q['chrf_lo'], 1)}, {fmt(q['chrf_hi'], 1)}]" if q.get("chrf_lo") is not None else "")
+        rows.append([display_lang(lang), q.get("n"), off, chrf, (tr.get("demos") or {}).get(lang, "–")])
+    return ("<h2>translate-test: the translations</h2>"
+            f"<p>Each target test item translated into {esc(display_lang(tr.get('target_lang')))} by "
+            f"<b>{esc(tr.get('translator'))}</b> (greedy, {esc(tr.get('shots'))}-shot prompt with fixed "
+            f"demonstrations that are never test items, at most {esc(tr.get('max_new_tokens'))} new tokens), then "
+            "scored by the task module exactly as the source test set (Conneau et al. 2018; Artetxe et al. 2020). "
+            "Off target: share of translations lingua does not identify as the source language (95% Wilson "
+            "interval); chrF: against the source-language test item of the same id, where the task is parallel "
+            "(95% bootstrap interval). The texts are in translations.jsonl.</p>"
+            + table_html(["language", "texts", "off-target % [95% CI]", "chrF [95% CI]", "demonstrations"], rows,
+                         left_cols=1, sortable=True))
+
+
 def render_transfer_report(result, task) -> str:
     """HTML for a transfer result; ``task`` needs a ``name``."""
     from xling.harness.html import (bar_chart_svg, display_lang, esc, fmt, headline_html, page, plural, table_html)
@@ -178,6 +205,10 @@ def render_transfer_report(result, task) -> str:
             left_cols=4))
     for n in getattr(result, "notes", None) or []:
         body.append(f"<p>Note: {esc(n)}</p>")
+
+    tr = getattr(result, "translation", None) or {}
+    if tr.get("quality"):
+        body.append(_translation_section(tr))
 
     body.append("<h2>Modules</h2>")
     mod_rows = []

@@ -27,6 +27,9 @@ Conditions (:data:`CONDITIONS`; a per-target one is built for each target langua
 ``madx2``      MAD-X 2.0: ``stack`` without the language module in the last layer
                (Pfeiffer et al. 2021)
 ``lang-expert`` baseline: the target-language module alone, with the task module's head
+``translate-test`` baseline (``--translate-test MODEL``): each target test item translated into the
+               source language by a prompted decoder, scored by the task module
+               (:mod:`xling.harness.translate`; Conneau et al. 2018, Artetxe et al. 2020)
 ``translate-train`` the ceiling: a task module trained on the target language's gold
                translations of the training set
 =============  ==========================================================================
@@ -139,6 +142,11 @@ def _run_transfer(config: TransferConfig, task, executor=None) -> TransferResult
         from xling.harness.store import ResultsStore
 
         ResultsStore(cfg.store).check()
+    translator = None
+    if cfg.translate_test is not None:  # the generation extra and a decoder, before any long work
+        from xling.harness.translate import check_translator
+
+        translator = check_translator(cfg.translate_test, dtype=cfg.dtype, device=cfg.device)
     task = load_task(task if task is not None else cfg.task, **(cfg.task_options or {}))
     if task.type != "classification":
         raise XlingError(f"xling transfer runs classification tasks; {task.name} is {task.type}")
@@ -157,6 +165,8 @@ def _run_transfer(config: TransferConfig, task, executor=None) -> TransferResult
         raise XlingError("no target languages")
     notes: list[str] = []
     names = list(cfg.conditions) if cfg.conditions is not None else list(CONDITIONS)
+    if cfg.conditions is None and cfg.translate_test is None:
+        names.remove("translate-test")  # run only with a translator (--translate-test MODEL)
     if cfg.conditions is None:  # the default set: drop what this task cannot support, with a note
         if not all(task.data.get("train", {}).get(t) for t in targets):
             names.remove("translate-train")
@@ -178,6 +188,20 @@ def _run_transfer(config: TransferConfig, task, executor=None) -> TransferResult
     mdir.mkdir(parents=True, exist_ok=True)
     _log(f"{task.name}: source {source}, targets {', '.join(targets)}; conditions {', '.join(names)}",
          cfg.progress)
+    examples = {}
+    for lang in [source, *targets]:
+        ex = task.examples("test", lang)
+        examples[lang] = ex[: cfg.max_test] if cfg.max_test else ex
+    translated = None
+    t_tr = time.perf_counter()
+    if any(c.translate for c in conds):  # before the modules: the translator leaves memory before training
+        from xling.harness.translate import translate_examples
+
+        translated = translate_examples(translator, cfg.translate_test, task, {t: examples[t] for t in targets},
+                                        source, shots=cfg.translate_shots, demos=cfg.translate_demos,
+                                        max_new_tokens=cfg.translate_max_new_tokens, batch_size=cfg.batch_size,
+                                        use_cache=cfg.cache, progress=cfg.progress)
+    t_tr = time.perf_counter() - t_tr
     t_mod = time.perf_counter()
     modules = _train_modules(cfg, task, source, targets, mdir, needed, executor)
     t_mod = time.perf_counter() - t_mod
@@ -198,10 +222,6 @@ def _run_transfer(config: TransferConfig, task, executor=None) -> TransferResult
 
         n_layers = num_layers(AutoConfig.from_pretrained(load_model(cfg.model, quiet=True, lazy=True).path))
 
-    examples = {}
-    for lang in [source, *targets]:
-        ex = task.examples("test", lang)
-        examples[lang] = ex[: cfg.max_test] if cfg.max_test else ex
     dev_examples: dict[str, list] = {}
     if any(c.choice for c in conds):
         for lang in ([source] if cfg.select_on == "source-dev" else targets):
@@ -225,7 +245,11 @@ def _run_transfer(config: TransferConfig, task, executor=None) -> TransferResult
         spec_base = {"transfer": RECIPE_VERSION, "base": modules[c.inputs[0].replace("tt:tgt", f"tt:{tgt}")]["key"],
                      "method": c.method, "inputs": [fps[str(p)] for p in inputs], "weights": weights,
                      "options": options, "max_length": cfg.task_max_length, "task": task.name}
-        key = PredictionCache.key({**spec_base, "data": task.fingerprint(split, lang), "lang": lang,
+        data = task.fingerprint(split, lang)
+        if c.translate:  # the translated items: their texts (translator, prompts, settings) are the data
+            spec_base["translations"] = translated.fingerprints[lang]
+            data = {"task": data, "translated": translated.fingerprints[lang]}
+        key = PredictionCache.key({**spec_base, "data": data, "lang": lang,
                                    "n": len(ex), **({"split": split} if split != "test" else {})})
         got = cache.get(key, functools.partial(prediction_problem, task.type, task.labels, ex)) if cfg.cache else None
         if got is None:
@@ -293,7 +317,8 @@ def _run_transfer(config: TransferConfig, task, executor=None) -> TransferResult
                 elif c.choice:
                     choices.append({"condition": c.name, "lang": t, "chosen": chosen, "split": "fixed",
                                     "candidates": []})
-                preds[(c.name, t)] = predictions(c, chosen, t, t, "test", examples[t], bar)
+                preds[(c.name, t)] = predictions(c, chosen, t, t, "test",
+                                                 translated.examples[t] if c.translate else examples[t], bar)
     finally:
         if bar is not None:
             bar.close()
@@ -338,13 +363,37 @@ def _run_transfer(config: TransferConfig, task, executor=None) -> TransferResult
                         "gap_closed_hi": r6(st["gap_closed_hi"])})
     warnings = honesty_warnings(summary, {c.name: [correct[(c.name, t)] for t in targets] for c in conds},
                                 len(task.labels), metric)
+    translation: dict = {}
+    if translated is not None:
+        from xling.harness.translate import translation_quality, translation_warnings
+
+        quality, tr_notes = translation_quality(translated, task, source, n_boot=cfg.bootstrap,
+                                                seed=cfg.seed)
+        notes += tr_notes
+        warnings += translation_warnings(quality, source)
+        for r in rows:
+            if r["condition"] in [c.name for c in conds if c.translate] and r["lang"] in quality:
+                r.update({f"translation_{k}": v for k, v in quality[r["lang"]].items() if k != "n"})
+        off = [q for q in quality.values() if q.get("off_target_n")]
+        k_off = sum(q["off_target"] * q["off_target_n"] for q in off)
+        n_off = sum(q["off_target_n"] for q in off)
+        for s in summary:
+            if CONDITIONS[s["condition"]].translate and n_off:
+                from xling.methods.stats import wilson_interval
+
+                lo, hi = wilson_interval(round(k_off), n_off)
+                s.update({"translation_off_target": round(k_off / n_off, 6),
+                          "translation_off_target_lo": round(lo, 6), "translation_off_target_hi": round(hi, 6)})
+        translation = {**translated.settings, "quality": quality, "timings": translated.timings,
+                       "seconds": round(t_tr, 1)}
     for w in warnings:
         print(f"xling: warning: {w}", file=sys.stderr, flush=True)
-    result = TransferResult(
+    result = TransferResult(translation=translation, translations=translated.records if translated else [],
         rows=rows, summary=summary, source=source, targets=targets, conditions=names, warnings=warnings,
         modules={role: {k: (str(v) if isinstance(v, Path) else v) for k, v in m.items()} for role, m in modules.items()},
         metric=metric, run_id=uuid.uuid4().hex[:12],
         timings={"modules_s": round(t_mod, 1), "eval_s": round(t_eval, 1),
+                 **({"translate_s": round(t_tr, 1)} if translated is not None else {}),
                  "total_s": round(time.perf_counter() - t0, 1), "examples": state["total"],
                  "predicted": state["predicted"], "modules_trained": sum(not m["reused"] for m in modules.values())},
         config={k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items() if k not in NOT_RECORDED},

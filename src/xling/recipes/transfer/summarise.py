@@ -12,6 +12,10 @@ from typing import Sequence
 
 from xling.recipes.transfer.config import TransferConfig
 
+#: transfer.csv's columns on the translate-test rows (the translations' quality), when the condition ran.
+TRANSLATION_COLUMNS = ["translation_off_target", "translation_off_target_lo", "translation_off_target_hi",
+                       "translation_off_target_n", "translation_chrf", "translation_chrf_lo", "translation_chrf_hi"]
+
 
 @dataclass
 class TransferResult:
@@ -32,6 +36,10 @@ class TransferResult:
     # condition, lang, record: each test item's prediction, gold label and correctness, keyed by its parallel id
     # (xling.harness.consistency.prediction_record): predictions.csv and the store's predictions
     predictions: list[dict] = field(default_factory=list)
+    # translate-test (--translate-test): the translator's settings, demonstrations' origin and per-language quality
+    # (off-target rate, chrF where parallel), and one record per translated text (translations.jsonl)
+    translation: dict = field(default_factory=dict)
+    translations: list[dict] = field(default_factory=list)
 
     def score(self, condition: str, lang: str, metric: str | None = None) -> float:
         m = metric or self.metric
@@ -123,11 +131,35 @@ def format_table(result: TransferResult, metric: str | None = None) -> str:
         cells = [f"{'-':>{width + 1}}" if s.get("gap_closed") is None else f"{s['gap_closed']:>+{width + 1}.2f}"
                  for s in result.summary]
         lines.append(f"{'gap closed':<10}" + "".join(cells))
+    tr = getattr(result, "translation", None) or {}
+    if tr.get("quality"):
+        lines.append(translation_line(tr))
     for n in result.notes:
         lines.append(f"note: {n}")
     for w in getattr(result, "warnings", None) or []:
         lines.append(f"warning: {w}")
     return "\n".join(lines)
+
+
+def _pct(v) -> str:
+    return "-" if v is None else f"{100 * v:.1f}%"
+
+
+def translation_line(tr: dict) -> str:
+    """One line on the translate-test translations: translator, shots, and per language the off-target rate (95%
+    Wilson interval) and chrF against the source-language test items where the task is parallel."""
+    from xling.textsafe import term
+
+    parts = []
+    for lang, q in tr["quality"].items():
+        part = f"{lang[:3]} off-target {_pct(q.get('off_target'))}"
+        if q.get("off_target_lo") is not None:
+            part += f" [{_pct(q['off_target_lo'])}, {_pct(q['off_target_hi'])}]"
+        if q.get("chrf") is not None:
+            part += f", chrF {q['chrf']:.1f}"
+        parts.append(part)
+    return (f"translate-test: {term(str(tr.get('translator')))} into {tr.get('target_lang')}, "
+            f"{tr.get('shots')}-shot, greedy: " + "; ".join(parts))
 
 
 def render_report(result: TransferResult, task) -> str:
@@ -144,12 +176,20 @@ def _write(result: TransferResult, cfg: TransferConfig, task) -> None:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     m = result.metric
+    tr = bool(result.translations)  # translate-test ran: its translations' quality gets columns
     atomic_write_text(out / "transfer.csv", rows_to_csv(result.rows, ["lang", "role", "condition", "n", "accuracy",
-                                                               "macro_f1", "delta", "delta_lo", "delta_hi"]))
+                                                               "macro_f1", "delta", "delta_lo", "delta_hi"]
+                                                        + (TRANSLATION_COLUMNS if tr else [])))
     atomic_write_text(out / "summary.csv", rows_to_csv(result.summary, ["condition", "method", f"mean_target_{m}",
                                                                   f"source_{m}", "reference", "delta", "delta_lo",
                                                                   "delta_hi", "ceiling", "gap_closed",
-                                                                  "gap_closed_lo", "gap_closed_hi", "description"]))
+                                                                  "gap_closed_lo", "gap_closed_hi", "description"]
+                                                       + (["translation_off_target", "translation_off_target_lo",
+                                                           "translation_off_target_hi"] if tr else [])))
+    if tr:
+        from xling.harness.translate import translations_jsonl
+
+        atomic_write_text(out / "translations.jsonl", translations_jsonl(result.translations))
     atomic_write_text(out / "report.html", render_report(result, task))
     if result.predictions:
         from xling.harness.consistency import predictions_csv, predictions_rows
@@ -159,7 +199,8 @@ def _write(result: TransferResult, cfg: TransferConfig, task) -> None:
     run = {"run_id": result.run_id, "command": "transfer", "source": result.source, "targets": result.targets,
            "conditions": result.conditions, "summary": result.summary, "modules": result.modules,
            "timings": result.timings, "config": result.config, "choices": result.choices, "notes": result.notes,
-           "warnings": result.warnings, "rows": result.rows, "table": format_table(result)}
+           "warnings": result.warnings, "rows": result.rows, "table": format_table(result),
+           **({"translation": result.translation} if result.translation else {})}
     atomic_write_text(out / "run.json", json.dumps(run, indent=2, default=str) + "\n")
     if cfg.store is not None:
         from xling import __version__

