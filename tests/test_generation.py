@@ -503,3 +503,14 @@ def test_stop_flag_parses_escapes():
     assert stop_strings("\\n,###,a\\tb,\\\\n") == ["\n", "###", "a\tb", "\\n"]
     with pytest.raises(XlingError, match="--stop"):
         stop_strings(",")
+
+
+def test_generation_says_an_estimate_before_generating(fake_bible, tiny_model_dirs, tmp_path, one_thread, capsys):
+    from xling.recipes.eval.run import evaluate
+
+    evaluate(model=str(tiny_model_dirs["llama"]), task="bible-mt", task_options={"test_size": 2}, langs=["de"],
+             shots=1, max_new_tokens=3, batch_size=4, n_boot=20, out=tmp_path / "g", store=None, progress=True)
+    err = capsys.readouterr().err
+    line = next(ln for ln in err.splitlines() if ln.startswith("xling: estimate: eval (generation)"))
+    assert "1 language x 4 items" in line and "at most 3 new tokens each" in line
+    assert err.index("xling: estimate:") < err.index("generating")

@@ -151,6 +151,31 @@ def score_sets(cfg, units, outputs, identifier):
     return unit_rows, records, tidy, predictions
 
 
+def _say_estimate(cfg, lm, units, langs, total: int) -> None:
+    """One line before generating: the prompts' forward passes (logits at the last position only) plus at most
+    ``--max-new-tokens`` decoding steps per item through the whole model, its head included
+    (:mod:`xling.engine.estimate`; a rough guide, less where sets are cached or outputs stop early)."""
+    from xling.engine.estimate import (count_tokens, current_load, estimate_line, estimate_seconds, forward_params,
+                                       model_params, say)
+
+    config = getattr(lm, "config", None)
+    params = model_params(config) if config is not None else 0
+    if params <= 0 or not cfg.progress:
+        return
+    device = str(cfg.device)
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    load = current_load()
+    prompts = [it.prompt for _, _, items in units for it in items]
+    secs = (estimate_seconds(count_tokens(prompts), forward_params(config), device=device, load=load)
+            + estimate_seconds(total * cfg.max_new_tokens, params, device=device, load=load))
+    say(estimate_line("eval (generation)", model=str(cfg.model), params=params, seconds=secs, device=device,
+                      langs=len(langs), texts=total, text_word="item", load=load,
+                      note=f"(at most {cfg.max_new_tokens} new tokens each; less where cached or stopped early)"))
+
+
 def evaluate_generation(cfg, task=None):
     """Generate for and score every language (and direction) of a generation task; see the module docstring.
 
@@ -189,6 +214,7 @@ def evaluate_generation(cfg, task=None):
     settings = generation_settings(cfg, lm)
     t_data = time.perf_counter()
     total = sum(len(items) for _, _, items in units)
+    _say_estimate(cfg, lm, units, langs, total)
     bar = None
     if cfg.progress:
         from tqdm.auto import tqdm
