@@ -76,7 +76,7 @@ def _score(model, tok, items, cfg: EditConfig) -> list[int]:
 
 
 def _say_estimate(cfg: EditConfig, model, base_items, edited_items, per_edit: int, n_langs: int) -> None:
-    """One line before the work: the forward passes of the scoring (every choice after its prompt) and of the
+    """One line before the work: the forward passes of the scoring (each prompt once, then its choices) and of the
     edits (forward + backward, counted as 3 forward passes, per step), at :mod:`xling.engine.estimate`'s rate."""
     import torch
 
@@ -84,7 +84,8 @@ def _say_estimate(cfg: EditConfig, model, base_items, edited_items, per_edit: in
                                        model_params, say)
 
     def tokens(items):
-        return count_tokens((it.prompt + " " + c for it in items for c in it.choices), cfg.max_length)
+        # each prompt once, then each choice on its cache (xling.tasks.zeroshot.label_loglik's shared prefix)
+        return count_tokens([*(it.prompt for it in items), *(c for it in items for c in it.choices)], cfg.max_length)
 
     scored = tokens(base_items) + len(edited_items) * per_edit * tokens(base_items) // max(1, len(base_items))
     trained = 3 * cfg.steps * count_tokens((it.prompt + " " + it.answer_text for it in edited_items), cfg.max_length)

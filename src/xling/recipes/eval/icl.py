@@ -305,7 +305,7 @@ class _Context:
                 "demo_prefix": self.prefix if source == "retrieved" else None}
 
 
-def _say_estimate(ctx, prompts: list[str], what: str) -> None:
+def _say_estimate(ctx, prompts: list[str], what: str, extra: list[str] | None = None) -> None:
     from xling.engine.estimate import (count_tokens, current_load, estimate_line, estimate_seconds, forward_params,
                                        model_params, say)
 
@@ -319,7 +319,8 @@ def _say_estimate(ctx, prompts: list[str], what: str) -> None:
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
     load = current_load()
-    secs = estimate_seconds(count_tokens(prompts), forward_params(config), device=device, load=load)
+    secs = estimate_seconds(count_tokens(prompts) + count_tokens(extra or []), forward_params(config), device=device,
+                            load=load)
     say(estimate_line("eval --demos", model=str(ctx.cfg.model), params=params, seconds=secs, device=device,
                       langs=len(ctx.langs), texts=len(prompts), text_word=what,
                       note=f"({', '.join(ctx.demos)}; less where cached)", load=load))
@@ -395,8 +396,10 @@ def _run_choice(ctx) -> IclResult:
     if isinstance(positions, int) and positions > 0:
         max_length = min(max_length, positions)
     conts = {lang: ([list(e.choices) for e in exs] if mc else [verb] * len(exs)) for lang, exs in tests.items()}
-    all_prompts = [p + " " + c for (lang, _), ps in prompts.items() for p, cs in zip(ps, conts[lang]) for c in cs]
-    _say_estimate(ctx, all_prompts, "scored continuation")
+    # the scorer reads each prompt once, then each label on its cache (xling.tasks.zeroshot.label_loglik)
+    all_prompts = [p for ps in prompts.values() for p in ps]
+    labels = [c for (lang, _), ps in prompts.items() for cs in conts[lang][:len(ps)] for c in cs]
+    _say_estimate(ctx, all_prompts, "prompt", extra=labels)
     cache = PredictionCache()
     bar = None
     if cfg.progress:

@@ -109,7 +109,8 @@ def _say_estimate(cfg, lm, prompts, conts) -> None:
         return
     import torch
 
-    texts = (p + " " + c for p, cs in zip(prompts, conts) for c in cs)
+    # the scorer reads each prompt once and then each choice on its cache (xling.tasks.zeroshot.label_loglik)
+    texts = [*prompts, *(c for cs in conts for c in cs)]
     device = str(cfg.device)
     if device in ("auto", "cpu"):
         device = "cuda" if device == "auto" and torch.cuda.is_available() else "cpu"
