@@ -393,3 +393,15 @@ def test_checkpoint_without_its_lm_head_is_not_scored(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(conf))
     _, model, _ = load_model_and_tokenizer(str(tmp_path))
     assert type(model).__name__ == "LlamaForCausalLM" and head_missing(model) and not is_causal_lm(model)
+
+
+def test_heldout_pass_says_an_estimate_and_shows_progress(decoder_dirs, en_file, tmp_path, capsys):
+    """A decoder trim with held-out sentences: one estimate line, then a progress bar, for the original and the
+    trimmed model, before their perplexities are printed."""
+    out = tmp_path / "g"
+    assert main(["vocab", "trim", "--model", str(decoder_dirs["gemma3"]), "--langs", "en", "--corpus", str(en_file),
+                 "--out", str(out), "--store", "none", "--check-sentences", "2", "--heldout", "3"]) == 0
+    err = capsys.readouterr().err
+    for label in ("original", "trimmed"):
+        est = err.index(f"xling: estimate: vocab trim: held-out perplexity and speed ({label})")
+        assert est < err.index(f"perplexity ({label})", est + 1)

@@ -71,9 +71,9 @@ def heldout_ids(backend, texts: Sequence[str], prefix: int | None) -> list[list[
 
 
 def score(model, held: dict[str, list[str]], seqs: dict[str, list[list[int]]], columns=None,
-          covered: dict[str, list[bool]] | None = None) -> dict:
+          covered: dict[str, list[bool]] | None = None, progress=None) -> dict:
     """Per language: per-sentence NLL, predicted tokens and characters (and the kept-vocabulary terms on covered
-    sentences when ``columns`` is given)."""
+    sentences when ``columns`` is given). ``progress(1)`` is called after each sentence."""
     from xling.methods.vocab.lm import sequence_nll
 
     out = {}
@@ -84,8 +84,38 @@ def score(model, held: dict[str, list[str]], seqs: dict[str, list[list[int]]], c
             r = sequence_nll(model, ids, columns if cov else None)
             r["chars"], r["covered"] = len(text), bool(cov)
             rows.append(r)
+            if progress is not None:
+                progress(1)
         out[lang] = rows
     return out
+
+
+def heldout_pass(model, held, seqs, columns=None, covered=None, *, label: str, enabled: bool = True):
+    """:func:`score` then :func:`speed`, with an estimate line first and a progress bar over the sentences (the
+    speed measurement after it is bounded: at most 2 x 20 s for each of forward and greedy decoding)."""
+    import sys
+
+    from xling.engine.estimate import current_load, estimate_line, estimate_seconds, model_params, say
+
+    n = sum(len(v) for v in seqs.values())
+    if enabled:
+        load = current_load()
+        tokens = sum(len(s) for v in seqs.values() for s in v)
+        secs = estimate_seconds(tokens, model_params(model.config, model), load=load) + 80.0
+        say(estimate_line(f"vocab trim: held-out perplexity and speed ({label})",
+                          model=str(getattr(model.config, "_name_or_path", "") or model.config.model_type),
+                          params=model_params(model.config, model), seconds=secs, langs=len(seqs), texts=n, load=load))
+    bar = None
+    if enabled:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=n, unit="sentence", desc=f"perplexity ({label})", file=sys.stderr, dynamic_ncols=True)
+    try:
+        scored = score(model, held, seqs, columns, covered, progress=bar.update if bar is not None else None)
+    finally:
+        if bar is not None:
+            bar.close()
+    return scored, speed(model, seqs)
 
 
 def speed(model, seqs: dict[str, list[list[int]]]) -> dict:
@@ -156,5 +186,5 @@ def covered_flags(seqs: dict[str, list[list[int]]], old_to_new: np.ndarray) -> d
 
 
 __all__ = ["MAX_TOKENS", "SPEED_NEW_TOKENS", "SPEED_PROMPTS", "covered_flags", "head_missing", "heldout_ids",
-           "is_causal_lm",
+           "heldout_pass", "is_causal_lm",
            "score", "speed", "split_heldout", "summarise"]

@@ -220,7 +220,7 @@ def trim(cfg: TrimConfig) -> dict:
         prefix = prefix[0] if isinstance(prefix, (list, tuple)) and prefix else prefix
         old_seqs = {lang: D.heldout_ids(backend, texts, prefix) for lang, texts in held.items()}
         covered = D.covered_flags(old_seqs, old_to_new)
-        lm_before = (D.score(model, held, old_seqs, cols, covered), D.speed(model, old_seqs))
+        lm_before = D.heldout_pass(model, held, old_seqs, cols, covered, label="original", enabled=cfg.progress)
         say(f"original: held-out perplexity and speed on {sum(map(len, held.values()))} sentences")
     params_before = count_parameters(model)
     trim_model_(model, cols)
@@ -234,7 +234,7 @@ def trim(cfg: TrimConfig) -> dict:
     if held:
         new_prefix = None if prefix is None or old_to_new[prefix] < 0 else int(old_to_new[prefix])
         new_seqs = {lang: D.heldout_ids(new_backend, texts, new_prefix) for lang, texts in held.items()}
-        lm_after = (D.score(model, held, new_seqs), D.speed(model, new_seqs))
+        lm_after = D.heldout_pass(model, held, new_seqs, label="trimmed", enabled=cfg.progress)
 
     # 6. write
     size_before = folder_bytes(folder)
