@@ -384,3 +384,22 @@ def test_harness_errors(causal_llama, tiny_model_dirs, fake_bible, tmp_path):
         evaluate(_cfg(causal_llama, harness=[str(tmp_path / "plain")], out=None, store=None))
     with pytest.raises(XlingError, match="not in the test split of task bible-genre"):
         evaluate(_cfg(causal_llama, langs=["sw"], out=None, store=None))
+
+
+def test_no_git_noise_outside_a_checkout(causal_llama, fake_bible, tmp_path, monkeypatch, capfd, one_thread):
+    """Run from a folder that is no git checkout: the harness's own ``git describe`` probe must not print
+    ``fatal: not a git repository`` on the user's terminal (xling records its own versions)."""
+    _need_lm_eval()
+    import lm_eval.evaluator as ev
+
+    from xling.recipes.eval.run import evaluate
+
+    before = ev.get_git_commit_hash
+    work = tmp_path / "not-a-checkout"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))
+    evaluate(_cfg(causal_llama, out=tmp_path / "out", store=None, max_examples=2))
+    err = capfd.readouterr().err
+    assert "not a git repository" not in err
+    assert ev.get_git_commit_hash is before  # restored

@@ -99,6 +99,24 @@ class HarnessResult:
 # ----------------------------------------------------------------------------- languages and items
 
 
+@contextlib.contextmanager
+def _no_git_probe():
+    """lm-evaluation-harness asks ``git describe`` for the current directory's commit to put in its results; outside
+    a git checkout git prints ``fatal: not a git repository`` on the user's terminal. xling records its own versions,
+    so the harness's probe is skipped for the duration of the evaluation (restored after)."""
+    import lm_eval.evaluator as ev
+
+    saved = getattr(ev, "get_git_commit_hash", None)
+    if saved is None:
+        yield
+        return
+    ev.get_git_commit_hash = lambda: None
+    try:
+        yield
+    finally:
+        ev.get_git_commit_hash = saved
+
+
 def _lang_code(text: str) -> str | None:
     from xling.data.langcodes import normalize_lang
 
@@ -559,9 +577,10 @@ def run_harness(cfg) -> HarnessResult:
         t_model = time.perf_counter()
         from lm_eval import simple_evaluate
 
-        res = simple_evaluate(model=hflm, tasks=[o for e in entries for o in e.objects], task_manager=manager,
-                              num_fewshot=cfg.harness_fewshot, limit=cfg.max_examples, log_samples=True,
-                              batch_size=cfg.batch_size)
+        with _no_git_probe():
+            res = simple_evaluate(model=hflm, tasks=[o for e in entries for o in e.objects], task_manager=manager,
+                                  num_fewshot=cfg.harness_fewshot, limit=cfg.max_examples, log_samples=True,
+                                  batch_size=cfg.batch_size)
     t_eval = time.perf_counter()
     samples = res.pop("samples", None) or {}
     configs = res.get("configs") or {}
