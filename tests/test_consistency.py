@@ -375,3 +375,19 @@ def test_consistency_of_an_eval_run_end_to_end(tiny_model_dirs, tmp_path, capsys
     ag = {r["lang_b"]: float(r["agreement"]) for r in rows if r["lang_a"] == "eng_Latn"}
     if ag["deu_Latn"] != ag["fra_Latn"]:  # two points: r is +1 or -1 by the order of the agreements
         assert float(corr["agreement"]["pearson"]) == pytest.approx(1.0 if ag["fra_Latn"] > ag["deu_Latn"] else -1.0)
+
+
+def test_translation_keys_get_a_mexa_note_not_a_wrong_pivot(tmp_path):
+    """A translation run's keys are language:direction; the note says so (not that the pivot is missing)."""
+    from xling.harness.consistency import pair_mexa
+    from xling.harness.store import ResultsStore
+
+    store = tmp_path / "store"
+    ResultsStore(store).add_run(
+        {"run_id": "al-1", "command": "align", "model": "m", "corpus": "bible", "config": {"pivot": "eng"},
+         "finished": "now"},
+        alignment=[{"model": "m", "corpus": "bible", "lang": "deu_Latn", "layer": 0, "pooling": "mean",
+                    "metric": "mexa", "value": 0.5}])
+    got = pair_mexa(store, "m", "bible-mt", ["deu_Latn:en-x", "swh_Latn:en-x"])
+    assert set(got) == {"note"} and "keyed by language and direction (deu_Latn:en-x)" in got["note"]
+    assert "pivot (eng" not in got["note"]

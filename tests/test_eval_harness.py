@@ -403,3 +403,17 @@ def test_no_git_noise_outside_a_checkout(causal_llama, fake_bible, tmp_path, mon
     err = capfd.readouterr().err
     assert "not a git repository" not in err
     assert ev.get_git_commit_hash is before  # restored
+
+
+@pytest.mark.parametrize("extra, flag", [(["--demos", "source"], "--demos"), (["--task", "sib200"], "--task"),
+                                         (["--normalize", "sum"], "--normalize"), (["--executor", "ray"], "--executor")])
+def test_options_the_harness_would_drop_are_refused(extra, flag, tmp_path, capsys):
+    """Checked from the config alone (no lm-eval needed): an option --harness would ignore is one line, exit 2."""
+    from xling.cli import main
+
+    out = tmp_path / "o"
+    assert main(["eval", "--harness", "bible-genre", "--model", "nowhere", *extra, "--out", str(out),
+                 "--store", "none", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"{flag} does not apply with --harness" in err
+    assert not out.exists()

@@ -257,6 +257,11 @@ def pair_mexa(store_path: str | Path | None, model: str, task: str, langs: Seque
     from xling.data.langcodes import match_lang, normalize_lang
     from xling.harness.links import align_runs, corpus_family, mean_by_layer, mexa_table
 
+    keyed = [lang for lang in langs if ":" in str(lang)]
+    if keyed:  # a translation run: items keyed by language and direction (de:en-x), never by the pivot itself
+        return {"note": f"no correlation with MEXA: the run's items are keyed by language and direction "
+                        f"({keyed[0]}), translations into or out of English, so no pair of keys is a language with "
+                        f"the align run's pivot; MEXA pairs each language with the pivot"}
     hint = f"xling align --model {model} --data task:{task}"
     runs = align_runs(store_path, model)
     same = [r for r in runs if corpus_family(r.get("corpus")) == corpus_family(task)]

@@ -119,6 +119,16 @@ class EvalConfig:
 
     def __post_init__(self):
         check_config(self)
+        if self.harness:  # options the harness path would silently drop are refused, one line naming the flag
+            clash = [f for f, on in (("--demos", bool(self.demos)), ("--task", self.task != DEFAULT_TASK),
+                                     ("--normalize", self.normalize != "mean"),
+                                     ("--executor", self.executor != "local")) if on]
+            if clash:
+                hint = {"--demos": "in-context learning runs on xling's own tasks (--task), without --harness",
+                        "--task": "name the task in --harness instead",
+                        "--normalize": "the harness reports both acc (summed) and acc_norm (per character)",
+                        "--executor": "the harness runs in this process"}[clash[0]]
+                raise XlingError(f"{clash[0]} does not apply with --harness: {hint}")
 
 
 __all__ = ["DEFAULT_MODEL", "DEFAULT_OUT", "DEFAULT_STOP", "DEFAULT_TASK", "DEMO_SOURCES", "EvalConfig", "TASK_HELP",
