@@ -244,6 +244,11 @@ def test_local_harness_task_end_to_end(causal_llama, fake_bible, tmp_path, one_t
     run_rec = next(r for r in db.runs("eval") if r["run_id"] == run.run_id)
     assert run_rec["corpus"] == "task:bible-genre" and run_rec["config"]["settings"]["mode"] == "harness"
 
+    # a language answered with one label everywhere is said in the run's notes (and only then, at n = 6)
+    for lang in run.langs:
+        said = [n for n in run.notes if n.startswith(f"{lang}: the model predicts")]
+        assert len(said) == int(len(set(stored[lang]["predictions"])) == 1)
+
     # 5. xling compare pairs the harness run with the zero-shot eval run over items (same items, same metric)
     from xling.recipes.compare.run import BY_ITEMS, compare_runs
 

@@ -276,3 +276,35 @@ def test_generation_translation_demos(decoder, tiny_model_dirs, tmp_path, monkey
     assert all(len(d["demo_ids"]) == 2 and not set(d["demo_ids"]) & test_ids for d in demos)
     gens = [json.loads(line) for line in open(tmp_path / "mt" / "generations.jsonl", encoding="utf-8")]
     assert len(gens) == 3 * 2 * 4 and {g["demos"] for g in gens} == {"source", "target", "retrieved"}
+
+
+def test_dominant_class_note_counts_by_hand():
+    from xling.harness.scores import dominant_class_note
+
+    labels = ["law", "poetry", "history"]
+    preds = [0] * 18 + [1, 2]
+    gold = [0] * 5 + [1] * 10 + [2] * 5
+    note = dominant_class_note("classification", labels, preds, gold)
+    assert "'law' for 18 of 20 items (90%)" in note and "5 of 20 gold labels" in note
+    assert dominant_class_note("classification", labels, [0] * 17 + [1, 2, 1], gold) is None  # 85%: below the bar
+    assert dominant_class_note("classification", labels, [0] * 20, gold) is None  # all: one_class_warning's case
+    assert dominant_class_note("classification", labels, [0] * 8 + [1], gold[:9]) is None  # too few items
+    assert "choice 2 for 19 of 20" in dominant_class_note("multiple-choice", ["a", "b", "c"], [2] * 19 + [0])
+
+
+def test_a_model_that_predicts_one_label_is_said(decoder, tmp_path, monkeypatch, capsys):
+    """Identical accuracies for every language and source are what a constant prediction gives: the summary says
+    which label it is, per language and source."""
+    import xling.tasks.zeroshot as zs
+
+    def first_label(model, tok, prompts, conts, *a, **kw):
+        return [[0.0] + [-1.0] * (len(c) - 1) for c in conts]
+
+    monkeypatch.setattr(zs, "label_loglik", first_label)
+    task = parallel_task()
+    path, out = _task_file(tmp_path, task), tmp_path / "icl"
+    assert main(["eval", "--model", decoder, "--task", path, "--demos", "source,target", "--shots", "2",
+                 "--n-boot", "20", "--out", str(out), "--store", "none", "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    notes = [line for line in printed.splitlines() if line.startswith("note:") and "predicts" in line]
+    assert len(notes) == 3 * 2 and all(f"{task.labels[0]!r} for all 6" in line for line in notes)

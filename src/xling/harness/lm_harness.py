@@ -442,6 +442,14 @@ def _records(e: _Entry, samples: dict, configs: dict, threshold: float = 50.0) -
         ks = [k for k in choices if k > 0]
         if ks and len(ks) == len(choices):
             run.chance[lang] = sum(1.0 / k for k in ks) / len(ks)
+        if run.task_type != "generation":  # a model that answers mostly one label: said, with that label's share
+            from xling.harness.scores import dominant_class_note, one_class_warning
+
+            kinds = run.labels or list(range(max(choices, default=0)))  # multiple choice: the choice indices
+            lean = (one_class_warning(run.task_type, kinds, rec["predictions"])
+                    or dominant_class_note(run.task_type, kinds, rec["predictions"], rec["labels"]))
+            if lean:
+                run.notes.append(f"{lang}: {lean}")
     return run
 
 

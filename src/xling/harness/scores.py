@@ -98,6 +98,35 @@ def one_class_warning(task_type: str, labels, preds: list) -> str | None:
             f"e.g. the learning rate or label balance)")
 
 
+#: The share of one predicted class above which a classification result is flagged as mostly one class.
+DOMINANT_SHARE = 0.9
+
+
+def dominant_class_note(task_type: str, labels, preds: list, gold: list | None = None,
+                        share: float = DOMINANT_SHARE) -> str | None:
+    """A line when one class is at least ``share`` of a language's predictions (but not all of them: that is
+    :func:`one_class_warning`), with that class's share of the gold labels when given: the accuracy then mostly
+    measures how often the test set holds that class. None for token tasks, fewer than 10 items or below
+    ``share``."""
+    from collections import Counter
+
+    if task_type == "token-classification" or len(preds) < 10 or len(labels or ()) < 2:
+        return None
+    top, count = Counter(map(str, preds)).most_common(1)[0]
+    if count / len(preds) < share or count == len(preds):
+        return None
+    name = top
+    if task_type != "multiple-choice":
+        hit = next((p for p in preds if str(p) == top), None)
+        name = labels[hit] if isinstance(hit, int) and 0 <= hit < len(labels) else hit
+    what = f"choice {top}" if task_type == "multiple-choice" else repr(name)
+    text = f"the model predicts {what} for {count} of {len(preds)} items ({100 * count / len(preds):.0f}%)"
+    if gold is not None and len(gold) == len(preds):
+        g = sum(str(x) == top for x in map(str, gold))
+        text += f"; {g} of {len(gold)} gold labels are that class, so the accuracy mostly counts them"
+    return text
+
+
 def transfer_gap(scores: dict[str, float], source: str) -> dict[str, float]:
     """``{"source", "mean_target", "gap", "n_targets"}`` (Hu et al. 2020)."""
     if source not in scores:

@@ -440,6 +440,7 @@ def _run_choice(ctx) -> IclResult:
     finally:
         if bar is not None:
             bar.close()
+    from xling.harness.scores import dominant_class_note, one_class_warning
     from xling.methods.stats import at_chance, wilson_interval
 
     results, rows, correct = {}, [], {}
@@ -452,6 +453,9 @@ def _run_choice(ctx) -> IclResult:
                 metric_rows.append({"model": str(cfg.model), "task": task.name, "lang": lang, "split": cfg.split,
                                     "metric": m, "value": float(v)})
             corr[lang] = [int(a == b) for a, b in zip(p, gold)]
+            lean = one_class_warning(task.type, task.labels, p) or dominant_class_note(task.type, task.labels, p, gold)
+            if lean:
+                notes.append(f"{lang}, {source} demonstrations: {lean}")
             ids[lang] = items_hash(exs)
             records[lang] = prediction_record(exs, p, task.type, task.labels)
             n = len(exs)
