@@ -850,3 +850,18 @@ def test_freedict_download():
 
     pairs = load_dictionary("freedict", "eng_Latn", "por_Latn")
     assert len(pairs) > 10000 and ("cat", "gato") in pairs
+
+
+def test_ppmi_svd_sparse_path_prints_no_torch_warning():
+    """More than 3,000 distinct tokens take the sparse randomised SVD; torch's 'sparse invariant checks' warning
+    must not reach the user's terminal (the checks are opted into)."""
+    import warnings
+
+    from xling.methods.vocab.init import ppmi_svd
+
+    rng = np.random.default_rng(0)
+    seqs = [list(rng.integers(0, 4000, size=40)) for _ in range(400)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        aux = ppmi_svd(seqs, dim=8, window=2)
+    assert len(aux.ids) > 3000

@@ -166,7 +166,8 @@ def ppmi_svd(sequences: Sequence[Sequence[int]], dim: int = 100, window: int = 5
         u, s, _ = np.linalg.svd(m)
         u, s = u[:, :k], s[:k]
     else:
-        mat = torch.sparse_coo_tensor(np.stack([r, c]), torch.tensor(pmi, dtype=torch.float32), (T, T)).coalesce()
+        mat = torch.sparse_coo_tensor(np.stack([r, c]), torch.tensor(pmi, dtype=torch.float32), (T, T),
+                                      check_invariants=True).coalesce()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             u_t, s_t, _ = torch.svd_lowrank(mat, q=min(T, k + 10), niter=4)
