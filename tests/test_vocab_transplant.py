@@ -517,3 +517,51 @@ def test_cli_transplant_a_bare_tokenizer_json_and_errors(dirs, tmp_path, capsys,
     err = capsys.readouterr().err
     assert rc == 2 and "--vocab-size" in err and err.count("\n") == 1
     assert not (tmp_path / "o").exists() and not (tmp_path / "r").exists()
+
+
+def test_work_estimate_follows_the_arithmetic(dirs):
+    """The estimate said before a transplant or replacement: scoring is 2 x (body + vocabulary x hidden) flops per
+    held-out token, counted with each tokenizer; adaptation scales with the steps; OMP is k FOCUS rounds; mean and
+    random cost nothing to initialise."""
+    from tokenizers import Tokenizer
+
+    from xling.engine.estimate import forward_params, throughput
+    from xling.recipes.vocab.transplant import work_estimate
+
+    model, _ = load(dirs["smollm2"])
+    old = Tokenizer.from_file(str(dirs["smollm2"] / "tokenizer.json"))
+    new = Tokenizer.from_file(str(dirs["gemma3"] / "tokenizer.json"))
+    held = {"en": ["the cat sat on the mat", "a dog ran"], "pt": ["o gato dormiu"]}
+    train = {"en": ["the cat sat on the mat"] * 4}
+    V, h = model.get_input_embeddings().weight.shape
+    base = dict(measures_old=0, measures_new=1, adapt_old=0, adapt_new=0, steps=0, batch=4, max_length=64,
+                init="focus", n_todo=100, n_anchors=50, aux_dim=10, k=8, load=0.0)
+    est = work_estimate(model, held, train, old, new, 5000, **base)
+    body = forward_params(model.config, model)  # tied: the head is the input matrix, not counted here
+    prefix = model.config.bos_token_id
+    toks = 0
+    for texts in held.values():
+        for t in texts:
+            ids = new.encode(t).ids
+            toks += len(ids) + int(ids[:1] == new.encode(t, add_special_tokens=False).ids[:1])
+    rate = throughput("cpu", None, 0.0)
+    assert prefix is not None and est["scoring"] == pytest.approx(2.0 * (body + 5000 * h) * toks / rate)
+    assert est["initialisation"] == pytest.approx(2.0 * 100 * 50 * 10 / rate)
+    omp = work_estimate(model, held, train, old, new, 5000, **{**base, "init": "omp"})
+    assert omp["initialisation"] == pytest.approx(8 * est["initialisation"])
+    assert work_estimate(model, held, train, old, new, 5000, **{**base, "init": "mean"})["initialisation"] == 0
+    a1 = work_estimate(model, held, train, old, new, 5000, **{**base, "adapt_new": 1, "steps": 10})["adaptation"]
+    a2 = work_estimate(model, held, train, old, new, 5000, **{**base, "adapt_new": 1, "steps": 20})["adaptation"]
+    assert a1 > 0 and a2 == pytest.approx(2 * a1)
+    assert est["total"] == pytest.approx(est["scoring"] + est["adaptation"] + est["initialisation"])
+
+
+def test_transplant_says_its_estimate_first(dirs, data, tmp_path, capsys, one_thread):
+    assert main(["vocab", "transplant", "--model", str(dirs["smollm2"]), "--tokenizer-from", str(dirs["gemma3"]),
+                 "--init", "focus", "--data", data, "--langs", "pt,en", "--heldout", "10", "--adapt-steps", "2",
+                 "--adapt-batch-size", "2", "--bootstrap", "20", "--out", str(tmp_path / "o"), "--store",
+                 "none"]) == 0
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("xling: estimate:")]
+    assert len(lines) == 1 and lines[0].startswith("xling: estimate: vocab transplant: 2 languages x 20 held-out")
+    assert err.index("xling: estimate:") < err.index("measured the original")

@@ -100,6 +100,62 @@ def _prefix(model) -> int | None:
     return p[0] if isinstance(p, (list, tuple)) and p else p
 
 
+# ============================================================================= the estimate said first
+
+
+def work_estimate(model, held: dict[str, list[str]], train: dict[str, list[str]], old_backend, new_backend,
+                  new_size: int, *, measures_old: int, measures_new: int, adapt_old: int, adapt_new: int,
+                  steps: int, batch: int, max_length: int, init: str, n_todo: int, n_anchors: int, aux_dim: int,
+                  k: int, device: str = "cpu", threads: int | None = None, load: float = 0.0) -> dict[str, float]:
+    """Seconds for each part of a vocabulary change, from the arithmetic (:mod:`xling.engine.estimate`):
+    ``scoring`` (every held-out pass: all positions' logits, so the LM head counts at the vocabulary's size),
+    ``adaptation`` (``steps`` x ``batch`` sequences of their mean length up to ``max_length``, forward and
+    backward: 3 x the forward; ``adapt_old`` and ``adapt_new`` count the models adapted with each tokenizer; an
+    extended tokenizer is counted as the old one), ``initialisation`` (OMP: ``k`` rounds of ``n_todo`` x ``n_anchors`` x ``aux_dim``
+    products; FOCUS: one; mean and random: none) and ``total``."""
+    from xling.engine.estimate import forward_params, throughput
+
+    emb = model.get_input_embeddings().weight
+    v_old, h = int(emb.shape[0]), int(emb.shape[1])
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    tied = head is None or head.weight.data_ptr() == emb.data_ptr()
+    body = forward_params(model.config, model) - (0 if tied else v_old * h)  # without either vocabulary matrix
+    per_old, per_new = 2.0 * (body + v_old * h), 2.0 * (body + new_size * h)
+    prefix = _prefix(model)
+
+    def tokens(backend, texts_by_lang, cap=None, sample=None):
+        seqs = [s for texts in texts_by_lang.values() for s in _ids(backend, texts[:sample] if sample else texts,
+                                                                   prefix)]
+        lens = [min(len(s), cap) if cap else len(s) for s in seqs]
+        return sum(lens), (sum(lens) / len(lens) if lens else 0.0)
+
+    flops = {"scoring": 0.0, "adaptation": 0.0, "initialisation": 0.0}
+    if held:
+        flops["scoring"] = (measures_old * per_old * tokens(old_backend, held)[0]
+                            + measures_new * per_new * tokens(new_backend, held)[0])
+    if steps and train:
+        for times, backend, per in ((adapt_old, old_backend, per_old), (adapt_new, new_backend, per_new)):
+            if times:
+                flops["adaptation"] += 3.0 * int(times) * per * steps * batch * tokens(backend, train, max_length,
+                                                                                      50)[1]
+    rounds = {"omp": k, "focus": 1}.get(init, 0)
+    flops["initialisation"] = 2.0 * rounds * n_todo * n_anchors * aux_dim * (1 if tied else 2)
+    rate = throughput(device, threads, load)
+    out = {part: f / rate for part, f in flops.items()}
+    out["total"] = sum(out.values())
+    return out
+
+
+def _say_estimate(what: str, model, model_name: str, parts: dict[str, float], held, device: str,
+                  load: float) -> None:
+    from xling.engine.estimate import estimate_line, human_seconds, model_params, say
+
+    detail = ", ".join(f"{part} {human_seconds(sec)}" for part, sec in parts.items() if part != "total" and sec >= 1)
+    say(estimate_line(what, model=model_name, params=model_params(model.config, model), seconds=parts["total"],
+                      device=device, langs=len(held) or None, texts=sum(map(len, held.values())) or None,
+                      text_word="held-out sentence", note=f"({detail})" if detail else "", load=load))
+
+
 # ============================================================================= measurement
 def _score(model, texts: Sequence[str], seqs: Sequence[Sequence[int]]) -> list[dict | None]:
     """Per sentence: summed NLL (nats), predicted tokens, characters, words; None when it is too long."""
@@ -265,7 +321,7 @@ def _resolve_aux(aux: str, init: str, donor_weights: bool, has_text: bool) -> st
 
 def new_vocabulary(model, old_view, new_view, old_roles: dict[str, int], new_roles: dict[str, int], *, init: str,
                    aux: str | None, k: int = 8, donor: dict | None = None, text_aux=None, seed: int = 0,
-                   device: str = "cpu") -> dict:
+                   device: str = "cpu", overlap=None) -> dict:
     """Give ``model`` the vocabulary of ``new_view`` in place (see :mod:`xling.methods.vocab.transplant`); returns
     what was done: the overlap, how every new id was initialised, the auxiliary space."""
     import torch
@@ -273,7 +329,7 @@ def new_vocabulary(model, old_view, new_view, old_roles: dict[str, int], new_rol
     from xling.methods.vocab import transplant as T
     from xling.methods.vocab.model import _configs, replace_vocab_, vocab_rows, vocab_tensors
 
-    overlap = T.match_vocabularies(new_view, old_view, new_roles, old_roles)
+    overlap = overlap if overlap is not None else T.match_vocabularies(new_view, old_view, new_roles, old_roles)
     V = vocab_rows(model)
     new_size = new_view.info.size
     shared = {n: o for n, o in overlap.shared.items() if o < V}
@@ -521,6 +577,26 @@ def transplant(config: TransplantConfig | None = None, **kwargs) -> dict:
     say(f"{cfg.model}: {old_view.info.family} tokenizer of {old_view.info.size} ids -> {cfg.tokenizer_from}: "
         f"{new_view.info.family}, {new_view.info.size} ids; init {cfg.init}" + (f" in the {aux} space" if aux else ""))
     donor = _donor_matrices(dfolder) if aux == "donor" else None
+    overlap = T.match_vocabularies(new_view, old_view, new_roles, old_roles)
+    if cfg.progress:
+        from xling.engine.estimate import current_load
+
+        V = model.get_input_embeddings().weight.shape[0]
+        shared = {n for n, o in overlap.shared.items() if o < V}
+        anchors = sum(1 for n in shared if overlap.how[n] in ("token", "surface"))
+        dim = (cfg.aux_dim if aux == "text" else int(donor["input"].shape[1]) if aux == "donor"
+               else int(model.get_input_embeddings().weight.shape[1]))
+        load = current_load()
+        measured = bool(held) and causal
+        parts = work_estimate(model, held if measured else {}, train, old_backend, new_backend, new_view.info.size,
+                              measures_old=1 + int(bool(cfg.adapt_steps and cfg.adapt_original)),
+                              measures_new=1 + int(bool(cfg.adapt_steps)),
+                              adapt_old=bool(cfg.adapt_steps and cfg.adapt_original), adapt_new=bool(cfg.adapt_steps),
+                              steps=cfg.adapt_steps, batch=cfg.adapt_batch_size, max_length=cfg.adapt_max_length,
+                              init=cfg.init, n_todo=new_view.info.size - len(shared), n_anchors=anchors, aux_dim=dim,
+                              k=cfg.k, device=str(_device(cfg)), load=load)
+        _say_estimate("vocab transplant", model, str(cfg.model), parts, held if measured else {},
+                      str(_device(cfg)), load)
     all_train = [t for texts in train.values() for t in texts]
     text_aux = I.ppmi_svd(C.encode(new_backend, all_train), cfg.aux_dim, seed=cfg.seed) if aux == "text" else None
 
@@ -535,7 +611,8 @@ def transplant(config: TransplantConfig | None = None, **kwargs) -> dict:
             del twin
     params_before = count_parameters(model)
     init_report = new_vocabulary(model, old_view, new_view, old_roles, new_roles, init=cfg.init, aux=aux, k=cfg.k,
-                                 donor=donor, text_aux=text_aux, seed=cfg.seed, device=str(_device(cfg)))
+                                 donor=donor, text_aux=text_aux, seed=cfg.seed, device=str(_device(cfg)),
+                                 overlap=overlap)
     del donor
     say(f"{init_report['shared']} of {init_report['new_size']} new ids shared with the old vocabulary "
         f"{init_report['shared_by']}; {init_report['initialised']} initialised")
@@ -620,6 +697,25 @@ def replace(config: ReplaceConfig | None = None, **kwargs) -> dict:
     new_view = T.token_surfaces(new_tj, new_backend)
     new_roles = _roles_by_content(old_roles, old_view, new_view)
     aux = _resolve_aux(cfg.aux, cfg.init, False, True)
+    if cfg.progress:
+        from xling.engine.estimate import current_load
+
+        overlap = T.match_vocabularies(new_view, old_view, new_roles, old_roles)
+        V = model.get_input_embeddings().weight.shape[0]
+        shared = {n for n, o in overlap.shared.items() if o < V}
+        anchors = sum(1 for n in shared if overlap.how[n] in ("token", "surface"))
+        dim = cfg.aux_dim if aux == "text" else int(model.get_input_embeddings().weight.shape[1])
+        ext = int(cfg.extend_tokens is None or cfg.extend_tokens > 0)  # the extension baseline, at the old cost
+        adapted = bool(cfg.adapt_steps)
+        load = current_load()
+        parts = work_estimate(model, held, train, old_backend, new_backend, new_view.info.size,
+                              measures_old=1 + int(adapted and cfg.adapt_original) + ext * (1 + int(adapted)),
+                              measures_new=1 + int(adapted),
+                              adapt_old=int(adapted and cfg.adapt_original) + ext * int(adapted), adapt_new=int(adapted),
+                              steps=cfg.adapt_steps, batch=cfg.adapt_batch_size, max_length=cfg.adapt_max_length,
+                              init=cfg.init, n_todo=new_view.info.size - len(shared), n_anchors=anchors, aux_dim=dim,
+                              k=cfg.k, device=str(_device(cfg)), load=load)
+        _say_estimate("vocab replace", model, str(cfg.model), parts, held, str(_device(cfg)), load)
     text_aux = I.ppmi_svd(C.encode(new_backend, all_train), cfg.aux_dim, seed=cfg.seed) if aux == "text" else None
 
     arms: dict[str, dict] = {}
