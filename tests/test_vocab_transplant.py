@@ -565,3 +565,15 @@ def test_transplant_says_its_estimate_first(dirs, data, tmp_path, capsys, one_th
     lines = [line for line in err.splitlines() if line.startswith("xling: estimate:")]
     assert len(lines) == 1 and lines[0].startswith("xling: estimate: vocab transplant: 2 languages x 20 held-out")
     assert err.index("xling: estimate:") < err.index("measured the original")
+
+
+def test_measured_rate_times_the_scorer_or_says_none(dirs):
+    from tokenizers import Tokenizer
+
+    from xling.recipes.vocab.transplant import measured_rate
+
+    model, _ = load(dirs["smollm2"])
+    tok = Tokenizer.from_file(str(dirs["smollm2"] / "tokenizer.json"))
+    rate = measured_rate(model, tok, {"en": ["the cat sat on the mat", "a dog ran far", "o gato"] * 2})
+    assert rate is not None and rate > 0
+    assert measured_rate(model, tok, {}) is None and measured_rate(model, tok, {"en": ["a dog ran far"]}) is None

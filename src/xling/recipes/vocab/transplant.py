@@ -106,13 +106,15 @@ def _prefix(model) -> int | None:
 def work_estimate(model, held: dict[str, list[str]], train: dict[str, list[str]], old_backend, new_backend,
                   new_size: int, *, measures_old: int, measures_new: int, adapt_old: int, adapt_new: int,
                   steps: int, batch: int, max_length: int, init: str, n_todo: int, n_anchors: int, aux_dim: int,
-                  k: int, device: str = "cpu", threads: int | None = None, load: float = 0.0) -> dict[str, float]:
+                  k: int, device: str = "cpu", threads: int | None = None, load: float = 0.0,
+                  rate: float | None = None) -> dict[str, float]:
     """Seconds for each part of a vocabulary change, from the arithmetic (:mod:`xling.engine.estimate`):
     ``scoring`` (every held-out pass: all positions' logits, so the LM head counts at the vocabulary's size),
     ``adaptation`` (``steps`` x ``batch`` sequences of their mean length up to ``max_length``, forward and
     backward: 3 x the forward; ``adapt_old`` and ``adapt_new`` count the models adapted with each tokenizer; an
     extended tokenizer is counted as the old one), ``initialisation`` (OMP: ``k`` rounds of ``n_todo`` x ``n_anchors`` x ``aux_dim``
-    products; FOCUS: one; mean and random: none) and ``total``."""
+    products; FOCUS: one; mean and random: none) and ``total``. ``rate``: floating-point operations per second
+    (:func:`measured_rate` on the model itself; default: :func:`xling.engine.estimate.throughput`'s assumption)."""
     from xling.engine.estimate import forward_params, throughput
 
     emb = model.get_input_embeddings().weight
@@ -140,10 +142,38 @@ def work_estimate(model, held: dict[str, list[str]], train: dict[str, list[str]]
                                                                                       50)[1]
     rounds = {"omp": k, "focus": 1}.get(init, 0)
     flops["initialisation"] = 2.0 * rounds * n_todo * n_anchors * aux_dim * (1 if tied else 2)
-    rate = throughput(device, threads, load)
+    rate = rate or throughput(device, threads, load)
     out = {part: f / rate for part, f in flops.items()}
     out["total"] = sum(out.values())
     return out
+
+
+def measured_rate(model, backend, held: dict[str, list[str]], sentences: int = 4) -> float | None:
+    """The model's own speed in floating-point operations per second: the held-out scorer
+    (:func:`xling.methods.vocab.lm.sequence_nll`) timed on the first ``sentences`` held-out sentences (one of them
+    run first, untimed), counted as :func:`work_estimate` counts them. On a CPU this is several times the assumed
+    :data:`xling.engine.estimate.CPU_FLOPS_PER_THREAD` for a decoder's long, wide matrix products, so the estimate
+    follows the machine and the model. None without held-out text."""
+    from xling.engine.estimate import forward_params
+    from xling.methods.vocab.lm import sequence_nll
+
+    texts = [t for ts in held.values() for t in ts[:1]] + [t for ts in held.values() for t in ts[1:]]
+    seqs = [s for s in _ids(backend, texts[:sentences + 1], _prefix(model)) if 2 <= len(s) <= MAX_SCORED_TOKENS]
+    if len(seqs) < 2:
+        return None
+    emb = model.get_input_embeddings().weight
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    tied = head is None or head.weight.data_ptr() == emb.data_ptr()
+    per = 2.0 * (forward_params(model.config, model) + (emb.shape[0] * emb.shape[1] if tied else 0))
+    import torch
+
+    with torch.no_grad():
+        sequence_nll(model, seqs[0])
+        t = time.perf_counter()
+        for ids in seqs[1:]:
+            sequence_nll(model, ids)
+        secs = time.perf_counter() - t
+    return per * sum(len(s) for s in seqs[1:]) / secs if secs > 0 else None
 
 
 def _say_estimate(what: str, model, model_name: str, parts: dict[str, float], held, device: str,
@@ -594,7 +624,8 @@ def transplant(config: TransplantConfig | None = None, **kwargs) -> dict:
                               adapt_old=bool(cfg.adapt_steps and cfg.adapt_original), adapt_new=bool(cfg.adapt_steps),
                               steps=cfg.adapt_steps, batch=cfg.adapt_batch_size, max_length=cfg.adapt_max_length,
                               init=cfg.init, n_todo=new_view.info.size - len(shared), n_anchors=anchors, aux_dim=dim,
-                              k=cfg.k, device=str(_device(cfg)), load=load)
+                              k=cfg.k, device=str(_device(cfg)), load=load,
+                              rate=measured_rate(model, old_backend, held) if measured else None)
         _say_estimate("vocab transplant", model, str(cfg.model), parts, held if measured else {},
                       str(_device(cfg)), load)
     all_train = [t for texts in train.values() for t in texts]
@@ -714,7 +745,8 @@ def replace(config: ReplaceConfig | None = None, **kwargs) -> dict:
                               adapt_old=int(adapted and cfg.adapt_original) + ext * int(adapted), adapt_new=int(adapted),
                               steps=cfg.adapt_steps, batch=cfg.adapt_batch_size, max_length=cfg.adapt_max_length,
                               init=cfg.init, n_todo=new_view.info.size - len(shared), n_anchors=anchors, aux_dim=dim,
-                              k=cfg.k, device=str(_device(cfg)), load=load)
+                              k=cfg.k, device=str(_device(cfg)), load=load,
+                              rate=measured_rate(model, old_backend, held))
         _say_estimate("vocab replace", model, str(cfg.model), parts, held, str(_device(cfg)), load)
     text_aux = I.ppmi_svd(C.encode(new_backend, all_train), cfg.aux_dim, seed=cfg.seed) if aux == "text" else None
 
