@@ -308,3 +308,43 @@ def test_a_model_that_predicts_one_label_is_said(decoder, tmp_path, monkeypatch,
     printed = capsys.readouterr().out
     notes = [line for line in printed.splitlines() if line.startswith("note:") and "predicts" in line]
     assert len(notes) == 3 * 2 and all(f"{task.labels[0]!r} for all 6" in line for line in notes)
+
+
+def test_fixed_demonstrations_are_label_balanced_by_hand():
+    """One item of each label in turn, labels in the order they first appear in the seeded order; without labels
+    the first k of that order."""
+    from xling.methods.icl import demo_order, fixed_demos
+
+    ids = [f"v{i}" for i in range(12)]
+    labels = ["a"] * 8 + ["b"] * 3 + ["c"]
+    order = demo_order(ids, 3)
+    seen, queues = [], {}
+    for i in order:
+        queues.setdefault(labels[i], []).append(i)
+        if labels[i] not in seen:
+            seen.append(labels[i])
+    hand = []
+    while len(hand) < 7:
+        for lab in seen:
+            if queues[lab] and len(hand) < 7:
+                hand.append(queues[lab].pop(0))
+    got = fixed_demos(ids, 7, 3, labels)
+    assert got == hand and {labels[i] for i in got[:3]} == {"a", "b", "c"}
+    assert sorted(labels[i] for i in got) == ["a", "a", "a", "b", "b", "b", "c"]
+    assert fixed_demos(ids, 7, 3) == order[:7]
+    with pytest.raises(XlingError, match="labels for"):
+        fixed_demos(ids, 2, 0, labels[:5])
+
+
+def test_selector_balances_classification_unless_told_not_to():
+    from xling.recipes.eval.icl import DemoSelector
+
+    task = parallel_task(n_train=20)
+    tests = task.data["test"]
+    test_ids = {e.id for exs in tests.values() for e in exs}
+    texts = [e.text for exs in tests.values() for e in exs]
+    for seed in range(6):
+        sel = DemoSelector(task, "eng_Latn", 2, seed, test_ids, texts)
+        assert len({it.label for _, it in sel.source()}) == 2  # two demonstrations, both labels
+    plain = [DemoSelector(task, "eng_Latn", 2, seed, test_ids, texts, balance=False) for seed in range(12)]
+    assert any(len({it.label for _, it in s.source()}) == 1 for s in plain)  # unbalanced: some seeds draw one label

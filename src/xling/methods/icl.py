@@ -8,8 +8,9 @@ test item; Winata et al. 2021, "Language Models are Few-shot Multilingual Learne
 target-language demonstrations; Lin et al. 2022, XGLM, "Few-shot Learning with Multilingual Generative Language
 Models", Section 4.4, cross-lingual demonstrations):
 
-* ``source``: k fixed demonstrations in the demonstration source language S (English by default), the first k of
-  the train items in a seeded hash order of their ids (:func:`fixed_demos`), the same for every item and every L;
+* ``source``: k fixed demonstrations in the demonstration source language S (English by default), picked in a
+  seeded hash order of the train items' ids (:func:`fixed_demos`; for classification label-balanced, one item of
+  each label in turn), the same for every item and every L;
 * ``target``: the same k items in L (their parallel versions, where the task is parallel), so ``target`` and
   ``source`` differ only in the language of the demonstrations;
 * ``retrieved``: per test item, the k train items of S most similar to it by the cosine similarity of a sentence
@@ -49,12 +50,29 @@ def demo_order(ids: Sequence[str], seed: int = 0) -> list[int]:
     return sorted(range(len(ids)), key=lambda i: (h(i), i))
 
 
-def fixed_demos(ids: Sequence[str], k: int, seed: int = 0) -> list[int]:
-    """The positions of the ``k`` fixed demonstrations of a pool with these ids (the first ``k`` of
-    :func:`demo_order`); one line when the pool has fewer than ``k``."""
+def fixed_demos(ids: Sequence[str], k: int, seed: int = 0, labels: Sequence | None = None) -> list[int]:
+    """The positions of the ``k`` fixed demonstrations of a pool with these ids: the first ``k`` of
+    :func:`demo_order`, or with ``labels`` (one per id) label-balanced: the labels taken in the order in which they
+    first appear in :func:`demo_order`, one item of each in turn (each label's items in that order), until ``k``.
+    Balanced demonstrations show as many labels as ``k`` allows, so a model that copies a demonstration's label
+    (the majority and recency biases of Zhao et al. 2021, "Calibrate Before Use") cannot score by the luck of
+    which labels the seed drew. One line when the pool has fewer than ``k``."""
     if k > len(ids):
         raise XlingError(f"{k} demonstrations asked for, but the pool has only {len(ids)}")
-    return demo_order(ids, seed)[:k]
+    order = demo_order(ids, seed)
+    if labels is None:
+        return order[:k]
+    if len(labels) != len(ids):
+        raise XlingError(f"fixed_demos: {len(labels)} labels for {len(ids)} ids")
+    queues: dict = {}
+    for i in order:
+        queues.setdefault(str(labels[i]), []).append(i)
+    out: list[int] = []
+    while len(out) < k:
+        for q in queues.values():
+            if q and len(out) < k:
+                out.append(q.pop(0))
+    return out
 
 
 def top_k_similar(queries: torch.Tensor, pool: torch.Tensor, k: int) -> torch.Tensor:

@@ -92,6 +92,10 @@ class EvalConfig:
                                           "the built-in e5-small, else none)")
     demo_seed: int = option(0, group="in-context learning",
                             help="the seed of the fixed demonstrations' order (the same seed, the same items)")
+    demo_balance: bool = option(True, flag="--no-demo-balance", negate=True, group="in-context learning",
+                                help="classification: take the fixed (source and target) demonstrations one label "
+                                     "at a time, so k demonstrations show min(k, labels) labels (default); "
+                                     "--no-demo-balance takes the first k of the seeded order whatever their labels")
     # lm-evaluation-harness tasks (xling.harness.lm_harness; the 'harness' extra)
     harness: list[str] | None = option(None, metavar="TASKS", group="lm-evaluation-harness",
                                        help="run lm-evaluation-harness tasks instead of --task, comma-separated: "

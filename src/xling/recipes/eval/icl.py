@@ -124,7 +124,8 @@ class DemoSelector:
     pair keyed by verse id).
     """
 
-    def __init__(self, task, source_lang: str, k: int, seed: int, test_ids, test_texts, pairs=None):
+    def __init__(self, task, source_lang: str, k: int, seed: int, test_ids, test_texts, pairs=None,
+                 balance: bool = True):
         from xling.data.overlap import normalize_text, protected_keys
 
         self.task, self.source_lang, self.k, self.seed = task, source_lang, k, seed
@@ -132,6 +133,7 @@ class DemoSelector:
         self.protected = protected_keys(test_texts)
         self._norm = normalize_text
         self.pairs = pairs  # translation: lang -> [(id, (pivot text, lang text))]
+        self.balance = balance and pairs is None and task.type == "classification"
         self.left_out: dict[str, int] = {}
         self.pools: dict[str, list[tuple[str, object]]] = {}
         self.source_pool = self.pool(source_lang)
@@ -143,7 +145,11 @@ class DemoSelector:
                              + "; pass a smaller --shots or a larger train split (--task-option train_size=N)")
         from xling.methods.icl import fixed_demos
 
-        self.source_idx = fixed_demos([i for i, _ in self.source_pool], k, seed)
+        self.source_idx = fixed_demos([i for i, _ in self.source_pool], k, seed, self._labels(self.source_pool))
+
+    def _labels(self, pool) -> list | None:
+        """The pool's labels when the fixed demonstrations are label-balanced (classification), else None."""
+        return [it.label for _, it in pool] if self.balance else None
 
     def _texts(self, item) -> list[str]:
         return [t for t in (item if isinstance(item, tuple) else (item.text, item.text_pair)) if t]
@@ -182,7 +188,7 @@ class DemoSelector:
         if self.k > len(pool):
             raise XlingError(f"--shots {self.k}: the {lang} train pool of task {self.task.name} has only {len(pool)} "
                              f"demonstrations for --demos target")
-        return ([pool[j] for j in fixed_demos([i for i, _ in pool], self.k, self.seed)],
+        return ([pool[j] for j in fixed_demos([i for i, _ in pool], self.k, self.seed, self._labels(pool))],
                 f"{lang}: the target demonstrations are not the source ones' translations (the task's train split "
                 f"is not parallel there): {self.k} of {lang}'s own train items in the same seeded order")
 
@@ -301,7 +307,9 @@ class _Context:
     def settings(self, source: str) -> dict:
         cfg = self.cfg
         return {"mode": "icl", "demos": source, "shots": cfg.shots, "demo_source_lang": self.source_lang,
-                "demo_seed": cfg.demo_seed, "demo_encoder": cfg.demo_encoder if source == "retrieved" else None,
+                "demo_seed": cfg.demo_seed,
+                "demo_balance": bool(cfg.demo_balance and self.task.type == "classification" and source != "retrieved"),
+                "demo_encoder": cfg.demo_encoder if source == "retrieved" else None,
                 "demo_prefix": self.prefix if source == "retrieved" else None}
 
 
@@ -351,7 +359,8 @@ def _run_choice(ctx) -> IclResult:
     tests = {lang: table[lang] for lang in ctx.langs}
     test_ids = {str(e.id) for exs in tests.values() for e in exs if e.id not in (None, "")}
     sel = DemoSelector(task, ctx.source_lang, cfg.shots, cfg.demo_seed, test_ids,
-                       [t for exs in tests.values() for e in exs for t in (e.text, e.text_pair) if t])
+                       [t for exs in tests.values() for e in exs for t in (e.text, e.text_pair) if t],
+                       balance=cfg.demo_balance)
     mc = task.type == "multiple-choice"
     template = cfg.template or default_template(task.type, any(e.text_pair for exs in tests.values() for e in exs))
     verb = [(cfg.verbalizers or {}).get(lab, verbalize(lab)) for lab in task.labels]
