@@ -449,10 +449,11 @@ def _run_choice(ctx) -> IclResult:
     finally:
         if bar is not None:
             bar.close()
-    from xling.harness.scores import dominant_class_note, one_class_warning
+    from xling.harness.scores import dominant_class_note
     from xling.methods.stats import at_chance, wilson_interval
 
     results, rows, correct = {}, [], {}
+    constant: dict[tuple[str, str], list[str]] = {}  # (source, the one answer) -> languages
     for source in ctx.demos:
         metric_rows, corr, ids, records = [], {}, {}, {}
         for lang, exs in tests.items():
@@ -462,9 +463,15 @@ def _run_choice(ctx) -> IclResult:
                 metric_rows.append({"model": str(cfg.model), "task": task.name, "lang": lang, "split": cfg.split,
                                     "metric": m, "value": float(v)})
             corr[lang] = [int(a == b) for a, b in zip(p, gold)]
-            lean = one_class_warning(task.type, task.labels, p) or dominant_class_note(task.type, task.labels, p, gold)
-            if lean:
-                notes.append(f"{lang}, {source} demonstrations: {lean}")
+            if len(set(map(str, p))) == 1 and len(p) > 1:  # one answer everywhere: grouped over languages below
+                only = p[0]
+                name = task.labels[only] if not mc and isinstance(only, int) and 0 <= only < len(task.labels) \
+                    else f"choice {only}"
+                constant.setdefault((source, str(name)), []).append(lang)
+            else:
+                lean = dominant_class_note(task.type, task.labels, p, gold)
+                if lean:
+                    notes.append(f"{lang}, {source} demonstrations: {lean}")
             ids[lang] = items_hash(exs)
             records[lang] = prediction_record(exs, p, task.type, task.labels)
             n = len(exs)
@@ -483,6 +490,10 @@ def _run_choice(ctx) -> IclResult:
                   "settings": {**ctx.settings(source), "template": template, "normalize": cfg.normalize,
                                "max_length": max_length, "verbalizers": cfg.verbalizers},
                   "labels": task.labels, "started": ctx.started, "device": cfg.device})
+    for (source, name), langs in constant.items():
+        notes.append(f"{source} demonstrations: the model answers {name!r} for every item in {', '.join(langs)}: it "
+                     f"copies one label instead of classifying (the majority and recency biases of Zhao et al. 2021), "
+                     f"so the accuracy there is that label's share of the test items, not transfer")
     from xling.methods.icl import DIFFERENCES, contains_zero, paired_accuracy_difference
 
     diffs = []
