@@ -491,3 +491,27 @@ def test_missing_gguf_package_one_line(decoders, tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert "pip install 'gguf" in err and len(err.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_a_llama_model_with_a_gemma_style_tokenizer_gets_the_reader_note(decoders, tmp_path, capsys, one_thread):
+    """The transplant case (SmolLM2 with Gemma's vocabulary): a llama-architecture file whose SentencePiece
+    tokenizer adds no '▁' prefix. The file says so (add_space_prefix false, as llama.cpp reads it); the export notes
+    that transformers' GGUF reader ignores that key for llama and tokenizes the first word differently."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tok = tok_gemma()
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, num_hidden_layers=1, num_attention_heads=4,
+                      num_key_value_heads=4, intermediate_size=96, max_position_embeddings=128,
+                      tie_word_embeddings=True, bos_token_id=2, eos_token_id=1, architectures=["LlamaForCausalLM"])
+    torch.manual_seed(0)
+    folder = tmp_path / "llama-gemma-tok"
+    LlamaForCausalLM(cfg).save_pretrained(folder, safe_serialization=True)
+    tok.save_pretrained(folder)
+    path = tmp_path / "x.gguf"
+    assert main(["vocab", "export", "--model", str(folder), "--out", str(path), "--type", "f32"]) == 0
+    out = capsys.readouterr().out
+    assert "note: the tokenizer adds no '▁' before the first word" in out
+    assert _fields(path)["tokenizer.ggml.add_space_prefix"] is False
+    assert main(["vocab", "export", "--model", str(decoders["llama-spm"]), "--out", str(tmp_path / "y.gguf"),
+                 "--type", "f32"]) == 0
+    assert "transformers' GGUF reader ignores" not in capsys.readouterr().out

@@ -481,6 +481,11 @@ def export_gguf(model, tokenizer, out: str | os.PathLike, *, ftype: str = "f16",
     notes = check_representable(config, arch)
     n_vocab = int(model.get_input_embeddings().weight.shape[0])
     tok = tokenizer_fields(tokenizer, n_vocab, config)
+    if tok.model == "llama" and tok.add_space_prefix is False and arch != "gemma3":
+        notes.append("the tokenizer adds no '▁' before the first word (tokenizer.ggml.add_space_prefix = false, "
+                     "which llama.cpp follows); transformers' GGUF reader ignores that key for this architecture "
+                     "and prefixes '▁', so a model read back with it tokenizes the first word differently: load the "
+                     "tokenizer from the model folder instead")
     tensors = gguf_tensors(model, arch, ftype)
     with output_lock(out):
         check_target(out, overwrite=overwrite)
