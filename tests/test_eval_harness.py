@@ -248,6 +248,8 @@ def test_local_harness_task_end_to_end(causal_llama, fake_bible, tmp_path, one_t
     for lang in run.langs:
         said = [n for n in run.notes if n.startswith(f"{lang}: the model predicts")]
         assert len(said) == int(len(set(stored[lang]["predictions"])) == 1)
+        # a prompted model gets the prompting hint (label bias), never a hint about training it did not have
+        assert all("Zhao et al. 2021" in n and "check the training" not in n and "gold labels" in n for n in said)
 
     # 5. xling compare pairs the harness run with the zero-shot eval run over items (same items, same metric)
     from xling.recipes.compare.run import BY_ITEMS, compare_runs

@@ -465,6 +465,35 @@ def test_eval_warns_when_a_language_gets_one_class(tiny_model_dirs, tmp_path, ca
     assert "choice 1" in ev.one_class_warning("multiple-choice", ["0", "1"], [1, 1, 1])
     assert ev.one_class_warning("classification", ["a", "b"], [0, 1, 0]) is None
     assert ev.one_class_warning("classification", ["a", "b"], [1]) is None  # one example says nothing
+    prompted = ev.one_class_warning("classification", ["a", "b"], [1, 1, 1, 1], gold=[0, 1, 1, 0], prompted=True)
+    assert prompted == ("the model predicts 'b' for all 4 examples (one label everywhere: the prompt's label bias, "
+                        "Zhao et al. 2021; the accuracy is that label's share, not skill); 2 of 4 gold labels are "
+                        "that class")
+    assert "position bias" in ev.one_class_warning("multiple-choice", ["0", "1"], [0, 0], prompted=True)
+
+
+def test_eval_warns_when_a_language_gets_mostly_one_class(tiny_model_dirs, tmp_path, capsys, monkeypatch, one_thread):
+    from test_train import tiny_task
+
+    from xling.harness.training import train_task
+    from xling.recipes.eval import run as ev
+
+    task = tiny_task(n_train=8, n_dev=4, n_test=10)
+    model = train_task(str(tiny_model_dirs["bert"]), task, out=tmp_path / "model", epochs=1, batch_size=8,
+                       patience=0, progress=False)
+    de = task.data["test"]["deu_Latn"]
+    other = next(i for i in range(len(task.labels)) if i != 0)
+    want = [0] * 9 + [other]  # 9 of 10 answers are class 0: the accuracy counts class 0's share of the gold labels
+
+    def predict(self, examples, progress):
+        return list(want) if examples is de else [e.label for e in examples]
+
+    monkeypatch.setattr(ev._Model, "predict", predict)
+    ev.evaluate(model=str(model), task=task, out=tmp_path / "eval", store=None, progress=False, cache=False)
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("xling: warning:")]
+    n0 = sum(e.label == 0 for e in de)
+    assert warnings == [f"xling: warning: deu_Latn: the model predicts {task.labels[0]!r} for 9 of 10 items (90%); "
+                        f"{n0} of 10 gold labels are that class, so the accuracy mostly counts them"]
 
 
 @pytest.mark.parametrize("case", ["scores", "alignment"])

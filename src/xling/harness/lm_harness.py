@@ -446,7 +446,7 @@ def _records(e: _Entry, samples: dict, configs: dict, threshold: float = 50.0) -
             from xling.harness.scores import dominant_class_note, one_class_warning
 
             kinds = run.labels or list(range(max(choices, default=0)))  # multiple choice: the choice indices
-            lean = (one_class_warning(run.task_type, kinds, rec["predictions"])
+            lean = (one_class_warning(run.task_type, kinds, rec["predictions"], rec["labels"], prompted=True)
                     or dominant_class_note(run.task_type, kinds, rec["predictions"], rec["labels"]))
             if lean:
                 run.notes.append(f"{lang}: {lean}")

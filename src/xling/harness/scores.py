@@ -84,18 +84,29 @@ class EvalResult:
         return transfer_gap(self.scores(metric), self.source)
 
 
-def one_class_warning(task_type: str, labels, preds: list) -> str | None:
-    """A line when a model predicts one class for every example of a language (a collapsed head), else None."""
+def one_class_warning(task_type: str, labels, preds: list, gold: list | None = None,
+                      prompted: bool = False) -> str | None:
+    """A line when a model predicts one class for every example of a language, else None. For a trained head
+    the hint is the training; for a prompted model (``prompted=True``: harness, in-context) it is the label bias
+    of prompting (Zhao et al. 2021), with that class's share of the gold labels when ``gold`` is given."""
     flat = [t for p in preds for t in p] if task_type == "token-classification" else list(preds)
     if len(flat) < 2 or len(labels) < 2 or len(set(map(str, flat))) != 1:
         return None
     only = flat[0]
+    share = ""
+    if gold is not None and len(gold) == len(preds) and task_type != "token-classification":
+        g = sum(str(x) == str(only) for x in gold)
+        share = f"; {g} of {len(gold)} gold labels are that {'choice' if task_type == 'multiple-choice' else 'class'}"
     if task_type == "multiple-choice":
-        return f"the model picks choice {only} for all {len(flat)} examples (a degenerate model; its score is chance)"
+        why = "a prompted model's position bias" if prompted else "a degenerate model"
+        return f"the model picks choice {only} for all {len(flat)} examples ({why}; its score is chance){share}"
     name = labels[only] if isinstance(only, int) and 0 <= only < len(labels) else only
     what = "words" if task_type == "token-classification" else "examples"
+    if prompted:
+        return (f"the model predicts {name!r} for all {len(flat)} {what} (one label everywhere: the prompt's "
+                f"label bias, Zhao et al. 2021; the accuracy is that label's share, not skill){share}")
     return (f"the model predicts {name!r} for all {len(flat)} {what} (one class everywhere: check the training, "
-            f"e.g. the learning rate or label balance)")
+            f"e.g. the learning rate or label balance){share}")
 
 
 #: The share of one predicted class above which a classification result is flagged as mostly one class.
@@ -404,5 +415,5 @@ def save_to_store(result: EvalResult, path: Path, cfg=None) -> None:
 
 
 __all__ = ["EvalResult", "ModelSettings", "PRED_CACHE_VERSION", "PredictionCache", "TaskModel", "alignment_for", "check_model",
-           "corpus_family", "one_class_warning", "prediction_problem", "run_record", "save_to_store", "transfer_gap",
+           "corpus_family", "dominant_class_note", "one_class_warning", "prediction_problem", "run_record", "save_to_store", "transfer_gap",
            "write_outputs"]

@@ -39,8 +39,8 @@ from pathlib import Path
 
 from xling.errors import XlingError
 from xling.harness.scores import (PRED_CACHE_VERSION, EvalResult, PredictionCache, TaskModel,  # noqa: F401
-                                  alignment_for, check_model, corpus_family, one_class_warning, prediction_problem,
-                                  run_record, save_to_store, transfer_gap, write_outputs)
+                                  alignment_for, check_model, corpus_family, dominant_class_note, one_class_warning,
+                                  prediction_problem, run_record, save_to_store, transfer_gap, write_outputs)
 from xling.harness.scores_report import (chance_level, format_summary, group_warnings,  # noqa: F401
                                          render_eval_report, wide_rows)
 from xling.recipes.eval.config import DEFAULT_OUT, EvalConfig  # noqa: F401 - the options live there
@@ -277,7 +277,8 @@ def evaluate(config: EvalConfig | None = None, *, task=None, executor=None, **kw
         examples = table[lang]
         gold = [e.tags if task.type == "token-classification" else e.label for e in examples]
         n_examples[lang] = len(examples)
-        warning = one_class_warning(task.type, task.labels, preds)
+        warning = (one_class_warning(task.type, task.labels, preds)
+                   or dominant_class_note(task.type, task.labels, preds, gold))
         if warning:
             warned[lang] = warning
         if task.type != "token-classification":  # per-item correctness: classification and multiple choice
