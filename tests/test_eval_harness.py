@@ -412,6 +412,37 @@ def test_no_git_noise_outside_a_checkout(causal_llama, fake_bible, tmp_path, mon
     assert ev.get_git_commit_hash is before  # restored
 
 
+def test_harness_batch_size_is_capped_by_the_logits_memory(causal_llama, fake_bible, tmp_path, capfd, monkeypatch,
+                                                            one_thread):
+    """HFLM holds a whole batch's float32 logits over the vocabulary: the batch is lowered to fit the budget, with
+    one note, and the per-item answers and log-likelihoods are those of the uncapped run."""
+    _need_lm_eval()
+    from xling.harness import lm_harness
+    from xling.recipes.eval.run import evaluate
+
+    # by hand: 3 copies x 128 tokens x 262,144 words x 4 bytes = 384 MiB a prompt; 4 GiB / that = 10
+    assert lm_harness.harness_batch_size(32, 262_144) == 10
+    assert lm_harness.harness_batch_size(32, 49_152) == 32  # SmolLM2: 72 MiB a prompt, 56 fit
+    assert lm_harness.harness_batch_size(32, 10 ** 9) == 1 and lm_harness.harness_batch_size(4, 100) == 4
+
+    full = evaluate(_cfg(causal_llama, out=None, store=None, max_examples=4))
+    assert "lowered to" not in capfd.readouterr().err
+    monkeypatch.setattr(lm_harness, "LOGITS_BUDGET", 1)  # one prompt a batch
+    capped = evaluate(_cfg(causal_llama, out=None, store=None, max_examples=4))
+    err = capfd.readouterr().err
+    said = [ln for ln in err.splitlines() if "lowered to" in ln]
+    assert len(said) == 1 and said[0].startswith("xling: note: --batch-size 4 lowered to 1 for the harness: ")
+    # 3 x 4 x 128 x 69 x 4 bytes = 423,936 bytes
+    assert "69-word vocabulary (about 0.4 MB at 128 tokens a prompt)" in said[0]
+    a, b = full.runs[0], capped.runs[0]
+    for lang in a.records:
+        assert a.records[lang]["predictions"] == b.records[lang]["predictions"]
+    for leaf in a.leaves:
+        la = [r for s in sorted(full.samples[leaf], key=lambda s: s["doc_id"]) for r in s["filtered_resps"]]
+        lb = [r for s in sorted(capped.samples[leaf], key=lambda s: s["doc_id"]) for r in s["filtered_resps"]]
+        assert [x[0] for x in la] == pytest.approx([x[0] for x in lb], abs=1e-4)
+
+
 @pytest.mark.parametrize("extra, flag", [(["--demos", "source"], "--demos"), (["--task", "sib200"], "--task"),
                                          (["--normalize", "sum"], "--normalize"), (["--executor", "ray"], "--executor")])
 def test_options_the_harness_would_drop_are_refused(extra, flag, tmp_path, capsys):
