@@ -184,19 +184,37 @@ def test_cli_end_to_end_writes_csvs_and_store_runs(decoder, tiny_model_dirs, tmp
     langs = {"eng_Latn", "deu_Latn", "fra_Latn"}
     rows = _csv(out / "icl.csv")
     assert {(r["lang"], r["demos"]) for r in rows} == \
-        {(lg, s) for lg in langs for s in ("source", "target", "retrieved")}
+        {(lg, s) for lg in langs for s in ("source", "target", "retrieved", "vote")}
     assert all(r["metric"] == "accuracy" and r["n"] == "6" and float(r["low"]) <= float(r["value"]) <= float(r["high"])
                for r in rows)
     diffs = _csv(out / "icl_differences.csv")
     assert {(r["lang"], r["comparison"]) for r in diffs} == \
-        {(lg, c) for lg in langs for c in ("target-source", "retrieved-source", "retrieved-target")}
-    # the differences are those of the per-item predictions written next to them
+        {(lg, c) for lg in langs for c in ("target-source", "retrieved-source", "retrieved-target", "retrieved-vote")}
+    # the differences are those of the per-item predictions written next to them; the vote's, recomputed by hand
+    # from the demonstrations file: each test item's majority label among its retrieved demonstrations
     preds = _csv(out / "predictions.csv")
-    for r in diffs:
-        def acc(src, lang=r["lang"]):
+    demos = [json.loads(line) for line in open(out / "demonstrations.jsonl", encoding="utf-8")]
+    train_label = {e.id: e.label for exs in task.data["train"].values() for e in exs}
+    gold = {(lang, e.id): e.label for lang, exs in task.data["test"].items() for e in exs}
+
+    def vote_by_hand(ids):
+        labs = [train_label[i] for i in ids]
+        top = max(labs.count(x) for x in labs)
+        return [x for x in labs if labs.count(x) == top][-1]  # a tie: the most similar (last) of the tied
+
+    def acc(src, lang):
+        if src == "vote":
+            items = [int(vote_by_hand(d["demo_ids"]) == gold[(lang, d["item_id"])]) for d in demos
+                     if d["demos"] == "retrieved" and d["lang"] == lang]
+        else:
             items = [int(p["correct"]) for p in preds if p["condition"] == src and p["lang"] == lang]
-            return sum(items) / len(items)
-        assert float(r["value"]) == pytest.approx(acc(r["a"]) - acc(r["b"]))
+        return sum(items) / len(items)
+
+    for r in diffs:
+        assert float(r["value"]) == pytest.approx(acc(r["a"], r["lang"]) - acc(r["b"], r["lang"]), abs=1e-5)
+    for r in rows:
+        assert float(r["value"]) == pytest.approx(acc(r["demos"], r["lang"]), abs=1e-5)
+    assert "vote" in printed and "no language model" in printed
     # in English, target demonstrations are the source ones
     eng = {r["comparison"]: r for r in diffs if r["lang"] == "eng_Latn"}
     assert float(eng["target-source"]["value"]) == 0
@@ -205,7 +223,6 @@ def test_cli_end_to_end_writes_csvs_and_store_runs(decoder, tiny_model_dirs, tmp
     assert all(len(p.split("\n\n")) == 4 and p.endswith("Topic:") for p in seen)
     test_texts = {e.text for exs in task.data["test"].values() for e in exs}
     assert not any(t in "\n\n".join(p.split("\n\n")[:3]) for p in seen for t in test_texts)
-    demos = [json.loads(line) for line in open(out / "demonstrations.jsonl", encoding="utf-8")]
     test_ids = {e.id for exs in task.data["test"].values() for e in exs}
     assert all(len(d["demo_ids"]) == 3 and not set(d["demo_ids"]) & test_ids for d in demos)
     src = {d["lang"]: d["demo_ids"] for d in demos if d["demos"] == "source"}
@@ -350,3 +367,15 @@ def test_selector_balances_classification_unless_told_not_to():
         assert len({it.label for _, it in sel.source()}) == 2  # two demonstrations, both labels
     plain = [DemoSelector(task, "eng_Latn", 2, seed, test_ids, texts, balance=False) for seed in range(12)]
     assert any(len({it.label for _, it in s.source()}) == 1 for s in plain)  # unbalanced: some seeds draw one label
+
+
+def test_label_vote_by_hand():
+    from xling.errors import XlingError
+    from xling.methods.icl import label_vote
+
+    assert label_vote([2, 1, 1, 0]) == 1                 # the majority
+    assert label_vote([2, 1, 0, 1, 2]) == 2              # 1 and 2 tie: 2 is the most similar (last) of the tied
+    assert label_vote([0, 1, 2, 3]) == 3                 # all tie: the nearest demonstration's label
+    assert label_vote(["a"]) == "a"
+    with pytest.raises(XlingError):
+        label_vote([])

@@ -38,7 +38,23 @@ from xling.errors import XlingError
 #: The demonstration sources, in report order.
 DEMO_SOURCES = ("source", "target", "retrieved")
 #: The paired differences reported per language: (a, b) means a - b.
-DIFFERENCES = (("target", "source"), ("retrieved", "source"), ("retrieved", "target"))
+DIFFERENCES = (("target", "source"), ("retrieved", "source"), ("retrieved", "target"), ("retrieved", "vote"))
+#: The reference next to ``retrieved`` for classification: the retrieved demonstrations' own majority label, with no
+#: language model (a k-nearest-neighbour classifier on the demonstration encoder).
+VOTE = "vote"
+
+
+def label_vote(labels: Sequence) -> object:
+    """The majority label of k demonstrations ordered least to most similar (the prompt's order); a tie goes to the
+    tied label of the most similar demonstration. The k-nearest-neighbour classifier that ``retrieved``
+    demonstrations carry on their own: ``retrieved - vote`` is what the language model adds to its retriever."""
+    if not len(labels):
+        raise XlingError("a vote needs at least one demonstration")
+    counts: dict = {}
+    for lab in labels:
+        counts[lab] = counts.get(lab, 0) + 1
+    top = max(counts.values())
+    return next(lab for lab in reversed(list(labels)) if counts[lab] == top)
 
 
 def demo_order(ids: Sequence[str], seed: int = 0) -> list[int]:
@@ -161,6 +177,6 @@ def contains_zero(low, high) -> bool | None:
     return bool(low <= 0.0 <= high)
 
 
-__all__ = ["DEMO_SOURCES", "DIFFERENCES", "block", "check_disjoint", "contains_zero", "default_template",
-           "demo_order", "fixed_demos", "icl_prompt", "paired_accuracy_difference", "paired_corpus_difference",
+__all__ = ["DEMO_SOURCES", "DIFFERENCES", "VOTE", "block", "check_disjoint", "contains_zero", "default_template",
+           "demo_order", "fixed_demos", "icl_prompt", "label_vote", "paired_accuracy_difference", "paired_corpus_difference",
            "top_k_similar"]

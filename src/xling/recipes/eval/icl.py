@@ -490,6 +490,22 @@ def _run_choice(ctx) -> IclResult:
                   "settings": {**ctx.settings(source), "template": template, "normalize": cfg.normalize,
                                "max_length": max_length, "verbalizers": cfg.verbalizers},
                   "labels": task.labels, "started": ctx.started, "device": cfg.device})
+    if "retrieved" in ctx.demos and not mc:  # the retriever alone: the retrieved demonstrations' majority label
+        from xling.methods.icl import VOTE, label_vote
+
+        corr = {}
+        for lang, exs in tests.items():
+            votes = [label_vote([it.label for _, it in chosen]) for chosen in retrieved[lang]]
+            corr[lang] = [int(v == e.label) for v, e in zip(votes, exs)]
+            n = len(exs)
+            acc = sum(corr[lang]) / n if n else float("nan")
+            lo, hi = wilson_interval(sum(corr[lang]), n)
+            rows.append({"lang": lang, "direction": "", "demos": VOTE, "metric": "accuracy", "value": acc,
+                         "low": lo, "high": hi, "n": n, "at_chance": at_chance(acc, n, len(task.labels))})
+        correct[VOTE] = corr
+        notes.append(f"{VOTE}: the majority label of each item's {cfg.shots} retrieved demonstrations, no language "
+                     f"model (a {cfg.shots}-nearest-neighbour classifier on {cfg.demo_encoder}); retrieved - vote is "
+                     f"what the model adds to its retriever")
     for (source, name), langs in constant.items():
         notes.append(f"{source} demonstrations: the model answers {name!r} for every item in {', '.join(langs)}: it "
                      f"copies one label instead of classifying (the majority and recency biases of Zhao et al. 2021), "
@@ -780,12 +796,13 @@ def format_icl_summary(result: IclResult) -> str:
     lines = [f"in-context learning: {term(result.model)} on {term(result.task)}, k={result.shots} demonstrations "
              f"(source language {term(result.demo_source_lang)}"
              + (f", retrieved by {term(result.encoder)}" if result.encoder else "") + f"); {unit} [95% interval]"]
-    head = f"{'language':16s}" + "".join(f"{s:>24s}" for s in result.demos) + "".join(f"{p:>26s}" for p in pairs)
+    columns = list(dict.fromkeys([*result.demos, *(r["demos"] for r in result.rows)]))
+    head = f"{'language':16s}" + "".join(f"{s:>24s}" for s in columns) + "".join(f"{p:>26s}" for p in pairs)
     lines.append(head)
     for lang, direction in keys:
         name = f"{lang}:{direction}" if direction else lang
         cells = []
-        for s in result.demos:
+        for s in columns:
             r = next((x for x in result.rows if (x["lang"], x["direction"], x["demos"], x["metric"])
                       == (lang, direction, s, metric)), None)
             c = "-" if r is None else (f"{_fmt(r['value'], pct)} [{_fmt(r['low'], pct)}, {_fmt(r['high'], pct)}]"

@@ -24,8 +24,9 @@ def icl_section(result) -> str:
     def name(lang, direction):
         return display_lang(lang) + (f" {direction}" if direction else "")
 
+    columns = list(dict.fromkeys([*result.demos, *(r["demos"] for r in result.rows)]))
     head = ["language"]
-    for s in result.demos:
+    for s in columns:
         head += [f"{s} ({'chrF' if gen else 'accuracy %'})", "95% interval"]
     if not gen:
         head.append("at chance (Wilson interval contains 1/labels)")
@@ -33,7 +34,7 @@ def icl_section(result) -> str:
     for lang, direction in keys:
         row = [name(lang, direction)]
         chance = []
-        for s in result.demos:
+        for s in columns:
             r = next((x for x in result.rows if (x["lang"], x["direction"], x["demos"], x["metric"])
                       == (lang, direction, s, metric)), None)
             row += ["–", "–"] if r is None else [fmt(r["value"] * scale, 1), _ci(r["low"], r["high"], scale)]
@@ -57,6 +58,8 @@ def icl_section(result) -> str:
             f"{result.demo_source_lang} (the same for every test item and language); target = the same items in the "
             f"test language; retrieved = per test item, the {result.shots} nearest {result.demo_source_lang} train "
             f"items" + (f" by {result.encoder} (cosine similarity)" if result.encoder else "")
+            + ("; vote = the majority label of those retrieved items, with no language model"
+               if any(r["demos"] == "vote" for r in result.rows) else "")
             + ". Intervals: " + ("95% percentile bootstrap over items." if gen else "95% Wilson interval.")) + "</p>",
         table_html(head, rows),
         f"<h3>Paired differences ({esc('chrF points' if gen else 'accuracy points')})</h3>",
