@@ -84,3 +84,18 @@ def test_langid_held_out_ids_are_disjoint_and_seeded(tiny_model_dirs, tmp_path, 
     x = torch.cat([torch.randn(20, 4) + 5 * torch.eye(4)[k] for k in range(3)])
     y = torch.arange(3).repeat_interleave(20)
     assert (real(x, y, 3).predict(x) == y).all()
+
+
+def test_langid_says_an_estimate_and_counts_cached_languages(tiny_model_dirs, tmp_path, capsys):
+    """Long work says an estimate up front; after an xling align on the same corpus every language is cached."""
+    from xling.cli import main
+
+    data = _corpus(tmp_path)
+    base = ["langid", "--model", str(tiny_model_dirs["bert"]), "--data", data, "--max-sentences", "24"]
+    assert main([*base, "--out", str(tmp_path / "a")]) == 0
+    err = capsys.readouterr().err
+    said = [ln for ln in err.splitlines() if ln.startswith("xling: estimate: langid: 3 languages x 24 sentences")]
+    assert len(said) == 1 and "already embedded" not in said[0]
+    assert main([*base, "--out", str(tmp_path / "b")]) == 0
+    err = capsys.readouterr().err
+    assert "(3 of 3 languages already embedded)" in err

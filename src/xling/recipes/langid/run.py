@@ -53,6 +53,24 @@ class LangIdResult:
     corpus: str
 
 
+def _say_estimate(lm, sub, langs, ecfg, cache, cfg) -> None:
+    """One line before embedding (:mod:`xling.engine.estimate`): languages already in the embedding cache (an
+    earlier ``xling align`` or ``langid`` on the same corpus) count as free."""
+    from xling.engine.estimate import (count_tokens, current_load, estimate_line, estimate_seconds, forward_params,
+                                       model_params, say)
+
+    model = lm.model if lm.loaded else None
+    cached = [lang for lang in langs if cfg.cache and cache.path(cache.key(lm, ecfg, sub.sentences[lang])).exists()]
+    todo = [lang for lang in langs if lang not in cached]
+    load = current_load()
+    secs = estimate_seconds(count_tokens((t for lang in todo for t in sub.sentences[lang]), cfg.max_length),
+                            forward_params(lm.config, model), device=str(lm.device), load=load)
+    note = f"({len(cached)} of {len(langs)} languages already embedded)" if cached else \
+        "(a second run, or one after xling align on the same corpus, reads the embeddings from the cache)"
+    say(estimate_line("langid", model=lm.name, params=model_params(lm.config, model), seconds=secs,
+                      device=str(lm.device), langs=len(langs), texts=len(sub), note=note, load=load))
+
+
 def langid(config: LangIdConfig | None = None, **kwargs) -> LangIdResult:
     """Run the language-identity probe (see the module doc)."""
     from xling.engine.embed import EmbedConfig, EmbeddingCache, embed_cached
@@ -91,10 +109,24 @@ def langid(config: LangIdConfig | None = None, **kwargs) -> LangIdResult:
     note_truncation(lm, {lang: sub.sentences[lang] for lang in langs}, ecfg)
     if cfg.progress:
         print(f"xling: langid: {len(langs)} languages x {n} sentences through {cfg.model}", file=sys.stderr, flush=True)
+        _say_estimate(lm, sub, langs, ecfg, cache, cfg)
     emb = {}
-    for lang in langs:
-        e, _hit = embed_cached(lm, sub.sentences[lang], ecfg, cache, refresh=not cfg.cache)
-        emb[lang] = e.float()
+    bar = None
+    if cfg.progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(langs), unit="language", desc="embedding", file=sys.stderr, dynamic_ncols=True)
+    try:
+        for lang in langs:
+            if bar is not None:
+                bar.set_description(f"embedding {lang}")
+            e, _hit = embed_cached(lm, sub.sentences[lang], ecfg, cache, refresh=not cfg.cache)
+            emb[lang] = e.float()
+            if bar is not None:
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
     layer_ids = list(ecfg.resolved(lm).layers)
     g = torch.Generator().manual_seed(cfg.seed)
     perm = torch.randperm(n, generator=g)
