@@ -558,3 +558,48 @@ def test_option_values_that_json_cannot_hold_are_one_line(capsys):
         assert main(["align", "--metric-option", f"xsim.k={bad}"]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and err.startswith("xling: error:") and "Traceback" not in err
+
+
+# ----------------------------------------------------------------------------- flags a user can get wrong
+
+
+@pytest.mark.parametrize("argv, expect", [
+    (["lens", "--langs", ""], "--langs is empty"),
+    (["knowledge", "--relations", ",,"], "--relations is empty"),
+    (["edit", "--lang", ""], "--lang is empty"),
+    (["eval", "--demos", "", "--model", "x"], "--demos is empty"),
+    (["neurons", "--bootstrap", "-5"], "--bootstrap must be at least 1, got -5"),
+    (["langid", "--train-fraction", "1.5"], "--train-fraction must be between"),
+    (["train", "--epochs", "0"], "--epochs must be at least 1, got 0"),
+    (["transfer", "--task-lr", "-1"], "--task-lr must be between"),
+    (["probe", "--threads", "0"], "--threads must be at least 1, got 0"),
+    (["eval", "--zero-shot", "--template", "{bogus}"], "--template names the field {bogus}"),
+    (["eval", "--zero-shot", "--template", "Text: {text"], "--template is not a prompt template"),
+    (["eval", "--zero-shot", "--template", "{text.__class__}"], "--template names the field {text.__class__}"),
+])
+def test_bad_flag_values_are_one_line_before_any_work(capsys, argv, expect):
+    """Empty lists never mean "the default" (which may be hours of work), numbers out of range and prompt
+    templates that would fail inside str.format are refused at the edge."""
+    assert expect in cli_error(capsys, argv)
+
+
+def test_list_flags_keep_each_value_once():
+    import argparse
+
+    from xling.harness.config import add_flags
+    from xling.recipes.lens.config import LensConfig
+
+    parser = argparse.ArgumentParser()
+    add_flags(parser, LensConfig)
+    ns = parser.parse_args(["--langs", "de,es,de, es"])
+    assert ns.langs == ["de", "es"]
+
+
+@pytest.mark.parametrize("data", [b"eng\tdeu\nwater\tWasser\nfire\t\xff\xfe\n", b"\x8f\x00\x01binary"])
+def test_lens_word_pairs_with_bad_bytes_are_one_line(tmp_path, capsys, tiny_causal_dirs, data):
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_bytes(data)
+    line = cli_error(capsys, ["lens", "--model", tiny_causal_dirs["llama"], "--langs", "de", "--pairs", pairs,
+                              "--out", tmp_path / "out", "--store", "none"])
+    assert str(pairs) in line and ("not valid UTF-8" in line or "NUL byte" in line)
+    assert not (tmp_path / "out").exists()

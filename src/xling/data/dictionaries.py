@@ -99,7 +99,9 @@ def read_tsv(path: str | Path) -> list[tuple[str, str]]:
     if not path.is_file():
         raise XlingError(f"dictionary not found: {path}")
     pairs = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    from xling.data.files import read_text
+
+    for n, line in enumerate(read_text(path).splitlines(), 1):
         if not line.strip() or line.startswith("#"):
             continue
         parts = line.split("\t") if "\t" in line else line.split()

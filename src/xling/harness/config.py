@@ -137,7 +137,7 @@ def device_option() -> Any:
 
 
 def threads_option() -> Any:
-    return option(None, help="CPU threads for torch (default: torch's choice)")
+    return option(None, check=at_least(1), help="CPU threads for torch (default: torch's choice)")
 
 
 def at_least(n: int | float) -> Callable[[Any], str | None]:
@@ -198,6 +198,15 @@ def csv_list(value: str | None) -> list[str] | None:
     return items or None
 
 
+def _given_list(value: str, name: str) -> list[str]:
+    """A comma list given on the command line: its items in order, each once; an empty one is an error (an
+    empty ``--langs`` would otherwise mean "the default", which may be hours of work)."""
+    items = csv_list(value)
+    if items is None:
+        raise XlingError(f"{name} is empty ({value!r}); give at least one value, or leave the flag out for the default")
+    return list(dict.fromkeys(items))
+
+
 def key_values(pairs: typing.Iterable[str], name: str) -> dict:
     """Repeated ``KEY=VALUE`` -> a dict (``-`` in keys becomes ``_``; values parsed as JSON when they can be)."""
     out = {}
@@ -226,11 +235,11 @@ def _converter(f: dataclasses.Field, hint) -> Callable[[str], Any]:
     if callable(parse):
         one = parse
     elif parse == "list" or (parse is None and typing.get_origin(base) is list):
-        one = csv_list
+        def one(v, name=name):
+            return _given_list(v, name)
     elif parse == "tuple" or (parse is None and typing.get_origin(base) is tuple):
-        def one(v):
-            items = csv_list(v)
-            return tuple(items) if items else None
+        def one(v, name=name):
+            return tuple(_given_list(v, name))
     elif parse == "json":
         one = option_value
     elif base in (int, float):

@@ -44,6 +44,32 @@ DEFAULT_TEMPLATES = {
 }
 
 
+#: The fields a prompt template may name.
+TEMPLATE_FIELDS = ("text", "text_pair")
+
+
+def template_problem(template: str | None) -> str | None:
+    """Why ``template`` cannot be a prompt template (a field other than ``{text}``/``{text_pair}``, an attribute
+    or index, an unbalanced brace), else None. Literal braces are written ``{{`` and ``}}``."""
+    import string
+
+    if template is None:
+        return None
+    try:
+        parts = list(string.Formatter().parse(str(template)))
+    except ValueError as exc:
+        return f"is not a prompt template ({exc}; write a literal brace as {{{{ or }}}})"
+    for _, name, spec, conv in parts:
+        if name is None:
+            continue
+        if name not in TEMPLATE_FIELDS:
+            return (f"names the field {{{name}}}; a template may name only "
+                    + " and ".join("{" + f + "}" for f in TEMPLATE_FIELDS) + " (a literal brace is {{ or }})")
+        if spec or conv:
+            return f"formats {{{name}}} with a conversion or spec; write {{{name}}} alone"
+    return None
+
+
 def verbalize(label: str) -> str:
     """A label name as words: ``impress-draw`` -> ``impress draw``."""
     return " ".join(str(label).replace("_", " ").replace("-", " ").split())

@@ -197,7 +197,7 @@ def edit(config: EditConfig | None = None, **kwargs) -> EditResult:
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     t0 = time.perf_counter()
     preflight(cfg, "edit")
-    edit_langs = list(dict.fromkeys(normalize_lang(x) for x in cfg.lang))
+    edit_langs = list(dict.fromkeys(normalize_lang(x) for x in (cfg.lang or [])))
     if not edit_langs:
         raise XlingError("edit: --lang names no language")
     langs = list(dict.fromkeys(edit_langs + [normalize_lang(x) for x in (cfg.langs or DEFAULT_LANGS)]))

@@ -40,6 +40,12 @@ def stop_strings(value: str) -> list[str]:
     return out
 
 
+def _template_problem(v):
+    from xling.tasks.zeroshot import template_problem
+
+    return template_problem(v)
+
+
 @dataclasses.dataclass
 class EvalConfig:
     """Everything an evaluation depends on; see :func:`xling.recipes.eval.run.evaluate`."""
@@ -57,7 +63,8 @@ class EvalConfig:
     max_length: int | None = option(None, check=at_least(4),
                                     help="default: the training max length (or 256 zero-shot)")
     zero_shot: bool = option(False, help="decoder LLMs: score each label's log-likelihood after a prompt, no training")
-    template: str | None = option(None, help="zero-shot prompt, with {text} (and {text_pair})")
+    template: str | None = option(None, help="zero-shot prompt, with {text} (and {text_pair})",
+                                  check=lambda v: _template_problem(v))
     verbalizers: dict[str, str] | None = option(None, cli=False)  # zero-shot: label -> the word scored
     normalize: str = option("mean", choices=("mean", "sum"), help="zero-shot: mean or summed token log-prob")
     # generation tasks (--task bible-mt, or a task file with a target field): prompted greedy generation

@@ -6,7 +6,7 @@ import dataclasses
 from pathlib import Path
 
 from xling.errors import XlingError
-from xling.harness.config import check_config, device_option, flag, option, overwrite_option, quiet_option
+from xling.harness.config import between, at_least, check_config, device_option, flag, option, overwrite_option, quiet_option
 from xling.models.loading import DEFAULT_MODEL
 
 DEFAULT_OUT = Path("xling-out") / "langid"
@@ -21,13 +21,13 @@ class LangIdConfig:
     data: str = option("django", help="any xling corpus")
     langs: list[str] | None = option(None, help="comma-separated languages besides the pivot (default: the corpus's)")
     pivot: str = option("eng", help="MEXA's pivot language")
-    max_sentences: int = option(200, help="sentences per language")
-    train_fraction: float = option(0.5, help="share of sentence ids to train on")
-    l2: float = option(1e-2, help="L2 penalty of the probe (default 0.01)")
+    max_sentences: int = option(check=at_least(2), default=200, help="sentences per language")
+    train_fraction: float = option(check=between(0.05, 0.95), default=0.5, help="share of sentence ids to train on")
+    l2: float = option(check=at_least(0), default=1e-2, help="L2 penalty of the probe (default 0.01)")
     pooling: str = option("auto", help="as for align (auto: mean for encoders, weighted-mean for decoders)")
     layers: str | None = option(None, help="hidden states, e.g. 0,6,12 or 4-8 (default all)")
-    batch_size: int = option(32, help="sentences per forward pass")
-    max_length: int | None = option(None, help="tokens per sentence (default: the model's own context)")
+    batch_size: int = option(check=at_least(1), default=32, help="sentences per forward pass")
+    max_length: int | None = option(check=at_least(1), default=None, help="tokens per sentence (default: the model's own context)")
     seed: int = option(0, help="which sentence ids are held out")
     dtype: str = option("fp32", choices=("fp32", "bf16", "fp16"), help="fp32, bf16 or fp16")
     device: str = device_option()

@@ -71,7 +71,9 @@ def read_pairs_tsv(path: str | Path, langs: list[str]) -> dict[str, dict[str, st
     path = Path(path).expanduser()
     if not path.is_file():
         raise XlingError(f"--pairs: no such file: {path}")
-    lines = path.read_text(encoding="utf-8").splitlines()
+    from xling.data.files import read_text
+
+    lines = read_text(path).splitlines()  # bad bytes, a binary file: one line naming the file and line
     if not lines:
         raise XlingError(f"{path}: empty word-pair file")
     header = [normalize_lang(h.strip()) for h in lines[0].split("\t")]
@@ -373,7 +375,7 @@ def lens(config: LensConfig | None = None, **kwargs) -> LensRunResult:
     from xling.harness.outputs import preflight
 
     preflight(cfg, "lens")  # a folder that is not xling's, an unusable store: refused before any work
-    langs = [normalize_lang(x) for x in (cfg.langs or DEFAULT_LANGS)]
+    langs = list(dict.fromkeys(normalize_lang(x) for x in (cfg.langs or DEFAULT_LANGS)))
     if "eng_Latn" in langs:
         raise XlingError("lens: English is the reference answer; choose target languages other than English")
     source = normalize_lang(cfg.source) if cfg.source else None

@@ -6,7 +6,7 @@ import dataclasses
 from pathlib import Path
 
 from xling.errors import XlingError
-from xling.harness.config import (threads_option, at_least, check_config, device_option, dtype_option, flag, option,
+from xling.harness.config import (between, threads_option, at_least, check_config, device_option, dtype_option, flag, option,
                                   overwrite_option, quiet_option, store_option, task_options_option)
 from xling.harness.seeds import parse_seeds
 from xling.models.loading import DEFAULT_MODEL
@@ -46,16 +46,16 @@ class MatrixConfig:
     l2: tuple[float, ...] = option(DEFAULT_L2, parse=parse_l2, metavar="A,B,...",
                                    help="comma-separated l2 grid of the probe")
     pooling: str = option("auto", help="as for align (auto: mean for encoders, weighted-mean for decoders)")
-    max_train: int | None = option(None, flag="--train-size", short="--max-train",
+    max_train: int | None = option(check=at_least(1), default=None, flag="--train-size", short="--max-train",
                                    help="at most N training examples per source (--max-train: the older name)")
-    max_test: int | None = option(None, flag="--test-size", short="--max-test",
+    max_test: int | None = option(check=at_least(1), default=None, flag="--test-size", short="--max-test",
                                   help="at most N test examples per target (--max-test: the older name)")
     epochs: int = option(3, check=at_least(1), help="fine-tuning epochs (--method lora|full)")
-    lr: float | None = option(None, help="fine-tuning learning rate (default: 5e-5 full, 5e-4 lora)")
+    lr: float | None = option(check=between(1e-12, 10), default=None, help="fine-tuning learning rate (default: 5e-5 full, 5e-4 lora)")
     seed: int = option(0, help="seed of the bootstrap resamples and of the fine-tuning")
     n_boot: int = option(1000, check=at_least(1), help="bootstrap resamples per cell")
     batch_size: int = option(32, check=at_least(1), help="examples per forward pass")
-    max_length: int = option(128, help="tokens per text at most")
+    max_length: int = option(check=at_least(1), default=128, help="tokens per text at most")
     device: str = device_option()
     dtype: str = dtype_option()
     threads: int | None = threads_option()

@@ -6,7 +6,7 @@ import dataclasses
 from pathlib import Path
 
 from xling.errors import XlingError
-from xling.harness.config import (check_config, device_option, flag, option, overwrite_option, quiet_option,
+from xling.harness.config import (between, at_least, check_config, device_option, flag, option, overwrite_option, quiet_option,
                                   store_option)
 
 DEFAULT_OUT = Path("xling-out") / "neurons"
@@ -22,18 +22,18 @@ class NeuronsConfig:
     langs: list[str] | None = option(None, help=f"comma-separated languages (default {','.join(DEFAULT_LANGS)})")
     data: str = option("bible", help="any xling corpus (default bible): held-out sentences first, counting on the "
                                      "rest")
-    max_tokens: int = option(20000, help="tokens counted per language (default 20,000)")
-    held_out: int = option(50, help="held-out sentences per language for perplexity")
+    max_tokens: int = option(check=at_least(1), default=20000, help="tokens counted per language (default 20,000)")
+    held_out: int = option(check=at_least(1), default=50, help="held-out sentences per language for perplexity")
     ablate: bool = option(False, help="measure the perplexity matrix with and without each language's neurons")
-    top_rate: float = option(0.01, help="share of neurons kept by lowest LAPE (default 0.01, the paper's 1%)")
-    filter_rate: float = option(0.95, help="percentile of activation probabilities a neuron must exceed in some "
+    top_rate: float = option(check=between(1e-6, 1), default=0.01, help="share of neurons kept by lowest LAPE (default 0.01, the paper's 1%)")
+    filter_rate: float = option(check=between(0, 1), default=0.95, help="percentile of activation probabilities a neuron must exceed in some "
                                            "language")
-    activation_bar_ratio: float = option(0.95, help="percentile a language's probability must exceed for the neuron "
+    activation_bar_ratio: float = option(check=between(0, 1), default=0.95, help="percentile a language's probability must exceed for the neuron "
                                                     "to be its")
-    batch_size: int = option(8, help="sentences per forward pass")
-    max_length: int = option(256, help="tokens per sentence at most")
+    batch_size: int = option(check=at_least(1), default=8, help="sentences per forward pass")
+    max_length: int = option(check=at_least(1), default=256, help="tokens per sentence at most")
     seed: int = option(0, help="seed of the random control sets and the bootstrap")
-    bootstrap: int = option(1000, help="bootstrap resamples of the intervals")
+    bootstrap: int = option(check=at_least(1), default=1000, help="bootstrap resamples of the intervals")
     dtype: str = option("fp32", choices=("fp32", "bf16", "fp16"), help="fp32, bf16 or fp16")
     device: str = device_option()
     out: str | Path | None = option(DEFAULT_OUT, help="output folder")

@@ -6,7 +6,7 @@ import dataclasses
 from pathlib import Path
 
 from xling.errors import XlingError
-from xling.harness.config import check_config, flag, option, overwrite_option, store_option
+from xling.harness.config import between, at_least, check_config, flag, option, overwrite_option, store_option
 from xling.methods.predict import MODELS
 
 DEFAULT_OUT = Path("xling-out") / "predict"
@@ -36,9 +36,9 @@ class PredictConfig:
                                                   "language)")
     predictor: str = option("linear", choices=MODELS, help="score ~ alignment fit")
     aggregations: list[str] | None = option(None, help="comma-separated: mean, max, layer:K (default: all)")
-    n_boot: int = option(1000, help="bootstrap resamples of the confidence intervals")
+    n_boot: int = option(check=at_least(1), default=1000, help="bootstrap resamples of the confidence intervals")
     seed: int = option(0, help="seed of the bootstrap")
-    level: float = option(0.95, help="confidence level of the intervals")
+    level: float = option(check=between(0.5, 0.999), default=0.95, help="confidence level of the intervals")
     out: str | Path | None = option(DEFAULT_OUT, help="output folder")
     write_store: bool = option(True, flag="--no-store", negate=True,
                                help="do not write the predictions to the store")

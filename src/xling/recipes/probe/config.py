@@ -39,12 +39,12 @@ class ProbeConfig:
     l2: tuple[float, ...] = option(DEFAULT_L2, parse=_l2, metavar="A,B,...",
                                    help=f"comma-separated l2 grid (default {','.join(f'{v:g}' for v in DEFAULT_L2)})")
     pooling: str = option("auto", help="as for align (auto: mean for encoders, weighted-mean for decoders)")
-    max_train: int | None = option(None, flag="--train-size", short="--max-train",
+    max_train: int | None = option(check=at_least(1), default=None, flag="--train-size", short="--max-train",
                                    help="use at most N training examples (--max-train: the older name)")
-    max_test: int | None = option(None, flag="--test-size", short="--max-test",
+    max_test: int | None = option(check=at_least(1), default=None, flag="--test-size", short="--max-test",
                                   help="score at most N test examples per language (--max-test: the older name)")
     batch_size: int = option(32, check=at_least(1), help="texts per forward pass")
-    max_length: int | None = option(None, help="tokens per text (default: the model's own context; longer texts are "
+    max_length: int | None = option(check=at_least(1), default=None, help="tokens per text (default: the model's own context; longer texts are "
                                                "cut, with one note line)")
     device: str = device_option()
     dtype: str = dtype_option()

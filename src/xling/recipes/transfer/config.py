@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from xling.errors import XlingError
-from xling.harness.config import (at_least, threads_option, check_config, device_option, dtype_option,
+from xling.harness.config import (between, at_least, threads_option, check_config, device_option, dtype_option,
                                   executor_option, flag, option,
                                   overwrite_option, quiet_option, ray_address_option, ray_workers_option,
                                   store_option, task_options_option)
@@ -121,21 +121,21 @@ class TransferConfig:
                                          "{lang} (e.g. mono/{lang}.txt, {lang} = deu_Latn)")
     conditions: list[str] | None = option(None, help="comma-separated subset of: " + ",".join(CONDITIONS)
                                                      + " (default: all the task supports)")
-    lang_steps: int = option(40, help="optimizer steps per language module")
-    lang_lr: float = option(1.5e-3, help="language module learning rate")
-    lang_batch_size: int = option(16, help="language module batch size")
-    lang_max_length: int = option(64, help="language module tokens per sentence at most")
-    lang_sentences: int | None = option(None, help="sentences per language module (default --lang-steps x "
+    lang_steps: int = option(check=at_least(1), default=40, help="optimizer steps per language module")
+    lang_lr: float = option(check=between(1e-12, 10), default=1.5e-3, help="language module learning rate")
+    lang_batch_size: int = option(check=at_least(1), default=16, help="language module batch size")
+    lang_max_length: int = option(check=at_least(1), default=64, help="language module tokens per sentence at most")
+    lang_sentences: int | None = option(check=at_least(1), default=None, help="sentences per language module (default --lang-steps x "
                                                    "--lang-batch-size)")
     head_transform: bool = option(True, flag="--no-head-transform", negate=True,
                                   help="language modules of an encoder without an MLM head: plain tied head, no "
                                        "trained transform")
-    task_epochs: int = option(3, help="task module epochs; the best on the source dev set is kept (default 3)")
-    task_lr: float = option(2e-3, help="task module learning rate (default 2e-3)")
-    task_batch_size: int = option(16, help="task module batch size")
-    task_max_length: int = option(128, help="task module tokens per example at most")
-    r: int = option(8, help="LoRA rank of every module")
-    alpha: int = option(16, help="LoRA alpha of every module")
+    task_epochs: int = option(check=at_least(1), default=3, help="task module epochs; the best on the source dev set is kept (default 3)")
+    task_lr: float = option(check=between(1e-12, 10), default=2e-3, help="task module learning rate (default 2e-3)")
+    task_batch_size: int = option(check=at_least(1), default=16, help="task module batch size")
+    task_max_length: int = option(check=at_least(1), default=128, help="task module tokens per example at most")
+    r: int = option(check=at_least(1), default=8, help="LoRA rank of every module")
+    alpha: int = option(check=between(1e-12, 1e9), default=16, help="LoRA alpha of every module")
     add_lambda: float | None = option(None, flag="--lambda", help="one fixed scale instead (no choice)")
     lambdas: list[float] = option(list(DEFAULT_LAMBDAS), parse=parse_lambdas, metavar="A,B,...",
                                   help="candidate scales of the language module in add/add-swap, chosen on dev "
@@ -146,7 +146,7 @@ class TransferConfig:
     select_on: str = option("source-dev", choices=SELECT_ON,
                             help="where lambda and the swap are chosen: the source dev set (zero-shot, default) or "
                                  "each target's dev set (uses target labels)")
-    max_dev: int | None = option(300, flag="--dev-size", short="--max-dev",
+    max_dev: int | None = option(check=at_least(1), default=300, flag="--dev-size", short="--max-dev",
                                  help="dev examples per language for the choices (default 300; --max-dev: the older "
                                       "name)")
     align_data: str | None = option(None, group=ALIGN_GROUP,
@@ -154,10 +154,10 @@ class TransferConfig:
                                          "(bible-genre:align)")
     align_layer: str | int = option("auto", group=ALIGN_GROUP, help="hidden-state index, or auto (default; see xling "
                                                                 "train)")
-    align_weight: float = option(1.0, group=ALIGN_GROUP, help="weight of the alignment loss")
+    align_weight: float = option(check=at_least(0), default=1.0, group=ALIGN_GROUP, help="weight of the alignment loss")
     align_mode: str = option("alternate", choices=("alternate", "sum"), group=ALIGN_GROUP,
                              help="alternate task and alignment steps or sum the two losses")
-    align_max_pairs: int = option(4000, group=ALIGN_GROUP, help="at most N pairs, a seeded sample")
+    align_max_pairs: int = option(check=at_least(2), default=4000, group=ALIGN_GROUP, help="at most N pairs, a seeded sample")
     align_drop_overlap: bool = option(False, group=ALIGN_GROUP, help="remove pairs containing a dev/test item of the "
                                                                  "task (default: refuse them)")
     translate_test: str | None = option(None, group=TRANSLATE_GROUP, metavar="MODEL",
@@ -174,10 +174,10 @@ class TransferConfig:
                                        "used")
     translate_max_new_tokens: int = option(128, group=TRANSLATE_GROUP, check=at_least(1),
                                            help="tokens generated at most per translated text (default 128)")
-    max_test: int | None = option(None, flag="--test-size", short="--max-test",
+    max_test: int | None = option(check=at_least(1), default=None, flag="--test-size", short="--max-test",
                                   help="evaluate the first N test examples per language (--max-test: the older name)")
-    batch_size: int = option(32, help="evaluation batch size")
-    bootstrap: int = option(1000, help="bootstrap resamples for the CIs, 0 for none")
+    batch_size: int = option(check=at_least(1), default=32, help="evaluation batch size")
+    bootstrap: int = option(check=at_least(0), default=1000, help="bootstrap resamples for the CIs, 0 for none")
     seed: int = option(0, help="seed of every module's training and of the bootstrap")
     device: str = device_option()
     dtype: str = dtype_option()

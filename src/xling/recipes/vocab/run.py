@@ -631,7 +631,7 @@ def _vocab_meta(name: str) -> dict | None:
     if path.is_file():
         try:
             return json.loads(path.read_text(encoding="utf-8"))
-        except ValueError:
+        except (ValueError, OSError):  # UnicodeDecodeError is a ValueError
             return None
     return None
 
