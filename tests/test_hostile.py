@@ -603,3 +603,20 @@ def test_lens_word_pairs_with_bad_bytes_are_one_line(tmp_path, capsys, tiny_caus
                               "--out", tmp_path / "out", "--store", "none"])
     assert str(pairs) in line and ("not valid UTF-8" in line or "NUL byte" in line)
     assert not (tmp_path / "out").exists()
+
+
+def test_reading_a_store_never_turns_a_users_file_into_a_database(tmp_path, capsys):
+    """An empty file of the user's given as --store is refused (SQLite would make it a database), and reading
+    a store that does not exist creates nothing."""
+    empty = tmp_path / "notes.tsv"
+    empty.write_bytes(b"")
+    assert "is an empty file that is not an SQLite store" in cli_error(
+        capsys, ["consistency", "abc", "--store", empty, "--out", tmp_path / "o"])
+    assert empty.read_bytes() == b"" and not (tmp_path / "o").exists()
+    assert "is an empty file" in cli_error(capsys, ["runs", "--store", empty])
+    assert empty.read_bytes() == b""
+    missing = tmp_path / "none-yet.sqlite"
+    assert "results store not found" in cli_error(capsys, ["runs", "--store", missing])
+    assert not missing.exists()
+    assert "results store not found" in cli_error(capsys, ["consistency", "abc", "--store", missing])
+    assert not missing.exists()

@@ -194,7 +194,7 @@ class ResultsStore:
     def _db(self, write: bool = False) -> Iterator[sqlite3.Connection]:
         """A connection to the checked store; SQLite errors (a damaged file) become one line."""
         try:
-            with closing(self._connect()) as con:
+            with closing(self._connect(write)) as con:
                 if write:
                     with con:
                         yield con
@@ -205,9 +205,17 @@ class ResultsStore:
         except sqlite3.DatabaseError as exc:
             raise self._unusable(_why(exc)) from None
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self, write: bool = True) -> sqlite3.Connection:
         if self.path.is_dir():
             raise self._unusable("is a folder")
+        if not write and not self.path.exists():  # reading a store that is not there: empty, and no file made
+            con = sqlite3.connect(":memory:")
+            con.executescript(SCHEMA)
+            return con
+        if self.path.is_file() and self.path.stat().st_size == 0 \
+                and self.path.suffix.lower() not in (".sqlite", ".sqlite3", ".db"):
+            # an empty file of the user's (notes.txt, data.tsv): SQLite would turn it into a database
+            raise self._unusable("is an empty file that is not an SQLite store (name it .sqlite to start one there)")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             con = sqlite3.connect(self.path)
