@@ -184,6 +184,15 @@ def test_csv_cells_neutralised_numbers_kept():
     assert cells == ["a\tb", "'\rx", "'\tt", "plain, with comma", "1.5", "", "True"]
 
 
+def test_csv_cells_carry_no_terminal_escape():
+    """A label with ESC / CSI / a bidi override is written escaped, so `cat file.csv` shows it and cannot
+    recolour the terminal; tab and line breaks stay data (quoted by the csv module)."""
+    text = csv_text([["\x1b[31mred\x1b[0m", "a\u202eb", "x\x9by", "line\nbreak"]], list("abcd"))
+    assert "\x1b" not in text and "\u202e" not in text and "\x9b" not in text
+    cells = list(csv.reader(io.StringIO(text)))[1]
+    assert cells == ["\\x1b[31mred\\x1b[0m", "a\\u202eb", "x\\x9by", "line\nbreak"]
+
+
 def test_align_csvs_neutralise_names(tmp_path, tiny_model_dirs, capsys, monkeypatch, one_thread):
     """Model names ``+1``, ``-2`` and corpus ``@SUM(1)``: neutralised in models.csv, alignment.csv, summary.csv."""
     import shutil

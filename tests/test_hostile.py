@@ -296,6 +296,32 @@ def test_ctrl_c_at_any_moment(tmp_path):
             else "xling: interrupted"), err
 
 
+def test_sigterm_is_a_clean_exit_143(tmp_path):
+    """``timeout`` and job schedulers send SIGTERM: the same clean way out as Ctrl-C (the output folder being
+    written is removed), exit 143, one line, no traceback."""
+    corpus = tmp_path / "big.jsonl"
+    with corpus.open("w", encoding="utf-8") as f:
+        for i in range(150_000):
+            f.write(f'{{"eng": "sentence {i}", "deu": "Satz {i}"}}\n')
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    env.pop("XLING_DEBUG", None)
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import re, sys"], check=True, env=env)
+    startup = 2 * (time.perf_counter() - t)
+    proc = subprocess.Popen(_entry_command() + ["align", "--data", str(corpus), "--store", "none", "--out",
+                                                str(tmp_path / "o")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=tmp_path)
+    time.sleep(startup + 1.0)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    err = err.decode()
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err, err
+    assert err.strip().splitlines()[-1].startswith("xling: interrupted"), err
+    assert not (tmp_path / "o").exists()
+    assert not [p for p in tmp_path.iterdir() if "tmp" in p.name], list(tmp_path.iterdir())
+
+
 def test_interrupt_wording_in_process(monkeypatch, capsys):
     import xling.cli as cli
     import xling.cli.align as align_cli
@@ -574,6 +600,7 @@ def test_option_values_that_json_cannot_hold_are_one_line(capsys):
     (["transfer", "--task-lr", "-1"], "--task-lr must be between"),
     (["probe", "--threads", "0"], "--threads must be at least 1, got 0"),
     (["eval", "--zero-shot", "--template", "{bogus}"], "--template names the field {bogus}"),
+    (["vocab", "transplant", "--model", "m", "--tokenizer-from", "t", "--langs", "de"], "--langs names the languages of --data"),
     (["eval", "--zero-shot", "--template", "Text: {text"], "--template is not a prompt template"),
     (["eval", "--zero-shot", "--template", "{text.__class__}"], "--template names the field {text.__class__}"),
 ])

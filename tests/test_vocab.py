@@ -373,9 +373,12 @@ def test_bpe_derivation_replays_priorities():
 
 
 # ----------------------------------------------------------------------------- selection
-def test_top_n_and_min_freq(family_dirs, corpus_files, tmp_path):
+def test_top_n_and_min_freq(family_dirs, corpus_files, tmp_path, capsys):
     rep = run_trim(family_dirs["bert"], tmp_path / "a", str(corpus_files / "en.txt"), top=20)
     assert rep["vocab"]["after"] == 20
+    kept = rep["coverage"]["token_occurrences_kept"]
+    said = [ln for ln in capsys.readouterr().err.splitlines() if "the trimmed vocabulary keeps" in ln]
+    assert len(said) == int(kept < 0.9)  # a --top that drops most of the text is said, once
     rep2 = run_trim(family_dirs["bert"], tmp_path / "b", str(corpus_files / "en.txt"), min_freq=1000)
     assert rep2["vocab"]["after"] == rep2["vocab"]["kept_by_reason"]["special"]
     with pytest.raises(XlingError, match="--top 3 is smaller"):

@@ -1,4 +1,4 @@
-"""The ``xling`` console script: Ctrl-C at any moment prints one line and exits 130.
+"""The ``xling`` console script: Ctrl-C at any moment prints one line and exits 130 (SIGTERM: 143).
 
 The command line imports a lot (torch, transformers) before ``xling.cli.main``
 can catch anything, so this module, which imports only the standard library at
@@ -13,6 +13,8 @@ import signal
 import sys
 
 _EXIT_INTERRUPTED = 130
+_EXIT_TERMINATED = 143  # 128 + SIGTERM
+_terminated = False
 
 
 def _message() -> str:
@@ -64,6 +66,16 @@ def _first_interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
+def _terminate(signum, frame) -> None:
+    """SIGTERM (``timeout``, a job scheduler, ``kill``): the same clean way out as a first Ctrl-C, so the
+    half-written output folder is removed, then exit 143 as a shell reports a terminated command."""
+    global _terminated
+    _terminated = True
+    if hasattr(signal, "SIGTERM"):
+        signal.signal(signal.SIGTERM, _exit_now)  # a second one leaves at once
+    _first_interrupt(signum, frame)
+
+
 def _held_interrupt(signum, frame) -> None:
     if _in_import(frame):
         signal.setitimer(signal.ITIMER_REAL, 0.02)
@@ -74,6 +86,8 @@ def _held_interrupt(signum, frame) -> None:
 
 def main() -> int:
     signal.signal(signal.SIGINT, _first_interrupt)
+    if hasattr(signal, "SIGTERM"):
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         from xling.cli import main as cli_main
 
@@ -93,7 +107,7 @@ def main() -> int:
     signal.signal(signal.SIGINT, _exit_now)  # an interrupt during shutdown: no traceback either
     if hasattr(signal, "setitimer"):
         signal.setitimer(signal.ITIMER_REAL, 0)
-    return rc
+    return _EXIT_TERMINATED if _terminated else rc
 
 
 if __name__ == "__main__":

@@ -15,7 +15,9 @@ A leaf helper (imports only the standard library and other leaves), used by ever
   spreadsheet shows it as text instead of evaluating it (a cell that starts with ``'``
   gets one too, which makes the rule reversible: :func:`csv_uncell` undoes it exactly
   when xling reads its own CSVs back). Numbers are written as numbers, never
-  neutralised: ``-0.5`` stays ``-0.5``.
+  neutralised: ``-0.5`` stays ``-0.5``. Other control characters than tab and line
+  breaks (ESC, CSI, bidi overrides) are written escaped as :func:`term` writes them,
+  so ``cat results.csv`` cannot recolour the terminal (not undone on reading back).
 * :func:`cap_texts` -- each text cut to :func:`char_cap` characters before it reaches a
   tokenizer that truncates to ``max_length`` tokens. A fast tokenizer builds its
   per-character alignment tables for the whole text before truncating (a single
@@ -77,7 +79,10 @@ def csv_cell(value, float_format: str = ".6g"):
     if isinstance(value, numbers.Real):
         return format(float(value), float_format)
     s = str(value)
-    return "'" + s if s.startswith(_FORMULA_START) else s
+    s = "'" + s if s.startswith(_FORMULA_START) else s
+    # a terminal escape in a label or sentence must not reach whoever runs `cat` on the file: control characters
+    # other than tab and line breaks (which the csv module quotes) are written as term() writes them
+    return term(s, keep="\t\n\r") if any(_is_control(ord(c)) for c in s) else s
 
 
 def csv_uncell(value: str) -> str:

@@ -162,7 +162,9 @@ class _NewVocabConfig:
     adaptation and the measurement."""
 
     model: str = option(required=True, help="the model that gets the new vocabulary: a built-in decoder "
-                                            "(smollm2-135m, gemma-3-270m), a local folder or a hub id")
+                                            "(smollm2-135m, gemma-3-270m), a local folder or a hub id (transplant "
+                                            "also takes an encoder; bits per character and --adapt-steps need a "
+                                            "decoder)")
     data: str | None = option(None, help=NEW_VOCAB_DATA_HELP + "; held-out sentences (--heldout) are measured, the "
                                                                "rest trains")
     langs: list[str] | str | None = option(None, parse="list", help="comma-separated languages of --data, e.g. "
@@ -210,6 +212,10 @@ class _NewVocabConfig:
                              f"of the text, e.g. {flag('langs', type(self))} de,sw)")
         if self.adapt_steps and not self.data:
             raise XlingError(f"{flag('adapt_steps', type(self))} needs training text: pass {flag('data', type(self))}")
+        if self.langs and not self.data:
+            raise XlingError(f"{flag('langs', type(self))} names the languages of {flag('data', type(self))}; pass "
+                             f"{flag('data', type(self))} too (e.g. {flag('data', type(self))} bible), or leave "
+                             f"{flag('langs', type(self))} out")
         if self.adapt_lr <= 0:
             raise XlingError(f"{flag('adapt_lr', type(self))} must be positive, got {self.adapt_lr}")
 

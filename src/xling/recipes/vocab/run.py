@@ -41,6 +41,8 @@ FORMAT = "xling-vocab/1"
 META_JSON = "xling_vocab.json"
 REPORT_JSON = "vocab_report.json"
 SPEED_TEXTS = 50_000
+#: Below this share of the corpus's token occurrences kept, a trim says so (a --top far too small).
+LOW_COVERAGE = 0.9
 
 
 def _log(enabled: bool, msg: str) -> None:
@@ -195,6 +197,10 @@ def trim(cfg: TrimConfig) -> dict:
         }
     kept_mass = float(counts[plan.keep[plan.keep < len(counts)]].sum() / counts.sum())
     coverage["token_occurrences_kept"] = round(kept_mass, 6)
+    if kept_mass < LOW_COVERAGE:
+        print(f"xling: warning: the trimmed vocabulary keeps {100 * kept_mass:.2f}% of the corpus's token "
+              f"occurrences ({plan.new_size:,} tokens{f', --top {cfg.top}' if getattr(cfg, 'top', None) else ''}); "
+              f"the rest of the text becomes unknown or byte tokens in the trimmed model", file=sys.stderr, flush=True)
 
     # 4. throughput before/after on the same texts
     speed_texts = [t for s in sources if s.kind == "sentences" for t in s.texts][:SPEED_TEXTS] or \
