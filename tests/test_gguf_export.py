@@ -515,3 +515,20 @@ def test_a_llama_model_with_a_gemma_style_tokenizer_gets_the_reader_note(decoder
     assert main(["vocab", "export", "--model", str(decoders["llama-spm"]), "--out", str(tmp_path / "y.gguf"),
                  "--type", "f32"]) == 0
     assert "transformers' GGUF reader ignores" not in capsys.readouterr().out
+
+
+def test_unwritable_target_folder_is_one_line_before_any_work(tmp_path, monkeypatch):
+    """A folder the export cannot write to is refused before the model loads, naming the --out path given
+    (root ignores permissions, so the failure is simulated where the probe file would be created)."""
+    import tempfile
+
+    from xling.errors import XlingError
+    from xling.modules.gguf_export import check_target
+
+    def refuse(*a, **kw):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "NamedTemporaryFile", refuse)
+    with pytest.raises(XlingError, match=r"--out .*model\.gguf cannot be written: .*Permission denied"):
+        check_target(tmp_path / "model.gguf")
+    assert list(tmp_path.iterdir()) == []

@@ -459,6 +459,13 @@ def check_target(out: str | os.PathLike, *, overwrite: bool = False) -> Path:
         parent = parent.parent
     if not parent.is_dir():
         raise XlingError(f"--out {out} cannot be created: {parent} is a file, not a folder")
+    import tempfile
+
+    try:  # a read-only or full folder is said now, before the model loads, naming the path the user gave
+        with tempfile.NamedTemporaryFile(dir=parent, prefix=".xling-probe-"):
+            pass
+    except OSError as exc:
+        raise XlingError(f"--out {out} cannot be written: {parent}: {exc.strerror or exc}") from None
     return out
 
 
