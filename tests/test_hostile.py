@@ -88,6 +88,8 @@ def _row(**kw) -> str:
      [":2:", "surrogate"]),
     ("header-cr.csv", "te\rxt,label,lang,split\nhello,a,en,test\n", [":1:", "malformed CSV", "line break"]),
     ("field-cr.tsv", "text\tlabel\tlang\tsplit\nhel\rlo\ta\ten\ttest\n", [":2:", "malformed TSV"]),
+    ("open-quote.csv", "text,label,lang,split\nok,a,en,test\n\"hello,a,en,test\nbye,b,en,test\n",
+     [":3:", "runs on to line 4", "never closed"]),
 ])
 def test_hostile_task_file(tmp_path, capsys, name, text, expect):
     path = tmp_path / name

@@ -212,9 +212,15 @@ def _rows(path: Path, fmt: str) -> Iterator[tuple[int, dict, str | None]]:
     try:
         if not reader.fieldnames:
             raise XlingError(f"{path}: empty file (expected a header row)")
+        prev = reader.line_num
         for row in reader:
+            start, prev = prev + 1, reader.line_num
             if None in row:
                 raise XlingError(f"{path}:{reader.line_num}: more fields than the header has")
+            if fmt == "csv" and None in row.values() and any("\n" in (v or "") for v in row.values()):
+                # fields missing and a field spanning lines: a quote opened and never closed swallowed the rest
+                raise XlingError(f"{path}:{start}: a quoted field runs on to line {reader.line_num} and the row lacks "
+                                 f"fields (a quote that is never closed?)")
             if all((v or "").strip() == "" for v in row.values()):
                 continue
             yield reader.line_num, row, None
