@@ -268,19 +268,24 @@ def test_console_script_is_the_interrupt_safe_entry():
     assert scripts["xling"] == "xling._entry:main"
 
 
-def test_ctrl_c_at_any_moment(tmp_path):
-    """SIGINT during start-up, imports and the run itself: exit 130, one line, no traceback."""
+def _signal_setup(tmp_path):
+    """A corpus big enough to keep a command busy, the subprocess environment, and the interpreter's own
+    start-up time: it cannot be intercepted by any package, so it is measured on this machine, under its
+    present load, and signals are sent after it."""
     corpus = tmp_path / "big.jsonl"
     with corpus.open("w", encoding="utf-8") as f:
         for i in range(150_000):
             f.write(f'{{"eng": "sentence {i}", "deu": "Satz {i}"}}\n')
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     env.pop("XLING_DEBUG", None)
-    # The interpreter's own start-up (before the console script runs a line of xling) cannot be intercepted
-    # by any package: measure it on this machine, under its present load, and interrupt after it.
     t = time.perf_counter()
     subprocess.run([sys.executable, "-c", "import re, sys"], check=True, env=env)
-    startup = 2 * (time.perf_counter() - t)
+    return corpus, env, 2 * (time.perf_counter() - t)
+
+
+def test_ctrl_c_at_any_moment(tmp_path):
+    """SIGINT during start-up, imports and the run itself: exit 130, one line, no traceback."""
+    corpus, env, startup = _signal_setup(tmp_path)
     cases = [(startup + 0.05, "corpus"), (startup + 0.4, "align"), (startup + 1.0, "corpus")]
     for delay, command in cases:
         argv = [command, "--data", str(corpus)] + (["--store", "none", "--out", str(tmp_path / "o")]
@@ -301,15 +306,7 @@ def test_ctrl_c_at_any_moment(tmp_path):
 def test_sigterm_is_a_clean_exit_143(tmp_path):
     """``timeout`` and job schedulers send SIGTERM: the same clean way out as Ctrl-C (the output folder being
     written is removed), exit 143, one line, no traceback."""
-    corpus = tmp_path / "big.jsonl"
-    with corpus.open("w", encoding="utf-8") as f:
-        for i in range(150_000):
-            f.write(f'{{"eng": "sentence {i}", "deu": "Satz {i}"}}\n')
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    env.pop("XLING_DEBUG", None)
-    t = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "import re, sys"], check=True, env=env)
-    startup = 2 * (time.perf_counter() - t)
+    corpus, env, startup = _signal_setup(tmp_path)
     proc = subprocess.Popen(_entry_command() + ["align", "--data", str(corpus), "--store", "none", "--out",
                                                 str(tmp_path / "o")],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=tmp_path)
